@@ -1,0 +1,213 @@
+"""What admins do from the command line: cities, people, channel bindings, sessions.
+
+Every function checks its input before it writes and raises AdminError with one clear line;
+the caller's unit of work then rolls back, so a refused command changes nothing.
+"""
+
+import re
+from datetime import date, datetime, time
+from functools import cache
+from zoneinfo import ZoneInfo, available_timezones
+
+from bot.identity import IdentityError, normalize_identity
+from bot.sessions import parse_rule
+from store.models import ChannelBinding, City, CoachCity, CoachingSession, Pathway, Person, Role
+from store.repo import Store
+
+LANGUAGES = ("en", "es", "pt")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+class AdminError(ValueError):
+    pass
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_zone(zone: str) -> str:
+    if zone not in _zones():
+        raise AdminError(f"unknown time zone '{zone}': use an IANA name such as America/Bogota")
+    return zone
+
+
+def identity(text: str) -> str:
+    try:
+        return normalize_identity(text)
+    except IdentityError as error:
+        raise AdminError(str(error)) from None
+
+
+def city_of(store: Store, slug: str) -> City:
+    city = store.city_by_slug(slug)
+    if city is None:
+        known = ", ".join(c.slug for c in store.cities()) or "none yet"
+        raise AdminError(f"unknown city '{slug}' (known: {known})")
+    return city
+
+
+def add_city(
+    store: Store,
+    slug: str,
+    name: str,
+    zone: str,
+    now: datetime,
+    country: str | None = None,
+    pathway: str | None = None,
+    language: str = "en",
+) -> City:
+    slug = slug.strip().lower()
+    if not _SLUG.match(slug):
+        raise AdminError(f"bad slug '{slug}': use 2–63 lower-case letters, digits and dashes")
+    if not name.strip():
+        raise AdminError("--name must not be empty")
+    check_zone(zone)
+    if country is not None and not re.fullmatch(r"[A-Za-z]{2}", country):
+        raise AdminError(f"bad --country '{country}': use a two-letter ISO code such as CO")
+    if pathway is not None and pathway not in Pathway.__members__:
+        raise AdminError(f"bad --pathway '{pathway}': use implementation or capacity")
+    if language not in LANGUAGES:
+        raise AdminError(f"bad --lang '{language}': use one of {', '.join(LANGUAGES)}")
+    if store.city_by_slug(slug) is not None:
+        raise AdminError(f"city '{slug}' already exists")
+    return store.add_city(
+        City(
+            slug=slug,
+            name=name.strip(),
+            zone=zone,
+            country=country.upper() if country else None,
+            pathway=pathway,
+            language=language,
+            created_at=now,
+        )
+    )
+
+
+def _new_person(store: Store, who: str) -> str:
+    who = identity(who)
+    existing = store.person(who)
+    if existing is not None:
+        raise AdminError(f"{who} is already on the roster as {existing.role}")
+    return who
+
+
+def add_member(store: Store, who: str, city_slug: str, now: datetime, name: str | None = None) -> Person:
+    who = _new_person(store, who)
+    city = city_of(store, city_slug)
+    return store.add_person(
+        Person(identity=who, name=name, role=Role.member, city_id=city.id, created_at=now)
+    )
+
+
+def add_coach(
+    store: Store, who: str, city_slugs: list[str], now: datetime, name: str | None = None
+) -> tuple[Person, list[City]]:
+    """A new coach of the listed cities (all cities when none are listed), or more cities for a coach."""
+    who = identity(who)
+    cities = [city_of(store, slug) for slug in city_slugs]
+    existing = store.person(who)
+    if existing is not None:
+        if existing.role != Role.coach:
+            raise AdminError(f"{who} is already on the roster as {existing.role}")
+        if not cities:
+            existing.all_cities = True
+        known = set(store.coached_city_ids(existing))
+        for city in cities:
+            if city.id not in known:
+                store.session.add(CoachCity(person_id=existing.id, city_id=city.id))  # type: ignore[arg-type]
+        if name:
+            existing.name = name
+        store.session.add(existing)
+        store.session.flush()
+        return existing, cities
+    person = Person(identity=who, name=name, role=Role.coach, all_cities=not cities, created_at=now)
+    return store.add_person(person, [c.id for c in cities if c.id is not None]), cities
+
+
+def add_admin(store: Store, who: str, now: datetime, name: str | None = None) -> Person:
+    who = _new_person(store, who)
+    return store.add_person(Person(identity=who, name=name, role=Role.admin, created_at=now))
+
+
+def bind(
+    store: Store, conversation: str, city_slug: str, now: datetime
+) -> tuple[ChannelBinding, City | None]:
+    """Bind a conversation to a city; returns the binding and the city it was bound to before, if any."""
+    conversation = identity(conversation)
+    city = city_of(store, city_slug)
+    before = store.bound_city(conversation)
+    return store.bind(conversation, city.id, now), before  # type: ignore[arg-type]
+
+
+def _local_start(text: str, zone: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AdminError(f"bad --start '{text}': use local time like 2026-12-01T10:00") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+    return value.replace(second=0, microsecond=0)
+
+
+def _until(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AdminError(f"bad --until '{text}': use a date like 2027-03-31") from None
+    if len(text.strip()) == 10:  # a date alone: sessions on that day still count
+        return datetime.combine(value.date(), time(23, 59, 59))
+    return value.replace(tzinfo=None)
+
+
+def add_session(
+    store: Store,
+    city_slug: str,
+    start: str,
+    now: datetime,
+    duration: int = 60,
+    title: str | None = None,
+    rrule: str | None = None,
+    until: str | None = None,
+) -> CoachingSession:
+    city = city_of(store, city_slug)
+    start_local = _local_start(start, city.zone)
+    if not 5 <= duration <= 600:
+        raise AdminError(f"bad --duration {duration}: give minutes between 5 and 600")
+    if title is not None and not title.strip():
+        raise AdminError("--title must not be empty")
+    until_local = _until(until) if until else None
+    if until_local is not None and rrule is None:
+        raise AdminError("--until goes with --rrule")
+    if rrule is not None:
+        rrule = rrule.strip()
+        if rrule.upper().startswith("RRULE:"):
+            rrule = rrule[6:]
+        bounded = "UNTIL=" in rrule.upper() or "COUNT=" in rrule.upper()
+        if until_local is None and not bounded:
+            raise AdminError("a recurring session needs --until DATE (or COUNT= in the rule)")
+        if until_local is not None and until_local < start_local:
+            raise AdminError("--until is before --start")
+        try:
+            parse_rule(rrule, start_local, until_local)
+        except (ValueError, TypeError) as error:
+            raise AdminError(f"bad --rrule '{rrule}': {error}") from None
+    return store.add_session(
+        CoachingSession(
+            city_id=city.id,  # type: ignore[arg-type]
+            title=(title or "Coaching session").strip(),
+            start_local=start_local,
+            duration_min=duration,
+            rrule=rrule,
+            until_local=until_local,
+            created_at=now,
+        )
+    )
+
+
+def parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise AdminError(f"bad date '{text}': use YYYY-MM-DD") from None

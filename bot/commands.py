@@ -1,0 +1,79 @@
+"""Turning text into a command: `/cda …`, `cda …`, and the short forms `update: …`, `blocker: …`."""
+
+import re
+from dataclasses import dataclass
+
+NAMES = frozenset(
+    {
+        "update",
+        "blocker",
+        "resolve",
+        "blockers",
+        "updates",
+        "status",
+        "quiet",
+        "digest",
+        "export",
+        "next",
+        "help",
+    }
+)
+
+_SHORT = re.compile(r"^(update|blocker)\s*[:：]\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
+_NEXT_SESSION = re.compile(
+    r"\b(next|upcoming|pr[oó]xim[ao])\b.*\b(session|sesi[oó]n|sess[aã]o|meeting|call|coaching)", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # one of NAMES, or "unknown" / "empty"
+    args: str = ""
+
+
+def parse(text: str) -> Command:
+    text = text.strip()
+    if not text:
+        return Command("empty")
+    short = _SHORT.match(text)
+    if short:
+        return Command(short.group(1).lower(), short.group(2).strip())
+    prefixed = _PREFIX.match(text)
+    if prefixed:
+        rest = text[prefixed.end() :].strip()
+        if not rest:
+            return Command("help")
+        word, _, args = rest.partition(" ")
+        word = word.lower().rstrip(":")
+        if word in NAMES:
+            return Command(word, args.strip())
+        return Command("unknown", rest)
+    if text.lower().rstrip("?! .") in {"help", "ayuda", "ajuda", ""}:
+        return Command("help")
+    if _NEXT_SESSION.search(text):
+        return Command("next")
+    return Command("unknown", text)
+
+
+@dataclass(frozen=True)
+class ListingArgs:
+    """`[city] [all] [days]` as taken by blockers, updates and status."""
+
+    city: str | None
+    include_all: bool
+    days: int | None
+
+
+def parse_listing(args: str) -> ListingArgs:
+    words: list[str] = []
+    include_all = False
+    days: int | None = None
+    for word in args.split():
+        if word.lower() == "all":
+            include_all = True
+        elif word.isdigit():
+            days = int(word)
+        else:
+            words.append(word)
+    return ListingArgs(" ".join(words) or None, include_all, days)

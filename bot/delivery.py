@@ -1,0 +1,104 @@
+"""The one path for unprompted messages: due outbox rows go out through the recipient's adapter."""
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from bot.clock import Clock
+from bot.identity import platform_of
+from bot.messages import Adapter, DeliveryError, Reply
+from store.models import OutboxMessage, OutboxStatus
+from store.repo import open_store
+
+log = logging.getLogger("cda_bot.delivery")
+
+BACKOFF_SECONDS = (30, 120, 600, 1800, 3600)
+MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
+    backoff = BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS)) - 1]
+    return timedelta(seconds=max(backoff, retry_after or 0))
+
+
+class Deliverer:
+    def __init__(self, engine: Engine, adapters: Mapping[str, Adapter], clock: Clock) -> None:
+        self.engine = engine
+        self.adapters = adapters
+        self.clock = clock
+
+    async def deliver_due(self, limit: int = 100) -> DeliveryReport:
+        """Send what is due to recipients whose platform has an adapter; the rest stays queued."""
+        report = DeliveryReport()
+        now = self.clock.now()
+        rows = await asyncio.to_thread(self._due, now, limit)
+        for row in rows:
+            assert row.id is not None
+            if not await asyncio.to_thread(self._claim, row.id, now):
+                continue  # another deliverer took it
+            if row.expires_at is not None and now > row.expires_at:
+                log.info("outbox message expired, not sent", extra={"outbox_id": row.id, "kind": row.kind})
+                await asyncio.to_thread(self._finish, row.id, OutboxStatus.dropped, now, "expired", None)
+                report.dropped.append(row.id)
+                continue
+            await self._send(row, now, report)
+        return report
+
+    async def _send(self, row: OutboxMessage, now: datetime, report: DeliveryReport) -> None:
+        assert row.id is not None
+        adapter = self.adapters[platform_of(row.recipient)]
+        reference = await asyncio.to_thread(self._reference, row.recipient)
+        attempts = row.attempts + 1
+        try:
+            await adapter.send(row.recipient, Reply.model_validate(row.payload), reference)
+        except Exception as error:
+            retry_after = error.retry_after if isinstance(error, DeliveryError) else None
+            permanent = isinstance(error, DeliveryError) and error.permanent
+            reason = f"{type(error).__name__}: {error}"[:1000]
+            if permanent or attempts >= MAX_ATTEMPTS:
+                log.warning("outbox message failed", extra={"outbox_id": row.id, "attempts": attempts})
+                await asyncio.to_thread(self._finish, row.id, OutboxStatus.failed, now, reason, None)
+                report.failed.append(row.id)
+            else:
+                retry_at = now + retry_delay(attempts, retry_after)
+                await asyncio.to_thread(self._finish, row.id, OutboxStatus.pending, now, reason, retry_at)
+                report.retrying.append(row.id)
+            return
+        await asyncio.to_thread(self._finish, row.id, OutboxStatus.sent, now, None, None)
+        report.sent.append(row.id)
+
+    def _due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+        with open_store(self.engine) as store:
+            return store.due_outbox(now, list(self.adapters), limit)
+
+    def _claim(self, outbox_id: int, now: datetime) -> bool:
+        with open_store(self.engine) as store:
+            return store.claim(outbox_id, now)
+
+    def _finish(
+        self,
+        outbox_id: int,
+        status: OutboxStatus,
+        now: datetime,
+        error: str | None,
+        retry_at: datetime | None,
+    ) -> None:
+        with open_store(self.engine) as store:
+            store.finish(outbox_id, status, now, error, retry_at)
+
+    def _reference(self, recipient: str) -> dict[str, Any] | None:
+        with open_store(self.engine) as store:
+            return store.reference(recipient)

@@ -1,0 +1,185 @@
+"""The tables. Instants are UTC (`UTCDateTime`); session start times are local to the city's zone."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from store.types import UTCDateTime
+
+MAX_TEXT = 8000
+
+
+def utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Role(StrEnum):
+    member = "member"
+    coach = "coach"
+    admin = "admin"
+
+
+class Pathway(StrEnum):
+    implementation = "implementation"
+    capacity = "capacity"
+
+
+class City(SQLModel, table=True):
+    __tablename__ = "cities"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    zone: str = Field(max_length=64)
+    country: str | None = Field(default=None, max_length=2)
+    language: str = Field(default="en", max_length=5)
+    pathway: str | None = Field(default=None, max_length=20)
+    created_at: datetime = utc_column()
+
+
+class Person(SQLModel, table=True):
+    """A member (of one city), a coach (of listed cities, or all) or an admin."""
+
+    __tablename__ = "people"
+
+    id: int | None = Field(default=None, primary_key=True)
+    identity: str = Field(max_length=200, unique=True)
+    name: str | None = Field(default=None, max_length=200)
+    role: str = Field(max_length=10)
+    city_id: int | None = Field(default=None, foreign_key="cities.id", index=True)
+    all_cities: bool = Field(default=False)
+    created_at: datetime = utc_column()
+
+
+class CoachCity(SQLModel, table=True):
+    __tablename__ = "coach_cities"
+
+    person_id: int = Field(foreign_key="people.id", primary_key=True)
+    city_id: int = Field(foreign_key="cities.id", primary_key=True, index=True)
+
+
+class ChannelBinding(SQLModel, table=True):
+    """A conversation (Slack channel, Teams conversation, WhatsApp group) that belongs to a city."""
+
+    __tablename__ = "channel_bindings"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation: str = Field(max_length=200, unique=True)
+    city_id: int = Field(foreign_key="cities.id", index=True)
+    created_at: datetime = utc_column()
+
+
+class Update(SQLModel, table=True):
+    __tablename__ = "updates"
+    __table_args__ = (Index("ix_updates_city_created", "city_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    city_id: int = Field(foreign_key="cities.id")
+    author: str = Field(max_length=200)
+    text: str = Field(max_length=MAX_TEXT)
+    platform: str = Field(max_length=20)
+    created_at: datetime = utc_column()
+
+
+class BlockerStatus(StrEnum):
+    open = "open"
+    resolved = "resolved"
+
+
+class Blocker(SQLModel, table=True):
+    __tablename__ = "blockers"
+    __table_args__ = (Index("ix_blockers_city_status_opened", "city_id", "status", "opened_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    city_id: int = Field(foreign_key="cities.id")
+    author: str = Field(max_length=200)
+    text: str = Field(max_length=MAX_TEXT)
+    status: str = Field(default=BlockerStatus.open, max_length=10)
+    opened_at: datetime = utc_column()
+    resolved_at: datetime | None = utc_column(nullable=True)
+    resolved_by: str | None = Field(default=None, max_length=200)
+    resolution_note: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class CoachingSession(SQLModel, table=True):
+    """A one-off or recurring session. `start_local` is wall-clock time in the city's zone, so a
+    weekly 10:00 session stays at 10:00 across daylight-saving changes."""
+
+    __tablename__ = "coaching_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    city_id: int = Field(foreign_key="cities.id", index=True)
+    title: str = Field(default="Coaching session", max_length=200)
+    start_local: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    duration_min: int = Field(default=60)
+    rrule: str | None = Field(default=None, max_length=500)
+    until_local: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
+    exdates: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    uid: str | None = Field(default=None, max_length=255, unique=True)
+    created_at: datetime = utc_column()
+
+
+class ConversationReference(SQLModel, table=True):
+    """What an adapter needs to message someone unprompted (Teams service URL, Slack channel, …)."""
+
+    __tablename__ = "conversation_references"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200, unique=True)
+    platform: str = Field(max_length=20)
+    reference: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = utc_column()
+
+
+class ProcessedMessage(SQLModel, table=True):
+    __tablename__ = "processed_messages"
+    __table_args__ = (UniqueConstraint("platform", "message_id", name="uq_processed_platform_message"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=20)
+    message_id: str = Field(max_length=200)
+    received_at: datetime = utc_column(index=True)
+
+
+class OutboxStatus(StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    dropped = "dropped"
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message to send unprompted. `key` (recipient, kind, occurrence) makes planning idempotent."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=400, unique=True)
+    recipient: str = Field(max_length=200)
+    kind: str = Field(max_length=40)
+    city_id: int | None = Field(default=None, foreign_key="cities.id", index=True)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=OutboxStatus.pending, max_length=10)
+    attempts: int = Field(default=0)
+    due_at: datetime = utc_column()
+    expires_at: datetime | None = utc_column(nullable=True)
+    next_attempt_at: datetime = utc_column()
+    last_error: str | None = Field(default=None, max_length=1000)
+    sent_at: datetime | None = utc_column(nullable=True)
+    created_at: datetime = utc_column()
+
+
+class ProgramCalendar(SQLModel, table=True):
+    """A loaded program calendar; the newest row is the one in force."""
+
+    __tablename__ = "program_calendars"
+
+    id: int | None = Field(default=None, primary_key=True)
+    cohort: str = Field(max_length=100)
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    loaded_at: datetime = utc_column()

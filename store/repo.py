@@ -1,0 +1,283 @@
+"""Queries. A `Store` is one unit of work: everything done through it commits together or not at all."""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from store.models import (
+    Blocker,
+    BlockerStatus,
+    ChannelBinding,
+    City,
+    CoachCity,
+    CoachingSession,
+    ConversationReference,
+    OutboxMessage,
+    OutboxStatus,
+    Person,
+    ProcessedMessage,
+    ProgramCalendar,
+    Role,
+    Update,
+)
+
+
+class Store:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- cities ---------------------------------------------------------------------------------
+    def add_city(self, city: City) -> City:
+        self.session.add(city)
+        self.session.flush()
+        return city
+
+    def city(self, city_id: int) -> City | None:
+        return self.session.get(City, city_id)
+
+    def city_by_slug(self, slug: str) -> City | None:
+        return self.session.exec(select(City).where(City.slug == slug.lower())).first()
+
+    def find_city(self, ref: str) -> City | None:
+        """A city by slug or by name, ignoring case."""
+        ref = ref.strip().lower()
+        found = self.city_by_slug(ref)
+        if found:
+            return found
+        return self.session.exec(select(City).where(func.lower(City.name) == ref)).first()
+
+    def cities(self, ids: Sequence[int] | None = None) -> list[City]:
+        query = select(City).order_by(City.name)
+        if ids is not None:
+            query = query.where(col(City.id).in_(list(ids)))
+        return list(self.session.exec(query))
+
+    # -- people ---------------------------------------------------------------------------------
+    def person(self, identity: str) -> Person | None:
+        return self.session.exec(select(Person).where(Person.identity == identity)).first()
+
+    def add_person(self, person: Person, coached_city_ids: Sequence[int] = ()) -> Person:
+        self.session.add(person)
+        self.session.flush()
+        for city_id in coached_city_ids:
+            self.session.add(CoachCity(person_id=person.id, city_id=city_id))
+        self.session.flush()
+        return person
+
+    def coached_city_ids(self, person: Person) -> list[int]:
+        if person.all_cities or person.role == Role.admin:
+            return [c.id for c in self.cities() if c.id is not None]
+        rows = self.session.exec(select(CoachCity.city_id).where(CoachCity.person_id == person.id))
+        return list(rows)
+
+    def coaches_of(self, city_id: int) -> list[Person]:
+        linked = select(CoachCity.person_id).where(CoachCity.city_id == city_id)
+        query = (
+            select(Person)
+            .where(Person.role == Role.coach)
+            .where(col(Person.all_cities) | col(Person.id).in_(linked))
+            .order_by(Person.identity)
+        )
+        return list(self.session.exec(query))
+
+    def members_of(self, city_id: int) -> list[Person]:
+        query = select(Person).where(Person.role == Role.member, Person.city_id == city_id)
+        return list(self.session.exec(query.order_by(Person.identity)))
+
+    # -- channel bindings -----------------------------------------------------------------------
+    def bind(self, conversation: str, city_id: int, now: datetime) -> ChannelBinding:
+        binding = self.session.exec(
+            select(ChannelBinding).where(ChannelBinding.conversation == conversation)
+        ).first()
+        if binding is None:
+            binding = ChannelBinding(conversation=conversation, city_id=city_id, created_at=now)
+        binding.city_id = city_id
+        self.session.add(binding)
+        self.session.flush()
+        return binding
+
+    def bound_city(self, conversation: str) -> City | None:
+        query = select(City).join(ChannelBinding).where(ChannelBinding.conversation == conversation)
+        return self.session.exec(query).first()
+
+    def bindings_of(self, city_id: int) -> list[str]:
+        query = select(ChannelBinding.conversation).where(ChannelBinding.city_id == city_id)
+        return list(self.session.exec(query.order_by(ChannelBinding.conversation)))
+
+    # -- processed platform messages ------------------------------------------------------------
+    def mark_processed(self, platform: str, message_id: str, now: datetime) -> bool:
+        """Record a platform message id; False if it was recorded before (a retry or a duplicate)."""
+        nested = self.session.begin_nested()
+        try:
+            self.session.add(ProcessedMessage(platform=platform, message_id=message_id, received_at=now))
+            self.session.flush()
+        except IntegrityError:
+            nested.rollback()
+            return False
+        nested.commit()
+        return True
+
+    # -- updates --------------------------------------------------------------------------------
+    def add_update(self, update: Update) -> Update:
+        self.session.add(update)
+        self.session.flush()
+        return update
+
+    def updates(self, city_ids: Sequence[int], since: datetime, limit: int = 50) -> list[Update]:
+        query = (
+            select(Update)
+            .where(col(Update.city_id).in_(list(city_ids)), Update.created_at >= since)
+            .order_by(col(Update.created_at).desc(), col(Update.id).desc())
+            .limit(limit)
+        )
+        return list(self.session.exec(query))
+
+    def count_updates(self, city_id: int, since: datetime) -> int:
+        query = (
+            select(func.count())
+            .select_from(Update)
+            .where(Update.city_id == city_id, Update.created_at >= since)
+        )
+        return self.session.exec(query).one()
+
+    def last_update(self, city_id: int) -> Update | None:
+        query = (
+            select(Update)
+            .where(Update.city_id == city_id)
+            .order_by(col(Update.created_at).desc(), col(Update.id).desc())
+        )
+        return self.session.exec(query.limit(1)).first()
+
+    # -- blockers -------------------------------------------------------------------------------
+    def add_blocker(self, blocker: Blocker) -> Blocker:
+        self.session.add(blocker)
+        self.session.flush()
+        return blocker
+
+    def blocker(self, blocker_id: int) -> Blocker | None:
+        return self.session.get(Blocker, blocker_id)
+
+    def blockers(self, city_ids: Sequence[int], include_resolved: bool = False) -> list[Blocker]:
+        query = select(Blocker).where(col(Blocker.city_id).in_(list(city_ids)))
+        if not include_resolved:
+            query = query.where(Blocker.status == BlockerStatus.open)
+        return list(self.session.exec(query.order_by(Blocker.opened_at, Blocker.id)))
+
+    def count_open_blockers(self, city_id: int) -> int:
+        query = (
+            select(func.count())
+            .select_from(Blocker)
+            .where(Blocker.city_id == city_id, Blocker.status == BlockerStatus.open)
+        )
+        return self.session.exec(query).one()
+
+    def resolve_blocker(self, blocker: Blocker, by: str, note: str | None, now: datetime) -> Blocker:
+        blocker.status = BlockerStatus.resolved
+        blocker.resolved_at = now
+        blocker.resolved_by = by
+        blocker.resolution_note = note
+        self.session.add(blocker)
+        self.session.flush()
+        return blocker
+
+    # -- coaching sessions ----------------------------------------------------------------------
+    def add_session(self, session: CoachingSession) -> CoachingSession:
+        self.session.add(session)
+        self.session.flush()
+        return session
+
+    def sessions_of(self, city_id: int) -> list[CoachingSession]:
+        query = select(CoachingSession).where(CoachingSession.city_id == city_id)
+        return list(self.session.exec(query.order_by(CoachingSession.start_local)))
+
+    # -- conversation references ----------------------------------------------------------------
+    def save_reference(self, key: str, platform: str, reference: dict[str, Any], now: datetime) -> None:
+        row = self.session.exec(select(ConversationReference).where(ConversationReference.key == key)).first()
+        if row is None:
+            row = ConversationReference(key=key, platform=platform, reference=reference, updated_at=now)
+        elif row.reference == reference:
+            return
+        row.reference = reference
+        row.updated_at = now
+        self.session.add(row)
+        self.session.flush()
+
+    def reference(self, key: str) -> dict[str, Any] | None:
+        row = self.session.exec(select(ConversationReference).where(ConversationReference.key == key)).first()
+        return row.reference if row else None
+
+    # -- outbox ---------------------------------------------------------------------------------
+    def enqueue(self, message: OutboxMessage) -> bool:
+        """Plan a message once: False if one with the same key was planned before."""
+        nested = self.session.begin_nested()
+        try:
+            self.session.add(message)
+            self.session.flush()
+        except IntegrityError:
+            nested.rollback()
+            return False
+        nested.commit()
+        return True
+
+    def due_outbox(self, now: datetime, platforms: Sequence[str], limit: int = 100) -> list[OutboxMessage]:
+        query = (
+            select(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.pending, OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+        )
+        rows = self.session.exec(query)
+        return [row for row in rows if row.recipient.split(":", 1)[0] in platforms]
+
+    def claim(self, message_id: int, now: datetime) -> bool:
+        """Move a pending row to `sending`; only one claimant across processes wins."""
+        result = self.session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id) == message_id, col(OutboxMessage.status) == OutboxStatus.pending)
+            .values(status=OutboxStatus.sending, attempts=OutboxMessage.attempts + 1, next_attempt_at=now)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    def finish(
+        self,
+        message_id: int,
+        status: OutboxStatus,
+        now: datetime,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "last_error": error}
+        if status == OutboxStatus.sent:
+            values["sent_at"] = now
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
+        self.session.execute(
+            update(OutboxMessage).where(col(OutboxMessage.id) == message_id).values(**values)
+        )
+
+    def outbox(self, city_ids: Sequence[int] | None = None) -> list[OutboxMessage]:
+        query = select(OutboxMessage).order_by(OutboxMessage.due_at, OutboxMessage.id)
+        if city_ids is not None:
+            query = query.where(col(OutboxMessage.city_id).in_(list(city_ids)))
+        return list(self.session.exec(query))
+
+    # -- program calendar -----------------------------------------------------------------------
+    def program_document(self) -> dict[str, Any] | None:
+        query = select(ProgramCalendar).order_by(col(ProgramCalendar.id).desc()).limit(1)
+        row = self.session.exec(query).first()
+        return row.document if row else None
+
+    def save_program(self, cohort: str, document: dict[str, Any], now: datetime) -> None:
+        self.session.add(ProgramCalendar(cohort=cohort, document=document, loaded_at=now))
+        self.session.flush()
+
+
+@contextmanager
+def open_store(engine: Engine) -> Iterator[Store]:
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield Store(session)
