@@ -38,3 +38,7 @@ class Request:
     channel_city: City | None = None
     include_all: bool = False
     days: int | None = None
+
+    def days_or(self, default: int, maximum: int = 366) -> int:
+        """The `[days]` argument, kept between 1 and `maximum`."""
+        return default if self.days is None else max(1, min(self.days, maximum))

@@ -57,7 +57,7 @@ def quiet_cities(
 
 
 def quiet(req: Request, store: Store) -> Reply:
-    days = req.days or DEFAULT_QUIET_DAYS
+    days = req.days_or(DEFAULT_QUIET_DAYS)
     found = quiet_cities(store, req.cities, req.now, days)
     title = f"No update in {days} days"
     if not found:

@@ -30,7 +30,7 @@ def record_update(req: Request, store: Store) -> Reply:
 
 
 def list_updates(req: Request, store: Store) -> Reply:
-    days = min(req.days or DEFAULT_DAYS, MAX_DAYS)
+    days = req.days_or(DEFAULT_DAYS, MAX_DAYS)
     ids = [c.id for c in req.cities if c.id is not None]
     updates = store.updates(ids, req.now - timedelta(days=days), limit=LIST_LIMIT)
     scope = city_names(req.cities)

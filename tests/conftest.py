@@ -1,0 +1,164 @@
+"""Fixtures: a migrated database per test on SQLite and (where TEST_DATABASE_URL is set) PostgreSQL,
+a fixed clock, and `testbot`, which makes a command test one line."""
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+from bot import admin
+from bot.clock import FixedClock
+from bot.dispatcher import Dispatcher
+from bot.messages import InboundMessage, Reply
+from store.db import make_engine, normalize_url, upgrade
+from store.repo import Store, open_store
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # a Saturday, in Learning Loop 2
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if PG_URL:
+        return f"database backends: sqlite, postgresql ({make_url(normalize_url(PG_URL)).render_as_string()})"
+    return "database backends: sqlite only (set TEST_DATABASE_URL to also run on PostgreSQL)"
+
+
+@contextmanager
+def scratch_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the TEST_DATABASE_URL server, dropped afterwards."""
+    assert PG_URL
+    server = make_url(normalize_url(PG_URL))
+    name = f"cda_test_{uuid.uuid4().hex[:12]}"
+    maintenance = create_engine(server, isolation_level="AUTOCOMMIT")
+    with maintenance.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with maintenance.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        maintenance.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()  # the last connection to close folds the WAL into the file, so it copies whole
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    with scratch_postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A migrated, empty database of each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "cda-bot.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@dataclass
+class TestBot:
+    """Talk to the bot in one line: `testbot.say("console:ana", "update: …")` returns the reply text."""
+
+    engine: Engine
+    clock: FixedClock
+    __test__ = False
+
+    def send(
+        self, sender: str, text: str, *, message_id: str | None = None, conversation: str | None = None
+    ) -> list[Reply]:
+        platform = sender.split(":", 1)[0]
+        message = InboundMessage(
+            platform=platform,
+            message_id=message_id or uuid.uuid4().hex,
+            conversation=conversation or sender,
+            sender=sender,
+            text=text,
+            received_at=self.clock.now(),
+        )
+        return Dispatcher(self.engine, self.clock).handle(message)
+
+    def say(self, sender: str, text: str, **kwargs: str) -> str:
+        return "\n".join(reply.text for reply in self.send(sender, text, **kwargs))
+
+    def store(self) -> "contextlib.AbstractContextManager[Store]":
+        return open_store(self.engine)
+
+
+@pytest.fixture
+def testbot(engine: Engine, clock: FixedClock) -> TestBot:
+    return TestBot(engine, clock)
+
+
+@pytest.fixture
+def world(testbot: TestBot) -> TestBot:
+    """Three cities with their people and one update and blocker each, marked with the city's name."""
+    with testbot.store() as store:
+        now = testbot.clock.now()
+        admin.add_city(store, "alpha", "Alpha", "America/Chicago", now, "US", "implementation", "en")
+        admin.add_city(store, "beta", "Beta", "Europe/London", now, "GB", "implementation", "en")
+        admin.add_city(store, "gamma", "Gamma", "America/Bogota", now, "CO", "capacity", "es")
+        admin.add_member(store, "console:a1", "alpha", now, "Ann Alpha")
+        admin.add_member(store, "console:b1", "beta", now, "Bob Beta")
+        admin.add_member(store, "console:g1", "gamma", now, "Gil Gamma")
+        admin.add_coach(store, "console:coach-a", ["alpha"], now, "Coach A")
+        admin.add_coach(store, "console:coach-ab", ["alpha", "beta"], now, "Coach AB")
+        admin.add_coach(store, "console:coach-all", [], now, "Coach All")
+        admin.add_admin(store, "console:admin", now, "Admin")
+        admin.bind(store, "slack:T0001:C0001", "alpha", now)
+        for slug, start in (
+            ("alpha", "2026-12-01T10:00"),
+            ("beta", "2026-12-02T15:00"),
+            ("gamma", "2026-12-03T09:00"),
+        ):
+            admin.add_session(
+                store, slug, start, now, 60, f"{slug.upper()} session", "FREQ=WEEKLY", "2027-03-31"
+            )
+    for member, city in (("console:a1", "ALPHA"), ("console:b1", "BETA"), ("console:g1", "GAMMA")):
+        testbot.say(member, f"update: {city}-UPDATE-TEXT")
+        testbot.say(member, f"blocker: {city}-BLOCKER-TEXT")
+    return testbot

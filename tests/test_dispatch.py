@@ -1,0 +1,145 @@
+"""The dispatcher's promises: once per platform message id, bounded input, always an answer."""
+
+import threading
+
+import pytest
+from sqlmodel import select
+
+from bot import admin
+from bot.messages import MAX_TEXT
+from store.models import Blocker, OutboxMessage, ProcessedMessage, Update
+from tests.conftest import TestBot
+
+
+def _counts(bot: TestBot) -> tuple[int, int]:
+    with bot.store() as store:
+        return len(store.session.exec(select(Update)).all()), len(store.session.exec(select(Blocker)).all())
+
+
+def test_update_reply_names_its_number(world: TestBot) -> None:
+    assert world.say("console:a1", "update: shipped the intake prototype") == (
+        "Update #4 recorded for Alpha. Thanks for keeping momentum!"
+    )
+    with world.store() as store:
+        update = store.session.get(Update, 4)
+        assert update is not None
+        assert (update.text, update.author, update.created_at) == (
+            "shipped the intake prototype",
+            "console:a1",
+            world.clock.now(),
+        )
+
+
+@pytest.mark.parametrize(
+    "text", ["/cda update via slash", "cda update via prefix", "UPDATE:  shouty  ", "Update:x"]
+)
+def test_every_form_of_update_records_one(world: TestBot, text: str) -> None:
+    assert "recorded for Alpha" in world.say("console:a1", text)
+    assert _counts(world) == (4, 3)
+
+
+def test_same_message_id_twice_makes_one_record_and_one_reply(world: TestBot) -> None:
+    first = world.send("console:a1", "blocker: no data yet", message_id="Ev0001")
+    second = world.send("console:a1", "blocker: no data yet", message_id="Ev0001")
+    assert len(first) == 1 and "Blocker #4 logged" in first[0].text
+    assert second == []
+    assert _counts(world) == (3, 4)
+    with world.store() as store:
+        notices = store.session.exec(
+            select(OutboxMessage).where(OutboxMessage.key.startswith("blocker_opened:4:"))
+        )
+        assert len(notices.all()) == 3  # coach-a, coach-ab, coach-all: once each
+    # The same id on another platform is another message.
+    assert world.send("slack:T0001:U0001", "help", message_id="Ev0001") != []
+
+
+def test_concurrent_duplicates_make_one_record(world: TestBot) -> None:
+    results: list[int] = []
+
+    def deliver() -> None:
+        results.append(len(world.send("console:a1", "update: raced", message_id="race-1")))
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [0, 0, 0, 1]
+    assert _counts(world) == (4, 3)
+
+
+def test_text_over_the_limit_is_refused_and_stores_nothing(world: TestBot) -> None:
+    text = "update: " + "x" * (MAX_TEXT - len("update: ") + 1)
+    reply = world.say("console:a1", text)
+    assert "limit is 8,000" in reply and "nothing was saved" in reply
+    assert _counts(world) == (3, 3)
+    blocker = "blocker: " + "y" * MAX_TEXT
+    assert "limit is 8,000" in world.say("console:a1", blocker)
+    assert _counts(world) == (3, 3)
+
+
+def test_text_at_the_limit_is_accepted(world: TestBot) -> None:
+    text = "update: " + "x" * (MAX_TEXT - len("update: "))
+    assert "recorded" in world.say("console:a1", text)
+    assert _counts(world) == (4, 3)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_text_gets_an_answer(world: TestBot, text: str) -> None:
+    assert "empty message" in world.say("console:a1", text)
+
+
+@pytest.mark.parametrize("text", ["update:", "/cda update", "blocker:   ", "/cda blocker"])
+def test_command_without_text_asks_for_it_and_stores_nothing(world: TestBot, text: str) -> None:
+    reply = world.say("console:a1", text)
+    assert "`update:" in reply or "`blocker:" in reply
+    assert _counts(world) == (3, 3)
+
+
+@pytest.mark.parametrize("text", ["/cda frobnicate", "hello there", "cda", "lorem ipsum", "/cda resolve"])
+def test_unknown_text_gets_a_hint_never_silence(world: TestBot, text: str) -> None:
+    reply = world.say("console:a1", text)
+    assert reply and "Traceback" not in reply
+    assert "/cda help" in reply or "What you can do" in reply or "Which blocker" in reply
+
+
+def test_blocker_tells_the_citys_coaches_through_the_outbox(world: TestBot) -> None:
+    reply = world.say("console:a1", "blocker: the 311 export is late", message_id="b-1")
+    assert "Your coaches have been told" in reply
+    with world.store() as store:
+        rows = store.session.exec(select(OutboxMessage))
+        notices = [r for r in rows if r.kind == "blocker_opened" and "the 311 export" in r.payload["text"]]
+    assert sorted(n.recipient for n in notices) == [
+        "console:coach-a",
+        "console:coach-ab",
+        "console:coach-all",
+    ]
+    assert all(n.status == "pending" and n.city_id == 1 for n in notices)
+    assert notices[0].payload["buttons"][0]["command"] == "/cda resolve 4"
+
+
+def test_city_without_coach_says_so(testbot: TestBot) -> None:
+    with testbot.store() as store:
+        admin.add_city(store, "solo", "Solo", "Asia/Tokyo", testbot.clock.now())
+        admin.add_member(store, "console:s1", "solo", testbot.clock.now())
+    assert "No coach is assigned" in testbot.say("console:s1", "blocker: nobody to tell")
+    with testbot.store() as store:
+        assert store.session.exec(select(OutboxMessage)).all() == []
+
+
+def test_internal_error_is_a_polite_reply_and_stores_nothing(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import dispatcher
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(
+        dispatcher.COMMANDS, "update", dispatcher.Spec(broken, dispatcher.COMMANDS["update"].roles, "own")
+    )
+    reply = world.say("console:a1", "update: will fail", message_id="err-1")
+    assert "something went wrong" in reply and "boom" not in reply
+    with world.store() as store:
+        seen = store.session.exec(select(ProcessedMessage).where(ProcessedMessage.message_id == "err-1"))
+        assert seen.first() is None  # rolled back, so a platform retry is processed again
