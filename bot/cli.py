@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
@@ -45,8 +46,8 @@ for sub, name in [
 ]:
     app.add_typer(sub, name=name)
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Db = Annotated[
     str | None, typer.Option("--db", help="Database URL (default: DATABASE_URL, else ./cda-bot.db)")
@@ -131,10 +132,10 @@ def chat_loop(engine: Engine, identity: str) -> None:
             try:
                 identity = normalize_identity(text.strip()[4:])
             except IdentityError as error:
-                out.print(f"[red]{error}[/]")
+                out.print(f"[red]{escape(str(error))}[/]")
             continue
         for line in converse(engine, clock, identity, text):
-            out.print(f"[green]bot[/] {line}", markup=True, highlight=False)
+            out.print(f"[green]bot[/] {escape(line)}")
 
 
 @app.command()
@@ -205,7 +206,8 @@ def city_add(
 def city_list(db: Db = None) -> None:
     """List the cities with their people and bindings."""
     engine = engine_for(db)
-    table = Table("slug", "name", "zone", "lang", "pathway", "members", "coaches", "bound conversations")
+    table = Table("slug", "name", "zone", "lang", "pathway", "members", "coaches")
+    table.add_column("bound conversations", overflow="fold")
     with open_store(engine) as store:
         for city in store.cities():
             assert city.id is not None

@@ -1,6 +1,8 @@
 """Settings from the environment or `.env`; `.env.example` lists every one."""
 
-from pydantic import SecretStr
+from typing import Any
+
+from pydantic import SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./cda-bot.db"
@@ -30,3 +32,11 @@ class Settings(BaseSettings):
     twilio_reminder_content_sid: str | None = None
 
     public_base_url: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: Any, info: ValidationInfo) -> Any:
+        # `.env.example` copied as is leaves `KEY=`: that means "not set", not an empty secret.
+        if isinstance(value, str) and not value.strip():
+            return DEFAULT_DATABASE_URL if info.field_name == "database_url" else None
+        return value

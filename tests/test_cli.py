@@ -1,0 +1,277 @@
+"""The command line: admin commands change all or nothing, errors are one clear line, `say` and `demo`."""
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import SQLModel, select
+from typer.testing import CliRunner
+
+from bot.cli import app
+from store.models import City, CoachingSession, Person
+
+runner = CliRunner()
+
+
+def run(db_url: str, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, [*args, "--db", db_url], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as connection:
+        return {
+            table.name: sorted(map(tuple, connection.execute(table.select()).all()), key=repr)
+            for table in SQLModel.metadata.sorted_tables
+        }
+
+
+@pytest.fixture
+def seeded(db_url: str) -> str:
+    for args in (
+        [
+            "city",
+            "add",
+            "bogota",
+            "--name",
+            "Bogotá",
+            "--tz",
+            "America/Bogota",
+            "--country",
+            "CO",
+            "--lang",
+            "es",
+            "--pathway",
+            "implementation",
+        ],
+        ["member", "add", "whatsapp:+573001112233", "--city", "bogota", "--name", "Camila"],
+        ["coach", "add", "slack:T0001:U0C0ACH", "--city", "bogota"],
+        ["bind", "slack:T0001:C0001", "--city", "bogota"],
+        [
+            "session",
+            "add",
+            "--city",
+            "bogota",
+            "--start",
+            "2026-12-01T10:00",
+            "--rrule",
+            "FREQ=WEEKLY;BYDAY=TU",
+            "--until",
+            "2027-03-30",
+            "--title",
+            "Coaching",
+        ],
+    ):
+        code, _out, err = run(db_url, *args)
+        assert code == 0, err
+    return db_url
+
+
+def test_admin_commands_write_what_they_say(seeded: str, engine: Engine) -> None:
+    from store.repo import open_store
+
+    with open_store(engine) as store:
+        city = store.city_by_slug("bogota")
+        assert city is not None and (city.name, city.zone, city.language, city.country) == (
+            "Bogotá",
+            "America/Bogota",
+            "es",
+            "CO",
+        )
+        member = store.person("whatsapp:+573001112233")
+        assert member is not None and member.city_id == city.id and member.role == "member"
+        coach = store.person("slack:T0001:U0C0ACH")
+        assert coach is not None and store.coached_city_ids(coach) == [city.id]
+        assert store.bound_city("slack:T0001:C0001") == city
+        (session,) = store.sessions_of(city.id)  # type: ignore[arg-type]
+        assert (session.rrule, session.until_local.isoformat()) == (  # type: ignore[union-attr]
+            "FREQ=WEEKLY;BYDAY=TU",
+            "2027-03-30T23:59:59",
+        )
+
+
+BAD = [
+    (["city", "add", "bogota", "--name", "B", "--tz", "America/Bogota"], "city 'bogota' already exists"),
+    (
+        ["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima_Peru"],
+        "unknown time zone 'America/Lima_Peru'",
+    ),
+    (["city", "add", "Lima City!", "--name", "Lima", "--tz", "America/Lima"], "bad slug"),
+    (["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima", "--lang", "fr"], "bad --lang 'fr'"),
+    (["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima", "--pathway", "fast"], "bad --pathway"),
+    (["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima", "--country", "PER"], "bad --country"),
+    (["member", "add", "whatsapp:3001112233", "--city", "bogota"], "not a valid whatsapp identity"),
+    (["member", "add", "signal:+5730011", "--city", "bogota"], "is not an identity"),
+    (["member", "add", "console:new", "--city", "atlantis"], "unknown city 'atlantis' (known: bogota)"),
+    (["member", "add", "whatsapp:+573001112233", "--city", "bogota"], "already on the roster as member"),
+    (["coach", "add", "console:c2", "--city", "bogota", "--city", "atlantis"], "unknown city 'atlantis'"),
+    (["coach", "add", "whatsapp:+573001112233"], "already on the roster as member"),
+    (["bind", "slack:T0001:C0002", "--city", "atlantis"], "unknown city 'atlantis'"),
+    (["bind", "C0002", "--city", "bogota"], "is not an identity"),
+    (["session", "add", "--city", "bogota", "--start", "next tuesday"], "bad --start 'next tuesday'"),
+    (["session", "add", "--city", "bogota", "--start", "2026-13-01T10:00"], "bad --start"),
+    (["session", "add", "--city", "atlantis", "--start", "2026-12-01T10:00"], "unknown city 'atlantis'"),
+    (
+        ["session", "add", "--city", "bogota", "--start", "2026-12-01T10:00", "--rrule", "FREQ=WEEKLY"],
+        "needs --until",
+    ),
+    (
+        [
+            "session",
+            "add",
+            "--city",
+            "bogota",
+            "--start",
+            "2026-12-01T10:00",
+            "--rrule",
+            "FREQ=SOMETIMES",
+            "--until",
+            "2027-01-01",
+        ],
+        "bad --rrule",
+    ),
+    (
+        [
+            "session",
+            "add",
+            "--city",
+            "bogota",
+            "--start",
+            "2026-12-01T10:00",
+            "--rrule",
+            "FREQ=WEEKLY",
+            "--until",
+            "2026-11-01",
+        ],
+        "--until is before --start",
+    ),
+    (
+        [
+            "session",
+            "add",
+            "--city",
+            "bogota",
+            "--start",
+            "2026-12-01T10:00",
+            "--rrule",
+            "FREQ=WEEKLY",
+            "--until",
+            "soon",
+        ],
+        "bad --until 'soon'",
+    ),
+    (
+        ["session", "add", "--city", "bogota", "--start", "2026-12-01T10:00", "--until", "2027-01-01"],
+        "--until goes with --rrule",
+    ),
+    (
+        ["session", "add", "--city", "bogota", "--start", "2026-12-01T10:00", "--duration", "0"],
+        "bad --duration 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), BAD, ids=[" ".join(a[:2]) + f" #{i}" for i, (a, _) in enumerate(BAD)]
+)
+def test_bad_input_is_one_clear_line_and_changes_nothing(
+    seeded: str, engine: Engine, args: list[str], message: str
+) -> None:
+    before = snapshot(engine)
+    code, _out, err = run(seeded, *args)
+    assert code == 1
+    assert err.startswith("error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert snapshot(engine) == before
+
+
+def test_session_start_with_offset_is_read_in_the_citys_zone(seeded: str, engine: Engine) -> None:
+    code, out, _ = run(seeded, "session", "add", "--city", "bogota", "--start", "2026-12-05T15:00:00Z")
+    assert code == 0 and "2026-12-05 10:00 local" in out
+    with engine.connect() as connection:
+        starts = connection.execute(select(CoachingSession.start_local)).scalars().all()
+    assert [s.isoformat() for s in sorted(starts)] == ["2026-12-01T10:00:00", "2026-12-05T10:00:00"]
+
+
+def test_coach_add_without_city_coaches_all_and_again_adds_cities(seeded: str, engine: Engine) -> None:
+    assert run(seeded, "coach", "add", "console:lead")[1].strip() == "console:lead coaches all cities"
+    run(seeded, "city", "add", "quito", "--name", "Quito", "--tz", "America/Guayaquil")
+    assert run(seeded, "coach", "add", "slack:T0001:U0C0ACH", "--city", "quito")[0] == 0
+    from store.repo import open_store
+
+    with open_store(engine) as store:
+        coach = store.person("slack:T0001:U0C0ACH")
+        assert coach is not None and len(store.coached_city_ids(coach)) == 2
+        lead = store.person("console:lead")
+        assert lead is not None and len(store.coached_city_ids(lead)) == 2
+
+
+def test_city_list_shows_people_and_bindings(seeded: str) -> None:
+    code, out, _ = run(seeded, "city", "list")
+    assert code == 0 and "bogota" in out and "Bogotá" in out
+
+
+def test_say_answers_and_applies_the_clock(seeded: str) -> None:
+    code, out, _ = run(
+        seeded,
+        "say",
+        "--as",
+        "whatsapp:+573001112233",
+        "--now",
+        "2026-11-28T12:00:00Z",
+        "update: probamos el formulario",
+    )
+    assert (code, out) == (0, "Update #1 recorded for Bogotá. Thanks for keeping momentum!\n")
+    code, out, _ = run(
+        seeded, "say", "--as", "whatsapp:+573001112233", "--now", "2026-11-28T12:00:00Z", "/cda next"
+    )
+    assert "Tue 1 Dec 2026, 10:00–11:00 UTC-05 (in 3 days)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--as", "console:x", "--now", "yesterday", "hi"], "bad --now"),
+        (["--as", "nobody", "hi"], "not an identity"),
+    ],
+)
+def test_say_with_bad_arguments_exits_non_zero(db_url: str, args: list[str], message: str) -> None:
+    code, _, err = run(db_url, "say", *args)
+    assert code == 1 and message in err
+
+
+def test_demo_seeds_once_and_opens_the_chat(db_url: str, engine: Engine) -> None:
+    code, out, _ = run(db_url, "demo", stdin="update: tried the demo\n/as console:coach\n/cda status\n")
+    assert code == 0
+    assert "Seeded three sample cities" in out and "You are console:ana" in out
+    assert "Update #2 recorded for Riverton" in out
+    assert "Riverton — Learning Loop" in out and "1 update in 7 days" in out
+    with engine.connect() as connection:
+        assert len(connection.execute(select(City)).all()) == 3
+        assert len(connection.execute(select(Person)).all()) == 9
+    code, out, _ = run(db_url, "demo", stdin="")
+    assert code == 0 and "Using the demo data already in the database" in out
+    with engine.connect() as connection:
+        assert len(connection.execute(select(City)).all()) == 3
+
+
+def test_demo_blocker_reaches_the_console_coach(db_url: str) -> None:
+    code, out, _ = run(db_url, "demo", stdin="blocker: waiting on the 311 export\n")
+    assert code == 0
+    assert (
+        "[to console:coach] New blocker #2 in Riverton from Ana Whitfield: waiting on the 311 export" in out
+    )
+    assert "reply `/cda resolve 2`" in out
+
+
+def test_chat_switches_identity(seeded: str) -> None:
+    code, out, _ = run(
+        seeded,
+        "chat",
+        "--as",
+        "whatsapp:+573001112233",
+        stdin="blocker: sin datos\n/as slack:T0001:U0C0ACH\n/cda blockers\n/quit\n",
+    )
+    assert code == 0 and "Blocker #1 logged for Bogotá" in out and "#1 open · opened" in out
+
+
+def test_db_upgrade(db_url: str) -> None:
+    assert run(db_url, "db", "upgrade")[:2] == (0, "database is up to date\n")

@@ -1,0 +1,100 @@
+"""Unprompted messages leave through the outbox once, are retried with backoff, and fail visibly."""
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import select
+
+from bot.delivery import MAX_ATTEMPTS, Deliverer
+from bot.messages import DeliveryError, Reply
+from store.models import OutboxMessage
+from tests.conftest import TestBot
+
+
+class Recorder:
+    """An adapter that records what it was asked to send, failing as told."""
+
+    def __init__(self, platform: str = "console", fail_with: Exception | None = None) -> None:
+        self.platform = platform
+        self.fail_with = fail_with
+        self.sent: list[tuple[str, Reply]] = []
+
+    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+        await asyncio.sleep(0)  # let racing deliverers interleave
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append((recipient, reply))
+
+
+def _rows(bot: TestBot) -> list[OutboxMessage]:
+    with bot.store() as store:
+        return list(store.session.exec(select(OutboxMessage).order_by(OutboxMessage.recipient)))
+
+
+async def test_blocker_notice_is_delivered_once(world: TestBot) -> None:
+    world.say("console:a1", "blocker: the vendor went silent")
+    adapter = Recorder()
+    deliverer = Deliverer(world.engine, {"console": adapter}, world.clock)
+    first = await deliverer.deliver_due()
+    second = await deliverer.deliver_due()
+    assert len(first.sent) == 9  # the world's six notices (3 + 2 + 1 coaches) and three for this one
+    assert second.sent == []
+    recipients = [r for r, reply in adapter.sent if "vendor went silent" in reply.text]
+    assert sorted(recipients) == ["console:coach-a", "console:coach-ab", "console:coach-all"]
+    assert {row.status for row in _rows(world)} == {"sent"}
+    assert all(row.sent_at == world.clock.now() for row in _rows(world))
+
+
+async def test_recipient_without_adapter_stays_queued(world: TestBot) -> None:
+    with world.store() as store:
+        from bot import admin
+
+        admin.add_coach(store, "slack:T0001:U0COACH", ["alpha"], world.clock.now())
+    world.say("console:a1", "blocker: queued for slack")
+    await Deliverer(world.engine, {"console": Recorder()}, world.clock).deliver_due()
+    slack = [row for row in _rows(world) if row.recipient.startswith("slack:")]
+    assert [row.status for row in slack] == ["pending"]
+    slack_adapter = Recorder("slack")
+    await Deliverer(world.engine, {"slack": slack_adapter}, world.clock).deliver_due()
+    assert [r for r, _ in slack_adapter.sent] == ["slack:T0001:U0COACH"]
+
+
+async def test_failure_is_retried_with_backoff_then_marked_failed(world: TestBot) -> None:
+    failing = Recorder(fail_with=DeliveryError("rate limited", retry_after=90))
+    deliverer = Deliverer(world.engine, {"console": failing}, world.clock)
+    report = await deliverer.deliver_due()
+    assert len(report.retrying) == 6 and report.sent == []
+    row = _rows(world)[0]
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.next_attempt_at == world.clock.now() + timedelta(seconds=90)  # Retry-After beats 30 s backoff
+    assert (await deliverer.deliver_due()).retrying == []  # not due yet
+    for _ in range(MAX_ATTEMPTS - 1):
+        world.clock.set(world.clock.now() + timedelta(hours=2))
+        report = await deliverer.deliver_due()
+    assert len(report.failed) == 6
+    row = _rows(world)[0]
+    assert (row.status, row.attempts) == ("failed", MAX_ATTEMPTS)
+    assert row.last_error == "DeliveryError: rate limited"
+
+
+async def test_permanent_error_fails_at_once(world: TestBot) -> None:
+    deliverer = Deliverer(
+        world.engine, {"console": Recorder(fail_with=DeliveryError("gone", permanent=True))}, world.clock
+    )
+    assert len((await deliverer.deliver_due()).failed) == 6
+
+
+async def test_expired_message_is_dropped_not_sent(world: TestBot) -> None:
+    world.clock.set(world.clock.now() + timedelta(days=15))
+    adapter = Recorder()
+    report = await Deliverer(world.engine, {"console": adapter}, world.clock).deliver_due()
+    assert len(report.dropped) == 6 and adapter.sent == []
+
+
+async def test_racing_deliverers_send_each_message_once(world: TestBot) -> None:
+    adapters = [Recorder(), Recorder(), Recorder()]
+    deliverers = [Deliverer(world.engine, {"console": a}, world.clock) for a in adapters]
+    await asyncio.gather(*(d.deliver_due() for d in deliverers))
+    sent = [(recipient, reply.text) for a in adapters for recipient, reply in a.sent]
+    assert len(sent) == 6 and len(set(sent)) == 6
