@@ -5,7 +5,7 @@ the caller's unit of work then rolls back, so a refused command changes nothing.
 """
 
 import re
-from datetime import date, datetime, time
+from datetime import datetime, time
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -204,10 +204,3 @@ def add_session(
             created_at=now,
         )
     )
-
-
-def parse_day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise AdminError(f"bad date '{text}': use YYYY-MM-DD") from None

@@ -40,7 +40,7 @@ def status(req: Request, store: Store) -> Reply:
         f"next session {_next_session(s, req.now)}"
         for s in states
     ]
-    title = f"Status — {plural(len(states), 'city').replace('citys', 'cities')}"
+    title = f"Status — {plural(len(states), 'city', 'cities')}"
     return Reply(text=title + "\n" + "\n".join(items), title=title, items=items)
 
 

@@ -1,0 +1,59 @@
+"""What coaches and members read: status, quiet cities, digest, lists."""
+
+from datetime import timedelta
+
+from tests.conftest import TestBot
+
+
+def test_status_of_one_city_has_every_field(world: TestBot) -> None:
+    (reply,) = world.send("console:a1", "/cda status")
+    assert reply.title == "Status — Alpha"
+    assert {f.label: f.value for f in reply.fields} == {
+        "Phase": "Learning Loop 2: Solution Build",
+        "Last update": "Sat 28 Nov 2026, 06:00 CST (today)",
+        "Updates in 7 days": "1",
+        "Open blockers": "1",
+        "Next session": "ALPHA session: Tue 1 Dec 2026, 10:00–11:00 CST (in 3 days)",
+    }
+
+
+def test_status_of_several_cities_is_a_line_each(world: TestBot) -> None:
+    world.say("console:b1", "update: second beta update")
+    (reply,) = world.send("console:coach-all", "/cda status")
+    assert reply.title == "Status — 3 cities"
+    assert [item.split(" — ")[0] for item in reply.items] == ["Alpha", "Beta", "Gamma"]
+    assert "2 updates in 7 days" in reply.items[1] and "1 open blocker" in reply.items[1]
+    assert "Capacity-building pathway" in reply.items[2]  # Gamma is on the capacity pathway
+
+
+def test_updates_counted_in_7_days_leave_older_ones_out(world: TestBot) -> None:
+    world.clock.set(world.clock.now() + timedelta(days=8))
+    world.say("console:a1", "update: fresh")
+    reply = world.say("console:a1", "/cda status")
+    assert "Updates in 7 days: 1" in reply and "Last update: Sun 6 Dec 2026" in reply
+    assert "ALPHA-UPDATE-TEXT" not in world.say("console:a1", "/cda updates")
+    assert "ALPHA-UPDATE-TEXT" in world.say("console:a1", "/cda updates 30")
+
+
+def test_quiet_lists_cities_without_recent_updates(world: TestBot) -> None:
+    assert "Every city you coach has posted" in world.say("console:coach-all", "/cda quiet")
+    world.clock.set(world.clock.now() + timedelta(days=10))
+    world.say("console:b1", "update: still going")
+    reply = world.say("console:coach-all", "/cda quiet")
+    assert "Alpha: last update Sat 28 Nov 2026" in reply and "Gamma" in reply and "Beta" not in reply
+    assert "posted an update in the last 30 days" in world.say("console:coach-all", "/cda quiet 30")
+
+
+def test_blockers_all_shows_resolved_ones_too(world: TestBot) -> None:
+    world.say("console:a1", "/cda resolve 1 fixed")
+    assert "No open blockers for Alpha" in world.say("console:a1", "/cda blockers")
+    assert "#1 resolved Sat 28 Nov 2026" in world.say("console:a1", "/cda blockers all")
+
+
+def test_digest_covers_each_coached_city(world: TestBot) -> None:
+    reply = world.say("console:coach-ab", "/cda digest")
+    assert "*Alpha* — 1 update this week" in reply and "*Beta* — 1 update this week" in reply
+    assert "ALPHA-BLOCKER-TEXT" in reply and "Next session: BETA session: Wed 2 Dec 2026" in reply
+    assert "Gone quiet" not in reply
+    world.clock.set(world.clock.now() + timedelta(days=8))
+    assert "Gone quiet (no update in 7 days): Alpha, Beta" in world.say("console:coach-ab", "/cda digest")
