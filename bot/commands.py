@@ -3,6 +3,8 @@
 import re
 from dataclasses import dataclass
 
+from bot.questions import asks_schedule
+
 NAMES = frozenset(
     {
         "update",
@@ -21,14 +23,11 @@ NAMES = frozenset(
 
 _SHORT = re.compile(r"^(update|blocker)\s*[:：]\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
-_NEXT_SESSION = re.compile(
-    r"\b(next|upcoming|pr[oó]xim[ao])\b.*\b(session|sesi[oó]n|sess[aã]o|meeting|call|coaching)", re.IGNORECASE
-)
 
 
 @dataclass(frozen=True)
 class Command:
-    name: str  # one of NAMES, or "unknown" / "empty"
+    name: str  # one of NAMES, "ask" (a schedule question), "unknown" or "empty"
     args: str = ""
 
 
@@ -48,11 +47,11 @@ def parse(text: str) -> Command:
         word = word.lower().rstrip(":")
         if word in NAMES:
             return Command(word, args.strip())
-        return Command("unknown", rest)
+        return Command("ask", rest) if asks_schedule(rest) else Command("unknown", rest)
     if text.lower().rstrip("?! .") in {"help", "ayuda", "ajuda", ""}:
         return Command("help")
-    if _NEXT_SESSION.search(text):
-        return Command("next")
+    if asks_schedule(text):
+        return Command("ask", text)
     return Command("unknown", text)
 
 

@@ -1,4 +1,4 @@
-"""The one dispatcher: dedupe, who is speaking, which city, may they, which handler."""
+"""The one dispatcher: dedupe, who is speaking, which city and language, may they, which handler."""
 
 import logging
 from collections.abc import Callable
@@ -9,10 +9,12 @@ from sqlalchemy import Engine
 
 from bot.clock import Clock
 from bot.commands import Command, parse, parse_listing
+from bot.i18n import Translator, translator
 from bot.identity import platform_of
 from bot.messages import MAX_TEXT, InboundMessage, Reply
 from bot.request import Request, Speaker, SpeakerRole
 from handlers import blockers, export, help, schedule, status, updates
+from handlers.help import N_
 from store.models import City
 from store.repo import Store, open_store
 
@@ -31,7 +33,8 @@ class Spec:
     handler: Handler
     roles: frozenset[SpeakerRole]
     # own: the member's city · named: `[city] [all] [days]` checked against what the speaker may see ·
-    # accessible: every city the speaker may see · none: the handler needs no city
+    # accessible: every city the speaker may see · context: the city of the conversation or speaker,
+    # if there is one · none: the handler needs no city
     scope: str
 
 
@@ -43,15 +46,18 @@ COMMANDS: dict[str, Spec] = {
     "updates": Spec(updates.list_updates, SEERS, "named"),
     "status": Spec(status.status, SEERS, "named"),
     "next": Spec(schedule.next_session, SEERS, "named"),
+    "ask": Spec(schedule.ask, ANYONE, "context"),
     "quiet": Spec(status.quiet, COACHES, "accessible"),
     "digest": Spec(status.digest, COACHES, "accessible"),
     "export": Spec(export.export, COACHES, "accessible"),
     "help": Spec(help.help_reply, ANYONE, "none"),
 }
 
-TOO_LONG = "That message has {n:,} characters; the limit is 8,000. Please shorten it: nothing was saved."
-EMPTY = "I got an empty message. Say `/cda help` to see what I can do."
-FAILED = "Sorry, something went wrong on my side and nothing was saved. Please try again in a moment."
+TOO_LONG = N_(
+    "That message has {count} characters; the limit is 8,000. Please shorten it: nothing was saved."
+)
+EMPTY = N_("I got an empty message. Say `/cda help` to see what I can do.")
+FAILED = N_("Sorry, something went wrong on my side and nothing was saved. Please try again in a moment.")
 
 
 class Refusal(Exception):
@@ -75,39 +81,69 @@ def resolve_speaker(store: Store, msg: InboundMessage) -> tuple[Speaker, City | 
     return Speaker(msg.sender, GUEST), channel_city
 
 
-def refuse_role(command: str, speaker: Speaker) -> Refusal:
+def language_of(speaker: Speaker, channel_city: City | None) -> str:
+    """A member hears the city's language; a coach, the language of the city's channel they speak in."""
+    city = speaker.city or channel_city
+    return city.language if city else "en"
+
+
+def refuse_role(t: Translator, command: str, speaker: Speaker) -> Refusal:
+    _ = t.gettext
     if speaker.role == GUEST:
-        return Refusal(help.GUEST[0])
+        return Refusal(_(help.UNKNOWN))
     if speaker.role == MEMBER:
-        return Refusal(f"`/cda {command}` is for coaches. Say `/cda help` to see what you can do.")
+        return Refusal(
+            _("`/cda {command}` is for coaches. Say `/cda help` to see what you can do.").format(
+                command=command
+            )
+        )
     return Refusal(
-        "Updates and blockers are posted by city team members; "
-        "you can read them with `/cda updates` and `/cda blockers`."
+        _(
+            "Updates and blockers are posted by city team members; you can read them with `/cda updates` and "
+            "`/cda blockers`."
+        )
     )
 
 
-def named_scope(store: Store, speaker: Speaker, ref: str | None, channel_city: City | None) -> list[City]:
+def named_scope(
+    t: Translator, store: Store, speaker: Speaker, ref: str | None, channel_city: City | None
+) -> list[City]:
+    _ = t.gettext
     if speaker.role == MEMBER:
         own = speaker.city
         assert own is not None
         if ref is None or ref.lower() in (own.slug, own.name.lower()):
             return [own]
-        raise Refusal(f"You can only see your own city's data ({own.name}).")
+        raise Refusal(_("You can only see your own city's data ({city}).").format(city=own.name))
     if ref is not None:
         city = store.find_city(ref)
         if city is None or city.id not in speaker.accessible_ids:
-            raise Refusal(f"'{ref}' is not one of the cities you coach. Say `/cda status` to see yours.")
+            raise Refusal(
+                _("'{name}' is not one of the cities you coach. Say `/cda status` to see yours.").format(
+                    name=ref
+                )
+            )
         return [city]
     if channel_city is not None and channel_city.id in speaker.accessible_ids:
         return [channel_city]
-    return accessible_scope(store, speaker)
+    return accessible_scope(t, store, speaker)
 
 
-def accessible_scope(store: Store, speaker: Speaker) -> list[City]:
+def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
     cities = store.cities(speaker.accessible_ids)
     if not cities:
-        raise Refusal("You don't coach any city yet: ask an admin to add you with `cda-bot coach add`.")
+        raise Refusal(
+            t.gettext("You don't coach any city yet: ask an admin to add you with `cda-bot coach add`.")
+        )
     return cities
+
+
+def context_scope(store: Store, speaker: Speaker, channel_city: City | None) -> list[City]:
+    if speaker.city is not None:
+        return [speaker.city]
+    if channel_city is not None and channel_city.id in speaker.accessible_ids:
+        return [channel_city]
+    return store.cities(speaker.accessible_ids) if speaker.accessible_ids else []
 
 
 class Dispatcher:
@@ -122,31 +158,38 @@ class Dispatcher:
                 return self._dispatch(msg, store)
         except Exception:
             log.exception("handling failed", extra={"platform": msg.platform, "message_id": msg.message_id})
-            return [Reply(text=FAILED)]
+            return [Reply(text=self._failed_text(msg))]
+
+    def _failed_text(self, msg: InboundMessage) -> str:
+        try:
+            with open_store(self.engine) as store:
+                speaker, channel_city = resolve_speaker(store, msg)
+                return translator(language_of(speaker, channel_city)).gettext(FAILED)
+        except Exception:
+            return FAILED
 
     def _dispatch(self, msg: InboundMessage, store: Store) -> list[Reply]:
         now = self.clock.now()
         if not store.mark_processed(msg.platform, msg.message_id, now):
-            log.info(
-                "duplicate message dropped", extra={"platform": msg.platform, "message_id": msg.message_id}
-            )
+            log.info("duplicate dropped", extra={"platform": msg.platform, "message_id": msg.message_id})
             return []
         if msg.reference is not None:
             store.save_reference(msg.conversation, msg.platform, msg.reference, now)
             if msg.direct:
                 store.save_reference(msg.sender, msg.platform, msg.reference, now)
+        speaker, channel_city = resolve_speaker(store, msg)
+        t = translator(language_of(speaker, channel_city))
         text = msg.text.strip()
         if len(text) > MAX_TEXT:
-            return [Reply(text=TOO_LONG.format(n=len(text)))]
+            return [Reply(text=t.gettext(TOO_LONG).format(count=f"{len(text):,}"))]
         command = parse(text)
         if command.name == "empty":
-            return [Reply(text=EMPTY)]
+            return [Reply(text=t.gettext(EMPTY))]
         spec = COMMANDS.get(command.name)
         if spec is None:
-            return [Reply(text=help.HINT)]
-        speaker, channel_city = resolve_speaker(store, msg)
+            return [Reply(text=t.gettext(help.HINT))]
         try:
-            request = self._request(store, msg, command, spec, speaker, channel_city, now)
+            request = self._request(store, msg, command, spec, speaker, channel_city, now, t)
         except Refusal as refusal:
             return [Reply(text=str(refusal))]
         return [spec.handler(request, store)]
@@ -160,18 +203,21 @@ class Dispatcher:
         speaker: Speaker,
         channel_city: City | None,
         now: datetime,
+        t: Translator,
     ) -> Request:
         if speaker.role not in spec.roles:
-            raise refuse_role(command.name, speaker)
-        request = Request(msg, speaker, command.args, now, channel_city=channel_city)
+            raise refuse_role(t, command.name, speaker)
+        request = Request(msg, speaker, command.args, now, channel_city=channel_city, t=t)
         if spec.scope == "own":
             assert speaker.city is not None
             request.cities = [speaker.city]
         elif spec.scope == "named":
             listing = parse_listing(command.args)
-            request.cities = named_scope(store, speaker, listing.city, channel_city)
+            request.cities = named_scope(t, store, speaker, listing.city, channel_city)
             request.include_all, request.days = listing.include_all, listing.days
         elif spec.scope == "accessible":
-            request.cities = accessible_scope(store, speaker)
+            request.cities = accessible_scope(t, store, speaker)
             request.days = parse_listing(command.args).days
+        elif spec.scope == "context":
+            request.cities = context_scope(store, speaker, channel_city)
         return request

@@ -3,21 +3,31 @@
 import datetime as dt
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 DEFAULT_PROGRAM = Path(__file__).parent / "data" / "program-2026-27.yaml"
+
+# A name or line of text: one string, or a mapping of language code to string.
+LocalText = str | dict[Literal["en", "es", "pt"], str]
+
+
+def local(text: LocalText, language: str) -> str:
+    if isinstance(text, str):
+        return text
+    return text.get(language) or text.get("en") or next(iter(text.values()))  # type: ignore[call-overload]
 
 
 class Phase(BaseModel):
     key: str
-    name: str
+    name: LocalText
     start: dt.date
     end: dt.date
-    pathway: str | None = Field(default=None, pattern="^(implementation|capacity)$")
-    involves: list[str] = Field(default_factory=list)
+    pathway: Literal["implementation", "capacity"] | None = None
+    precision: Literal["day", "month"] = "month"
+    involves: list[LocalText] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _ordered(self) -> "Phase":
@@ -30,8 +40,8 @@ class Event(BaseModel):
     """A key event. Exactly one of: `date`, `week_of`, `start`+`end`, `month`, `phase`, `per_city`."""
 
     key: str
-    name: str
-    pathway: str | None = Field(default=None, pattern="^(implementation|capacity)$")
+    name: LocalText
+    pathway: Literal["implementation", "capacity"] | None = None
     date: dt.date | None = None
     week_of: dt.date | None = None
     start: dt.date | None = None
@@ -56,12 +66,41 @@ class Event(BaseModel):
             )
         if (self.start is None) != (self.end is None):
             raise ValueError(f"event '{self.key}' needs both start and end")
+        if self.start and self.end and self.end < self.start:
+            raise ValueError(f"event '{self.key}' ends before it starts")
         return self
 
     @property
     def fixed(self) -> bool:
-        """True when the program has fixed the day (or days) of the event."""
+        """True when the program has fixed the day, week or window of the event."""
         return self.date is not None or self.week_of is not None or self.start is not None
+
+    @property
+    def month_start(self) -> dt.date | None:
+        if self.month is None:
+            return None
+        year, month = self.month.split("-")
+        return dt.date(int(year), int(month), 1)
+
+    def span(self, program: "Program") -> tuple[dt.date, dt.date] | None:
+        """First and last day the event may fall on, when known."""
+        if self.date:
+            return self.date, self.date
+        if self.week_of:
+            return self.week_of, self.week_of + dt.timedelta(days=6)
+        if self.start and self.end:
+            return self.start, self.end
+        if self.month_start:
+            first = self.month_start
+            following = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+            return first, following - dt.timedelta(days=1)
+        if self.phase:
+            phase = program.phase(self.phase)
+            return (phase.start, phase.end) if phase else None
+        return None
+
+    def applies_to(self, pathway: str | None) -> bool:
+        return self.pathway is None or self.pathway == (pathway or "implementation")
 
 
 class Program(BaseModel):
@@ -70,42 +109,100 @@ class Program(BaseModel):
     events: list[Event] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _phase_refs(self) -> "Program":
-        keys = {p.key for p in self.phases}
+    def _references(self) -> "Program":
+        keys = [p.key for p in self.phases]
+        if len(set(keys)) != len(keys):
+            raise ValueError("phase keys must be unique")
+        event_keys = [e.key for e in self.events]
+        if len(set(event_keys)) != len(event_keys):
+            raise ValueError("event keys must be unique")
         for event in self.events:
             if event.phase is not None and event.phase not in keys:
                 raise ValueError(f"event '{event.key}' names unknown phase '{event.phase}'")
         return self
 
-    def phase_on(self, day: dt.date, pathway: str | None) -> Phase | None:
-        """The phase a city on `pathway` is in on `day`; a city not yet placed follows implementation."""
-        wanted = pathway or "implementation"
-        for phase in self.phases:
-            if phase.start <= day <= phase.end and phase.pathway in (None, wanted):
-                return phase
-        return None
+    def phase(self, key: str) -> Phase | None:
+        return next((p for p in self.phases if p.key == key), None)
 
-    def phase_label(self, day: dt.date, pathway: str | None) -> str:
+    def event(self, key: str) -> Event | None:
+        return next((e for e in self.events if e.key == key), None)
+
+    def phases_for(self, pathway: str | None) -> list[Phase]:
+        """The phases a city on `pathway` goes through; a city not yet placed follows implementation."""
+        wanted = pathway or "implementation"
+        return [p for p in self.phases if p.pathway in (None, wanted)]
+
+    def phase_on(self, day: dt.date, pathway: str | None) -> Phase | None:
+        return next((p for p in self.phases_for(pathway) if p.start <= day <= p.end), None)
+
+    def next_phase(self, day: dt.date, pathway: str | None) -> Phase | None:
+        return next(
+            (p for p in sorted(self.phases_for(pathway), key=lambda p: p.start) if p.start > day), None
+        )
+
+    def phase_label(self, day: dt.date, pathway: str | None, language: str = "en") -> str:
+        from bot.i18n import translator
+
+        _ = translator(language).gettext
         phase = self.phase_on(day, pathway)
         if phase is not None:
-            return phase.name
+            return local(phase.name, language)
         if self.phases and day < min(p.start for p in self.phases):
-            return "Before the program starts"
+            return _("Before the program starts")
         if self.phases and day > max(p.end for p in self.phases):
-            return "Program complete"
-        return "Between phases"
+            return _("Program complete")
+        return _("Between phases")
+
+
+class ProgramFileError(ValueError):
+    """A calendar file that cannot be used; the message names the line and field at fault."""
 
 
 def parse_program(document: dict[str, Any]) -> Program:
     return Program.model_validate(document)
 
 
-def read_program_file(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        document = yaml.safe_load(handle)
+def load_program_file(path: Path) -> dict[str, Any]:
+    """Read and validate a calendar file; the JSON-ready document, or ProgramFileError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProgramFileError(f"{path}: cannot read it ({error})") from None
+    try:
+        root = yaml.compose(text)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ProgramFileError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
     if not isinstance(document, dict):
-        raise ValueError(f"{path}: a program calendar is a mapping with cohort, phases and events")
-    return _jsonable(document)
+        raise ProgramFileError(f"{path}:1: a program calendar is a mapping with cohort, phases and events")
+    document = _jsonable(document)
+    try:
+        parse_program(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = [str(part) for part in first["loc"]]
+        line = _line_of(root, first["loc"])
+        field = ".".join(location) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ProgramFileError(f"{path}:{line}: {field}: {message}") from None
+    return document
+
+
+def _line_of(node: yaml.Node | None, location: tuple[Any, ...]) -> int:
+    """The line (1-based) of the deepest YAML node that `location` reaches."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in location:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
 
 
 def _jsonable(value: Any) -> Any:
@@ -121,7 +218,7 @@ def _jsonable(value: Any) -> Any:
 
 @cache
 def default_document() -> dict[str, Any]:
-    return read_program_file(DEFAULT_PROGRAM)
+    return load_program_file(DEFAULT_PROGRAM)
 
 
 def program_from(document: dict[str, Any] | None) -> Program:

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from bot.i18n import Translator, translator
 from bot.messages import InboundMessage
 from store.models import City
 
@@ -38,6 +39,7 @@ class Request:
     channel_city: City | None = None
     include_all: bool = False
     days: int | None = None
+    t: Translator = field(default_factory=lambda: translator("en"))
 
     def days_or(self, default: int, maximum: int = 366) -> int:
         """The `[days]` argument, kept between 1 and `maximum`."""

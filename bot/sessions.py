@@ -1,6 +1,6 @@
 """When a city's coaching sessions happen: one-off and recurring (RRULE) in the city's zone."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -9,6 +9,8 @@ from dateutil.rrule import rrule, rrulestr
 
 from store.models import CoachingSession
 
+ALL_DAY_MINUTES = 24 * 60
+
 
 @dataclass(frozen=True)
 class Occurrence:
@@ -16,9 +18,16 @@ class Occurrence:
     title: str
     start: datetime  # aware, UTC
     end: datetime
+    all_day: bool = False
 
     def local_start(self, zone: str) -> datetime:
         return self.start.astimezone(ZoneInfo(zone))
+
+
+def is_all_day(session: CoachingSession) -> bool:
+    """All-day sessions (imported from calendars) start at midnight and last whole days."""
+    start = session.start_local
+    return start.hour == start.minute == 0 and session.duration_min % ALL_DAY_MINUTES == 0
 
 
 def parse_rule(rule: str, start_local: datetime, until_local: datetime | None) -> rrule:
@@ -31,7 +40,7 @@ def parse_rule(rule: str, start_local: datetime, until_local: datetime | None) -
     return parsed
 
 
-def _local_starts(session: CoachingSession, after_local: datetime) -> Iterable[datetime]:
+def _local_starts(session: CoachingSession, after_local: datetime) -> Iterator[datetime]:
     if not session.rrule:
         if session.start_local >= after_local:
             yield session.start_local
@@ -45,26 +54,44 @@ def _local_starts(session: CoachingSession, after_local: datetime) -> Iterable[d
         current = rule.after(current)
 
 
+def _occurrences(session: CoachingSession, zone: str, after: datetime) -> Iterator[Occurrence]:
+    """Occurrences of one session starting after `after` (UTC), in order."""
+    tz = ZoneInfo(zone)
+    # A day of slack covers the gap between local and UTC; exact filtering follows.
+    after_local = after.astimezone(tz).replace(tzinfo=None) - timedelta(days=1)
+    assert session.id is not None
+    all_day = is_all_day(session)
+    for local in _local_starts(session, after_local):
+        start = local.replace(tzinfo=tz).astimezone(UTC)
+        if start > after:
+            yield Occurrence(
+                session.id, session.title, start, start + timedelta(minutes=session.duration_min), all_day
+            )
+
+
 def upcoming(
     sessions: Iterable[CoachingSession], zone: str, now: datetime, count: int = 1
 ) -> list[Occurrence]:
     """The next `count` sessions that start after `now`, soonest first."""
-    tz = ZoneInfo(zone)
-    # A day of slack covers daylight-saving shifts between local and UTC; exact filtering follows.
-    after_local = now.astimezone(tz).replace(tzinfo=None) - timedelta(days=1)
     found: list[Occurrence] = []
     for session in sessions:
-        taken = 0
-        for local in _local_starts(session, after_local):
-            start = local.replace(tzinfo=tz).astimezone(UTC)
-            if start <= now:
-                continue
-            assert session.id is not None
-            found.append(
-                Occurrence(session.id, session.title, start, start + timedelta(minutes=session.duration_min))
-            )
-            taken += 1
+        for taken, occurrence in enumerate(_occurrences(session, zone, now), start=1):
+            found.append(occurrence)
             if taken >= count:
                 break
     found.sort(key=lambda o: o.start)
     return found[:count]
+
+
+def between(
+    sessions: Iterable[CoachingSession], zone: str, start: datetime, end: datetime
+) -> list[Occurrence]:
+    """Every session starting in [start, end), soonest first."""
+    found: list[Occurrence] = []
+    for session in sessions:
+        for occurrence in _occurrences(session, zone, start - timedelta(microseconds=1)):
+            if occurrence.start >= end:
+                break
+            found.append(occurrence)
+    found.sort(key=lambda o: o.start)
+    return found

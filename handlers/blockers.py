@@ -2,9 +2,10 @@
 
 from datetime import timedelta
 
+from bot.i18n import translator
 from bot.messages import Button, Reply
 from bot.request import Request
-from handlers.common import city_names, day_of, display_names, plural
+from handlers.common import city_names, day_of, display_names
 from store.models import Blocker, BlockerStatus, OutboxMessage
 from store.repo import Store
 
@@ -12,18 +13,23 @@ NOTICE_EXPIRES = timedelta(days=14)
 
 
 def open_blocker(req: Request, store: Store) -> Reply:
+    _ = req.t.gettext
     city = req.cities[0]
     if not req.args:
-        return Reply(text="Say what is in the way: `blocker: waiting on data-sharing agreement with 311`")
+        return Reply(text=_("Say what is in the way: `blocker: waiting on data-sharing agreement with 311`"))
     blocker = store.add_blocker(
         Blocker(city_id=city.id, author=req.speaker.identity, text=req.args, opened_at=req.now)  # type: ignore[arg-type]
     )
+    # Coaches read the notice in English: the program team works in English whatever the city speaks.
+    c = translator("en").gettext
     notice = Reply(
-        text=f"New blocker #{blocker.id} in {city.name} from {req.speaker.display}: {blocker.text}",
-        title=f"New blocker #{blocker.id} — {city.name}",
+        text=c("New blocker #{number} in {city} from {who}: {text}").format(
+            number=blocker.id, city=city.name, who=req.speaker.display, text=blocker.text
+        ),
+        title=c("New blocker #{number} — {city}").format(number=blocker.id, city=city.name),
         buttons=[
             Button(
-                label="Resolve",
+                label=c("Resolve"),
                 action="resolve_blocker",
                 value=str(blocker.id),
                 command=f"/cda resolve {blocker.id}",
@@ -45,45 +51,51 @@ def open_blocker(req: Request, store: Store) -> Reply:
                 created_at=req.now,
             )
         )
-    told = "Your coaches have been told." if coaches else "No coach is assigned to your city yet."
-    return Reply(text=f"Blocker #{blocker.id} logged for {city.name}. {told}")
+    told = _("Your coaches have been told.") if coaches else _("No coach is assigned to your city yet.")
+    logged = _("Blocker #{number} logged for {city}.").format(number=blocker.id, city=city.name)
+    return Reply(text=f"{logged} {told}")
 
 
 def resolve_blocker(req: Request, store: Store) -> Reply:
-    number, _, note = req.args.strip().partition(" ")
-    number = number.lstrip("#")
+    _ = req.t.gettext
+    number, _sep, note = req.args.strip().partition(" ")
+    number, note = number.lstrip("#"), note.strip()
     if not number.isdigit():
         return Reply(
-            text="Which blocker? Say `/cda resolve <number> [note]`, e.g. `/cda resolve 12 data arrived`."
+            text=_("Which blocker? Say `/cda resolve <number> [note]`, e.g. `/cda resolve 12 data arrived`.")
         )
     blocker = store.blocker(int(number))
     if blocker is None or blocker.city_id not in req.speaker.accessible_ids:
         # Same answer whether the blocker exists elsewhere or not at all: other cities stay invisible.
-        return Reply(
-            text=f"There is no blocker #{number} in your {'city' if req.speaker.city else 'cities'}."
-        )
+        if req.speaker.city:
+            return Reply(text=_("There is no blocker #{number} in your city.").format(number=number))
+        return Reply(text=_("There is no blocker #{number} in your cities.").format(number=number))
+    city = store.city(blocker.city_id)
+    assert city is not None
     if blocker.status == BlockerStatus.resolved:
         assert blocker.resolved_at is not None
-        city = store.city(blocker.city_id)
-        assert city is not None
         return Reply(
-            text=f"Blocker #{blocker.id} was already resolved on {day_of(blocker.resolved_at, city)}."
+            text=_("Blocker #{number} was already resolved on {date}.").format(
+                number=blocker.id, date=day_of(req.t, blocker.resolved_at, city)
+            )
         )
-    store.resolve_blocker(blocker, req.speaker.identity, note.strip() or None, req.now)
-    return Reply(
-        text=f"Blocker #{blocker.id} resolved. {('Note: ' + note.strip()) if note.strip() else ''}".strip()
-    )
+    store.resolve_blocker(blocker, req.speaker.identity, note or None, req.now)
+    if note:
+        return Reply(text=_("Blocker #{number} resolved. Note: {note}").format(number=blocker.id, note=note))
+    return Reply(text=_("Blocker #{number} resolved.").format(number=blocker.id))
 
 
 def list_blockers(req: Request, store: Store) -> Reply:
+    _ = req.t.gettext
     ids = [c.id for c in req.cities if c.id is not None]
     blockers = store.blockers(ids, include_resolved=req.include_all)
     scope = city_names(req.cities)
-    kind = "All blockers" if req.include_all else "Open blockers"
-    title = f"{kind} — {scope}"
+    title = (_("All blockers — {cities}") if req.include_all else _("Open blockers — {cities}")).format(
+        cities=scope
+    )
     if not blockers:
-        none = "No blockers" if req.include_all else "No open blockers"
-        return Reply(text=f"{none} for {scope}.", title=title)
+        none = _("No blockers for {cities}.") if req.include_all else _("No open blockers for {cities}.")
+        return Reply(text=none.format(cities=scope), title=title)
     by_id = {c.id: c for c in req.cities}
     names = display_names(store, (b.author for b in blockers))
     several = len(req.cities) > 1
@@ -92,9 +104,12 @@ def list_blockers(req: Request, store: Store) -> Reply:
         city = by_id[b.city_id]
         where = f"{city.name} · " if several else ""
         age = max((req.now - b.opened_at).days, 0)
-        state = "open" if b.status == BlockerStatus.open else f"resolved {day_of(b.resolved_at, city)}"  # type: ignore[arg-type]
-        items.append(
-            f"#{b.id} {where}{state} · opened {day_of(b.opened_at, city)} ({plural(age, 'day')}) "
-            f"by {names[b.author]}: {b.text}"
-        )
+        if b.status == BlockerStatus.open:
+            state = _("open")
+        else:
+            state = _("resolved {date}").format(date=day_of(req.t, b.resolved_at, city))  # type: ignore[arg-type]
+        opened = req.t.ngettext(
+            "opened {date} ({count} day) by {who}", "opened {date} ({count} days) by {who}", age
+        ).format(date=day_of(req.t, b.opened_at, city), count=age, who=names[b.author])
+        items.append(f"#{b.id} {where}{state} · {opened}: {b.text}")
     return Reply(text=f"{title}\n" + "\n".join(items), title=title, items=items)

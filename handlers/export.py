@@ -16,9 +16,10 @@ def _iso(value: datetime | None) -> str:
 
 
 def export(req: Request, store: Store) -> Reply:
+    _ = req.t.gettext
     kind = req.args.strip().lower()
     if kind not in KINDS:
-        return Reply(text="Export what? Say `/cda export updates` or `/cda export blockers`.")
+        return Reply(text=_("Export what? Say `/cda export updates` or `/cda export blockers`."))
     ids = [c.id for c in req.cities if c.id is not None]
     slugs = {c.id: c.slug for c in req.cities}
     buffer = io.StringIO()
@@ -49,6 +50,8 @@ def export(req: Request, store: Store) -> Reply:
             )
     filename = f"cda-{kind}-{req.now:%Y%m%d}.csv"
     return Reply(
-        text=f"{len(rows)} {kind} of {len(ids)} cities, as CSV ({filename}).",
+        text=_("{rows} rows of {kind} from {cities} cities, as CSV ({filename}).").format(
+            rows=len(rows), kind=kind, cities=len(ids), filename=filename
+        ),
         attachment=Attachment(filename=filename, media_type="text/csv", content=buffer.getvalue()),
     )

@@ -4,40 +4,47 @@ from bot.messages import Reply
 from bot.request import Request, SpeakerRole
 from store.repo import Store
 
+
+def N_(message: str) -> str:
+    """Marks a string for the catalogs; it is translated where it is shown."""
+    return message
+
+
 MEMBER = [
-    "`update: <text>` — record a momentum update for your city",
-    "`blocker: <text>` — log a blocker; your coaches are told",
-    "`/cda resolve <number> [note]` — resolve one of your city's blockers",
-    "`/cda blockers [all]` — open (or all) blockers of your city",
-    "`/cda updates [days]` — recent updates of your city",
-    "`/cda status` — your city at a glance",
-    "`/cda next` — your next coaching session",
+    N_("`update: <text>` — record a momentum update for your city"),
+    N_("`blocker: <text>` — log a blocker; your coaches are told"),
+    N_("`/cda resolve <number> [note]` — resolve one of your city's blockers"),
+    N_("`/cda blockers [all]` — open (or all) blockers of your city"),
+    N_("`/cda updates [days]` — recent updates of your city"),
+    N_("`/cda status` — your city at a glance"),
+    N_("`/cda next` — your next coaching session"),
+    N_("Questions such as “what's on this week?”, “when is the convening?”, “LL2 end?”"),
 ]
 COACH = [
-    "`/cda status [city]` — phase, last update, updates in 7 days, open blockers, next session",
-    "`/cda blockers [city] [all]` — open (or all) blockers",
-    "`/cda updates [city] [days]` — recent updates, newest first",
-    "`/cda resolve <number> [note]` — resolve a blocker",
-    "`/cda quiet [days]` — cities with no update in N days (default 7)",
-    "`/cda digest` — the weekly digest now",
-    "`/cda export updates|blockers` — CSV of your cities",
-    "`/cda next` — next coaching sessions",
+    N_("`/cda status [city]` — phase, last update, updates in 7 days, open blockers, next session"),
+    N_("`/cda blockers [city] [all]` — open (or all) blockers"),
+    N_("`/cda updates [city] [days]` — recent updates, newest first"),
+    N_("`/cda resolve <number> [note]` — resolve a blocker"),
+    N_("`/cda quiet [days]` — cities with no update in N days (default 7)"),
+    N_("`/cda digest` — the weekly digest now"),
+    N_("`/cda export updates|blockers` — CSV of your cities"),
+    N_("`/cda next` — next coaching sessions"),
 ]
-GUEST = [
-    "I don't know which city you are with yet: ask your coach or an admin to add you to the roster.",
-]
-
-HINT = "I didn't catch that. Try `update: …`, `blocker: …`, `/cda next` or `/cda help`."
+UNKNOWN = N_("I don't know which city you are with yet: ask your coach or an admin to add you to the roster.")
+HINT = N_("I didn't catch that. Try `update: …`, `blocker: …`, `/cda next` or `/cda help`.")
+HELP_LINE = N_("`/cda help` — this list")
 
 
 def help_reply(req: Request, store: Store) -> Reply:
+    _ = req.t.gettext
     role = req.speaker.role
     if role == SpeakerRole.member:
-        city = req.speaker.city.name if req.speaker.city else "your city"
-        title, items = f"What you can do ({city} team)", MEMBER
+        city = req.speaker.city.name if req.speaker.city else ""
+        title, lines = _("What you can do ({city} team)").format(city=city), MEMBER
     elif role in (SpeakerRole.coach, SpeakerRole.admin):
-        title, items = f"What you can do ({role.value})", COACH
+        title = _("What you can do (admin)") if role == SpeakerRole.admin else _("What you can do (coach)")
+        lines = COACH
     else:
-        title, items = "Hello! I'm the City Data Alliance bot.", [*GUEST, "`/cda help` — this list"]
-    items = [*items, "`/cda help` — this list"] if role != SpeakerRole.guest else items
+        title, lines = _("Hello! I'm the City Data Alliance bot."), [UNKNOWN]
+    items = [_(line) for line in [*lines, HELP_LINE]]
     return Reply(text=title + "\n" + "\n".join(f"• {i}" for i in items), title=title, items=items)

@@ -2,45 +2,61 @@
 
 from datetime import datetime, timedelta
 
+from bot.i18n import Translator
 from bot.messages import Reply, ReplyField
 from bot.request import Request
 from bot.sessions import upcoming
-from handlers.common import CityState, city_state, day_of, plural, session_line, when
+from handlers.common import CityState, city_state, day_of, session_line, when
 from store.models import City
 from store.repo import Store
 
 DEFAULT_QUIET_DAYS = 7
 
 
-def _last_update(state: CityState, now: datetime) -> str:
-    return when(state.last_update, state.city, now) if state.last_update else "none yet"
+def _last_update(t: Translator, state: CityState, now: datetime) -> str:
+    return when(t, state.last_update, state.city, now) if state.last_update else t.gettext("none yet")
 
 
-def _next_session(state: CityState, now: datetime) -> str:
-    return session_line(state.next_session, state.city, now) if state.next_session else "none scheduled"
+def _next_session(t: Translator, state: CityState, now: datetime) -> str:
+    if state.next_session is None:
+        return t.gettext("none scheduled")
+    return session_line(t, state.next_session, state.city, now)
 
 
 def status(req: Request, store: Store) -> Reply:
-    states = [city_state(store, city, req.now) for city in req.cities]
+    _, t = req.t.gettext, req.t
+    states = [city_state(store, city, req.now, t.language) for city in req.cities]
     if len(states) == 1:
         s = states[0]
         fields = [
-            ReplyField(label="Phase", value=s.phase),
-            ReplyField(label="Last update", value=_last_update(s, req.now)),
-            ReplyField(label="Updates in 7 days", value=str(s.updates_7d)),
-            ReplyField(label="Open blockers", value=str(s.open_blockers)),
-            ReplyField(label="Next session", value=_next_session(s, req.now)),
+            ReplyField(label=_("Phase"), value=s.phase),
+            ReplyField(label=_("Last update"), value=_last_update(t, s, req.now)),
+            ReplyField(label=_("Updates in 7 days"), value=str(s.updates_7d)),
+            ReplyField(label=_("Open blockers"), value=str(s.open_blockers)),
+            ReplyField(label=_("Next session"), value=_next_session(t, s, req.now)),
         ]
-        title = f"Status — {s.city.name}"
+        title = _("Status — {city}").format(city=s.city.name)
         text = title + "\n" + "\n".join(f"{f.label}: {f.value}" for f in fields)
         return Reply(text=text, title=title, fields=fields)
     items = [
-        f"{s.city.name} — {s.phase} · last update {_last_update(s, req.now)} · "
-        f"{plural(s.updates_7d, 'update')} in 7 days · {plural(s.open_blockers, 'open blocker')} · "
-        f"next session {_next_session(s, req.now)}"
+        " · ".join(
+            [
+                f"{s.city.name} — {s.phase}",
+                _("last update {when}").format(when=_last_update(t, s, req.now)),
+                t.ngettext("{count} update in 7 days", "{count} updates in 7 days", s.updates_7d).format(
+                    count=s.updates_7d
+                ),
+                t.ngettext("{count} open blocker", "{count} open blockers", s.open_blockers).format(
+                    count=s.open_blockers
+                ),
+                _("next session {when}").format(when=_next_session(t, s, req.now)),
+            ]
+        )
         for s in states
     ]
-    title = f"Status — {plural(len(states), 'city', 'cities')}"
+    title = t.ngettext("Status — {count} city", "Status — {count} cities", len(states)).format(
+        count=len(states)
+    )
     return Reply(text=title + "\n" + "\n".join(items), title=title, items=items)
 
 
@@ -57,18 +73,28 @@ def quiet_cities(
 
 
 def quiet(req: Request, store: Store) -> Reply:
+    _, t = req.t.gettext, req.t
     days = req.days_or(DEFAULT_QUIET_DAYS)
     found = quiet_cities(store, req.cities, req.now, days)
-    title = f"No update in {days} days"
+    title = t.ngettext("No update in {days} day", "No update in {days} days", days).format(days=days)
     if not found:
-        return Reply(text=f"Every city you coach has posted an update in the last {days} days.", title=title)
+        every = t.ngettext(
+            "Every city you coach has posted an update in the last {days} day.",
+            "Every city you coach has posted an update in the last {days} days.",
+            days,
+        )
+        return Reply(text=every.format(days=days), title=title)
     items = [
-        f"{city.name}: last update {when(last, city, req.now) if last else 'never'}" for city, last in found
+        _("{city}: last update {when}").format(
+            city=city.name, when=when(t, last, city, req.now) if last else _("never")
+        )
+        for city, last in found
     ]
     return Reply(text=title + "\n" + "\n".join(items), title=title, items=items)
 
 
 def digest(req: Request, store: Store) -> Reply:
+    _, t = req.t.gettext, req.t
     week_ago = req.now - timedelta(days=7)
     items: list[str] = []
     for city in req.cities:
@@ -76,17 +102,26 @@ def digest(req: Request, store: Store) -> Reply:
         updates = store.updates([city.id], week_ago)
         blockers = store.blockers([city.id])
         nxt = upcoming(store.sessions_of(city.id), city.zone, req.now, count=1)
-        lines = [f"*{city.name}* — {plural(len(updates), 'update')} this week"]
-        lines += [f"  • #{u.id} {day_of(u.created_at, city)}: {u.text}" for u in updates[:5]]
+        count = t.ngettext("{count} update this week", "{count} updates this week", len(updates))
+        lines = [f"*{city.name}* — " + count.format(count=len(updates))]
+        lines += [f"  • #{u.id} {day_of(t, u.created_at, city)}: {u.text}" for u in updates[:5]]
         if blockers:
-            lines.append(f"  Open blockers (oldest first): {len(blockers)}")
-            lines += [f"  • #{b.id} since {day_of(b.opened_at, city)}: {b.text}" for b in blockers[:5]]
+            lines.append("  " + _("Open blockers (oldest first): {count}").format(count=len(blockers)))
+            lines += [
+                "  • "
+                + _("#{number} since {date}: {text}").format(
+                    number=b.id, date=day_of(t, b.opened_at, city), text=b.text
+                )
+                for b in blockers[:5]
+            ]
         else:
-            lines.append("  No open blockers")
-        lines.append(f"  Next session: {session_line(nxt[0], city, req.now) if nxt else 'none scheduled'}")
+            lines.append("  " + _("No open blockers"))
+        session = session_line(t, nxt[0], city, req.now) if nxt else _("none scheduled")
+        lines.append("  " + _("Next session: {session}").format(session=session))
         items.append("\n".join(lines))
     gone_quiet = quiet_cities(store, req.cities, req.now, DEFAULT_QUIET_DAYS)
     if gone_quiet:
-        items.append("Gone quiet (no update in 7 days): " + ", ".join(c.name for c, _ in gone_quiet))
-    title = "Weekly digest"
+        names = ", ".join(c.name for c, _last in gone_quiet)
+        items.append(_("Gone quiet (no update in 7 days): {cities}").format(cities=names))
+    title = _("Weekly digest")
     return Reply(text=title + "\n" + "\n".join(items), title=title, items=items)

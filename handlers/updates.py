@@ -14,9 +14,10 @@ LIST_LIMIT = 25
 
 
 def record_update(req: Request, store: Store) -> Reply:
+    _ = req.t.gettext
     city = req.cities[0]
     if not req.args:
-        return Reply(text="Tell me what moved: `update: we tested the intake form with 5 residents`")
+        return Reply(text=_("Tell me what moved: `update: we tested the intake form with 5 residents`"))
     update = store.add_update(
         Update(
             city_id=city.id,  # type: ignore[arg-type]
@@ -26,17 +27,29 @@ def record_update(req: Request, store: Store) -> Reply:
             created_at=req.now,
         )
     )
-    return Reply(text=f"Update #{update.id} recorded for {city.name}. Thanks for keeping momentum!")
+    return Reply(
+        text=_("Update #{number} recorded for {city}. Thanks for keeping momentum!").format(
+            number=update.id, city=city.name
+        )
+    )
 
 
 def list_updates(req: Request, store: Store) -> Reply:
+    _ = req.t.gettext
     days = req.days_or(DEFAULT_DAYS, MAX_DAYS)
     ids = [c.id for c in req.cities if c.id is not None]
     updates = store.updates(ids, req.now - timedelta(days=days), limit=LIST_LIMIT)
     scope = city_names(req.cities)
-    title = f"Updates in the last {days} days — {scope}"
+    title = req.t.ngettext(
+        "Updates in the last {days} day — {cities}", "Updates in the last {days} days — {cities}", days
+    ).format(days=days, cities=scope)
     if not updates:
-        return Reply(text=f"No updates in the last {days} days for {scope}.", title=title)
+        none = req.t.ngettext(
+            "No updates in the last {days} day for {cities}.",
+            "No updates in the last {days} days for {cities}.",
+            days,
+        )
+        return Reply(text=none.format(days=days, cities=scope), title=title)
     by_id = {c.id: c for c in req.cities}
     names = display_names(store, (u.author for u in updates))
     several = len(req.cities) > 1
@@ -44,6 +57,6 @@ def list_updates(req: Request, store: Store) -> Reply:
     for u in updates:
         city = by_id[u.city_id]
         where = f" · {city.name}" if several else ""
-        items.append(f"#{u.id} {day_of(u.created_at, city)}{where} · {names[u.author]}: {u.text}")
-    more = " (newest 25 shown)" if len(updates) == LIST_LIMIT else ""
+        items.append(f"#{u.id} {day_of(req.t, u.created_at, city)}{where} · {names[u.author]}: {u.text}")
+    more = " " + _("(newest {count} shown)").format(count=LIST_LIMIT) if len(updates) == LIST_LIMIT else ""
     return Reply(text=f"{title}{more}\n" + "\n".join(items), title=title, items=items)

@@ -219,11 +219,11 @@ def test_say_answers_and_applies_the_clock(seeded: str) -> None:
         "2026-11-28T12:00:00Z",
         "update: probamos el formulario",
     )
-    assert (code, out) == (0, "Update #1 recorded for Bogotá. Thanks for keeping momentum!\n")
+    assert (code, out) == (0, "Avance #1 registrado para Bogotá. ¡Gracias por mantener el ritmo!\n")
     code, out, _ = run(
         seeded, "say", "--as", "whatsapp:+573001112233", "--now", "2026-11-28T12:00:00Z", "/cda next"
     )
-    assert "Tue 1 Dec 2026, 10:00–11:00 UTC-05 (in 3 days)" in out
+    assert "Próxima sesión: Coaching: mar 1 dic 2026, 10:00–11:00 UTC-05 (en 3 días)" in out
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ def test_chat_switches_identity(seeded: str) -> None:
         "whatsapp:+573001112233",
         stdin="blocker: sin datos\n/as slack:T0001:U0C0ACH\n/cda blockers\n/quit\n",
     )
-    assert code == 0 and "Blocker #1 logged for Bogotá" in out and "#1 open · opened" in out
+    assert code == 0 and "Bloqueo #1 registrado para Bogotá" in out and "#1 open · opened" in out
 
 
 def test_db_upgrade(db_url: str) -> None:

@@ -81,7 +81,7 @@ def test_next_session_reply_reads_in_the_citys_zone(world: TestBot) -> None:
 
 
 def test_zone_without_letter_abbreviation_reads_as_utc_offset(world: TestBot) -> None:
-    assert "Thu 3 Dec 2026, 09:00–10:00 UTC-05" in world.say("console:g1", "/cda next")
+    assert "jue 3 dic 2026, 09:00–10:00 UTC-05 (en 5 días)" in world.say("console:g1", "/cda next")
 
 
 def test_city_with_no_sessions_is_told_so(testbot: TestBot) -> None:

@@ -1,0 +1,99 @@
+"""Replies in the city's language: gettext catalogs (managed with Babel) and localised dates.
+
+The catalogs are the `.po` files under `bot/locale`; they are compiled in memory on first use, so
+there is no build step and an edited `.po` takes effect on the next start.
+"""
+
+import gettext
+import io
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_date, format_skeleton
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+DOMAIN = "messages"
+LANGUAGES = ("en", "es", "pt")
+DEFAULT_LANGUAGE = "en"
+
+
+@cache
+def _catalog(language: str) -> gettext.NullTranslations:
+    path = LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if language == DEFAULT_LANGUAGE or not path.exists():
+        return gettext.NullTranslations()
+    with path.open("rb") as handle:
+        catalog = read_po(handle, locale=language)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return gettext.GNUTranslations(buffer)
+
+
+def zone_abbreviation(local: datetime) -> str:
+    """`CST`; zones without a letter abbreviation (tzdata gives `-05`) read `UTC-05`."""
+    name = local.tzname() or ""
+    return f"UTC{name}" if name[:1] in "+-" else name
+
+
+class Translator:
+    """Words, dates and times in one language."""
+
+    def __init__(self, language: str = DEFAULT_LANGUAGE) -> None:
+        self.language = language if language in LANGUAGES else DEFAULT_LANGUAGE
+        self._catalog = _catalog(self.language)
+
+    def gettext(self, message: str) -> str:
+        return self._catalog.gettext(message)
+
+    def ngettext(self, singular: str, plural: str, count: int) -> str:
+        return self._catalog.ngettext(singular, plural, count)
+
+    def date(self, day: date) -> str:
+        """`Tue 1 Dec 2026` · `mar 1 dic 2026` · `ter. 1 dez. 2026`."""
+        return format_date(day, "EEE d MMM y", locale=self.language)
+
+    def month(self, day: date) -> str:
+        """`January 2027` · `enero de 2027` · `janeiro de 2027`."""
+        return format_skeleton("yMMMM", day, locale=self.language)
+
+    def time(self, local: datetime) -> str:
+        return f"{local:%H:%M} {zone_abbreviation(local)}"
+
+    def instant(self, instant: datetime, zone: str) -> str:
+        local = instant.astimezone(ZoneInfo(zone))
+        return f"{self.date(local.date())}, {self.time(local)}"
+
+    def days_from_today(self, days: int) -> str:
+        _ = self.gettext
+        if days == 0:
+            return _("today")
+        if days == 1:
+            return _("tomorrow")
+        if days == -1:
+            return _("yesterday")
+        if days > 0:
+            return self.ngettext("in {count} day", "in {count} days", days).format(count=days)
+        return self.ngettext("{count} day ago", "{count} days ago", -days).format(count=-days)
+
+    def relative(self, instant: datetime, now: datetime, zone: str) -> str:
+        """Counted in calendar days of the city's zone: tomorrow in Bogotá is not tomorrow in London."""
+        tz = ZoneInfo(zone)
+        return self.days_from_today((instant.astimezone(tz).date() - now.astimezone(tz).date()).days)
+
+    def months_away(self, months: int) -> str:
+        _ = self.gettext
+        if months <= 0:
+            return _("this month")
+        if months == 1:
+            return _("next month")
+        return self.ngettext("in {count} month", "in {count} months", months).format(count=months)
+
+
+@cache
+def translator(language: str) -> Translator:
+    return Translator(language)

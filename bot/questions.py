@@ -1,0 +1,330 @@
+"""Understanding schedule questions in English, Spanish and Portuguese, typos and short forms included.
+
+`understand(text, today)` turns a question into a `Question` (what is asked, about which event,
+phase, day, week or month) or None when the text is not a schedule question. It knows nothing of
+cities or answers; `today` is the asker's local date, so relative words follow the city's zone.
+"""
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+EVENTS: dict[str, tuple[str, ...]] = {
+    "convening": ("convening", "baltimore", "encuentro", "encontro", "convencion", "convencao", "gathering"),
+    "site-visit": ("site visit", "visita", "visit"),
+    "demo-day": ("demo day", "demoday", "dia de demostracion", "dia de demonstracao", "dia de demo", "demo"),
+    "mvp-workshop": ("mvp",),
+    "scoping-workshop": (
+        "scoping workshop",
+        "taller de alcance",
+        "taller de definicion",
+        "oficina de escopo",
+    ),
+    "scoping-peer-clinic sustainability-peer-clinic": ("peer clinic", "clinica", "clinic", "clinicas"),
+    "mayor-check-ins": (
+        "mayor",
+        "alcalde",
+        "alcaldesa",
+        "alcaldia",
+        "prefeito",
+        "prefeita",
+        "prefeitura",
+        "check in",
+        "check ins",
+        "checkin",
+        "checkins",
+    ),
+    "launch": ("program launch", "launch", "kickoff", "kick off", "lanzamiento", "lancamento"),
+    "readiness": ("readiness", "assessment", "evaluacion", "avaliacao", "pathway recommendation"),
+    "coaching-start": ("strategic coaching", "coaching estrategico", "coaching start", "coaching starts"),
+    "scoping-workshop mvp-workshop": ("workshop", "taller", "oficina"),
+}
+PHASES: dict[str, tuple[str, ...]] = {
+    "scoping": ("scoping", "alcance", "escopo"),
+    "ll1": ("ll1", "prototype", "prototipo", "prototyping", "prototipado"),
+    "ll2": ("ll2", "build", "construccion", "construcao"),
+    "ll3": ("ll3", "scale", "escala", "escalar"),
+    "capacity": ("capacity", "capacidades", "capacitacion"),
+}
+# Longer names rewritten to one token before matching, so "scale and launch" is a phase, not the launch.
+ALIASES: tuple[tuple[str, str], ...] = (
+    (
+        r"\b(?:learning loop|learning|loop|ciclo de aprendizaje|ciclo de aprendizagem|ciclo|bucle|ll)"
+        r"\s*([123])\b",
+        r"ll\1",
+    ),
+    (r"\bscale (?:and|&) launch\b", "ll3"),
+    (r"\bescala (?:y|e) (?:lanzamiento|lancamento)\b", "ll3"),
+    (r"\bsolution build\b", "ll2"),
+    (r"\bconstruccion de la solucion\b", "ll2"),
+    (r"\bconstrucao da solucao\b", "ll2"),
+    (r"\bcapacity building\b", "capacity"),
+    (r"\bnxt\b", "next"),
+    (r"\b(?:sesh|sess|mtg)\b", "session"),
+    (r"\b(?:tmrw|tmr|tmrow)\b", "tomorrow"),
+    (r"\bwk\b", "week"),
+    (r"\bwhats\b", "what is"),
+)
+START = frozenset(
+    "start starts starting begin begins beginning kick empieza empiezan empezamos comienza comienzan "
+    "comenzamos inicia inician iniciamos inicio comeca comecam comecamos iniciam open opens".split()
+)
+END = frozenset(
+    "end ends ending finish finishes finished over close closes termina terminan terminamos acaba acaban "
+    "fin final finaliza finalizan encerra encerram termino fim terminar acabar".split()
+)
+SESSION = frozenset(
+    "session sessions sesion sesiones sessao sessoes meeting meetings meet reunion reuniones reuniao "
+    "reunioes call calls coaching llamada chamada reunimos encontramos".split()
+)
+NEXT = frozenset(["next", "upcoming", "proxima", "proximo", "proximas", "proximos", "siguiente", "seguinte"])
+WEEK = frozenset(["week", "semana"])
+HOW_LONG = (
+    r"\bhow (?:long|many (?:days|weeks|months))\b",
+    r"\bcuan(?:to|tos|tas) (?:falta|faltan|queda|quedan|dias|semanas|meses)\b",
+    r"\bquan(?:to|tos|tas) (?:falta|faltam|dias|semanas|meses)\b",
+    r"\b(?:days|weeks) (?:until|left|till|to)\b",
+    r"\bfaltan?\b|\bfaltam\b",
+)
+CURRENT_PHASE = (
+    r"\b(?:phase|fase|stage|etapa)\b",
+    r"\bwhere are we\b",
+    r"\bwhat (?:should|are) we\b",
+    r"\bwhat does (?:it|this) involve\b",
+    r"\b(?:que|qu) (?:debemos|deberiamos|tenemos que|hacemos)\b",
+    r"\bo que (?:devemos|deveriamos|temos que|fazemos)\b",
+    r"\ben que estamos\b|\bem que estamos\b",
+)
+QUESTION_WORDS = frozenset(
+    "when what which how where whats cuando que cual como donde cuanto cuantos cuanta quando qual quanto "
+    "quantos onde".split()
+)
+MONTHS: dict[str, int] = {}
+for number, names in enumerate(
+    (
+        "january enero janeiro jan ene",
+        "february febrero fevereiro feb fev",
+        "march marzo marco mar",
+        "april abril apr abr",
+        "may mayo maio",
+        "june junio junho jun",
+        "july julio julho jul",
+        "august agosto aug ago",
+        "september septiembre setiembre setembro sep sept set",
+        "october octubre outubro oct out",
+        "november noviembre novembro nov",
+        "december diciembre dezembro dec dic dez",
+    ),
+    start=1,
+):
+    for name in names.split():
+        MONTHS[name] = number
+# Short month names that are also ordinary words; they count only next to a day number.
+AMBIGUOUS_MONTHS = frozenset({"mar", "may", "jun", "set", "out", "ago", "dec"})
+WEEKDAYS: dict[str, int] = {}
+for number, names in enumerate(
+    (
+        "monday mon lunes segunda",
+        "tuesday tue tues martes terca",
+        "wednesday wed miercoles quarta",
+        "thursday thu thur thurs jueves quinta",
+        "friday fri viernes sexta",
+        "saturday sat sabado",
+        "sunday sun domingo",
+    )
+):
+    for name in names.split():
+        WEEKDAYS[name] = number
+
+VOCABULARY = sorted(
+    {
+        word
+        for phrases in (*EVENTS.values(), *PHASES.values())
+        for phrase in phrases
+        for word in phrase.split()
+    }
+    | START
+    | END
+    | SESSION
+    | NEXT
+    | WEEK
+    | QUESTION_WORDS
+    | set(MONTHS)
+    | set(WEEKDAYS)
+    | {
+        "today",
+        "tomorrow",
+        "hoy",
+        "manana",
+        "hoje",
+        "amanha",
+        "happens",
+        "happening",
+        "pasa",
+        "acontece",
+        "phase",
+        "fase",
+        "this",
+        "esta",
+        "este",
+        "until",
+        "long",
+        "days",
+        "week",
+        "month",
+        "mes",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Question:
+    intent: str  # next_session · day · week · month · event · phase · current_phase
+    events: tuple[str, ...] = ()
+    phase: str | None = None
+    boundary: str | None = None  # start · end
+    day: date | None = None
+    week_start: date | None = None
+    month: date | None = None  # first day of the month asked about
+
+
+def normalize(text: str) -> str:
+    """Lower case, accents and punctuation gone, known aliases and typos mended."""
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = re.sub(r"[^a-z0-9-]+", " ", text).replace("-", " ")
+    words = [_mend(word) for word in text.split()]
+    text = " ".join(words)
+    for pattern, replacement in ALIASES:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
+def _mend(word: str) -> str:
+    if len(word) < 4 or word.isdigit() or word in VOCABULARY:
+        return word
+    # Typos rarely change the first letter; requiring it keeps "doing" from becoming "domingo".
+    same_start = [v for v in VOCABULARY if v[0] == word[0]]
+    close = difflib.get_close_matches(word, same_start, n=1, cutoff=0.8)
+    return close[0] if close else word
+
+
+def _has(text: str, phrase: str) -> bool:
+    return re.search(rf"\b{re.escape(phrase)}\b", text) is not None
+
+
+def _matches(text: str, table: dict[str, tuple[str, ...]]) -> list[str]:
+    found: list[str] = []
+    for keys, phrases in table.items():
+        if any(_has(text, phrase) for phrase in phrases):
+            found += [k for k in keys.split() if k not in found]
+    return found
+
+
+def is_question(text: str) -> bool:
+    words = normalize(text).split()
+    return "?" in text or bool(QUESTION_WORDS & set(words)) or 0 < len(words) <= 3
+
+
+def understand(text: str, today: date) -> Question | None:
+    if not is_question(text):
+        return None
+    norm = normalize(text)
+    words = set(norm.split())
+    boundary = "start" if words & START else "end" if words & END else None
+
+    events = _matches(norm, EVENTS)
+    if "scoping-workshop" in events and "mvp-workshop" in events and "mvp" in words:
+        events.remove("scoping-workshop")
+    if events:
+        return Question("event", events=tuple(events))
+    phases = _matches(norm, PHASES)
+    if phases:
+        return Question("phase", phase=phases[0], boundary=boundary)
+    day = _day(norm, today)
+    if day is not None:
+        return Question("day", day=day)
+    month = _month(norm, today)
+    if month is not None:
+        return Question("month", month=month)
+    if words & WEEK:
+        monday = today - timedelta(days=today.weekday())
+        upcoming = bool(words & NEXT) or _has(norm, "que viene") or _has(norm, "que vem")
+        return Question("week", week_start=monday + timedelta(days=7) if upcoming else monday)
+    if any(re.search(p, norm) for p in CURRENT_PHASE):
+        return Question("current_phase")
+    # "How long until…?" with nothing else named asks about the next session.
+    if words & (SESSION | NEXT) or any(re.search(p, norm) for p in HOW_LONG):
+        return Question("next_session")
+    return None
+
+
+def _day(norm: str, today: date) -> date | None:
+    if _has(norm, "day after tomorrow") or _has(norm, "pasado manana") or _has(norm, "depois de amanha"):
+        return today + timedelta(days=2)
+    words = norm.split()
+    if {"today", "hoy", "hoje", "tonight"} & set(words):
+        return today
+    if {"tomorrow", "manana", "amanha"} & set(words):
+        return today + timedelta(days=1)
+    iso = re.search(r"\b(\d{4}) (\d{1,2}) (\d{1,2})\b", norm)
+    if iso:
+        try:
+            return date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+        except ValueError:
+            return None
+    for i, word in enumerate(words):
+        month = MONTHS.get(word)
+        if month is None:
+            continue
+        before = words[i - 1] if i > 0 else ""
+        if before == "de" and i > 1:
+            before = words[i - 2]
+        after = words[i + 1] if i + 1 < len(words) else ""
+        number = before if _day_number(before) else after if _day_number(after) else None
+        if number is not None:
+            return _next_date(today, month, int(re.sub(r"\D", "", number)))
+    for word in words:
+        if word in WEEKDAYS and len(word) > 3:
+            return today + timedelta(days=(WEEKDAYS[word] - today.weekday()) % 7)
+    return None
+
+
+def _day_number(word: str) -> bool:
+    match = re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th|o|a)?", word)
+    return bool(match) and 1 <= int(match.group(1)) <= 31  # type: ignore[union-attr]
+
+
+def _next_date(today: date, month: int, day: int) -> date | None:
+    """The date with that month and day nearest ahead (or today); None if it does not exist."""
+    for year in (today.year, today.year + 1):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if candidate >= today - timedelta(days=31):  # a date just past is still meant as this year's
+            return candidate
+    return None
+
+
+def _month(norm: str, today: date) -> date | None:
+    words = norm.split()
+    for i, word in enumerate(words):
+        if word not in MONTHS or (len(word) == 3 and word in AMBIGUOUS_MONTHS):
+            continue
+        if word == "may" and (i == 0 or words[i - 1] not in {"in", "of", "during"}):
+            continue
+        month = MONTHS[word]
+        year_match = re.search(r"\b(20\d\d)\b", norm)
+        year = int(year_match.group(1)) if year_match else today.year
+        if not year_match and month < today.month - 1:  # "in January" asked in November is next January
+            year += 1
+        return date(year, month, 1)
+    return None
+
+
+def asks_schedule(text: str) -> bool:
+    """Whether the text is a schedule question; what is asked does not depend on the day."""
+    return understand(text, date(2000, 1, 3)) is not None
