@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format i18n clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("cda-bot needs Python 3.11 or newer (set PYTHON=python3.11)") if sys.version_info < (3, 11) else None'
@@ -27,6 +27,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Refresh the message template and the Spanish and Portuguese catalogs after changing texts;
+# then translate the new entries in bot/locale/*/LC_MESSAGES/messages.po.
+i18n: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --project cda-bot \
+		-o bot/locale/messages.pot bot handlers adapters
+	$(BIN)/pybabel update -i bot/locale/messages.pot -d bot/locale --no-fuzzy-matching -w 110
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

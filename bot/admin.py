@@ -5,12 +5,12 @@ the caller's unit of work then rolls back, so a refused command changes nothing.
 """
 
 import re
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 from bot.identity import IdentityError, normalize_identity
-from bot.sessions import parse_rule
+from bot.sessions import between, parse_rule
 from store.models import ChannelBinding, City, CoachCity, CoachingSession, Pathway, Person, Role
 from store.repo import Store
 
@@ -204,3 +204,31 @@ def add_session(
             created_at=now,
         )
     )
+
+
+def skip_day(store: Store, city_slug: str, day_text: str, now: datetime) -> list[str]:
+    """Cancel the city's sessions on one local day (a holiday): recurring ones get an exception,
+    one-off ones are removed. Returns what was cancelled."""
+    city = city_of(store, city_slug)
+    try:
+        day = date.fromisoformat(day_text)
+    except ValueError:
+        raise AdminError(f"bad --date '{day_text}': use YYYY-MM-DD") from None
+    tz = ZoneInfo(city.zone)
+    start = datetime.combine(day, time(), tz)
+    sessions = {s.id: s for s in store.sessions_of(city.id)}  # type: ignore[arg-type]
+    found = between(sessions.values(), city.zone, start, start + timedelta(days=1))
+    if not found:
+        raise AdminError(f"{city.slug} has no session on {day.isoformat()}")
+    cancelled = []
+    for occurrence in found:
+        session = sessions[occurrence.session_id]
+        local = occurrence.local_start(city.zone).replace(tzinfo=None)
+        if session.rrule:
+            session.exdates = sorted({*session.exdates, local.isoformat()})
+            store.session.add(session)
+        else:
+            store.session.delete(session)
+        cancelled.append(f"{session.title} {local:%Y-%m-%d %H:%M}")
+    store.session.flush()
+    return cancelled

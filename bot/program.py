@@ -154,6 +154,16 @@ class Program(BaseModel):
         return _("Between phases")
 
 
+class _Loader(yaml.SafeLoader):
+    """Leaves dates as text, so that a bad one is reported by the validator with its line."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 class ProgramFileError(ValueError):
     """A calendar file that cannot be used; the message names the line and field at fault."""
 
@@ -169,8 +179,8 @@ def load_program_file(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as error:
         raise ProgramFileError(f"{path}: cannot read it ({error})") from None
     try:
-        root = yaml.compose(text)
-        document = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_Loader)
+        document = yaml.load(text, Loader=_Loader)  # a SafeLoader underneath
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -206,13 +216,11 @@ def _line_of(node: yaml.Node | None, location: tuple[Any, ...]) -> int:
 
 
 def _jsonable(value: Any) -> Any:
-    # YAML gives date objects; the store keeps JSON, so dates go back to ISO strings.
+    # The store keeps JSON, whose keys are text (YAML allows `2027: …`).
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
-    if isinstance(value, dt.date):
-        return value.isoformat()
     return value
 
 

@@ -207,7 +207,7 @@ def _mend(word: str) -> str:
         return word
     # Typos rarely change the first letter; requiring it keeps "doing" from becoming "domingo".
     same_start = [v for v in VOCABULARY if v[0] == word[0]]
-    close = difflib.get_close_matches(word, same_start, n=1, cutoff=0.8)
+    close = difflib.get_close_matches(word, same_start, n=1, cutoff=0.85)
     return close[0] if close else word
 
 
@@ -224,8 +224,11 @@ def _matches(text: str, table: dict[str, tuple[str, ...]]) -> list[str]:
 
 
 def is_question(text: str) -> bool:
+    """Asked, or short: "next session", "LL2 end", "sesiones el 10 de diciembre"."""
     words = normalize(text).split()
-    return "?" in text or bool(QUESTION_WORDS & set(words)) or 0 < len(words) <= 3
+    if "?" in text or QUESTION_WORDS & set(words):
+        return True
+    return 0 < len(words) <= 3 or (bool(SESSION & set(words)) and len(words) <= 8)
 
 
 def understand(text: str, today: date) -> Question | None:

@@ -109,6 +109,8 @@ class CoachingSession(SQLModel, table=True):
     weekly 10:00 session stays at 10:00 across daylight-saving changes."""
 
     __tablename__ = "coaching_sessions"
+    # A calendar UID names one session within a city; the same file may be imported into several cities.
+    __table_args__ = (UniqueConstraint("city_id", "uid", name="uq_sessions_city_uid"),)
 
     id: int | None = Field(default=None, primary_key=True)
     city_id: int = Field(foreign_key="cities.id", index=True)
@@ -118,7 +120,7 @@ class CoachingSession(SQLModel, table=True):
     rrule: str | None = Field(default=None, max_length=500)
     until_local: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
     exdates: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    uid: str | None = Field(default=None, max_length=255, unique=True)
+    uid: str | None = Field(default=None, max_length=255)
     created_at: datetime = utc_column()
 
 

@@ -191,6 +191,10 @@ class Store:
         self.session.flush()
         return session
 
+    def session_by_uid(self, city_id: int, uid: str) -> CoachingSession | None:
+        query = select(CoachingSession).where(CoachingSession.city_id == city_id, CoachingSession.uid == uid)
+        return self.session.exec(query).first()
+
     def sessions_of(self, city_id: int) -> list[CoachingSession]:
         query = select(CoachingSession).where(CoachingSession.city_id == city_id)
         return list(self.session.exec(query.order_by(CoachingSession.start_local)))

@@ -118,7 +118,7 @@ def upgrade() -> None:
             ["cities.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("uid"),
+        sa.UniqueConstraint("city_id", "uid", name="uq_sessions_city_uid"),
     )
     with op.batch_alter_table("coaching_sessions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_coaching_sessions_city_id"), ["city_id"], unique=False)

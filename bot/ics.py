@@ -1,0 +1,208 @@
+"""City sessions to and from iCalendar (RFC 5545): time zones, RRULE, EXDATE, all-day events,
+moved or cancelled occurrences (RECURRENCE-ID), and re-import by UID without duplicates."""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from icalendar import Calendar, Event, vRecur
+
+from bot.sessions import ALL_DAY_MINUTES, is_all_day, parse_rule
+from store.models import City, CoachingSession
+from store.repo import Store
+
+PRODID = "-//City Data Alliance//cda-bot//EN"
+DEFAULT_MINUTES = 60
+
+
+class IcsError(ValueError):
+    """A calendar file that cannot be imported; nothing was changed."""
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    removed: int = 0
+    skipped: int = 0
+
+
+def session_uid(city: City, session: CoachingSession) -> str:
+    return session.uid or f"cda-{city.slug}-{session.id}@cda-bot"
+
+
+def export_calendar(city: City, sessions: list[CoachingSession], now: datetime) -> bytes:
+    tz = ZoneInfo(city.zone)
+    calendar = Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("x-wr-calname", f"{city.name} — coaching sessions")
+    calendar.add("x-wr-timezone", city.zone)
+    for session in sessions:
+        event = Event()
+        event.add("uid", session_uid(city, session))
+        event.add("dtstamp", now)
+        event.add("summary", session.title)
+        all_day = is_all_day(session)
+        if all_day:
+            event.add("dtstart", session.start_local.date())
+            event.add(
+                "dtend", session.start_local.date() + timedelta(days=session.duration_min // ALL_DAY_MINUTES)
+            )
+        else:
+            event.add("dtstart", session.start_local.replace(tzinfo=tz))
+            event.add("duration", timedelta(minutes=session.duration_min))
+        if session.rrule:
+            rule = vRecur.from_ical(session.rrule)
+            if session.until_local is not None:
+                # RFC 5545: with a zoned DTSTART, UNTIL is given in UTC.
+                until = (
+                    session.until_local.date()
+                    if all_day
+                    else session.until_local.replace(tzinfo=tz).astimezone(UTC)
+                )
+                rule["UNTIL"] = [until]
+            event.add("rrule", rule)
+        if session.exdates:
+            excluded = [datetime.fromisoformat(d) for d in session.exdates]
+            event.add("exdate", [d.date() if all_day else d.replace(tzinfo=tz) for d in excluded])
+        calendar.add_component(event)
+    calendar.add_missing_timezones()
+    return calendar.to_ical()
+
+
+def _local(value: date | datetime, zone: str) -> datetime:
+    """Wall-clock time in the city's zone; a floating time is taken as the city's own."""
+    if not isinstance(value, datetime):
+        return datetime.combine(value, time())
+    if value.tzinfo is None:
+        return value.replace(microsecond=0)
+    return value.astimezone(ZoneInfo(zone)).replace(tzinfo=None, microsecond=0)
+
+
+def _minutes(event: Event, start: date | datetime) -> int:
+    if "DTEND" in event:
+        end = event.decoded("DTEND")
+        if isinstance(start, datetime) and isinstance(end, datetime):
+            return max(1, int((end - start).total_seconds() // 60))
+        return (
+            max(1, (end - start).days) * ALL_DAY_MINUTES
+            if not isinstance(start, datetime)
+            else DEFAULT_MINUTES
+        )
+    if "DURATION" in event:
+        return max(1, int(event.decoded("DURATION").total_seconds() // 60))
+    return DEFAULT_MINUTES if isinstance(start, datetime) else ALL_DAY_MINUTES
+
+
+def _rule(event: Event, zone: str) -> tuple[str | None, datetime | None]:
+    value = event.get("RRULE")
+    if value is None:
+        return None, None
+    if isinstance(value, list):
+        value = value[0]  # dateutil keeps one rule per session; calendars rarely give more
+    rule = vRecur(value)
+    until_values = rule.pop("UNTIL", None)
+    until = None
+    if until_values:
+        raw = until_values[0]
+        until = (
+            datetime.combine(raw, time(23, 59, 59)) if not isinstance(raw, datetime) else _local(raw, zone)
+        )
+    return rule.to_ical().decode(), until
+
+
+def _dates(event: Event, name: str, zone: str) -> list[datetime]:
+    values = event.get(name)
+    if values is None:
+        return []
+    found: list[datetime] = []
+    for value in values if isinstance(values, list) else [values]:
+        found += [_local(item.dt, zone) for item in value.dts]
+    return found
+
+
+def _uid(event: Event) -> str:
+    uid = str(event.get("UID") or "")
+    if uid:
+        return uid[:255]
+    # No UID: one made from what the event is keeps a re-import from adding it twice.
+    seed = f"{event.get('SUMMARY')}|{event.get('DTSTART').to_ical().decode() if event.get('DTSTART') else ''}"
+    return "cda-import-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def import_calendar(store: Store, city: City, data: bytes, now: datetime) -> ImportReport:
+    """Create or update the city's sessions from an ICS file, by UID."""
+    try:
+        calendar = Calendar.from_ical(data)
+    except ValueError as error:
+        raise IcsError(f"not an iCalendar file ({error})") from None
+    events = list(calendar.walk("VEVENT"))
+    if not events and calendar.name != "VCALENDAR":
+        raise IcsError("not an iCalendar file (no VCALENDAR)")
+    assert city.id is not None
+    report = ImportReport()
+    masters = [e for e in events if "RECURRENCE-ID" not in e]
+    overrides = [e for e in events if "RECURRENCE-ID" in e]
+    for event in masters:
+        _import_event(store, city, event, _uid(event), now, report)
+    for event in overrides:
+        master_uid = _uid(event)
+        original = _dates(event, "RECURRENCE-ID", city.zone)
+        master = store.session_by_uid(city.id, master_uid)
+        if master is not None and original:
+            master.exdates = sorted({*master.exdates, *(d.isoformat() for d in original)})
+            store.session.add(master)
+        moved_uid = f"{master_uid}/{original[0].isoformat() if original else 'moved'}"[:255]
+        _import_event(store, city, event, moved_uid, now, report, one_off=True)
+    store.session.flush()
+    return report
+
+
+def _import_event(
+    store: Store,
+    city: City,
+    event: Event,
+    uid: str,
+    now: datetime,
+    report: ImportReport,
+    one_off: bool = False,
+) -> None:
+    assert city.id is not None
+    existing = store.session_by_uid(city.id, uid)
+    if str(event.get("STATUS", "")).upper() == "CANCELLED":
+        if existing is not None:
+            store.session.delete(existing)
+            report.removed += 1
+        else:
+            report.skipped += 1
+        return
+    if "DTSTART" not in event:
+        raise IcsError(f"event {uid} has no DTSTART")
+    start = event.decoded("DTSTART")
+    fields: dict[str, Any] = {
+        "title": str(event.get("SUMMARY") or "Coaching session")[:200],
+        "start_local": _local(start, city.zone),
+        "duration_min": _minutes(event, start),
+        "rrule": None,
+        "until_local": None,
+        "exdates": [],
+    }
+    if not one_off:
+        fields["rrule"], fields["until_local"] = _rule(event, city.zone)
+        fields["exdates"] = sorted({d.isoformat() for d in _dates(event, "EXDATE", city.zone)})
+    if fields["rrule"]:
+        try:
+            parse_rule(fields["rrule"], fields["start_local"], fields["until_local"])
+        except (ValueError, TypeError) as error:
+            raise IcsError(f"event {uid}: RRULE cannot be read ({error})") from None
+    if existing is None:
+        store.add_session(CoachingSession(city_id=city.id, uid=uid, created_at=now, **fields))
+        report.created += 1
+        return
+    for name, value in fields.items():
+        setattr(existing, name, value)
+    store.session.add(existing)
+    report.updated += 1

@@ -1,0 +1,69 @@
+"""Every message the bot can say exists in Spanish and Portuguese, with the same placeholders."""
+
+import re
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from bot.i18n import LOCALE_DIR, translator
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYWORDS = {"_": None, "N_": None, "gettext": None, "ngettext": (1, 2)}
+
+
+def source_messages() -> set[str]:
+    found: set[str] = set()
+    for folder in ("bot", "handlers", "adapters"):
+        for _file, _line, message, _comments, _context in extract_from_dir(
+            ROOT / folder, method_map=[("**.py", "python")], keywords=KEYWORDS
+        ):
+            found.add(message[0] if isinstance(message, tuple) else message)
+    return found
+
+
+def placeholders(text: str) -> set[str]:
+    return set(re.findall(r"\{(\w+)\}", text))
+
+
+def test_template_is_up_to_date_with_the_code() -> None:
+    with (LOCALE_DIR / "messages.pot").open("rb") as handle:
+        template = {m.id[0] if isinstance(m.id, tuple) else m.id for m in read_po(handle) if m.id}
+    assert template == source_messages(), "run `make i18n` and translate what is new"
+
+
+@pytest.mark.parametrize("language", ["es", "pt"])
+def test_catalog_translates_every_message_keeping_placeholders(language: str) -> None:
+    with (LOCALE_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as handle:
+        catalog = read_po(handle, locale=language)
+    ids = set()
+    for message in catalog:
+        if not message.id:
+            continue
+        assert not message.fuzzy, message.id
+        ids.add(message.id[0] if isinstance(message.id, tuple) else message.id)
+        originals = message.id if isinstance(message.id, tuple) else (message.id,)
+        translations = message.string if isinstance(message.string, tuple) else (message.string,)
+        assert all(translations), f"untranslated: {message.id!r}"
+        for translated in translations:
+            assert placeholders(translated) == placeholders(originals[-1]), (message.id, translated)
+    assert ids == source_messages()
+
+
+def test_dates_read_in_each_language() -> None:
+    from datetime import date
+
+    assert [translator(lang).date(date(2026, 12, 1)) for lang in ("en", "es", "pt")] == [
+        "Tue 1 Dec 2026",
+        "mar 1 dic 2026",
+        "ter. 1 dez. 2026",
+    ]
+
+
+def test_plurals_follow_the_language() -> None:
+    assert translator("es").days_from_today(1) == "mañana"
+    assert translator("es").days_from_today(2) == "en 2 días"
+    assert translator("pt").days_from_today(-1) == "ontem"
+    assert translator("pt").months_away(3) == "em 3 meses"
+    assert translator("fr").language == "en"  # an unknown language falls back to English
