@@ -177,8 +177,10 @@ def demo(
         "Try:  [cyan]update: tested the new intake form with 5 residents[/]\n"
         "      [cyan]blocker: still waiting on the 311 data export[/]\n"
         "      [cyan]/cda status[/]   [cyan]/cda next[/]   [cyan]/cda blockers[/]   [cyan]/cda help[/]\n"
+        "      [cyan]what's on this week?[/]   [cyan]when is the Baltimore convening?[/]\n"
         "Switch to the coach of all three cities with [cyan]/as console:coach[/] "
-        "(other members: console:camila, console:joao). Ctrl-D or /quit to leave."
+        "(other members, who hear Spanish and Portuguese: console:camila, console:joao).\n"
+        "Ctrl-D or /quit to leave."
     )
     chat_loop(engine, identity)
 
