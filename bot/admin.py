@@ -102,11 +102,18 @@ def add_member(store: Store, who: str, city_slug: str, now: datetime, name: str 
 
 
 def add_coach(
-    store: Store, who: str, city_slugs: list[str], now: datetime, name: str | None = None
+    store: Store,
+    who: str,
+    city_slugs: list[str],
+    now: datetime,
+    name: str | None = None,
+    zone: str | None = None,
 ) -> tuple[Person, list[City]]:
     """A new coach of the listed cities (all cities when none are listed), or more cities for a coach."""
     who = identity(who)
     cities = [city_of(store, slug) for slug in city_slugs]
+    if zone is not None:
+        check_zone(zone)
     existing = store.person(who)
     if existing is not None:
         if existing.role != Role.coach:
@@ -119,10 +126,14 @@ def add_coach(
                 store.session.add(CoachCity(person_id=existing.id, city_id=city.id))  # type: ignore[arg-type]
         if name:
             existing.name = name
+        if zone:
+            existing.zone = zone
         store.session.add(existing)
         store.session.flush()
         return existing, cities
-    person = Person(identity=who, name=name, role=Role.coach, all_cities=not cities, created_at=now)
+    person = Person(
+        identity=who, name=name, role=Role.coach, all_cities=not cities, zone=zone, created_at=now
+    )
     return store.add_person(person, [c.id for c in cities if c.id is not None]), cities
 
 
@@ -232,3 +243,76 @@ def skip_day(store: Store, city_slug: str, day_text: str, now: datetime) -> list
         cancelled.append(f"{session.title} {local:%Y-%m-%d %H:%M}")
     store.session.flush()
     return cancelled
+
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_offsets(text: str) -> list[int]:
+    """`24h,1h` or `90m` or `none` as minutes before a session, largest first."""
+    if text.strip().lower() in ("none", "off", ""):
+        return []
+    minutes = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d{1,4})\s*([hm])\s*", part.lower())
+        if not match:
+            raise AdminError(f"bad --reminders '{text}': use hours or minutes like 24h,1h or 90m")
+        value = int(match.group(1)) * (60 if match.group(2) == "h" else 1)
+        if not 1 <= value <= 14 * 24 * 60:
+            raise AdminError(f"bad --reminders '{text}': each between 1m and 336h")
+        minutes.append(value)
+    return sorted(set(minutes), reverse=True)
+
+
+def parse_days(text: str) -> list[int]:
+    """`mon-fri`, `mon,wed,fri` or `sun-thu` as weekday numbers (Monday is 0)."""
+    days: set[int] = set()
+    for part in text.lower().split(","):
+        ends = [p.strip()[:3] for p in part.split("-")]
+        if not 1 <= len(ends) <= 2 or any(e not in DAY_NAMES for e in ends):
+            raise AdminError(f"bad --working-days '{text}': use mon-fri or mon,tue,thu")
+        first, last = DAY_NAMES.index(ends[0]), DAY_NAMES.index(ends[-1])
+        days.update((first + i) % 7 for i in range((last - first) % 7 + 1))
+    return sorted(days)
+
+
+def describe_offsets(offsets: list[int]) -> str:
+    if not offsets:
+        return "off"
+    return ",".join(f"{m // 60}h" if m % 60 == 0 else f"{m}m" for m in offsets)
+
+
+def describe_days(days: list[int]) -> str:
+    return ",".join(DAY_NAMES[d] for d in days) or "none"
+
+
+def set_city_schedule(
+    store: Store,
+    slug: str,
+    reminders: str | None = None,
+    nudge_after: int | None = None,
+    nudge_hour: int | None = None,
+    working_days: str | None = None,
+    quiet: str | None = None,
+) -> City:
+    city = city_of(store, slug)
+    if reminders is not None:
+        city.reminder_offsets = parse_offsets(reminders)
+    if nudge_after is not None:
+        if not 0 <= nudge_after <= 90:
+            raise AdminError(f"bad --nudge-after {nudge_after}: give days from 0 (off) to 90")
+        city.nudge_after_days = nudge_after
+    if nudge_hour is not None:
+        if not 0 <= nudge_hour <= 23:
+            raise AdminError(f"bad --nudge-hour {nudge_hour}: give an hour from 0 to 23")
+        city.nudge_hour = nudge_hour
+    if working_days is not None:
+        city.working_days = parse_days(working_days)
+    if quiet is not None:
+        match = re.fullmatch(r"\s*(\d{1,2})(?::00)?\s*-\s*(\d{1,2})(?::00)?\s*", quiet)
+        if not match or int(match.group(1)) > 23 or int(match.group(2)) > 23:
+            raise AdminError(f"bad --quiet '{quiet}': use hours like 20-8 (20:00 to 08:00)")
+        city.quiet_start, city.quiet_end = int(match.group(1)), int(match.group(2))
+    store.session.add(city)
+    store.session.flush()
+    return city

@@ -5,6 +5,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -25,6 +26,7 @@ from bot.identity import IdentityError, normalize_identity
 from bot.program import Event, ProgramFileError, load_program_file, local, parse_program, program_from
 from bot.sessions import upcoming
 from bot.settings import Settings
+from scheduler.runner import PassRunner
 from store.db import make_engine, upgrade
 from store.repo import Store, open_store
 
@@ -41,6 +43,7 @@ admin_app = typer.Typer(help="Admins of the bot.", no_args_is_help=True)
 session_app = typer.Typer(help="Coaching sessions of a city.", no_args_is_help=True)
 calendar_app = typer.Typer(help="Import and export a city's sessions as iCalendar.", no_args_is_help=True)
 program_app = typer.Typer(help="The program calendar (phases and key events).", no_args_is_help=True)
+reminders_app = typer.Typer(help="What the scheduler planned, sent, dropped or failed.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 for sub, name in [
     (city_app, "city"),
@@ -50,6 +53,7 @@ for sub, name in [
     (session_app, "session"),
     (calendar_app, "calendar"),
     (program_app, "program"),
+    (reminders_app, "reminders"),
     (db_app, "db"),
 ]:
     app.add_typer(sub, name=name)
@@ -257,12 +261,13 @@ def coach_add(
         list[str] | None, typer.Option("--city", help="Repeat for several; none = all cities")
     ] = None,
     name: Annotated[str | None, typer.Option("--name")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="The coach's zone, for the Monday digest")] = None,
     db: Db = None,
 ) -> None:
     """Add a coach of the listed cities (of all cities when none is listed)."""
 
     def action(store: Store) -> str:
-        person, cities = admin.add_coach(store, identity, city or [], SystemClock().now(), name)
+        person, cities = admin.add_coach(store, identity, city or [], SystemClock().now(), name, tz)
         scope = ", ".join(c.slug for c in cities) if cities else "all cities"
         return f"{person.identity} coaches {scope}"
 
@@ -454,6 +459,81 @@ def event_when(event: Event) -> str:
     if event.phase:
         return f"during {event.phase} (day not fixed)"
     return "set per city"
+
+
+@app.command()
+def tick(now: Now = None, db: Db = None) -> None:
+    """Run one scheduler pass: plan what is due, send it (console deliveries print)."""
+    clock = clock_for(now)
+    engine = engine_for(db)
+    adapters = {"console": ConsoleAdapter(print)}
+    report = asyncio.run(PassRunner(engine, adapters, clock).run())
+    delivery = report.delivery
+    out.print(
+        f"planned {len(report.plan.planned)}, sent {len(delivery.sent)}, retrying {len(delivery.retrying)}, "
+        f"failed {len(delivery.failed)}, dropped {len(report.plan.dropped) + len(delivery.dropped)}"
+        f" (adapters here: {', '.join(adapters)})"
+    )
+
+
+@reminders_app.command("list")
+def reminders_list(
+    city: Annotated[str | None, typer.Option("--city")] = None,
+    db: Db = None,
+) -> None:
+    """Show outbox messages: reminders, nudges, digests and notices, planned, sent, dropped or failed."""
+    engine = engine_for(db)
+    table = Table("id", "due", "kind", "to", "status", "tries", "note")
+    with open_store(engine) as store:
+        cities = {c.id: c for c in store.cities()}
+        ids = None
+        if city is not None:
+            try:
+                ids = [admin.city_of(store, city).id]
+            except AdminError as error:
+                raise fail(str(error)) from None
+        for row in store.outbox(ids):  # type: ignore[arg-type]
+            where = cities.get(row.city_id)
+            due = row.due_at.astimezone(ZoneInfo(where.zone)) if where else row.due_at
+            table.add_row(
+                str(row.id),
+                f"{due:%Y-%m-%d %H:%M %Z}",
+                row.kind,
+                row.recipient,
+                row.status,
+                str(row.attempts),
+                (row.last_error or "")[:60],
+            )
+    out.print(table)
+
+
+@city_app.command("set")
+def city_set(
+    slug: str,
+    reminders: Annotated[
+        str | None, typer.Option("--reminders", help="Before each session, e.g. 24h,1h (none: off)")
+    ] = None,
+    nudge_after: Annotated[
+        int | None, typer.Option("--nudge-after", help="Days without update (0: off)")
+    ] = None,
+    nudge_hour: Annotated[int | None, typer.Option("--nudge-hour", help="Local hour for nudges")] = None,
+    working_days: Annotated[
+        str | None, typer.Option("--working-days", help="e.g. mon-fri or mon,tue,thu")
+    ] = None,
+    quiet: Annotated[str | None, typer.Option("--quiet", help="Quiet hours, e.g. 20-8")] = None,
+    db: Db = None,
+) -> None:
+    """Change what the scheduler sends a city."""
+
+    def action(store: Store) -> str:
+        found = admin.set_city_schedule(store, slug, reminders, nudge_after, nudge_hour, working_days, quiet)
+        return (
+            f"{found.slug}: reminders {admin.describe_offsets(found.reminder_offsets)}, "
+            f"nudge after {found.nudge_after_days} days at {found.nudge_hour}:00, working days "
+            f"{admin.describe_days(found.working_days)}, quiet {found.quiet_start}:00–{found.quiet_end}:00"
+        )
+
+    admin_write(db, action)
 
 
 def main() -> None:

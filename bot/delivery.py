@@ -1,7 +1,9 @@
-"""The one path for unprompted messages: due outbox rows go out through the recipient's adapter."""
+"""The one path for unprompted messages: due outbox rows go out through the recipient's adapter,
+each exactly once across passes, restarts and replicas (see README, "Promises")."""
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -12,6 +14,7 @@ from sqlalchemy import Engine
 from bot.clock import Clock
 from bot.identity import platform_of
 from bot.messages import Adapter, DeliveryError, Reply
+from bot.ratelimit import RateLimiter, limit_key
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import open_store
 
@@ -19,6 +22,8 @@ log = logging.getLogger("cda_bot.delivery")
 
 BACKOFF_SECONDS = (30, 120, 600, 1800, 3600)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
+# How long a claimed row stays with its deliverer; a deliverer that died gives it back after this.
+LEASE = timedelta(minutes=10)
 
 
 @dataclass
@@ -35,58 +40,66 @@ def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
 
 
 class Deliverer:
-    def __init__(self, engine: Engine, adapters: Mapping[str, Adapter], clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        adapters: Mapping[str, Adapter],
+        clock: Clock,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.engine = engine
         self.adapters = adapters
         self.clock = clock
+        self.limiter = limiter or RateLimiter()
 
-    async def deliver_due(self, limit: int = 100) -> DeliveryReport:
+    async def deliver_due(self, limit: int = 500) -> DeliveryReport:
         """Send what is due to recipients whose platform has an adapter; the rest stays queued."""
         report = DeliveryReport()
         now = self.clock.now()
-        rows = await asyncio.to_thread(self._due, now, limit)
+        rows = await asyncio.to_thread(self._claim, now, limit)
+        queues: dict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
+            queues[limit_key(row.recipient)].append(row)
+        # One queue per rate-limit key, all at once: a slow channel never holds up another.
+        await asyncio.gather(*(self._drain(queue, now, report) for queue in queues.values()))
+        return report
+
+    async def _drain(self, queue: list[OutboxMessage], now: datetime, report: DeliveryReport) -> None:
+        for row in queue:
             assert row.id is not None
-            if not await asyncio.to_thread(self._claim, row.id, now):
-                continue  # another deliverer took it
-            if row.expires_at is not None and now > row.expires_at:
+            if row.expires_at is not None and now >= row.expires_at:
                 log.info("outbox message expired, not sent", extra={"outbox_id": row.id, "kind": row.kind})
                 await asyncio.to_thread(self._finish, row.id, OutboxStatus.dropped, now, "expired", None)
                 report.dropped.append(row.id)
                 continue
+            await self.limiter.wait(row.recipient)
             await self._send(row, now, report)
-        return report
 
     async def _send(self, row: OutboxMessage, now: datetime, report: DeliveryReport) -> None:
         assert row.id is not None
         adapter = self.adapters[platform_of(row.recipient)]
         reference = await asyncio.to_thread(self._reference, row.recipient)
-        attempts = row.attempts + 1
         try:
             await adapter.send(row.recipient, Reply.model_validate(row.payload), reference)
         except Exception as error:
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None
             permanent = isinstance(error, DeliveryError) and error.permanent
             reason = f"{type(error).__name__}: {error}"[:1000]
-            if permanent or attempts >= MAX_ATTEMPTS:
-                log.warning("outbox message failed", extra={"outbox_id": row.id, "attempts": attempts})
+            if permanent or row.attempts >= MAX_ATTEMPTS:
+                log.warning("outbox message failed", extra={"outbox_id": row.id, "attempts": row.attempts})
                 await asyncio.to_thread(self._finish, row.id, OutboxStatus.failed, now, reason, None)
                 report.failed.append(row.id)
             else:
-                retry_at = now + retry_delay(attempts, retry_after)
+                retry_at = now + retry_delay(row.attempts, retry_after)
                 await asyncio.to_thread(self._finish, row.id, OutboxStatus.pending, now, reason, retry_at)
                 report.retrying.append(row.id)
             return
         await asyncio.to_thread(self._finish, row.id, OutboxStatus.sent, now, None, None)
         report.sent.append(row.id)
 
-    def _due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+    def _claim(self, now: datetime, limit: int) -> list[OutboxMessage]:
         with open_store(self.engine) as store:
-            return store.due_outbox(now, list(self.adapters), limit)
-
-    def _claim(self, outbox_id: int, now: datetime) -> bool:
-        with open_store(self.engine) as store:
-            return store.claim(outbox_id, now)
+            return store.claim_due(now, list(self.adapters), LEASE, limit)
 
     def _finish(
         self,

@@ -95,3 +95,27 @@ def between(
             found.append(occurrence)
     found.sort(key=lambda o: o.start)
     return found
+
+
+def last_before(sessions: Iterable[CoachingSession], zone: str, instant: datetime) -> Occurrence | None:
+    """The latest session that started before `instant`."""
+    tz = ZoneInfo(zone)
+    before_local = instant.astimezone(tz).replace(tzinfo=None)
+    latest: Occurrence | None = None
+    for session in sessions:
+        assert session.id is not None
+        if session.rrule:
+            rule = parse_rule(session.rrule, session.start_local, session.until_local)
+            excluded = {datetime.fromisoformat(d) for d in session.exdates}
+            local = rule.before(before_local)
+            while local is not None and local in excluded:
+                local = rule.before(local)
+        else:
+            local = session.start_local if session.start_local < before_local else None
+        if local is None:
+            continue
+        start = local.replace(tzinfo=tz).astimezone(UTC)
+        if start < instant and (latest is None or start > latest.start):
+            end = start + timedelta(minutes=session.duration_min)
+            latest = Occurrence(session.id, session.title, start, end, is_all_day(session))
+    return latest

@@ -11,6 +11,7 @@ from store.models import City
 from store.repo import Store
 
 DEFAULT_QUIET_DAYS = 7
+_FAILED_HINT = "{count} (cda-bot reminders list)"
 
 
 def _last_update(t: Translator, state: CityState, now: datetime) -> str:
@@ -26,6 +27,10 @@ def _next_session(t: Translator, state: CityState, now: datetime) -> str:
 def status(req: Request, store: Store) -> Reply:
     _, t = req.t.gettext, req.t
     states = [city_state(store, city, req.now, t.language) for city in req.cities]
+    # Undelivered reminders and notices are the business of those who run the program, not the team.
+    failed = (
+        {s.city.id: store.count_failed(s.city.id) for s in states} if req.speaker.role != "member" else {}
+    )
     if len(states) == 1:
         s = states[0]
         fields = [
@@ -35,6 +40,10 @@ def status(req: Request, store: Store) -> Reply:
             ReplyField(label=_("Open blockers"), value=str(s.open_blockers)),
             ReplyField(label=_("Next session"), value=_next_session(t, s, req.now)),
         ]
+        if failed.get(s.city.id):
+            fields.append(
+                ReplyField(label=_("Failed deliveries"), value=_FAILED_HINT.format(count=failed[s.city.id]))
+            )
         title = _("Status — {city}").format(city=s.city.name)
         text = title + "\n" + "\n".join(f"{f.label}: {f.value}" for f in fields)
         return Reply(text=text, title=title, fields=fields)
@@ -50,6 +59,15 @@ def status(req: Request, store: Store) -> Reply:
                     count=s.open_blockers
                 ),
                 _("next session {when}").format(when=_next_session(t, s, req.now)),
+                *(
+                    [
+                        t.ngettext(
+                            "{count} failed delivery", "{count} failed deliveries", failed[s.city.id]
+                        ).format(count=failed[s.city.id])
+                    ]
+                    if failed.get(s.city.id)
+                    else []
+                ),
             ]
         )
         for s in states
@@ -94,14 +112,19 @@ def quiet(req: Request, store: Store) -> Reply:
 
 
 def digest(req: Request, store: Store) -> Reply:
-    _, t = req.t.gettext, req.t
-    week_ago = req.now - timedelta(days=7)
+    return digest_reply(req.t, store, req.cities, req.now)
+
+
+def digest_reply(t: Translator, store: Store, cities: list[City], now: datetime) -> Reply:
+    """Per city: updates this week, open blockers (oldest first), next session; then cities gone quiet."""
+    _ = t.gettext
+    week_ago = now - timedelta(days=7)
     items: list[str] = []
-    for city in req.cities:
+    for city in cities:
         assert city.id is not None
         updates = store.updates([city.id], week_ago)
         blockers = store.blockers([city.id])
-        nxt = upcoming(store.sessions_of(city.id), city.zone, req.now, count=1)
+        nxt = upcoming(store.sessions_of(city.id), city.zone, now, count=1)
         count = t.ngettext("{count} update this week", "{count} updates this week", len(updates))
         lines = [f"*{city.name}* — " + count.format(count=len(updates))]
         lines += [f"  • #{u.id} {day_of(t, u.created_at, city)}: {u.text}" for u in updates[:5]]
@@ -116,10 +139,10 @@ def digest(req: Request, store: Store) -> Reply:
             ]
         else:
             lines.append("  " + _("No open blockers"))
-        session = session_line(t, nxt[0], city, req.now) if nxt else _("none scheduled")
+        session = session_line(t, nxt[0], city, now) if nxt else _("none scheduled")
         lines.append("  " + _("Next session: {session}").format(session=session))
         items.append("\n".join(lines))
-    gone_quiet = quiet_cities(store, req.cities, req.now, DEFAULT_QUIET_DAYS)
+    gone_quiet = quiet_cities(store, cities, now, DEFAULT_QUIET_DAYS)
     if gone_quiet:
         names = ", ".join(c.name for c, _last in gone_quiet)
         items.append(_("Gone quiet (no update in 7 days): {cities}").format(cities=names))

@@ -4,12 +4,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from store.types import UTCDateTime
 
 MAX_TEXT = 8000
+DEFAULT_REMINDER_OFFSETS = (24 * 60, 60)  # minutes before a session
+DEFAULT_WORKING_DAYS = (0, 1, 2, 3, 4)  # Monday to Friday
 
 
 def utc_column(*, nullable: bool = False, index: bool = False) -> Any:
@@ -37,6 +39,19 @@ class City(SQLModel, table=True):
     country: str | None = Field(default=None, max_length=2)
     language: str = Field(default="en", max_length=5)
     pathway: str | None = Field(default=None, max_length=20)
+    # What the scheduler sends this city; `cda-bot city set` changes them.
+    reminder_offsets: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_REMINDER_OFFSETS),
+        sa_column=Column(JSON, nullable=False, server_default=text("'[1440, 60]'")),
+    )
+    nudge_after_days: int = Field(default=7, sa_column_kwargs={"server_default": text("7")})
+    nudge_hour: int = Field(default=10, sa_column_kwargs={"server_default": text("10")})
+    working_days: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_WORKING_DAYS),
+        sa_column=Column(JSON, nullable=False, server_default=text("'[0, 1, 2, 3, 4]'")),
+    )
+    quiet_start: int = Field(default=20, sa_column_kwargs={"server_default": text("20")})
+    quiet_end: int = Field(default=8, sa_column_kwargs={"server_default": text("8")})
     created_at: datetime = utc_column()
 
 
@@ -51,6 +66,7 @@ class Person(SQLModel, table=True):
     role: str = Field(max_length=10)
     city_id: int | None = Field(default=None, foreign_key="cities.id", index=True)
     all_cities: bool = Field(default=False)
+    zone: str | None = Field(default=None, max_length=64)  # a coach's own zone, for the weekly digest
     created_at: datetime = utc_column()
 
 

@@ -2,10 +2,10 @@
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -74,6 +74,11 @@ class Store:
             return [c.id for c in self.cities() if c.id is not None]
         rows = self.session.exec(select(CoachCity.city_id).where(CoachCity.person_id == person.id))
         return list(rows)
+
+    def coaches(self) -> list[Person]:
+        return list(
+            self.session.exec(select(Person).where(Person.role == Role.coach).order_by(Person.identity))
+        )
 
     def coaches_of(self, city_id: int) -> list[Person]:
         linked = select(CoachCity.person_id).where(CoachCity.city_id == city_id)
@@ -168,6 +173,10 @@ class Store:
             query = query.where(Blocker.status == BlockerStatus.open)
         return list(self.session.exec(query.order_by(Blocker.opened_at, Blocker.id)))
 
+    def blockers_opened_before(self, before: datetime) -> list[Blocker]:
+        query = select(Blocker).where(Blocker.status == BlockerStatus.open, Blocker.opened_at < before)
+        return list(self.session.exec(query.order_by(Blocker.opened_at, Blocker.id)))
+
     def count_open_blockers(self, city_id: int) -> int:
         query = (
             select(func.count())
@@ -228,24 +237,44 @@ class Store:
         nested.commit()
         return True
 
-    def due_outbox(self, now: datetime, platforms: Sequence[str], limit: int = 100) -> list[OutboxMessage]:
+    def outbox_has(self, key: str) -> bool:
+        query = select(OutboxMessage.id).where(OutboxMessage.key == key)
+        return self.session.exec(query).first() is not None
+
+    def claim_due(
+        self, now: datetime, platforms: Sequence[str], lease: timedelta, limit: int = 100
+    ) -> list[OutboxMessage]:
+        """Take due rows for delivery: pending ones, and `sending` ones whose lease ran out (their
+        deliverer died). PostgreSQL skips rows another deliverer has locked; SQLite has one writer."""
+        if not platforms:
+            return []
+        due = (col(OutboxMessage.status) == OutboxStatus.pending) | (
+            col(OutboxMessage.status) == OutboxStatus.sending
+        )
+        reachable = or_(*(col(OutboxMessage.recipient).startswith(f"{p}:") for p in platforms))
         query = (
             select(OutboxMessage)
-            .where(OutboxMessage.status == OutboxStatus.pending, OutboxMessage.next_attempt_at <= now)
+            .where(due, reachable, OutboxMessage.next_attempt_at <= now)
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        rows = self.session.exec(query)
-        return [row for row in rows if row.recipient.split(":", 1)[0] in platforms]
+        rows = list(self.session.exec(query))
+        for row in rows:
+            row.status = OutboxStatus.sending
+            row.attempts += 1
+            row.next_attempt_at = now + lease
+            self.session.add(row)
+        self.session.flush()
+        return rows
 
-    def claim(self, message_id: int, now: datetime) -> bool:
-        """Move a pending row to `sending`; only one claimant across processes wins."""
-        result = self.session.execute(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.id) == message_id, col(OutboxMessage.status) == OutboxStatus.pending)
-            .values(status=OutboxStatus.sending, attempts=OutboxMessage.attempts + 1, next_attempt_at=now)
+    def count_failed(self, city_id: int) -> int:
+        query = (
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.city_id == city_id, OutboxMessage.status == OutboxStatus.failed)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return self.session.exec(query).one()
 
     def finish(
         self,

@@ -1,0 +1,278 @@
+"""What is due now: session reminders, momentum nudges, weekly digests and stale-blocker notices.
+
+A pass looks at the clock and the database only; everything it decides is written to the outbox
+under a unique key (recipient, kind, occurrence), so planning the same thing twice — in a second
+pass, a second server, after a restart — finds the key and adds nothing.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from bot.i18n import Translator, translator
+from bot.messages import Button, Reply
+from bot.program import Program, program_from
+from bot.sessions import Occurrence, between, last_before
+from handlers.status import digest_reply
+from store.models import City, OutboxMessage, OutboxStatus, Person
+from store.repo import Store
+
+log = logging.getLogger("cda_bot.scheduler")
+
+STALE_BLOCKER_DAYS = 14
+DIGEST_WEEKDAY, DIGEST_HOUR = 0, 8  # Monday 08:00 in the coach's zone
+
+
+@dataclass
+class PlanReport:
+    planned: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def plan(store: Store, now: datetime) -> PlanReport:
+    report = PlanReport()
+    program = program_from(store.program_document())
+    for city in store.cities():
+        _session_reminders(store, city, program, now, report)
+        _momentum_nudge(store, city, now, report)
+    _weekly_digests(store, now, report)
+    _stale_blockers(store, now, report)
+    return report
+
+
+def recipients(store: Store, city: City) -> list[str]:
+    """A city is reached in its bound channels; a city without one, through its members directly."""
+    assert city.id is not None
+    return store.bindings_of(city.id) or [m.identity for m in store.members_of(city.id)]
+
+
+def _enqueue(
+    store: Store,
+    report: PlanReport,
+    key: str,
+    recipient: str,
+    kind: str,
+    city_id: int | None,
+    reply: Reply,
+    due: datetime,
+    now: datetime,
+    expires: datetime | None,
+) -> None:
+    message = OutboxMessage(
+        key=key,
+        recipient=recipient,
+        kind=kind,
+        city_id=city_id,
+        payload=reply.model_dump(),
+        due_at=due,
+        next_attempt_at=now,
+        expires_at=expires,
+        created_at=now,
+    )
+    if store.enqueue(message):
+        report.planned.append(key)
+
+
+def _drop(
+    store: Store,
+    report: PlanReport,
+    key: str,
+    recipient: str,
+    kind: str,
+    city_id: int | None,
+    due: datetime,
+    now: datetime,
+    reason: str,
+) -> None:
+    """Record, once, a message whose moment passed while nobody was running."""
+    message = OutboxMessage(
+        key=key,
+        recipient=recipient,
+        kind=kind,
+        city_id=city_id,
+        status=OutboxStatus.dropped,
+        due_at=due,
+        next_attempt_at=now,
+        created_at=now,
+        last_error=reason,
+    )
+    if store.enqueue(message):
+        log.info("reminder dropped: %s", reason, extra={"key": key})
+        report.dropped.append(key)
+
+
+# -- session reminders ------------------------------------------------------------------------------------
+def _session_reminders(store: Store, city: City, program: Program, now: datetime, report: PlanReport) -> None:
+    offsets = sorted({int(o) for o in city.reminder_offsets if int(o) > 0}, reverse=True)
+    if not offsets or city.id is None:
+        return
+    sessions = store.sessions_of(city.id)
+    if not sessions:
+        return
+    targets = recipients(store, city)
+    horizon = now + timedelta(minutes=offsets[0])
+    for occurrence in between(
+        sessions, city.zone, now + timedelta(microseconds=1), horizon + timedelta(seconds=1)
+    ):
+        for index, offset in enumerate(offsets):
+            due = occurrence.start - timedelta(minutes=offset)
+            if due > now:
+                continue
+            # A reminder is useful until the next one is due (the last one, until the session starts).
+            useful_until = (
+                occurrence.start - timedelta(minutes=offsets[index + 1])
+                if index + 1 < len(offsets)
+                else occurrence.start
+            )
+            kind = f"reminder-{offset}"
+            keys = {
+                r: f"{r}|{kind}|{occurrence.session_id}@{occurrence.start:%Y-%m-%dT%H:%MZ}" for r in targets
+            }
+            missing = [r for r, key in keys.items() if not store.outbox_has(key)]
+            if not missing:
+                continue
+            if now >= useful_until:
+                for r in missing:
+                    _drop(
+                        store,
+                        report,
+                        keys[r],
+                        r,
+                        kind,
+                        city.id,
+                        due,
+                        now,
+                        f"{kind} for session at {occurrence.start:%Y-%m-%d %H:%M}Z no longer useful",
+                    )
+                continue
+            reply = reminder_reply(translator(city.language), store, city, program, occurrence, sessions, now)
+            for r in missing:
+                _enqueue(store, report, keys[r], r, kind, city.id, reply, due, now, useful_until)
+
+
+def reminder_reply(
+    t: Translator,
+    store: Store,
+    city: City,
+    program: Program,
+    occurrence: Occurrence,
+    sessions: list,
+    now: datetime,
+) -> Reply:
+    _ = t.gettext
+    assert city.id is not None
+    local = occurrence.local_start(city.zone)
+    minutes = max(1, round((occurrence.start - now).total_seconds() / 60))
+    if minutes >= 90:
+        hours = round(minutes / 60)
+        soon = t.ngettext("in {count} hour", "in {count} hours", hours).format(count=hours)
+    else:
+        soon = t.ngettext("in {count} minute", "in {count} minutes", minutes).format(count=minutes)
+    lines = [
+        _("{title} starts {soon}: {date}, {time}.").format(
+            title=occurrence.title, soon=soon, date=t.date(local.date()), time=t.time(local)
+        ),
+        _("Phase: {phase}").format(phase=program.phase_label(local.date(), city.pathway, t.language)),
+        t.ngettext(
+            "{count} open blocker", "{count} open blockers", store.count_open_blockers(city.id)
+        ).format(count=store.count_open_blockers(city.id)),
+    ]
+    previous = last_before(sessions, city.zone, occurrence.start)
+    last_update = store.last_update(city.id)
+    if previous is not None and (last_update is None or last_update.created_at < previous.start):
+        lines.append(_("No update since your last session: post one before you meet, e.g. `update: …`"))
+    title = _("Reminder: {title}").format(title=occurrence.title)
+    return Reply(text=title + "\n" + "\n".join(lines), title=title, items=lines)
+
+
+# -- momentum nudges --------------------------------------------------------------------------------------
+def in_quiet_hours(city: City, local: datetime) -> bool:
+    start, end = city.quiet_start, city.quiet_end
+    if start == end:
+        return False
+    if start > end:  # overnight, e.g. 20:00–08:00
+        return local.hour >= start or local.hour < end
+    return start <= local.hour < end
+
+
+def _momentum_nudge(store: Store, city: City, now: datetime, report: PlanReport) -> None:
+    if city.nudge_after_days <= 0 or city.id is None:
+        return
+    tz = ZoneInfo(city.zone)
+    local = now.astimezone(tz)
+    if (
+        local.weekday() not in city.working_days
+        or in_quiet_hours(city, local)
+        or local.hour < city.nudge_hour
+    ):
+        return
+    last = store.last_update(city.id)
+    since = last.created_at if last else city.created_at
+    quiet_days = (now - since).days
+    if quiet_days < city.nudge_after_days:
+        return
+    # One nudge per stretch of N quiet days: the first after N days, the next after 2N, and so on.
+    stretch = quiet_days // city.nudge_after_days
+    occurrence = f"{city.slug}:{last.id if last else 0}:{stretch}"
+    quiet_from = datetime.combine(local.date(), time(city.quiet_start % 24), tz)
+    t = translator(city.language)
+    text = t.ngettext(
+        "No update from {city} in {count} day. What moved this week? Reply `update: …`",
+        "No update from {city} in {count} days. What moved this week? Reply `update: …`",
+        quiet_days,
+    ).format(city=city.name, count=quiet_days)
+    reply = Reply(text=text)
+    for recipient in recipients(store, city):
+        key = f"{recipient}|nudge|{occurrence}"
+        if not store.outbox_has(key):
+            _enqueue(store, report, key, recipient, "nudge", city.id, reply, now, now, max(quiet_from, now))
+
+
+# -- coaches: weekly digest and stale blockers ------------------------------------------------------------
+def coach_zone(store: Store, coach: Person) -> str:
+    if coach.zone:
+        return coach.zone
+    cities = store.cities(store.coached_city_ids(coach))
+    return cities[0].zone if cities else "UTC"
+
+
+def _weekly_digests(store: Store, now: datetime, report: PlanReport) -> None:
+    for coach in store.coaches():
+        tz = ZoneInfo(coach_zone(store, coach))
+        local = now.astimezone(tz)
+        if local.weekday() != DIGEST_WEEKDAY or local.hour < DIGEST_HOUR:
+            continue
+        year, week, _day = local.isocalendar()
+        key = f"{coach.identity}|digest|{year}-W{week:02d}"
+        if store.outbox_has(key):
+            continue
+        cities = store.cities(store.coached_city_ids(coach))
+        if not cities:
+            continue
+        due = datetime.combine(local.date(), time(DIGEST_HOUR), tz)
+        reply = digest_reply(translator("en"), store, cities, now)
+        _enqueue(store, report, key, coach.identity, "digest", None, reply, due, now, due + timedelta(days=1))
+
+
+def _stale_blockers(store: Store, now: datetime, report: PlanReport) -> None:
+    for blocker in store.blockers_opened_before(now - timedelta(days=STALE_BLOCKER_DAYS)):
+        city = store.city(blocker.city_id)
+        assert city is not None and blocker.id is not None
+        days = (now - blocker.opened_at).days
+        reply = Reply(
+            text=f"Blocker #{blocker.id} in {city.name} has been open for {days} days: {blocker.text}",
+            title=f"Blocker #{blocker.id} open for {days} days — {city.name}",
+            buttons=[
+                Button(
+                    label="Resolve",
+                    action="resolve_blocker",
+                    value=str(blocker.id),
+                    command=f"/cda resolve {blocker.id}",
+                )
+            ],
+        )
+        for coach in store.coaches_of(blocker.city_id):
+            key = f"{coach.identity}|blocker_stale|{blocker.id}"
+            if not store.outbox_has(key):
+                _enqueue(store, report, key, coach.identity, "blocker_stale", city.id, reply, now, now, None)

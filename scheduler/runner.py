@@ -1,0 +1,50 @@
+"""One scheduler pass: plan what is due into the outbox, then deliver it."""
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from bot.clock import Clock
+from bot.delivery import Deliverer, DeliveryReport
+from bot.messages import Adapter
+from bot.ratelimit import RateLimiter
+from scheduler.planner import PlanReport, plan
+from store.repo import open_store
+
+
+@dataclass
+class PassReport:
+    plan: PlanReport
+    delivery: DeliveryReport
+
+
+class PassRunner:
+    """Runs passes one at a time; the database, not this object, knows what was sent."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        adapters: Mapping[str, Adapter],
+        clock: Clock,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.deliverer = Deliverer(engine, adapters, clock, limiter)
+        self._running = asyncio.Lock()
+
+    async def run(self) -> PassReport:
+        async with self._running:
+            planned = await asyncio.to_thread(self._plan)
+            return PassReport(planned, await self.deliverer.deliver_due())
+
+    async def idle(self) -> None:
+        """Wait for a pass under way to finish (for a clean shutdown)."""
+        async with self._running:
+            return
+
+    def _plan(self) -> PlanReport:
+        with open_store(self.engine) as store:
+            return plan(store, self.clock.now())
