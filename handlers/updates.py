@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from bot.messages import Reply
+from bot.messages import UPDATE_RECORDED, Reply
 from bot.request import Request
 from handlers.common import city_names, day_of, display_names
 from store.models import Update
@@ -26,7 +26,10 @@ def record_update(req: Request, store: Store) -> Reply:
             created_at=req.now,
         )
     )
-    return Reply(text=f"Update #{update.id} recorded for {city.name}. Thanks for keeping momentum!")
+    return Reply(
+        text=f"Update #{update.id} recorded for {city.name}. Thanks for keeping momentum!",
+        kind=UPDATE_RECORDED,
+    )
 
 
 def list_updates(req: Request, store: Store) -> Reply:
