@@ -94,3 +94,22 @@ def test_slack_modes(values: dict[str, str], expected: str | None) -> None:
 def test_half_configured_slack_is_an_error() -> None:
     with pytest.raises(SlackConfigError, match="SLACK_CLIENT_SECRET"):
         slack_config(Settings(_env_file=None, slack_signing_secret="s", slack_client_id="1"))  # type: ignore[call-arg]
+
+
+def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from adapters.slack.adapter import BOT_SCOPES, SLASH_COMMAND
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parent.parent / "manifest.yml").read_text())
+    assert manifest["oauth_config"]["scopes"]["bot"] == BOT_SCOPES
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == SLASH_COMMAND and command["url"].endswith("/slack/events")
+    assert manifest["settings"]["interactivity"]["request_url"].endswith("/slack/events")
+    assert manifest["settings"]["event_subscriptions"]["request_url"].endswith("/slack/events")
+    assert manifest["oauth_config"]["redirect_urls"][0].endswith("/slack/oauth_redirect")
+    assert {"app_mention", "message.channels", "message.im", "app_uninstalled", "tokens_revoked"} <= set(
+        manifest["settings"]["event_subscriptions"]["bot_events"]
+    )
