@@ -32,7 +32,7 @@ format: $(STAMP)
 # then translate the new entries in bot/locale/*/LC_MESSAGES/messages.po.
 i18n: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --project cda-bot \
-		-o bot/locale/messages.pot bot handlers adapters
+		-o bot/locale/messages.pot bot handlers adapters scheduler
 	$(BIN)/pybabel update -i bot/locale/messages.pot -d bot/locale --no-fuzzy-matching -w 110
 
 clean:

@@ -189,6 +189,24 @@ def demo(
     chat_loop(engine, identity)
 
 
+# -- the server --------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on")] = 8000,
+    db: Db = None,
+) -> None:
+    """The HTTP server with every adapter whose credentials are set."""
+    from bot import serve as serving  # the server's dependencies load only for this command
+
+    settings = Settings()
+    try:
+        server = serving.build_server(settings, engine_for(db or settings.database_url), SystemClock())
+    except serving.ConfigError as error:
+        raise fail(str(error)) from None
+    serving.run(server, host, port, serving.secrets_of(settings), lambda line: err.print(line, markup=False))
+
+
 # -- administration -----------------------------------------------------------------------------------
 @db_app.command("upgrade")
 def db_upgrade(db: Db = None) -> None:

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 MAX_TEXT = 8000
+UPDATE_RECORDED = "update_recorded"  # Reply.kind of a recorded momentum update
 
 
 class InboundMessage(BaseModel):
@@ -53,6 +54,9 @@ class Reply(BaseModel):
     items: list[str] = Field(default_factory=list)
     buttons: list[Button] = Field(default_factory=list)
     attachment: Attachment | None = None
+    kind: str | None = Field(
+        default=None, description="what happened (e.g. update_recorded), for native acknowledgements"
+    )
 
 
 class DeliveryError(Exception):

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from bot.messages import Reply
+from bot.messages import UPDATE_RECORDED, Reply
 from bot.request import Request
 from handlers.common import city_names, day_of, display_names
 from store.models import Update
@@ -30,7 +30,8 @@ def record_update(req: Request, store: Store) -> Reply:
     return Reply(
         text=_("Update #{number} recorded for {city}. Thanks for keeping momentum!").format(
             number=update.id, city=city.name
-        )
+        ),
+        kind=UPDATE_RECORDED,
     )
 
 

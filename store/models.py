@@ -201,3 +201,7 @@ class ProgramCalendar(SQLModel, table=True):
     cohort: str = Field(max_length=100)
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     loaded_at: datetime = utc_column()
+
+
+# Registered on the same metadata so migrations, tests and truncation see every table.
+import store.slack_oauth_tables  # noqa: E402, F401

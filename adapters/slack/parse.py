@@ -1,0 +1,130 @@
+"""Slack payloads in, `InboundMessage` out: events, the `/cda` slash command and the Resolve button.
+
+Only translation lives here; which messages matter and what they mean is the core's business."""
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.messages import InboundMessage
+
+PLATFORM = "slack"
+RESOLVE_ACTION = "resolve_blocker"
+# Subtypes that are still a person saying something; edits, joins, deletions and the like are not.
+SPOKEN_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
+_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+class PayloadError(ValueError):
+    """A signed body that is not a Slack payload we can read."""
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """Where the bot answers: the channel, the thread (None: not threaded) and the message to react to."""
+
+    channel: str
+    thread_ts: str | None
+    message_ts: str | None = None
+
+
+@dataclass(frozen=True)
+class Incoming:
+    message: InboundMessage
+    target: ReplyTarget
+    ambient: bool  # said in a channel without addressing the bot: only bound channels are listened to
+
+
+def identity(team_id: str, slack_id: str) -> str:
+    return f"{PLATFORM}:{team_id.upper()}:{slack_id.upper()}"
+
+
+def _plain(text: str) -> str:
+    # Slack escapes &, < and > in message text; the core stores what the person typed.
+    return html.unescape(text)
+
+
+def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datetime) -> Incoming | None:
+    """A `message` or `app_mention` event as an inbound message; None for what the bot must not answer."""
+    event = body.get("event") or {}
+    kind = event.get("type")
+    user = event.get("user")
+    channel = event.get("channel")
+    team_id = body.get("team_id") or event.get("team")
+    if kind not in ("message", "app_mention") or not user or not channel or not team_id:
+        return None
+    if event.get("bot_id") or event.get("subtype") == "bot_message" or user == bot_user_id:
+        return None
+    if event.get("subtype") not in SPOKEN_SUBTYPES:
+        return None
+    text = event.get("text") or ""
+    direct = event.get("channel_type") == "im" or str(channel).startswith("D")
+    mentioned = bot_user_id is not None and any(m == bot_user_id for m in _MENTION.findall(text))
+    if kind == "message" and mentioned and not direct:
+        return None  # Slack sends the same words as `app_mention` too; that one is answered
+    if bot_user_id is not None:
+        text = _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text)
+    ts = event.get("ts")
+    thread_ts = event.get("thread_ts") or (None if direct else ts)
+    sender = identity(event.get("user_team") or team_id, user)
+    message = InboundMessage(
+        platform=PLATFORM,
+        message_id=str(body.get("event_id") or f"{channel}:{ts}"),
+        conversation=identity(team_id, channel),
+        sender=sender,
+        text=_plain(text).strip(),
+        received_at=received_at,
+        thread=thread_ts,
+        reference={"channel": channel, "team_id": team_id},
+        direct=direct,
+        raw={"event_id": body.get("event_id"), "type": kind, "channel": channel, "ts": ts},
+    )
+    return Incoming(message, ReplyTarget(channel, thread_ts, ts), ambient=kind == "message" and not direct)
+
+
+def from_command(body: dict[str, Any], received_at: datetime) -> InboundMessage:
+    """`/cda <text>` becomes the text `/cda <text>` from the person who typed it."""
+    try:
+        team_id, user, channel = body["team_id"], body["user_id"], body["channel_id"]
+    except KeyError as missing:
+        raise PayloadError(f"slash command without {missing.args[0]}") from None
+    words = (body.get("text") or "").strip()
+    return InboundMessage(
+        platform=PLATFORM,
+        # Slack never retries a slash command, and each invocation has its own trigger id.
+        message_id=str(body.get("trigger_id") or f"command:{channel}:{user}:{received_at.timestamp()}"),
+        conversation=identity(team_id, channel),
+        sender=identity(team_id, user),
+        text=f"/cda {_plain(words)}".strip(),
+        received_at=received_at,
+        direct=str(channel).startswith("D"),
+        raw={"command": body.get("command"), "channel": channel},
+    )
+
+
+def from_action(body: dict[str, Any], action: dict[str, Any], received_at: datetime) -> Incoming:
+    """A click on a Resolve button is the clicker saying `/cda resolve <id>`."""
+    user = body.get("user") or {}
+    team_id = (body.get("team") or {}).get("id") or user.get("team_id")
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    if not team_id or not user.get("id") or not channel:
+        raise PayloadError("block action without team, user or channel")
+    if not str(action.get("action_id", "")).startswith(RESOLVE_ACTION):
+        raise PayloadError(f"unknown action {action.get('action_id')!r}")
+    value = str(action.get("value") or "").strip()
+    message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+    message = InboundMessage(
+        platform=PLATFORM,
+        message_id=str(body.get("trigger_id") or f"action:{user['id']}:{action.get('action_ts')}"),
+        conversation=identity(team_id, channel),
+        sender=identity(team_id, user["id"]),
+        text=f"/cda resolve {value}",
+        received_at=received_at,
+        thread=message_ts,
+        direct=str(channel).startswith("D"),
+        raw={"action_id": action.get("action_id"), "channel": channel},
+    )
+    return Incoming(message, ReplyTarget(channel, message_ts, message_ts), ambient=False)

@@ -1,0 +1,41 @@
+"""What an adapter calls once the platform is acknowledged: the dispatcher, off the event loop, and
+the deliverer for whatever the message made due (coach notices)."""
+
+import asyncio
+import logging
+
+from sqlalchemy import Engine
+
+from bot.clock import Clock
+from bot.delivery import Deliverer, DeliveryReport
+from bot.dispatcher import Dispatcher
+from bot.messages import Adapter, InboundMessage, Reply
+from store.repo import open_store
+
+log = logging.getLogger("cda_bot.core")
+
+
+class Core:
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.dispatcher = Dispatcher(engine, clock)
+        self.adapters: dict[str, Adapter] = {}
+
+    def register(self, adapter: Adapter) -> None:
+        """An adapter that can deliver unprompted messages to its platform's identities."""
+        self.adapters[adapter.platform] = adapter
+
+    async def handle(self, message: InboundMessage) -> list[Reply]:
+        # The dispatcher is synchronous and talks to the database: never on the event loop.
+        return await asyncio.to_thread(self.dispatcher.handle, message)
+
+    async def is_bound(self, conversation: str) -> bool:
+        return await asyncio.to_thread(self._is_bound, conversation)
+
+    def _is_bound(self, conversation: str) -> bool:
+        with open_store(self.engine) as store:
+            return store.bound_city(conversation) is not None
+
+    async def deliver_due(self) -> DeliveryReport:
+        return await Deliverer(self.engine, self.adapters, self.clock).deliver_due()

@@ -1,0 +1,77 @@
+"""`cda-bot serve`: the adapters whose credentials are set, checked before the port is bound."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+
+from adapters.slack.adapter import SlackAdapter
+from adapters.slack.config import SlackConfigError, slack_config
+from bot import logs
+from bot.background import BackgroundWork
+from bot.clock import Clock
+from bot.core import Core
+from bot.server import PlatformAdapter, build_app
+from bot.settings import Settings
+
+log = logging.getLogger("cda_bot.serve")
+
+GRACEFUL_SHUTDOWN_SECONDS = 25
+
+
+class ConfigError(ValueError):
+    """A half-configured adapter: one line, printed before anything starts."""
+
+
+@dataclass
+class Server:
+    app: Starlette
+    core: Core
+    work: BackgroundWork
+    adapters: list[PlatformAdapter]
+    status: list[str]  # one line per platform: on (how) or off (why)
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    return [
+        value.get_secret_value()
+        for value in vars(settings).values()
+        if value is not None and hasattr(value, "get_secret_value")
+    ]
+
+
+def build_server(settings: Settings, engine: Engine, clock: Clock) -> Server:
+    core = Core(engine, clock)
+    work = BackgroundWork()
+    adapters: list[PlatformAdapter] = []
+    status: list[str] = []
+    try:
+        slack = slack_config(settings)
+    except SlackConfigError as error:
+        raise ConfigError(str(error)) from None
+    if slack is None:
+        status.append("slack: off (no credentials)")
+    else:
+        adapters.append(SlackAdapter(slack, core, work))
+        status.append(slack.describe())
+    # Teams and WhatsApp join here, each as a PlatformAdapter with its routes.
+    return Server(build_app(core, adapters, work), core, work, adapters, status)
+
+
+def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[[str], None]) -> None:
+    logs.configure(secrets)
+    for line in server.status:
+        say(line)
+    log.info("listening", extra={"host": host, "port": port})
+    uvicorn.run(
+        server.app,
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        lifespan="on",
+        proxy_headers=True,
+    )

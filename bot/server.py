@@ -1,0 +1,113 @@
+"""The HTTP server: one Starlette app, `/healthz`, `/readyz`, and each platform adapter's routes.
+
+A platform joins by being a `PlatformAdapter`: its `routes()` are mounted, `start()`/`stop()` run in the
+lifespan, and `send()` makes it a target of the deliverer."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bot.background import BackgroundWork
+from bot.core import Core
+from bot.messages import Reply
+
+log = logging.getLogger("cda_bot.server")
+
+DRAIN_SECONDS = 20.0
+
+
+class PlatformAdapter(Protocol):
+    platform: str
+
+    def describe(self) -> str: ...
+
+    def routes(self) -> list[BaseRoute]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None: ...
+
+
+class Service(Protocol):
+    """Something that runs beside the routes for the server's lifetime (the scheduler, later)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def build_app(
+    core: Core,
+    adapters: Sequence[PlatformAdapter],
+    work: BackgroundWork,
+    services: Sequence[Service] = (),
+    drain_seconds: float = DRAIN_SECONDS,
+) -> Starlette:
+    for adapter in adapters:
+        core.register(adapter)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        started: list[Service] = []
+        try:
+            for part in [*adapters, *services]:
+                await part.start()
+                started.append(part)
+            log.info("server started", extra={"adapters": ",".join(a.platform for a in adapters) or "none"})
+            yield
+        finally:
+            # Requests in flight have finished (uvicorn waits for them); now the work they started.
+            await work.drain(drain_seconds)
+            for part in reversed(started):
+                try:
+                    await part.stop()
+                except Exception:
+                    log.exception("stopping failed", extra={"part": type(part).__name__})
+            log.info("server stopped")
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            await asyncio.to_thread(_select_one, core)
+        except Exception as error:
+            log.warning("database not reachable", extra={"error": type(error).__name__})
+            return JSONResponse({"status": "unavailable", "error": "database unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def http_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+
+    async def server_error(request: Request, error: Exception) -> Response:
+        log.error("request failed", exc_info=error, extra={"path": request.url.path})
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    for adapter in adapters:
+        routes.extend(adapter.routes())
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+
+
+def _select_one(core: Core) -> None:
+    with core.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))

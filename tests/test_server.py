@@ -1,0 +1,279 @@
+# ruff: noqa: F811  (the fixtures are imported from tests.slack_fixtures, then requested by name)
+"""The server: health and readiness, `cda-bot serve` as a process (adapters on/off, half-configured
+refusals, graceful shutdown, logs without secrets), and a signed event answered end to end."""
+
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from bot import logs
+from bot.background import BackgroundWork
+from bot.cli import app
+from bot.clock import FixedClock
+from bot.core import Core
+from bot.server import build_app
+from store.db import make_engine
+from store.models import Update
+from tests.conftest import NOW, TestBot
+from tests.slack_fixtures import CHANNEL, mock, slack_world  # noqa: F401
+from tests.slack_harness import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    MockSlack,
+    event_body,
+    serving,
+    signature_headers,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+# uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so the parent sees why it ended.
+GRACEFUL_EXIT = (0, -signal.SIGTERM)
+SLACK_ENV = [
+    "SLACK_SIGNING_SECRET",
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_CLIENT_ID",
+    "SLACK_CLIENT_SECRET",
+    "SLACK_API_BASE_URL",
+]
+
+
+def test_healthz_and_readyz(engine: object) -> None:
+    core = Core(engine, FixedClock(NOW))  # type: ignore[arg-type]
+    with serving(build_app(core, [], BackgroundWork())) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+
+
+def test_readyz_says_unavailable_when_the_database_is_not_there(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}")
+    core = Core(engine, FixedClock(NOW))
+    with serving(build_app(core, [], BackgroundWork())) as url:
+        response = httpx.get(f"{url}/readyz")
+        assert response.status_code == 503
+        assert response.json() == {"status": "unavailable", "error": "database unreachable"}
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_shutdown_lets_background_work_finish(engine: object) -> None:
+    import asyncio
+
+    core = Core(engine, FixedClock(NOW))  # type: ignore[arg-type]
+    work = BackgroundWork()
+    finished: list[str] = []
+
+    async def slow() -> None:
+        await asyncio.sleep(0.5)
+        finished.append("done")
+
+    async def kick(_: object) -> object:
+        from starlette.responses import PlainTextResponse
+
+        work.spawn(slow(), "slow")
+        return PlainTextResponse("ok")
+
+    from starlette.routing import Route
+
+    class Kicker:
+        platform = "kick"
+
+        def describe(self) -> str:
+            return "kick"
+
+        def routes(self) -> list[Route]:
+            return [Route("/kick", kick, methods=["POST"])]
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        async def send(self, *args: object) -> None: ...
+
+    with serving(build_app(core, [Kicker()], work)) as url:  # type: ignore[list-item]
+        assert httpx.post(f"{url}/kick").text == "ok"
+    assert finished == ["done"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET is missing"),
+        ({"SLACK_SIGNING_SECRET": "s"}, "SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID"),
+        ({"SLACK_SIGNING_SECRET": "s", "SLACK_CLIENT_ID": "1.2"}, "go together"),
+        ({"SLACK_SIGNING_SECRET": "s", "SLACK_BOT_TOKEN": "xoxp-user"}, "must be a bot token"),
+        (
+            {
+                "SLACK_SIGNING_SECRET": "s",
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_CLIENT_ID": "1",
+                "SLACK_CLIENT_SECRET": "c",
+            },
+            "not both",
+        ),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xoxb-2"}, "SLACK_APP_TOKEN must be"),
+    ],
+)
+def test_serve_refuses_a_half_configured_slack(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in SLACK_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["serve", "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--port", "1"])
+    assert result.exit_code == 1
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    for value in env.values():
+        if len(value) > 2:
+            assert value not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def serve_process(
+    slack_world: TestBot, mock: MockSlack, db_url: str, tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SLACK_ENV and k != "DATABASE_URL"}
+    env.update(
+        SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_BASE_URL=mock.api_url
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli_main", "serve", "--db", db_url, "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            return False
+
+    try:
+        wait_until(up, 30, "cda-bot serve")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def test_serve_answers_a_signed_event_refuses_a_forged_one_and_records_a_retry_once(
+    serve_process: tuple[str, subprocess.Popen[str]], mock: MockSlack, slack_world: TestBot
+) -> None:
+    url, process = serve_process
+    event = {
+        "type": "message",
+        "channel": CHANNEL,
+        "channel_type": "channel",
+        "user": "UMEMBER1",
+        "text": "update: from the real server",
+        "ts": "9.1",
+    }
+    body = json.dumps(event_body(event, "EvSERVE")).encode()
+    headers = {"Content-Type": "application/json"}
+    forged = httpx.post(
+        f"{url}/slack/events", content=body, headers={**headers, **signature_headers(body, secret="forged")}
+    )
+    assert forged.status_code == 401
+    for retry in (None, "1", "2"):
+        extra = {"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"} if retry else {}
+        response = httpx.post(
+            f"{url}/slack/events", content=body, headers={**headers, **signature_headers(body), **extra}
+        )
+        assert response.status_code == 200
+    [post] = mock.wait_for("chat.postMessage")
+    assert post.params["thread_ts"] == "9.1"
+    wait_until(lambda: len(mock.named("reactions.add")) == 1, 10, "the reaction")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) in GRACEFUL_EXIT
+    assert len(mock.named("chat.postMessage")) == 1
+    with slack_world.store() as store:
+        assert [u.text for u in store.session.exec(select(Update).where(Update.platform == "slack"))] == [
+            "from the real server"
+        ]
+    log = process.stderr.read() if process.stderr else ""
+    assert "slack: on (single workspace, HTTP at POST /slack/events)" in log
+    assert BOT_TOKEN not in log and SIGNING_SECRET not in log
+    structured = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert [e["message"] for e in structured if e["logger"] == "cda_bot.server"] == [
+        "server started",
+        "server stopped",  # the lifespan ran to its end: a graceful shutdown
+    ]
+
+
+def test_serve_without_credentials_says_slack_is_off(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SLACK_ENV and k != "DATABASE_URL"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli_main",
+            "serve",
+            "--db",
+            f"sqlite:///{tmp_path / 'db.sqlite'}",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, 30, "cda-bot serve")
+        assert httpx.post(f"http://127.0.0.1:{port}/slack/events").status_code in (404, 405)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) in GRACEFUL_EXIT
+    assert "slack: off (no credentials)" in (process.stderr.read() if process.stderr else "")
+
+
+def test_logs_are_json_lines_without_secrets() -> None:
+    stream = io.StringIO()
+    logs.configure(["super-secret-value"], stream=stream)
+    try:
+        logging.getLogger("cda_bot.test").info(
+            "calling with xoxb-123-456-abc and super-secret-value",
+            extra={"url": "/slack/oauth_redirect?code=abc&state=xyz"},
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    entry = json.loads(stream.getvalue())
+    assert entry["message"] == "calling with [redacted] and [redacted]"
+    assert entry["url"] == "/slack/oauth_redirect?code=[redacted]&state=[redacted]"
+    assert entry["level"] == "info" and entry["logger"] == "cda_bot.test"

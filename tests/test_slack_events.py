@@ -1,0 +1,197 @@
+# ruff: noqa: F811  (the fixtures are imported from tests.slack_fixtures, then requested by name)
+"""Slack end to end: signed requests through the real server, replies through the real slack_sdk
+client to a local mock of the Web API."""
+
+import time
+
+from sqlmodel import func, select
+
+from store.models import ProcessedMessage, Update
+from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world  # noqa: F401
+from tests.slack_harness import BOT_ID, BOT_USER, TEAM, event_body
+
+
+def _message(text: str, ts: str = "1700000000.000100", user: str = "UMEMBER1", **extra: str) -> dict:
+    return {
+        "type": "message",
+        "channel": CHANNEL,
+        "channel_type": "channel",
+        "user": user,
+        "text": text,
+        "ts": ts,
+        **extra,
+    }
+
+
+def _updates(run: Running) -> list[Update]:
+    with run.bot.store() as store:
+        return list(store.session.exec(select(Update).where(Update.platform == "slack")))
+
+
+def _processed(run: Running) -> int:
+    with run.bot.store() as store:
+        return store.session.exec(
+            select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.platform == "slack")
+        ).one()
+
+
+def test_url_verification_challenge_is_answered(running: Running) -> None:
+    response = running.event(
+        {
+            "token": "x",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "type": "url_verification",
+        }
+    )
+    assert response.status_code == 200
+    assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in response.text
+
+
+def test_channel_message_records_an_update_and_replies_in_its_thread(running: Running) -> None:
+    response = running.event(event_body(_message("update: mapped 40 bus stops"), "Ev0001"))
+    assert response.status_code == 200
+    post = running.mock.wait_for("chat.postMessage")[0]
+    running.settle()
+    assert post.params["channel"] == CHANNEL
+    assert post.params["thread_ts"] == "1700000000.000100"
+    assert "recorded for Alpha" in post.params["text"]
+    assert post.headers["authorization"] == "Bearer xoxb-1111-2222-testtoken"
+    [update] = _updates(running)
+    assert update.text == "mapped 40 bus stops" and update.author == MEMBER
+    [reaction] = running.mock.wait_for("reactions.add")
+    assert reaction.params["name"] == "white_check_mark"
+    assert reaction.params["timestamp"] == "1700000000.000100"
+
+
+def test_a_message_already_in_a_thread_is_answered_in_that_thread(running: Running) -> None:
+    running.event(
+        event_body(_message("/cda blockers", ts="1700000000.000200", thread_ts="1699999999.000001"), "Ev0002")
+    )
+    post = running.mock.wait_for("chat.postMessage")[0]
+    assert post.params["thread_ts"] == "1699999999.000001"
+    assert post.params["blocks"][0]["type"] == "header"
+    assert "ALPHA-BLOCKER-TEXT" in str(post.params["blocks"])
+
+
+def test_the_same_event_three_times_is_recorded_and_answered_once(running: Running) -> None:
+    body = event_body(_message("update: retried update"), "Ev0RETRY")
+    first = running.event(body)
+    second = running.event(body, {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    third = running.event(body, {"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_timeout"})
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 200]
+    running.mock.wait_for("chat.postMessage")
+    running.settle()
+    time.sleep(0.2)
+    assert [u.text for u in _updates(running)] == ["retried update"]
+    assert len(running.mock.named("chat.postMessage")) == 1
+    assert len(running.mock.named("reactions.add")) == 1
+
+
+def test_chatter_in_an_unbound_channel_and_bot_messages_are_ignored(running: Running) -> None:
+    unbound = _message("update: not for the bot", ts="1.1") | {"channel": "C0UNBOUND"}
+    from_bot = _message("update: I am a bot", ts="1.2", bot_id="B0OTHER")
+    own = _message("update: my own echo", ts="1.3", user=BOT_USER, bot_id=BOT_ID)
+    edited = _message("update: edited", ts="1.4", subtype="message_changed")
+    for index, event in enumerate([unbound, from_bot, own, edited]):
+        assert running.event(event_body(event, f"EvIGNORED{index}")).status_code == 200
+    running.settle()
+    assert running.mock.named("chat.postMessage") == []
+    assert _updates(running) == []
+    assert _processed(running) == 0
+
+
+def test_a_direct_message_and_a_mention_reach_the_core(running: Running) -> None:
+    direct = {
+        "type": "message",
+        "channel": "D0MEMBER",
+        "channel_type": "im",
+        "user": "UMEMBER1",
+        "text": "/cda next",
+        "ts": "2.1",
+    }
+    mention = {
+        "type": "app_mention",
+        "channel": "C0UNBOUND",
+        "user": "UMEMBER1",
+        "text": f"<@{BOT_USER}> update: said with a mention",
+        "ts": "2.2",
+    }
+    # Slack also sends the mention as a plain message event: answered once, as the mention.
+    echo = _message(f"<@{BOT_USER}> update: said with a mention", ts="2.2") | {"channel": "C0UNBOUND"}
+    running.event(event_body(direct, "EvDM"))
+    running.event(event_body(mention, "EvMENTION"))
+    running.event(event_body(echo, "EvMENTIONECHO"))
+    posts = running.mock.wait_for("chat.postMessage", 2)
+    running.settle()
+    by_channel = {p.params["channel"]: p.params for p in running.mock.named("chat.postMessage")}
+    assert len(running.mock.named("chat.postMessage")) == 2, posts
+    assert "ALPHA session" in by_channel["D0MEMBER"]["text"]
+    assert by_channel["D0MEMBER"].get("thread_ts") is None  # a DM is answered inline
+    assert by_channel["C0UNBOUND"]["thread_ts"] == "2.2"
+    assert [u.text for u in _updates(running)] == ["said with a mention"]
+
+
+def test_a_bad_signature_or_a_stale_timestamp_is_refused_and_stores_nothing(running: Running) -> None:
+    import json
+
+    from tests.slack_harness import signature_headers
+
+    body = json.dumps(event_body(_message("update: forged"), "EvFORGED")).encode()
+    forged = signature_headers(body, secret="not-the-secret")
+    stale = signature_headers(body, timestamp=int(time.time()) - 6 * 60)
+    unsigned = {"X-Slack-Signature": "", "X-Slack-Request-Timestamp": ""}
+    for headers in (forged, stale, unsigned):
+        response = running.post(body, "application/json", headers)
+        assert response.status_code == 401
+        assert response.json() == {"error": "invalid or stale Slack signature"}
+    time.sleep(0.2)
+    running.settle()
+    assert _processed(running) == 0 and _updates(running) == []
+    assert running.mock.named("chat.postMessage") == []
+
+
+def test_malformed_bodies_get_400(running: Running) -> None:
+    cases = [
+        (b'{"type": "event_callback", ', "application/json"),
+        (b"[1, 2, 3]", "application/json"),
+        (b"payload=%7Bnot-json", "application/x-www-form-urlencoded"),
+        (b"command=%2Fcda&text=status", "application/x-www-form-urlencoded"),  # no team, user, channel
+        (b"just some words", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe", "application/x-www-form-urlencoded"),
+    ]
+    for body, content_type in cases:
+        response = running.post(body, content_type)
+        assert response.status_code == 400, body
+        assert set(response.json()) == {"error"}
+    running.settle()
+    assert _processed(running) == 0
+
+
+def test_the_ack_is_fast_while_the_web_api_is_slow(running: Running) -> None:
+    running.mock.delay["chat.postMessage"] = 5
+    started = time.monotonic()
+    response = running.event(event_body(_message("update: slow api"), "EvSLOW"))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert elapsed < 3, elapsed
+    running.mock.wait_for("chat.postMessage")
+    running.settle(timeout=20)
+    assert [u.text for u in _updates(running)] == ["slow api"]
+
+
+def test_rate_limited_reply_is_sent_after_retry_after(running: Running) -> None:
+    running.mock.rate_limit["chat.postMessage"] = 1
+    running.event(event_body(_message("update: under rate limit"), "EvRATE"))
+    first, second = running.mock.wait_for("chat.postMessage", 2)
+    running.settle()
+    assert second.at - first.at >= 1.0
+    assert second.params["text"] == first.params["text"]
+    assert len(running.mock.named("chat.postMessage")) == 2
+
+
+def test_other_events_are_acknowledged(running: Running) -> None:
+    body = event_body(
+        {"type": "reaction_added", "user": "UMEMBER1", "reaction": "tada", "ts": "3.1"}, "EvOTHER"
+    )
+    assert running.event(body).status_code == 200
+    assert TEAM == "T0001"

@@ -1,0 +1,125 @@
+# ruff: noqa: F811  (the fixtures are imported from tests.slack_fixtures, then requested by name)
+"""The `/cda` slash command and the Resolve button, through the real server and the mock Web API."""
+
+import json
+
+import pytest
+
+from bot.messages import DeliveryError, Reply
+from store.models import Blocker, BlockerStatus
+from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world  # noqa: F401
+from tests.slack_harness import TEAM, event_body
+
+
+def _command(run: Running, user: str, text: str, trigger: str, channel: str = CHANNEL) -> None:
+    response = run.form(
+        {
+            "token": "unused",
+            "team_id": TEAM,
+            "channel_id": channel,
+            "channel_name": "alpha-team",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/cda",
+            "text": text,
+            "response_url": f"{run.mock.base_url}/response/{trigger}",
+            "trigger_id": trigger,
+            "api_app_id": "A0001",
+        }
+    )
+    assert response.status_code == 200
+    assert response.text == ""  # the bare acknowledgement; the answer follows through response_url
+
+
+def test_slash_command_as_coach_answers_privately_with_block_kit(running: Running) -> None:
+    _command(running, "UCOACH1", "status", "trig-coach-1")
+    [answer] = running.mock.wait_for("response_url")
+    running.settle()
+    assert answer.params["response_type"] == "ephemeral"
+    blocks = answer.params["blocks"]
+    assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "Status — Alpha"}}
+    labels = [f["text"].split("\n")[0] for f in blocks[1]["fields"]]
+    assert labels == ["*Phase*", "*Last update*", "*Updates in 7 days*", "*Open blockers*", "*Next session*"]
+    assert "Status — Alpha" in answer.params["text"]
+
+
+def test_slash_command_as_member_records_and_refuses_coach_commands(running: Running) -> None:
+    _command(running, "UMEMBER1", "update shipped the survey", "trig-member-1")
+    _command(running, "UMEMBER1", "digest", "trig-member-2")
+    _command(running, "UMEMBER1", "status beta", "trig-member-3")
+    answers = running.mock.wait_for("response_url", 3)
+    running.settle()
+    texts = {a.params["text"] for a in answers}
+    assert any(t.startswith("Update #") and "recorded for Alpha" in t for t in texts)
+    assert "`/cda digest` is for coaches. Say `/cda help` to see what you can do." in texts
+    assert "You can only see your own city's data (Alpha)." in texts
+    assert "BETA" not in json.dumps([a.params for a in answers])
+
+
+def test_small_export_is_shown_inline_and_a_large_one_is_uploaded(running: Running) -> None:
+    _command(running, "UCOACH1", "export updates", "trig-export-1")
+    [answer] = running.mock.wait_for("response_url")
+    assert "```id,city,created_at" in json.dumps(answer.params["blocks"])
+    for n in range(40):
+        running.bot.say("console:a1", f"update: {'long update text ' * 8} number {n}")
+    _command(running, "UCOACH1", "export updates", "trig-export-2")
+    running.mock.wait_for("files.completeUploadExternal")
+    running.settle()
+    [opened] = running.mock.named("conversations.open")
+    assert opened.params["users"] == "UCOACH1"
+    [upload] = running.mock.named("upload")
+    assert upload.params is not None
+
+
+def test_a_blocker_notice_reaches_the_slack_coach_and_its_button_resolves_it(running: Running) -> None:
+    event = {
+        "type": "message",
+        "channel": CHANNEL,
+        "channel_type": "channel",
+        "user": "UMEMBER1",
+        "text": "blocker: the GIS server is down",
+        "ts": "5.1",
+    }
+    running.event(event_body(event, "EvBLOCKER"))
+    posts = running.mock.wait_for("chat.postMessage", 2)
+    running.settle()
+    notice = next(p.params for p in posts if p.params["channel"] == "UCOACH1")
+    assert "the GIS server is down" in notice["text"]
+    [actions] = [b for b in notice["blocks"] if b["type"] == "actions"]
+    [button] = actions["elements"]
+    assert button["text"]["text"] == "Resolve" and button["action_id"].startswith("resolve_blocker")
+    with running.bot.store() as store:
+        blocker = store.session.get(Blocker, int(button["value"]))
+        assert blocker is not None and blocker.status == BlockerStatus.open
+
+    click = {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": "UCOACH1", "team_id": TEAM},
+        "api_app_id": "A0001",
+        "trigger_id": "trig-click-1",
+        "container": {"type": "message", "message_ts": "6.1", "channel_id": "D0COACH"},
+        "channel": {"id": "D0COACH"},
+        "message": {"ts": "6.1", "text": notice["text"]},
+        "response_url": f"{running.mock.base_url}/response/click",
+        "actions": [{**button, "type": "button", "block_id": "b1", "action_ts": "6.2"}],
+    }
+    response = running.form({"payload": json.dumps(click)})
+    assert response.status_code == 200
+    reply = running.mock.wait_for("chat.postMessage", 3)[-1]
+    running.settle()
+    assert reply.params["channel"] == "D0COACH" and reply.params["thread_ts"] == "6.1"
+    assert reply.params["text"].startswith(f"Blocker #{button['value']} resolved")
+    with running.bot.store() as store:
+        blocker = store.session.get(Blocker, int(button["value"]))
+        assert blocker is not None
+        assert blocker.status == BlockerStatus.resolved and blocker.resolved_by == COACH
+
+
+async def test_send_reports_a_lasting_rate_limit_with_retry_after(running: Running) -> None:
+    [adapter] = running.server.adapters
+    running.mock.rate_limit["chat.postMessage"] = 10
+    with pytest.raises(DeliveryError) as raised:
+        await adapter.send(COACH, Reply(text="hello"), None)
+    assert raised.value.retry_after == 1.0 and not raised.value.permanent
+    assert len(running.mock.named("chat.postMessage")) == 3  # the first try and two retries
