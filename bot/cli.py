@@ -23,6 +23,7 @@ from bot.demo import DEMO_USER, seed
 from bot.dispatcher import Dispatcher
 from bot.ics import IcsError, export_calendar, import_calendar
 from bot.identity import IdentityError, normalize_identity
+from bot.messages import Adapter
 from bot.program import Event, ProgramFileError, load_program_file, local, parse_program, program_from
 from bot.sessions import upcoming
 from bot.settings import Settings
@@ -194,14 +195,19 @@ def demo(
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on")] = 8000,
+    scheduler: Annotated[
+        bool, typer.Option("--scheduler/--no-scheduler", help="Run reminders, nudges and digests here")
+    ] = True,
     db: Db = None,
 ) -> None:
-    """The HTTP server with every adapter whose credentials are set."""
+    """The HTTP server with every adapter whose credentials are set, and the scheduler."""
     from bot import serve as serving  # the server's dependencies load only for this command
 
     settings = Settings()
     try:
-        server = serving.build_server(settings, engine_for(db or settings.database_url), SystemClock())
+        server = serving.build_server(
+            settings, engine_for(db or settings.database_url), SystemClock(), scheduler
+        )
     except serving.ConfigError as error:
         raise fail(str(error)) from None
     serving.run(server, host, port, serving.secrets_of(settings), lambda line: err.print(line, markup=False))
@@ -482,10 +488,18 @@ def event_when(event: Event) -> str:
 @app.command()
 def tick(now: Now = None, db: Db = None) -> None:
     """Run one scheduler pass: plan what is due, send it (console deliveries print)."""
+    from bot import serve as serving
+
     clock = clock_for(now)
-    engine = engine_for(db)
-    adapters = {"console": ConsoleAdapter(print)}
-    report = asyncio.run(PassRunner(engine, adapters, clock).run())
+    settings = Settings()
+    engine = engine_for(db or settings.database_url)
+    try:
+        server = serving.build_server(settings, engine, clock, scheduler=False)
+    except serving.ConfigError as error:
+        raise fail(str(error)) from None
+    adapters: dict[str, Adapter] = {"console": ConsoleAdapter(print)}
+    adapters.update({adapter.platform: adapter for adapter in server.adapters})
+    report = asyncio.run(PassRunner(engine, Deliverer(engine, adapters, clock), clock).run())
     delivery = report.delivery
     out.print(
         f"planned {len(report.plan.planned)}, sent {len(delivery.sent)}, retrying {len(delivery.retrying)}, "

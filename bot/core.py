@@ -21,6 +21,8 @@ class Core:
         self.clock = clock
         self.dispatcher = Dispatcher(engine, clock)
         self.adapters: dict[str, Adapter] = {}
+        # One deliverer for the process, so rate limits hold across messages and scheduler passes.
+        self.deliverer = Deliverer(engine, self.adapters, clock)
 
     def register(self, adapter: Adapter) -> None:
         """An adapter that can deliver unprompted messages to its platform's identities."""
@@ -38,4 +40,4 @@ class Core:
             return store.bound_city(conversation) is not None
 
     async def deliver_due(self) -> DeliveryReport:
-        return await Deliverer(self.engine, self.adapters, self.clock).deliver_due()
+        return await self.deliverer.deliver_due()

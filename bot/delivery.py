@@ -72,13 +72,16 @@ class Deliverer:
                 await asyncio.to_thread(self._finish, row.id, OutboxStatus.dropped, now, "expired", None)
                 report.dropped.append(row.id)
                 continue
+            reference = await asyncio.to_thread(self._reference, row.recipient)
+            # The wait comes last, right before the send, so the spacing holds between actual sends.
             await self.limiter.wait(row.recipient)
-            await self._send(row, now, report)
+            await self._send(row, reference, now, report)
 
-    async def _send(self, row: OutboxMessage, now: datetime, report: DeliveryReport) -> None:
+    async def _send(
+        self, row: OutboxMessage, reference: dict[str, Any] | None, now: datetime, report: DeliveryReport
+    ) -> None:
         assert row.id is not None
         adapter = self.adapters[platform_of(row.recipient)]
-        reference = await asyncio.to_thread(self._reference, row.recipient)
         try:
             await adapter.send(row.recipient, Reply.model_validate(row.payload), reference)
         except Exception as error:

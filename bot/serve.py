@@ -16,6 +16,8 @@ from bot.clock import Clock
 from bot.core import Core
 from bot.server import PlatformAdapter, build_app
 from bot.settings import Settings
+from scheduler.runner import PassRunner
+from scheduler.service import PASS_SECONDS, SchedulerService
 
 log = logging.getLogger("cda_bot.serve")
 
@@ -43,7 +45,7 @@ def secrets_of(settings: Settings) -> list[str]:
     ]
 
 
-def build_server(settings: Settings, engine: Engine, clock: Clock) -> Server:
+def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bool = True) -> Server:
     core = Core(engine, clock)
     work = BackgroundWork()
     adapters: list[PlatformAdapter] = []
@@ -58,7 +60,13 @@ def build_server(settings: Settings, engine: Engine, clock: Clock) -> Server:
         adapters.append(SlackAdapter(slack, core, work))
         status.append(slack.describe())
     # Teams and WhatsApp join here, each as a PlatformAdapter with its routes.
-    return Server(build_app(core, adapters, work), core, work, adapters, status)
+    services = []
+    if scheduler:
+        services.append(SchedulerService(PassRunner(engine, core.deliverer, clock)))
+        status.append(f"scheduler: on (a pass every {PASS_SECONDS} s)")
+    else:
+        status.append("scheduler: off (run `cda-bot tick` from cron)")
+    return Server(build_app(core, adapters, work, services), core, work, adapters, status)
 
 
 def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[[str], None]) -> None:

@@ -1,15 +1,12 @@
 """One scheduler pass: plan what is due into the outbox, then deliver it."""
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
 from bot.clock import Clock
 from bot.delivery import Deliverer, DeliveryReport
-from bot.messages import Adapter
-from bot.ratelimit import RateLimiter
 from scheduler.planner import PlanReport, plan
 from store.repo import open_store
 
@@ -23,16 +20,10 @@ class PassReport:
 class PassRunner:
     """Runs passes one at a time; the database, not this object, knows what was sent."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        adapters: Mapping[str, Adapter],
-        clock: Clock,
-        limiter: RateLimiter | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, deliverer: Deliverer, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
-        self.deliverer = Deliverer(engine, adapters, clock, limiter)
+        self.deliverer = deliverer
         self._running = asyncio.Lock()
 
     async def run(self) -> PassReport:

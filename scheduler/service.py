@@ -52,3 +52,20 @@ async def stop_scheduler(scheduler: AsyncIOScheduler, runner: PassRunner) -> Non
     """No new passes; the one under way (if any) finishes first."""
     scheduler.shutdown(wait=False)
     await runner.idle()
+
+
+class SchedulerService:
+    """The scheduler as a part of the server: started and stopped with it."""
+
+    def __init__(self, runner: PassRunner, seconds: int = PASS_SECONDS) -> None:
+        self.runner = runner
+        self.seconds = seconds
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def start(self) -> None:
+        self._scheduler = start_scheduler(self.runner, self.seconds)
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            await stop_scheduler(self._scheduler, self.runner)
+            self._scheduler = None

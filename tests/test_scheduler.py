@@ -1,0 +1,456 @@
+"""Reminders, nudges, digests and notices: due at the right instant in local time, sent exactly once."""
+
+import asyncio
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from bot import admin
+from bot.cli import app
+from bot.clock import FixedClock
+from bot.delivery import MAX_ATTEMPTS, Deliverer
+from bot.messages import DeliveryError, Reply
+from bot.ratelimit import RateLimiter
+from scheduler.runner import PassRunner
+from store.db import make_engine
+from store.models import Blocker, OutboxMessage, Update
+from tests.conftest import TestBot
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+class Inbox:
+    """An adapter that records deliveries with the bot's clock at the time, failing while told to."""
+
+    def __init__(self, clock: FixedClock, platform: str = "console") -> None:
+        self.platform = platform
+        self.clock = clock
+        self.received: list[tuple[datetime, str, Reply]] = []
+        self.failing: Exception | None = None
+
+    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+        await asyncio.sleep(0)
+        if self.failing is not None:
+            raise self.failing
+        self.received.append((self.clock.now(), recipient, reply))
+
+
+def runner(bot: TestBot, *inboxes: Inbox, engine: Engine | None = None) -> PassRunner:
+    engine = engine or bot.engine
+    deliverer = Deliverer(engine, {i.platform: i for i in inboxes}, bot.clock, RateLimiter(intervals={}))
+    return PassRunner(engine, deliverer, bot.clock)
+
+
+def tick(bot: TestBot, at: datetime, *inboxes: Inbox) -> None:
+    bot.clock.set(at)
+    asyncio.run(runner(bot, *inboxes).run())
+
+
+def city_with_session(
+    bot: TestBot,
+    zone: str,
+    start: str,
+    rule: str = "FREQ=WEEKLY",
+    until: str = "2027-12-31",
+    slug: str = "home",
+) -> None:
+    with bot.store() as store:
+        admin.add_city(store, slug, slug.title(), zone, utc("2026-01-01T00:00"), None, "implementation")
+        admin.add_member(store, f"console:{slug}-member", slug, utc("2026-01-01T00:00"))
+        admin.add_session(store, slug, start, utc("2026-01-01T00:00"), 60, "Coaching", rule, until)
+        # A recent update keeps the momentum nudge out of these reminder tests.
+        city = store.city_by_slug(slug)
+        assert city is not None and city.id is not None
+        city.nudge_after_days = 0
+        store.session.add(city)
+
+
+def outbox(bot: TestBot) -> list[OutboxMessage]:
+    with bot.store() as store:
+        return list(store.session.exec(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+DST_CASES = [
+    # zone, first session (local), ticks from, ticks to, the sessions' instants (UTC) in that window
+    (
+        "America/Chicago",
+        "2026-10-27T10:00",
+        "2026-10-25T00:00",
+        "2026-11-10T17:00",
+        ["2026-10-27T15:00", "2026-11-03T16:00", "2026-11-10T16:00"],
+    ),
+    (
+        "America/New_York",
+        "2026-10-27T10:00",
+        "2026-10-25T00:00",
+        "2026-11-10T17:00",
+        ["2026-10-27T14:00", "2026-11-03T15:00", "2026-11-10T15:00"],
+    ),
+    (
+        "Europe/London",
+        "2026-10-20T10:00",
+        "2026-10-18T00:00",
+        "2026-11-03T11:00",
+        ["2026-10-20T09:00", "2026-10-27T10:00", "2026-11-03T10:00"],
+    ),
+    (
+        "America/Santiago",
+        "2027-03-23T10:00",
+        "2027-03-21T00:00",
+        "2027-04-06T15:00",
+        ["2027-03-23T13:00", "2027-03-30T13:00", "2027-04-06T14:00"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "first", "last", "sessions"), DST_CASES, ids=[c[0] for c in DST_CASES]
+)
+def test_reminders_keep_local_time_across_dst_none_missing_none_doubled(
+    testbot: TestBot, zone: str, start: str, first: str, last: str, sessions: list[str]
+) -> None:
+    city_with_session(testbot, zone, start)
+    inbox = Inbox(testbot.clock)
+    expected = sorted(
+        (utc(s) - timedelta(minutes=offset), f"reminder-{offset}") for s in sessions for offset in (1440, 60)
+    )
+    # Passes every 3 hours (at :07, never on a due instant), one second before each due instant and at it.
+    instants = {
+        utc(first) + timedelta(hours=h, minutes=7)
+        for h in range(0, int((utc(last) - utc(first)).total_seconds() // 3600), 3)
+    }
+    for due, _kind in expected:
+        instants |= {due - timedelta(seconds=1), due}
+    pass_runner = runner(testbot, inbox)
+    for at in sorted(instants):
+        testbot.clock.set(at)
+        before = len(inbox.received)
+        asyncio.run(pass_runner.run())
+        due_now = [d for d, _k in expected if d == at]
+        assert len(inbox.received) - before == len(due_now), f"at {at}"
+    assert sorted((received, reply.title) for received, _r, reply in inbox.received) == [
+        (due, "Reminder: Coaching") for due, _kind in expected
+    ]
+    assert sorted((row.due_at, row.kind) for row in outbox(testbot)) == expected
+    assert {row.status for row in outbox(testbot)} == {"sent"}
+
+
+def test_reminder_says_time_phase_blockers_and_asks_for_an_update(testbot: TestBot) -> None:
+    city_with_session(testbot, "America/Chicago", "2026-11-24T10:00")
+    testbot.say("console:home-member", "blocker: waiting on 311 data")
+    inbox = Inbox(testbot.clock)
+    tick(testbot, utc("2026-11-30T16:00"), inbox)  # 24 h before Tue 1 Dec 10:00 CST
+    ((_at, recipient, reply),) = inbox.received
+    assert recipient == "console:home-member"
+    assert reply.text.splitlines() == [
+        "Reminder: Coaching",
+        "Coaching starts in 24 hours: Tue 1 Dec 2026, 10:00 CST.",
+        "Phase: Learning Loop 2: Solution Build",
+        "1 open blocker",
+        "No update since your last session: post one before you meet, e.g. `update: …`",
+    ]
+    testbot.clock.set(utc("2026-11-30T20:00"))
+    testbot.say("console:home-member", "update: data arrived")
+    tick(testbot, utc("2026-12-01T15:00"), inbox)
+    assert "No update since" not in inbox.received[-1][2].text
+    assert "starts in 1 hour" not in inbox.received[-1][2].text  # 60 minutes read as minutes
+    assert "starts in 60 minutes" in inbox.received[-1][2].text
+
+
+def test_a_bound_channel_gets_the_reminder_instead_of_each_member(testbot: TestBot) -> None:
+    city_with_session(testbot, "America/Chicago", "2026-11-24T10:00")
+    with testbot.store() as store:
+        admin.bind(store, "slack:T0001:C0001", "home", utc("2026-01-01T00:00"))
+    slack = Inbox(testbot.clock, "slack")
+    tick(testbot, utc("2026-11-30T16:00"), slack, Inbox(testbot.clock))
+    assert [r for _a, r, _m in slack.received] == ["slack:T0001:C0001"]
+
+
+@pytest.mark.parametrize(
+    ("first_pass", "sent", "dropped"),
+    [
+        ("2026-11-30T17:00", ["reminder-1440"], []),  # 23 h before: the 24 h reminder is still useful
+        ("2026-12-01T15:30", ["reminder-60"], ["reminder-1440"]),  # 30 min before: only the 1 h one
+        ("2026-12-01T16:05", [], []),  # the session began: nothing, never "starts in an hour"
+    ],
+)
+def test_after_downtime_a_passed_reminder_is_sent_only_while_useful(
+    testbot: TestBot, first_pass: str, sent: list[str], dropped: list[str]
+) -> None:
+    city_with_session(testbot, "America/Chicago", "2026-11-24T10:00")
+    inbox = Inbox(testbot.clock)
+    tick(testbot, utc(first_pass), inbox)
+    rows = [r for r in outbox(testbot) if "@2026-12-01" in r.key]
+    assert sorted(r.kind for r in rows if r.status == "sent") == sent
+    assert sorted(r.kind for r in rows if r.status == "dropped") == dropped
+    assert len(inbox.received) == len(sent)
+
+
+def test_a_reminder_held_up_past_the_start_is_dropped_not_sent(testbot: TestBot) -> None:
+    city_with_session(testbot, "America/Chicago", "2026-11-24T10:00")
+    inbox = Inbox(testbot.clock)
+    inbox.failing = DeliveryError("down")
+    tick(testbot, utc("2026-12-01T15:00"), inbox)  # 1 h before: planned, delivery fails
+    inbox.failing = None
+    tick(testbot, utc("2026-12-01T16:01"), inbox)  # the platform is back after the session began
+    assert inbox.received == []
+    (row,) = [r for r in outbox(testbot) if r.kind == "reminder-60"]
+    assert row.status == "dropped"
+
+
+def test_a_failed_send_is_retried_then_marked_failed_and_shown_to_coaches(world: TestBot) -> None:
+    with world.store() as store:
+        alpha = store.city_by_slug("alpha")
+        assert alpha is not None and alpha.id is not None
+        for city in store.cities():
+            city.nudge_after_days = 0
+            store.session.add(city)
+    inbox = Inbox(world.clock, "slack")
+    inbox.failing = DeliveryError("slack rate limited", retry_after=90)
+    at = utc("2026-11-30T16:00")  # 24 h before Alpha's Tuesday session, sent to its Slack channel
+    tick(world, at, inbox)
+    (row,) = [r for r in outbox(world) if r.recipient == "slack:T0001:C0001"]
+    assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 1, at + timedelta(seconds=90))
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        at = at + timedelta(minutes=59 if attempt < MAX_ATTEMPTS else 60)
+        tick(world, at, inbox)
+    (row,) = [r for r in outbox(world) if r.recipient == "slack:T0001:C0001"]
+    assert (row.status, row.attempts, row.last_error) == (
+        "failed",
+        MAX_ATTEMPTS,
+        "DeliveryError: slack rate limited",
+    )
+    assert "Failed deliveries: 1 (cda-bot reminders list)" in world.say(
+        "console:coach-a", "/cda status alpha"
+    )
+    assert "1 failed delivery" in world.say("console:admin", "/cda status")
+    assert "Failed" not in world.say("console:a1", "/cda status")
+
+
+@pytest.mark.parametrize("rounds", [12])
+def test_two_servers_racing_deliver_each_reminder_once(testbot: TestBot, db_url: str, rounds: int) -> None:
+    for i in range(rounds):
+        city_with_session(testbot, "America/Chicago", "2026-11-24T10:00", slug=f"city{i:02d}")
+    engines = [make_engine(db_url), make_engine(db_url)]
+    inboxes = [Inbox(testbot.clock), Inbox(testbot.clock)]
+    runners = [runner(testbot, inbox, engine=engine) for inbox, engine in zip(inboxes, engines, strict=True)]
+
+    async def race() -> None:
+        await asyncio.gather(*(r.run() for r in runners))
+
+    for at in ("2026-11-30T16:00", "2026-11-30T16:00", "2026-12-01T15:00", "2026-12-01T15:00:01"):
+        testbot.clock.set(utc(at))
+        asyncio.run(race())
+    received = [(recipient, reply.text) for inbox in inboxes for _at, recipient, reply in inbox.received]
+    assert len(received) == 2 * rounds and len(set(received)) == 2 * rounds
+    assert {row.status for row in outbox(testbot)} == {"sent"}
+    for engine in engines:
+        engine.dispose()
+
+
+def quiet_city(bot: TestBot, zone: str = "America/Bogota", **settings: Any) -> None:
+    with bot.store() as store:
+        admin.add_city(store, "home", "Home", zone, utc("2026-01-01T00:00"), None, None, "en")
+        admin.add_member(store, "console:m", "home", utc("2026-01-01T00:00"))
+        city = store.city_by_slug("home")
+        assert city is not None and city.id is not None
+        for name, value in settings.items():
+            setattr(city, name, value)
+        store.session.add(city)
+        # The last update: Wednesday 18 Nov 2026, noon in Bogotá.
+        store.add_update(
+            Update(
+                city_id=city.id,
+                author="console:m",
+                text="x",
+                platform="console",
+                created_at=utc("2026-11-18T17:00"),
+            )
+        )
+
+
+def nudges(bot: TestBot, inbox: Inbox) -> list[datetime]:
+    return [at for at, _r, reply in inbox.received if reply.text.startswith("No update from")]
+
+
+def test_nudge_waits_for_a_working_day_at_10_and_never_in_quiet_hours(testbot: TestBot) -> None:
+    quiet_city(testbot)
+    inbox = Inbox(testbot.clock)
+    # Bogotá is UTC-5. Seven quiet days end on Wednesday 25 Nov at noon; the nudge is due then.
+    for local in (
+        "2026-11-25T11:00",
+        "2026-11-25T21:00",
+        "2026-11-28T11:00",
+        "2026-11-29T11:00",
+        "2026-11-30T07:30",
+        "2026-11-30T09:59",
+    ):
+        tick(testbot, utc(local) + timedelta(hours=5), inbox)
+    assert nudges(testbot, inbox) == []  # not quiet long enough, then quiet hours, weekend, early morning
+    quiet_city_tick = utc("2026-11-30T10:00") + timedelta(hours=5)
+    tick(testbot, quiet_city_tick, inbox)
+    tick(testbot, quiet_city_tick + timedelta(hours=3), inbox)
+    assert nudges(testbot, inbox) == [quiet_city_tick]
+    assert "No update from Home in 11 days" in inbox.received[-1][2].text
+    tick(testbot, utc("2026-12-02T16:00"), inbox)  # 13 days and 23 hours: still the first stretch
+    assert len(nudges(testbot, inbox)) == 1
+    tick(testbot, utc("2026-12-02T18:00"), inbox)  # 14 quiet days: the second nudge
+    assert len(nudges(testbot, inbox)) == 2
+    testbot.clock.set(utc("2026-12-02T19:00"))
+    testbot.say("console:m", "update: we are back")
+    tick(testbot, utc("2026-12-09T15:00"), inbox)  # six days after the update: nothing
+    assert len(nudges(testbot, inbox)) == 2
+
+
+def test_nudge_follows_the_citys_own_working_days_and_quiet_hours(testbot: TestBot) -> None:
+    quiet_city(testbot, "Asia/Dubai", working_days=[6, 0, 1, 2, 3], quiet_start=18, quiet_end=9)
+    inbox = Inbox(testbot.clock)
+    tick(testbot, utc("2026-11-27T08:00"), inbox)  # Friday 12:00 in Dubai: not a working day there
+    tick(testbot, utc("2026-11-29T15:00"), inbox)  # Sunday 19:00: working day, but quiet hours
+    assert nudges(testbot, inbox) == []
+    tick(testbot, utc("2026-11-30T06:00"), inbox)  # Monday 10:00
+    assert nudges(testbot, inbox) == [utc("2026-11-30T06:00")]
+
+
+def test_weekly_digest_monday_8_in_the_coachs_zone_once(world: TestBot) -> None:
+    with world.store() as store:
+        admin.add_coach(store, "console:coach-a", [], utc("2026-01-01T00:00"), zone="Europe/London")
+    inbox = Inbox(world.clock)
+    for at in ("2026-11-30T07:59", "2026-11-30T08:00", "2026-11-30T09:00", "2026-12-01T08:00"):
+        tick(world, utc(at), inbox)
+    digests = [(at, r) for at, r, reply in inbox.received if reply.title == "Weekly digest"]
+    assert (utc("2026-11-30T08:00"), "console:coach-a") in digests
+    assert [r for _at, r in digests].count("console:coach-a") == 1
+    # coach-ab has no zone of its own: Alpha's (America/Chicago) is used, 08:00 CST is 14:00Z.
+    assert not [r for at, r in digests if r == "console:coach-ab" and at < utc("2026-11-30T14:00")]
+    tick(world, utc("2026-11-30T14:00"), inbox)
+    assert [r for _at, r, reply in inbox.received if reply.title == "Weekly digest"].count(
+        "console:coach-ab"
+    ) == 1
+    ((_at, _r, digest),) = [
+        m for m in inbox.received if m[1] == "console:coach-a" and m[2].title == "Weekly digest"
+    ]
+    assert "*Alpha*" in digest.text and "ALPHA-BLOCKER-TEXT" in digest.text
+
+
+def test_blockers_open_14_days_are_flagged_to_coaches_once(world: TestBot) -> None:
+    inbox = Inbox(world.clock)
+    with world.store() as store:
+        for city in store.cities():
+            city.nudge_after_days = 0
+            store.session.add(city)
+        blocker = store.session.exec(select(Blocker).where(Blocker.text == "ALPHA-BLOCKER-TEXT")).one()
+        opened = blocker.opened_at
+    tick(world, opened + timedelta(days=13, hours=23), inbox)
+
+    def stale() -> list[tuple[str, str]]:
+        return sorted(
+            (r, reply.text.split(" has been")[0])
+            for _at, r, reply in inbox.received
+            if "has been open" in reply.text
+        )
+
+    assert stale() == []
+    tick(world, opened + timedelta(days=14, minutes=1), inbox)
+    tick(world, opened + timedelta(days=15), inbox)
+    assert [s for s in stale() if "Alpha" in s[1]] == [
+        ("console:coach-a", f"Blocker #{blocker.id} in Alpha"),
+        ("console:coach-ab", f"Blocker #{blocker.id} in Alpha"),
+        ("console:coach-all", f"Blocker #{blocker.id} in Alpha"),
+    ]
+    assert len(stale()) == 6  # Alpha's to 3 coaches, Beta's to 2, Gamma's to 1: once each
+
+
+def test_rate_limit_spaces_one_channel_without_holding_up_another(testbot: TestBot) -> None:
+    stamps: dict[str, list[float]] = {}
+
+    class Slack:
+        platform = "slack"
+
+        async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+            stamps.setdefault(recipient, []).append(time.monotonic())
+
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        for channel in ("C0001", "C0002"):
+            for n in range(3):
+                store.enqueue(
+                    OutboxMessage(
+                        key=f"{channel}-{n}",
+                        recipient=f"slack:T0001:{channel}",
+                        kind="test",
+                        payload=Reply(text="hi").model_dump(),
+                        due_at=now,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+    deliverer = Deliverer(testbot.engine, {"slack": Slack()}, testbot.clock, RateLimiter({"slack": 0.15}))
+    started = time.monotonic()
+    assert len(asyncio.run(deliverer.deliver_due()).sent) == 6
+    elapsed = time.monotonic() - started
+    for times in stamps.values():
+        assert all(later - earlier >= 0.14 for earlier, later in itertools.pairwise(times))
+    assert elapsed < 0.6  # one channel after the other would take at least 0.75 s
+
+
+runner_cli = CliRunner()
+
+
+def test_tick_sends_a_reminder_once_and_reminders_list_shows_it(db_url: str) -> None:
+    for args in (
+        ["city", "add", "riverton", "--name", "Riverton", "--tz", "America/Chicago"],
+        ["member", "add", "console:ana", "--city", "riverton"],
+        ["session", "add", "--city", "riverton", "--start", "2026-12-01T10:00"],
+        ["city", "set", "riverton", "--nudge-after", "0"],
+    ):
+        assert runner_cli.invoke(app, [*args, "--db", db_url]).exit_code == 0
+    first = runner_cli.invoke(app, ["tick", "--now", "2026-11-30T16:00:00Z", "--db", db_url])
+    assert first.exit_code == 0, first.stderr
+    assert (
+        "[to console:ana] Reminder: Coaching session" in first.stdout and "planned 1, sent 1" in first.stdout
+    )
+    again = runner_cli.invoke(app, ["tick", "--now", "2026-11-30T16:00:00Z", "--db", db_url])
+    assert "Reminder" not in again.stdout and "planned 0, sent 0" in again.stdout
+    listed = runner_cli.invoke(app, ["reminders", "list", "--city", "riverton", "--db", db_url])
+    assert "reminder-1440" in listed.stdout and "sent" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (
+            ["--reminders", "48h,2h,15m", "--working-days", "sun-thu", "--quiet", "21-7"],
+            "reminders 48h,2h,15m, nudge after 7 days at 10:00, working days mon,tue,wed,thu,sun, "
+            "quiet 21:00–7:00",
+        ),
+        (["--reminders", "none", "--nudge-after", "0"], "reminders off, nudge after 0 days"),
+    ],
+)
+def test_city_set_changes_what_the_scheduler_sends(db_url: str, args: list[str], shown: str) -> None:
+    runner_cli.invoke(app, ["city", "add", "home", "--name", "Home", "--tz", "UTC", "--db", db_url])
+    result = runner_cli.invoke(app, ["city", "set", "home", *args, "--db", db_url])
+    assert result.exit_code == 0 and shown in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reminders", "tomorrow"], "bad --reminders"),
+        (["--working-days", "weekdays"], "bad --working-days"),
+        (["--quiet", "late"], "bad --quiet"),
+        (["--nudge-hour", "25"], "bad --nudge-hour"),
+    ],
+)
+def test_city_set_refuses_bad_values(db_url: str, args: list[str], message: str) -> None:
+    runner_cli.invoke(app, ["city", "add", "home", "--name", "Home", "--tz", "UTC", "--db", db_url])
+    result = runner_cli.invoke(app, ["city", "set", "home", *args, "--db", db_url])
+    assert result.exit_code == 1 and message in result.stderr
