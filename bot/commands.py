@@ -31,7 +31,8 @@ class Command:
     args: str = ""
 
 
-def parse(text: str) -> Command:
+def parse(text: str, addressed: bool = True) -> Command:
+    """`addressed`: said to the bot; chatter in a shared channel needs to look like a question."""
     text = text.strip()
     if not text:
         return Command("empty")
@@ -50,7 +51,7 @@ def parse(text: str) -> Command:
         return Command("ask", rest) if asks_schedule(rest) else Command("unknown", rest)
     if text.lower().rstrip("?! .") in {"help", "ayuda", "ajuda", ""}:
         return Command("help")
-    if asks_schedule(text):
+    if asks_schedule(text, strict=not addressed):
         return Command("ask", text)
     return Command("unknown", text)
 

@@ -180,9 +180,13 @@ class Dispatcher:
         speaker, channel_city = resolve_speaker(store, msg)
         t = translator(language_of(speaker, channel_city))
         text = msg.text.strip()
+        # Chatter in a shared channel that is no command or question is people talking to each other:
+        # the bot keeps out of it. Whatever is said to the bot gets an answer.
+        command = parse(text[: MAX_TEXT + 1], msg.addressed)
+        if not msg.addressed and command.name in ("unknown", "empty"):
+            return []
         if len(text) > MAX_TEXT:
             return [Reply(text=t.gettext(TOO_LONG).format(count=f"{len(text):,}"))]
-        command = parse(text)
         if command.name == "empty":
             return [Reply(text=t.gettext(EMPTY))]
         spec = COMMANDS.get(command.name)

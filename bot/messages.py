@@ -23,6 +23,10 @@ class InboundMessage(BaseModel):
         default=None, description="what the adapter needs to message this conversation later"
     )
     direct: bool = Field(default=False, description="a one-to-one conversation with the bot")
+    addressed: bool = Field(
+        default=True,
+        description="said to the bot (DM, mention, command); False for chatter in a shared channel",
+    )
     raw: dict[str, Any] = Field(default_factory=dict)
 
 

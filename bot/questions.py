@@ -138,6 +138,9 @@ for number, names in enumerate(
     for name in names.split():
         WEEKDAYS[name] = number
 
+TIME_WORDS = (
+    NEXT | WEEK | set(MONTHS) | set(WEEKDAYS) | {"today", "tomorrow", "hoy", "manana", "hoje", "amanha"}
+)
 VOCABULARY = sorted(
     {
         word
@@ -223,16 +226,21 @@ def _matches(text: str, table: dict[str, tuple[str, ...]]) -> list[str]:
     return found
 
 
-def is_question(text: str) -> bool:
-    """Asked, or short: "next session", "LL2 end", "sesiones el 10 de diciembre"."""
+def is_question(text: str, strict: bool = False) -> bool:
+    """Asked, or short: "next session", "LL2 end", "sesiones el 10 de diciembre". `strict` (for
+    chatter in a shared channel, not said to the bot) wants a question mark or a question word."""
     words = normalize(text).split()
     if "?" in text or QUESTION_WORDS & set(words):
         return True
-    return 0 < len(words) <= 3 or (bool(SESSION & set(words)) and len(words) <= 8)
+    if strict:
+        return False
+    # "sesiones el 10 de diciembre" asks; "great meeting everyone" does not.
+    timed = bool(set(words) & TIME_WORDS) or any(w.isdigit() for w in words)
+    return 0 < len(words) <= 3 or (bool(SESSION & set(words)) and timed and len(words) <= 8)
 
 
-def understand(text: str, today: date) -> Question | None:
-    if not is_question(text):
+def understand(text: str, today: date, strict: bool = False) -> Question | None:
+    if not is_question(text, strict):
         return None
     norm = normalize(text)
     words = set(norm.split())
@@ -328,6 +336,6 @@ def _month(norm: str, today: date) -> date | None:
     return None
 
 
-def asks_schedule(text: str) -> bool:
+def asks_schedule(text: str, strict: bool = False) -> bool:
     """Whether the text is a schedule question; what is asked does not depend on the day."""
-    return understand(text, date(2000, 1, 3)) is not None
+    return understand(text, date(2000, 1, 3), strict) is not None

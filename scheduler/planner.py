@@ -47,59 +47,40 @@ def recipients(store: Store, city: City) -> list[str]:
     return store.bindings_of(city.id) or [m.identity for m in store.members_of(city.id)]
 
 
-def _enqueue(
+def _record(
     store: Store,
     report: PlanReport,
     key: str,
     recipient: str,
     kind: str,
     city_id: int | None,
-    reply: Reply,
     due: datetime,
     now: datetime,
-    expires: datetime | None,
+    reply: Reply | None = None,
+    expires: datetime | None = None,
+    dropped: str | None = None,
 ) -> None:
+    """Plan one message, or record once that its moment passed while nobody was running (`dropped`)."""
     message = OutboxMessage(
         key=key,
         recipient=recipient,
         kind=kind,
         city_id=city_id,
-        payload=reply.model_dump(),
         due_at=due,
         next_attempt_at=now,
         expires_at=expires,
         created_at=now,
+        payload=reply.model_dump() if reply else {},
+        status=OutboxStatus.dropped if dropped else OutboxStatus.pending,
+        last_error=dropped,
     )
-    if store.enqueue(message):
-        report.planned.append(key)
-
-
-def _drop(
-    store: Store,
-    report: PlanReport,
-    key: str,
-    recipient: str,
-    kind: str,
-    city_id: int | None,
-    due: datetime,
-    now: datetime,
-    reason: str,
-) -> None:
-    """Record, once, a message whose moment passed while nobody was running."""
-    message = OutboxMessage(
-        key=key,
-        recipient=recipient,
-        kind=kind,
-        city_id=city_id,
-        status=OutboxStatus.dropped,
-        due_at=due,
-        next_attempt_at=now,
-        created_at=now,
-        last_error=reason,
-    )
-    if store.enqueue(message):
-        log.info("reminder dropped: %s", reason, extra={"key": key})
+    if not store.enqueue(message):
+        return
+    if dropped:
+        log.info("reminder dropped: %s", dropped, extra={"key": key})
         report.dropped.append(key)
+    else:
+        report.planned.append(key)
 
 
 # -- session reminders ------------------------------------------------------------------------------------
@@ -133,22 +114,13 @@ def _session_reminders(store: Store, city: City, program: Program, now: datetime
             if not missing:
                 continue
             if now >= useful_until:
+                reason = f"{kind} for session at {occurrence.start:%Y-%m-%d %H:%M}Z no longer useful"
                 for r in missing:
-                    _drop(
-                        store,
-                        report,
-                        keys[r],
-                        r,
-                        kind,
-                        city.id,
-                        due,
-                        now,
-                        f"{kind} for session at {occurrence.start:%Y-%m-%d %H:%M}Z no longer useful",
-                    )
+                    _record(store, report, keys[r], r, kind, city.id, due, now, dropped=reason)
                 continue
             reply = reminder_reply(translator(city.language), store, city, program, occurrence, sessions, now)
             for r in missing:
-                _enqueue(store, report, keys[r], r, kind, city.id, reply, due, now, useful_until)
+                _record(store, report, keys[r], r, kind, city.id, due, now, reply, useful_until)
 
 
 def reminder_reply(
@@ -226,7 +198,7 @@ def _momentum_nudge(store: Store, city: City, now: datetime, report: PlanReport)
     for recipient in recipients(store, city):
         key = f"{recipient}|nudge|{occurrence}"
         if not store.outbox_has(key):
-            _enqueue(store, report, key, recipient, "nudge", city.id, reply, now, now, max(quiet_from, now))
+            _record(store, report, key, recipient, "nudge", city.id, now, now, reply, max(quiet_from, now))
 
 
 # -- coaches: weekly digest and stale blockers ------------------------------------------------------------
@@ -252,7 +224,7 @@ def _weekly_digests(store: Store, now: datetime, report: PlanReport) -> None:
             continue
         due = datetime.combine(local.date(), time(DIGEST_HOUR), tz)
         reply = digest_reply(translator("en"), store, cities, now)
-        _enqueue(store, report, key, coach.identity, "digest", None, reply, due, now, due + timedelta(days=1))
+        _record(store, report, key, coach.identity, "digest", None, due, now, reply, due + timedelta(days=1))
 
 
 def _stale_blockers(store: Store, now: datetime, report: PlanReport) -> None:
@@ -275,4 +247,4 @@ def _stale_blockers(store: Store, now: datetime, report: PlanReport) -> None:
         for coach in store.coaches_of(blocker.city_id):
             key = f"{coach.identity}|blocker_stale|{blocker.id}"
             if not store.outbox_has(key):
-                _enqueue(store, report, key, coach.identity, "blocker_stale", city.id, reply, now, now, None)
+                _record(store, report, key, coach.identity, "blocker_stale", city.id, now, now, reply)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from store.models import (
     Blocker,
@@ -117,9 +117,13 @@ class Store:
     # -- processed platform messages ------------------------------------------------------------
     def mark_processed(self, platform: str, message_id: str, now: datetime) -> bool:
         """Record a platform message id; False if it was recorded before (a retry or a duplicate)."""
+        return self._insert_once(ProcessedMessage(platform=platform, message_id=message_id, received_at=now))
+
+    def _insert_once(self, row: SQLModel) -> bool:
+        """Insert a row whose unique key may exist already (also in a concurrent transaction)."""
         nested = self.session.begin_nested()
         try:
-            self.session.add(ProcessedMessage(platform=platform, message_id=message_id, received_at=now))
+            self.session.add(row)
             self.session.flush()
         except IntegrityError:
             nested.rollback()
@@ -227,15 +231,7 @@ class Store:
     # -- outbox ---------------------------------------------------------------------------------
     def enqueue(self, message: OutboxMessage) -> bool:
         """Plan a message once: False if one with the same key was planned before."""
-        nested = self.session.begin_nested()
-        try:
-            self.session.add(message)
-            self.session.flush()
-        except IntegrityError:
-            nested.rollback()
-            return False
-        nested.commit()
-        return True
+        return self._insert_once(message)
 
     def outbox_has(self, key: str) -> bool:
         query = select(OutboxMessage.id).where(OutboxMessage.key == key)

@@ -1,12 +1,14 @@
 """The dispatcher's promises: once per platform message id, bounded input, always an answer."""
 
 import threading
+import uuid
 
 import pytest
 from sqlmodel import select
 
 from bot import admin
-from bot.messages import MAX_TEXT
+from bot.dispatcher import Dispatcher
+from bot.messages import MAX_TEXT, InboundMessage
 from store.models import Blocker, OutboxMessage, ProcessedMessage, Update
 from tests.conftest import TestBot
 
@@ -143,3 +145,26 @@ def test_internal_error_is_a_polite_reply_and_stores_nothing(
     with world.store() as store:
         seen = store.session.exec(select(ProcessedMessage).where(ProcessedMessage.message_id == "err-1"))
         assert seen.first() is None  # rolled back, so a platform retry is processed again
+
+
+def test_chatter_in_a_shared_channel_is_left_alone_but_commands_and_questions_are_answered(
+    world: TestBot,
+) -> None:
+    def said_in_channel(text: str) -> list[str]:
+        message = InboundMessage(
+            platform="slack",
+            message_id=uuid.uuid4().hex,
+            conversation="slack:T0001:C0001",
+            sender="slack:T0001:U0042",
+            text=text,
+            received_at=world.clock.now(),
+            addressed=False,
+        )
+        return [reply.text for reply in Dispatcher(world.engine, world.clock).handle(message)]
+
+    assert said_in_channel("great meeting everyone, thanks!") == []
+    assert said_in_channel("x" * 9000) == []
+    assert "recorded for Alpha" in said_in_channel("update: pilot started")[0]
+    assert "Tue 1 Dec 2026" in said_in_channel("when is our next session?")[0]
+    assert "limit is 8,000" in said_in_channel("update: " + "x" * 9000)[0]
+    assert "/cda help" in world.say("console:a1", "great meeting everyone, thanks!")  # said to the bot

@@ -69,6 +69,7 @@ def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datet
     ts = event.get("ts")
     thread_ts = event.get("thread_ts") or (None if direct else ts)
     sender = identity(event.get("user_team") or team_id, user)
+    ambient = kind == "message" and not direct
     message = InboundMessage(
         platform=PLATFORM,
         message_id=str(body.get("event_id") or f"{channel}:{ts}"),
@@ -79,9 +80,10 @@ def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datet
         thread=thread_ts,
         reference={"channel": channel, "team_id": team_id},
         direct=direct,
+        addressed=not ambient,
         raw={"event_id": body.get("event_id"), "type": kind, "channel": channel, "ts": ts},
     )
-    return Incoming(message, ReplyTarget(channel, thread_ts, ts), ambient=kind == "message" and not direct)
+    return Incoming(message, ReplyTarget(channel, thread_ts, ts), ambient=ambient)
 
 
 def from_command(body: dict[str, Any], received_at: datetime) -> InboundMessage:
