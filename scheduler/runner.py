@@ -31,11 +31,6 @@ class PassRunner:
             planned = await asyncio.to_thread(self._plan)
             return PassReport(planned, await self.deliverer.deliver_due())
 
-    async def idle(self) -> None:
-        """Wait for a pass under way to finish (for a clean shutdown)."""
-        async with self._running:
-            return
-
     def _plan(self) -> PlanReport:
         with open_store(self.engine) as store:
             return plan(store, self.clock.now())

@@ -454,3 +454,30 @@ def test_city_set_refuses_bad_values(db_url: str, args: list[str], message: str)
     runner_cli.invoke(app, ["city", "add", "home", "--name", "Home", "--tz", "UTC", "--db", db_url])
     result = runner_cli.invoke(app, ["city", "set", "home", *args, "--db", db_url])
     assert result.exit_code == 1 and message in result.stderr
+
+
+async def test_scheduler_service_runs_a_pass_at_start_and_stops_after_the_pass_under_way(
+    testbot: TestBot,
+) -> None:
+    from scheduler.service import SchedulerService
+
+    city_with_session(testbot, "America/Chicago", "2026-11-24T10:00")
+    testbot.clock.set(utc("2026-11-30T16:00"))
+    sending, release = asyncio.Event(), asyncio.Event()
+
+    class Slow:
+        platform = "console"
+
+        async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+            sending.set()
+            await release.wait()
+
+    service = SchedulerService(runner(testbot, Slow()), seconds=3600)  # type: ignore[arg-type]
+    await service.start()
+    await asyncio.wait_for(sending.wait(), 5)  # the first pass runs at once
+    stopping = asyncio.create_task(service.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # it waits for the pass under way…
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert [row.status for row in outbox(testbot)] == ["sent"]  # …which finished its work
