@@ -2,6 +2,7 @@
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
@@ -9,6 +10,9 @@ from bot.clock import Clock
 from bot.delivery import Deliverer, DeliveryReport
 from scheduler.planner import PlanReport, plan
 from store.repo import open_store
+
+# Platforms retry a message for minutes (Slack) to a day at most; a month is far beyond any retry.
+KEEP_PROCESSED = timedelta(days=30)
 
 
 @dataclass
@@ -33,4 +37,6 @@ class PassRunner:
 
     def _plan(self) -> PlanReport:
         with open_store(self.engine) as store:
-            return plan(store, self.clock.now())
+            now = self.clock.now()
+            store.forget_processed(now - KEEP_PROCESSED)
+            return plan(store, now)

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, update
+from sqlalchemy import Engine, delete, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
@@ -130,6 +130,13 @@ class Store:
             return False
         nested.commit()
         return True
+
+    def forget_processed(self, before: datetime) -> int:
+        """Drop message ids older than any platform retries (they only guard against repeats)."""
+        result = self.session.execute(
+            delete(ProcessedMessage).where(col(ProcessedMessage.received_at) < before)
+        )
+        return result.rowcount  # type: ignore[attr-defined, no-any-return]
 
     # -- updates --------------------------------------------------------------------------------
     def add_update(self, update: Update) -> Update:

@@ -481,3 +481,12 @@ async def test_scheduler_service_runs_a_pass_at_start_and_stops_after_the_pass_u
     release.set()
     await asyncio.wait_for(stopping, 5)
     assert [row.status for row in outbox(testbot)] == ["sent"]  # …which finished its work
+
+
+def test_a_pass_forgets_message_ids_older_than_a_month(world: TestBot) -> None:
+    world.send("console:a1", "help", message_id="old-1")
+    world.clock.set(world.clock.now() + timedelta(days=29))
+    world.send("console:a1", "help", message_id="recent-1")
+    tick(world, world.clock.now() + timedelta(days=2), Inbox(world.clock))
+    assert world.send("console:a1", "help", message_id="recent-1") == []  # still remembered
+    assert world.send("console:a1", "help", message_id="old-1") != []  # forgotten, so processed again
