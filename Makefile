@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format i18n clean
+.PHONY: install demo test lint bench format i18n clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("cda-bot needs Python 3.11 or newer (set PYTHON=python3.11)") if sys.version_info < (3, 11) else None'
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Figures, not pass/fail: the core at the program's size, on SQLite (and PostgreSQL with TEST_DATABASE_URL).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.i18n import Translator
-from bot.program import program_from
+from bot.program import Program
 from bot.sessions import Occurrence, upcoming
 from store.models import City
 from store.repo import Store
@@ -52,9 +52,8 @@ class CityState:
     next_session: Occurrence | None
 
 
-def city_state(store: Store, city: City, now: datetime, language: str) -> CityState:
+def city_state(store: Store, city: City, now: datetime, language: str, program: Program) -> CityState:
     assert city.id is not None
-    program = program_from(store.program_document())
     today = now.astimezone(ZoneInfo(city.zone)).date()
     last = store.last_update(city.id)
     sessions = upcoming(store.sessions_of(city.id), city.zone, now, count=1)

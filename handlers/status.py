@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from bot.i18n import Translator
 from bot.messages import Reply, ReplyField
+from bot.program import program_from
 from bot.request import Request
 from bot.sessions import upcoming
 from handlers.common import CityState, city_state, day_of, session_line, when
@@ -26,7 +27,8 @@ def _next_session(t: Translator, state: CityState, now: datetime) -> str:
 
 def status(req: Request, store: Store) -> Reply:
     _, t = req.t.gettext, req.t
-    states = [city_state(store, city, req.now, t.language) for city in req.cities]
+    program = program_from(store.program_document())
+    states = [city_state(store, city, req.now, t.language, program) for city in req.cities]
     # Undelivered reminders and notices are the business of those who run the program, not the team.
     failed = (
         {s.city.id: store.count_failed(s.city.id) for s in states} if req.speaker.role != "member" else {}

@@ -34,8 +34,9 @@ def plan(store: Store, now: datetime) -> PlanReport:
     report = PlanReport()
     program = program_from(store.program_document())
     for city in store.cities():
-        _session_reminders(store, city, program, now, report)
-        _momentum_nudge(store, city, now, report)
+        targets = recipients(store, city)
+        _session_reminders(store, city, targets, program, now, report)
+        _momentum_nudge(store, city, targets, now, report)
     _weekly_digests(store, now, report)
     _stale_blockers(store, now, report)
     return report
@@ -84,14 +85,15 @@ def _record(
 
 
 # -- session reminders ------------------------------------------------------------------------------------
-def _session_reminders(store: Store, city: City, program: Program, now: datetime, report: PlanReport) -> None:
+def _session_reminders(
+    store: Store, city: City, targets: list[str], program: Program, now: datetime, report: PlanReport
+) -> None:
     offsets = sorted({int(o) for o in city.reminder_offsets if int(o) > 0}, reverse=True)
     if not offsets or city.id is None:
         return
     sessions = store.sessions_of(city.id)
     if not sessions:
         return
-    targets = recipients(store, city)
     horizon = now + timedelta(minutes=offsets[0])
     for occurrence in between(
         sessions, city.zone, now + timedelta(microseconds=1), horizon + timedelta(seconds=1)
@@ -110,7 +112,8 @@ def _session_reminders(store: Store, city: City, program: Program, now: datetime
             keys = {
                 r: f"{r}|{kind}|{occurrence.session_id}@{occurrence.start:%Y-%m-%dT%H:%MZ}" for r in targets
             }
-            missing = [r for r, key in keys.items() if not store.outbox_has(key)]
+            planned = store.existing_keys(list(keys.values()))
+            missing = [r for r, key in keys.items() if key not in planned]
             if not missing:
                 continue
             if now >= useful_until:
@@ -168,7 +171,7 @@ def in_quiet_hours(city: City, local: datetime) -> bool:
     return start <= local.hour < end
 
 
-def _momentum_nudge(store: Store, city: City, now: datetime, report: PlanReport) -> None:
+def _momentum_nudge(store: Store, city: City, targets: list[str], now: datetime, report: PlanReport) -> None:
     if city.nudge_after_days <= 0 or city.id is None:
         return
     tz = ZoneInfo(city.zone)
@@ -187,6 +190,10 @@ def _momentum_nudge(store: Store, city: City, now: datetime, report: PlanReport)
     # One nudge per stretch of N quiet days: the first after N days, the next after 2N, and so on.
     stretch = quiet_days // city.nudge_after_days
     occurrence = f"{city.slug}:{last.id if last else 0}:{stretch}"
+    keys = {recipient: f"{recipient}|nudge|{occurrence}" for recipient in targets}
+    planned = store.existing_keys(list(keys.values()))
+    if len(planned) == len(keys):
+        return
     quiet_from = datetime.combine(local.date(), time(city.quiet_start % 24), tz)
     t = translator(city.language)
     text = t.ngettext(
@@ -195,9 +202,8 @@ def _momentum_nudge(store: Store, city: City, now: datetime, report: PlanReport)
         quiet_days,
     ).format(city=city.name, count=quiet_days)
     reply = Reply(text=text)
-    for recipient in recipients(store, city):
-        key = f"{recipient}|nudge|{occurrence}"
-        if not store.outbox_has(key):
+    for recipient, key in keys.items():
+        if key not in planned:
             _record(store, report, key, recipient, "nudge", city.id, now, now, reply, max(quiet_from, now))
 
 

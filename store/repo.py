@@ -241,8 +241,13 @@ class Store:
         return self._insert_once(message)
 
     def outbox_has(self, key: str) -> bool:
-        query = select(OutboxMessage.id).where(OutboxMessage.key == key)
-        return self.session.exec(query).first() is not None
+        return bool(self.existing_keys([key]))
+
+    def existing_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these outbox keys were planned already (one query for a pass over a city)."""
+        if not keys:
+            return set()
+        return set(self.session.exec(select(OutboxMessage.key).where(col(OutboxMessage.key).in_(list(keys)))))
 
     def claim_due(
         self, now: datetime, platforms: Sequence[str], lease: timedelta, limit: int = 100
