@@ -14,7 +14,8 @@ _PATTERNS = (
     re.compile(r"(?i)\b(code|state|token|secret|password|signature)=([^&\s\"']+)"),
     re.compile(r"(?i)(authorization|x-slack-signature)(['\"]?\s*[:=]\s*['\"]?)([^'\",\s]+(?: [^'\",\s]+)?)"),
 )
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn's `color_message` repeats the message with terminal colours: no use in a JSON line.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 REDACTED = "[redacted]"
 
 
@@ -62,3 +63,5 @@ def configure(secrets: Iterable[str] = (), level: int = logging.INFO, stream: Te
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # APScheduler announces every run of every job; our own pass log says what a pass did.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
