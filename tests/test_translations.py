@@ -8,6 +8,7 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from bot.i18n import LOCALE_DIR, translator
+from tests.conftest import TestBot
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYWORDS = {"_": None, "N_": None, "gettext": None, "ngettext": (1, 2)}
@@ -67,3 +68,21 @@ def test_plurals_follow_the_language() -> None:
     assert translator("pt").days_from_today(-1) == "ontem"
     assert translator("pt").months_away(3) == "em 3 meses"
     assert translator("fr").language == "en"  # an unknown language falls back to English
+
+
+def test_every_reply_comes_in_the_citys_language(world: TestBot) -> None:
+    # Gamma speaks Spanish: refusals, hints, records and views all come in Spanish.
+    assert world.say("console:g1", "/cda quiet") == (
+        "`/cda quiet` es para coaches. Escribe `/cda help` para ver lo que puedes hacer."
+    )
+    assert world.say("console:g1", "hola equipo").startswith("No te entendí.")
+    assert world.say("console:g1", "update: probamos el piloto").startswith(
+        "Avance #4 registrado para Gamma."
+    )
+    assert (
+        world.say("console:g1", "/cda status beta")
+        == "Solo puedes ver los datos de tu propia ciudad (Gamma)."
+    )
+    assert world.say("console:g1", "/cda blockers").startswith("Bloqueos abiertos — Gamma")
+    assert "Estado — Gamma" in world.say("console:g1", "/cda status")
+    assert world.say("console:g1", "").startswith("Recibí un mensaje vacío.")
