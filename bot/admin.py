@@ -9,6 +9,8 @@ from datetime import date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
+from sqlmodel import select
+
 from bot.identity import IdentityError, normalize_identity
 from bot.sessions import between, parse_rule
 from store.models import ChannelBinding, City, CoachCity, CoachingSession, Pathway, Person, Role
@@ -316,3 +318,58 @@ def set_city_schedule(
     store.session.add(city)
     store.session.flush()
     return city
+
+
+def remove_person(store: Store, who: str, role: Role, city_slugs: list[str] | None = None) -> str:
+    """Take a member or coach off the roster; for a coach with cities named, only those cities."""
+    who = identity(who)
+    person = store.person(who)
+    if person is None:
+        raise AdminError(f"{who} is not on the roster")
+    if person.role != role:
+        raise AdminError(f"{who} is a {person.role}, not a {role.value}")
+    if city_slugs:
+        if person.all_cities:
+            raise AdminError(
+                f"{who} coaches all cities: remove the coach, then add it for the cities to keep"
+            )
+        cities = [city_of(store, slug) for slug in city_slugs]
+        coached = set(store.coached_city_ids(person))
+        for city in cities:
+            if city.id not in coached:
+                raise AdminError(f"{who} does not coach {city.slug}")
+            link = store.session.get(CoachCity, (person.id, city.id))
+            store.session.delete(link)
+        store.session.flush()
+        return f"{who} no longer coaches {', '.join(c.slug for c in cities)}"
+    for link in store.session.exec(select(CoachCity).where(CoachCity.person_id == person.id)):
+        store.session.delete(link)
+    store.session.delete(person)
+    store.session.flush()
+    return f"removed {person.role} {who} (what they posted stays)"
+
+
+def unbind(store: Store, conversation: str) -> City:
+    conversation = identity(conversation)
+    binding = store.session.exec(
+        select(ChannelBinding).where(ChannelBinding.conversation == conversation)
+    ).first()
+    if binding is None:
+        raise AdminError(f"{conversation} is not bound to any city")
+    city = store.city(binding.city_id)
+    assert city is not None
+    store.session.delete(binding)
+    store.session.flush()
+    return city
+
+
+def remove_session(store: Store, city_slug: str, session_id: int) -> CoachingSession:
+    city = city_of(store, city_slug)
+    session = store.session.get(CoachingSession, session_id)
+    if session is None or session.city_id != city.id:
+        raise AdminError(
+            f"{city.slug} has no session #{session_id} (see `cda-bot session list --city {city.slug}`)"
+        )
+    store.session.delete(session)
+    store.session.flush()
+    return session

@@ -29,6 +29,7 @@ from bot.sessions import upcoming
 from bot.settings import Settings
 from scheduler.runner import PassRunner
 from store.db import make_engine, upgrade
+from store.models import Role
 from store.repo import Store, open_store
 
 app = typer.Typer(
@@ -296,6 +297,42 @@ def coach_add(
         return f"{person.identity} coaches {scope}"
 
     admin_write(db, action)
+
+
+@member_app.command("remove")
+def member_remove(identity: str, db: Db = None) -> None:
+    """Take a member off the roster (their updates and blockers stay)."""
+    admin_write(db, lambda store: admin.remove_person(store, identity, Role.member))
+
+
+@coach_app.command("remove")
+def coach_remove(
+    identity: str,
+    city: Annotated[
+        list[str] | None, typer.Option("--city", help="Only these cities; none: the coach")
+    ] = None,
+    db: Db = None,
+) -> None:
+    """Take a coach off some cities, or off the roster."""
+    admin_write(db, lambda store: admin.remove_person(store, identity, Role.coach, city))
+
+
+@app.command("unbind")
+def unbind_cmd(conversation: str, db: Db = None) -> None:
+    """Unbind a conversation from its city."""
+    admin_write(db, lambda store: f"unbound {conversation} from {admin.unbind(store, conversation).slug}")
+
+
+@session_app.command("remove")
+def session_remove(
+    session_id: Annotated[int, typer.Argument(help="The # shown by `session list`")],
+    city: Annotated[str, typer.Option("--city")],
+    db: Db = None,
+) -> None:
+    """Remove a session (a whole series); `session skip` cancels a single day instead."""
+    admin_write(
+        db, lambda store: f"removed session #{admin.remove_session(store, city, session_id).id} of {city}"
+    )
 
 
 @admin_app.command("add")

@@ -1,5 +1,7 @@
 """The command line: admin commands change all or nothing, errors are one clear line, `say` and `demo`."""
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import SQLModel, select
@@ -275,3 +277,48 @@ def test_chat_switches_identity(seeded: str) -> None:
 
 def test_db_upgrade(db_url: str) -> None:
     assert run(db_url, "db", "upgrade")[:2] == (0, "database is up to date\n")
+
+
+def test_removing_people_bindings_and_sessions(seeded: str, engine: Engine) -> None:
+    from store.repo import open_store
+
+    run(seeded, "say", "--as", "whatsapp:+573001112233", "update: antes de salir")
+    assert run(seeded, "member", "remove", "whatsapp:+573001112233")[0] == 0
+    assert run(seeded, "coach", "remove", "slack:T0001:U0C0ACH", "--city", "bogota")[1].strip() == (
+        "slack:T0001:U0C0ACH no longer coaches bogota"
+    )
+    assert run(seeded, "unbind", "slack:T0001:C0001")[1].strip() == "unbound slack:T0001:C0001 from bogota"
+    assert (
+        run(seeded, "session", "remove", "1", "--city", "bogota")[1].strip() == "removed session #1 of bogota"
+    )
+    with open_store(engine) as store:
+        city = store.city_by_slug("bogota")
+        assert city is not None and city.id is not None
+        assert store.person("whatsapp:+573001112233") is None
+        coach = store.person("slack:T0001:U0C0ACH")
+        assert coach is not None and store.coached_city_ids(coach) == []
+        assert store.bound_city("slack:T0001:C0001") is None and store.sessions_of(city.id) == []
+        assert [u.text for u in store.updates([city.id], datetime.min.replace(tzinfo=UTC))] == [
+            "antes de salir"
+        ]
+    assert run(seeded, "coach", "remove", "slack:T0001:U0C0ACH")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["member", "remove", "whatsapp:+573009999999"], "is not on the roster"),
+        (["coach", "remove", "whatsapp:+573001112233"], "is a member, not a coach"),
+        (["member", "remove", "slack:T0001:U0C0ACH"], "is a coach, not a member"),
+        (["coach", "remove", "slack:T0001:U0C0ACH", "--city", "atlantis"], "unknown city 'atlantis'"),
+        (["unbind", "slack:T0001:C0999"], "is not bound to any city"),
+        (["session", "remove", "99", "--city", "bogota"], "bogota has no session #99"),
+    ],
+)
+def test_removing_what_is_not_there_is_refused_and_changes_nothing(
+    seeded: str, engine: Engine, args: list[str], message: str
+) -> None:
+    before = snapshot(engine)
+    code, _, err = run(seeded, *args)
+    assert code == 1 and message in err, err
+    assert snapshot(engine) == before
