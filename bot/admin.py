@@ -296,8 +296,13 @@ def set_city_schedule(
     nudge_hour: int | None = None,
     working_days: str | None = None,
     quiet: str | None = None,
+    stale_after: int | None = None,
 ) -> City:
     city = city_of(store, slug)
+    if stale_after is not None:
+        if not 0 <= stale_after <= 365:
+            raise AdminError(f"bad --stale-after {stale_after}: give days from 0 (off) to 365")
+        city.stale_blocker_days = stale_after
     if reminders is not None:
         city.reminder_offsets = parse_offsets(reminders)
     if nudge_after is not None:

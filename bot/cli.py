@@ -590,16 +590,22 @@ def city_set(
         str | None, typer.Option("--working-days", help="e.g. mon-fri or mon,tue,thu")
     ] = None,
     quiet: Annotated[str | None, typer.Option("--quiet", help="Quiet hours, e.g. 20-8")] = None,
+    stale_after: Annotated[
+        int | None, typer.Option("--stale-after", help="Days before coaches hear of an open blocker (0: off)")
+    ] = None,
     db: Db = None,
 ) -> None:
     """Change what the scheduler sends a city."""
 
     def action(store: Store) -> str:
-        found = admin.set_city_schedule(store, slug, reminders, nudge_after, nudge_hour, working_days, quiet)
+        found = admin.set_city_schedule(
+            store, slug, reminders, nudge_after, nudge_hour, working_days, quiet, stale_after
+        )
         return (
             f"{found.slug}: reminders {admin.describe_offsets(found.reminder_offsets)}, "
             f"nudge after {found.nudge_after_days} days at {found.nudge_hour}:00, working days "
-            f"{admin.describe_days(found.working_days)}, quiet {found.quiet_start}:00–{found.quiet_end}:00"
+            f"{admin.describe_days(found.working_days)}, quiet {found.quiet_start}:00–{found.quiet_end}:00, "
+            f"blockers flagged after {found.stale_blocker_days} days"
         )
 
     admin_write(db, action)

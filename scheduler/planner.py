@@ -20,7 +20,6 @@ from store.repo import Store
 
 log = logging.getLogger("cda_bot.scheduler")
 
-STALE_BLOCKER_DAYS = 14
 DIGEST_WEEKDAY, DIGEST_HOUR = 0, 8  # Monday 08:00 in the coach's zone
 
 
@@ -234,9 +233,14 @@ def _weekly_digests(store: Store, now: datetime, report: PlanReport) -> None:
 
 
 def _stale_blockers(store: Store, now: datetime, report: PlanReport) -> None:
-    for blocker in store.blockers_opened_before(now - timedelta(days=STALE_BLOCKER_DAYS)):
+    shortest = min((c.stale_blocker_days for c in store.cities() if c.stale_blocker_days > 0), default=0)
+    if not shortest:
+        return
+    for blocker in store.blockers_opened_before(now - timedelta(days=shortest)):
         city = store.city(blocker.city_id)
         assert city is not None and blocker.id is not None
+        if city.stale_blocker_days <= 0 or now - blocker.opened_at < timedelta(days=city.stale_blocker_days):
+            continue
         days = (now - blocker.opened_at).days
         reply = Reply(
             text=f"Blocker #{blocker.id} in {city.name} has been open for {days} days: {blocker.text}",

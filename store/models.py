@@ -52,6 +52,7 @@ class City(SQLModel, table=True):
     )
     quiet_start: int = Field(default=20, sa_column_kwargs={"server_default": text("20")})
     quiet_end: int = Field(default=8, sa_column_kwargs={"server_default": text("8")})
+    stale_blocker_days: int = Field(default=14, sa_column_kwargs={"server_default": text("14")})
     created_at: datetime = utc_column()
 
 

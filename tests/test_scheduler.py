@@ -369,6 +369,28 @@ def test_blockers_open_14_days_are_flagged_to_coaches_once(world: TestBot) -> No
     assert len(stale()) == 6  # Alpha's to 3 coaches, Beta's to 2, Gamma's to 1: once each
 
 
+def test_each_city_sets_when_an_open_blocker_is_flagged(world: TestBot) -> None:
+    with world.store() as store:
+        for city in store.cities():
+            city.nudge_after_days = 0
+            city.stale_blocker_days = {"alpha": 3, "beta": 0, "gamma": 14}[city.slug]
+            store.session.add(city)
+        opened = store.session.exec(select(Blocker)).first().opened_at  # type: ignore[union-attr]
+    inbox = Inbox(world.clock)
+    tick(world, opened + timedelta(days=3, minutes=1), inbox)
+
+    def flagged() -> set[str]:
+        return {
+            reply.text.split(" has been")[0].split(" in ")[1]
+            for _a, _r, reply in inbox.received
+            if "has been open" in reply.text
+        }
+
+    assert flagged() == {"Alpha"}
+    tick(world, opened + timedelta(days=20), inbox)
+    assert flagged() == {"Alpha", "Gamma"}  # Beta turned it off
+
+
 def test_rate_limit_spaces_one_channel_without_holding_up_another(testbot: TestBot) -> None:
     stamps: dict[str, list[float]] = {}
 
@@ -430,9 +452,12 @@ def test_tick_sends_a_reminder_once_and_reminders_list_shows_it(db_url: str) -> 
         (
             ["--reminders", "48h,2h,15m", "--working-days", "sun-thu", "--quiet", "21-7"],
             "reminders 48h,2h,15m, nudge after 7 days at 10:00, working days mon,tue,wed,thu,sun, "
-            "quiet 21:00–7:00",
+            "quiet 21:00–7:00, blockers flagged after 14 days",
         ),
-        (["--reminders", "none", "--nudge-after", "0"], "reminders off, nudge after 0 days"),
+        (
+            ["--reminders", "none", "--nudge-after", "0", "--stale-after", "0"],
+            "reminders off, nudge after 0 days",
+        ),
     ],
 )
 def test_city_set_changes_what_the_scheduler_sends(db_url: str, args: list[str], shown: str) -> None:
@@ -448,6 +473,7 @@ def test_city_set_changes_what_the_scheduler_sends(db_url: str, args: list[str],
         (["--working-days", "weekdays"], "bad --working-days"),
         (["--quiet", "late"], "bad --quiet"),
         (["--nudge-hour", "25"], "bad --nudge-hour"),
+        (["--stale-after", "-1"], "bad --stale-after"),
     ],
 )
 def test_city_set_refuses_bad_values(db_url: str, args: list[str], message: str) -> None:

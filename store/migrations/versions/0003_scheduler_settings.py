@@ -35,6 +35,9 @@ def upgrade() -> None:
             sa.Column("quiet_start", sa.Integer(), server_default=sa.text("20"), nullable=False)
         )
         batch_op.add_column(sa.Column("quiet_end", sa.Integer(), server_default=sa.text("8"), nullable=False))
+        batch_op.add_column(
+            sa.Column("stale_blocker_days", sa.Integer(), server_default=sa.text("14"), nullable=False)
+        )
 
     with op.batch_alter_table("people", schema=None) as batch_op:
         batch_op.add_column(sa.Column("zone", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
@@ -48,6 +51,7 @@ def downgrade() -> None:
         batch_op.drop_column("zone")
 
     with op.batch_alter_table("cities", schema=None) as batch_op:
+        batch_op.drop_column("stale_blocker_days")
         batch_op.drop_column("quiet_end")
         batch_op.drop_column("quiet_start")
         batch_op.drop_column("working_days")
