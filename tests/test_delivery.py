@@ -98,3 +98,36 @@ async def test_racing_deliverers_send_each_message_once(world: TestBot) -> None:
     await asyncio.gather(*(d.deliver_due() for d in deliverers))
     sent = [(recipient, reply.text) for a in adapters for recipient, reply in a.sent]
     assert len(sent) == 6 and len(set(sent)) == 6
+
+
+async def test_deliverers_on_separate_connections_race_many_times_and_send_each_once(
+    testbot: TestBot, db_url: str
+) -> None:
+    from store.db import make_engine
+
+    engines = [make_engine(db_url) for _ in range(3)]
+    adapters = [Recorder() for _ in engines]
+    deliverers = [
+        Deliverer(engine, {"console": a}, testbot.clock) for engine, a in zip(engines, adapters, strict=True)
+    ]
+    now = testbot.clock.now()
+    for round_ in range(10):
+        with testbot.store() as store:
+            for n in range(20):
+                store.enqueue(
+                    OutboxMessage(
+                        key=f"race-{round_}-{n}",
+                        recipient=f"console:r{n}",
+                        kind="test",
+                        payload=Reply(text=f"{round_}-{n}").model_dump(),
+                        due_at=now,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+        await asyncio.gather(*(d.deliver_due() for d in deliverers))
+    sent = [reply.text for a in adapters for _r, reply in a.sent]
+    assert len(sent) == 200 and len(set(sent)) == 200
+    assert {row.status for row in _rows(testbot)} == {"sent"}
+    for engine in engines:
+        engine.dispose()
