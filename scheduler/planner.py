@@ -15,7 +15,7 @@ from bot.messages import Button, Reply
 from bot.program import Program, program_from
 from bot.sessions import Occurrence, between, last_before
 from handlers.status import digest_reply
-from store.models import City, OutboxMessage, OutboxStatus, Person
+from store.models import City, CoachingSession, OutboxMessage, OutboxStatus, Person
 from store.repo import Store
 
 log = logging.getLogger("cda_bot.scheduler")
@@ -131,11 +131,12 @@ def reminder_reply(
     city: City,
     program: Program,
     occurrence: Occurrence,
-    sessions: list,
+    sessions: list[CoachingSession],
     now: datetime,
 ) -> Reply:
     _ = t.gettext
     assert city.id is not None
+    blockers = store.count_open_blockers(city.id)
     local = occurrence.local_start(city.zone)
     minutes = max(1, round((occurrence.start - now).total_seconds() / 60))
     if minutes >= 90:
@@ -148,9 +149,7 @@ def reminder_reply(
             title=occurrence.title, soon=soon, date=t.date(local.date()), time=t.time(local)
         ),
         _("Phase: {phase}").format(phase=program.phase_label(local.date(), city.pathway, t.language)),
-        t.ngettext(
-            "{count} open blocker", "{count} open blockers", store.count_open_blockers(city.id)
-        ).format(count=store.count_open_blockers(city.id)),
+        t.ngettext("{count} open blocker", "{count} open blockers", blockers).format(count=blockers),
     ]
     previous = last_before(sessions, city.zone, occurrence.start)
     last_update = store.last_update(city.id)
