@@ -9,21 +9,20 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 from bot import admin
 from bot.clock import FixedClock
 from bot.dispatcher import Dispatcher
 from bot.messages import InboundMessage
 from scheduler.planner import plan
-from store.db import make_engine, normalize_url, upgrade
+from store.db import make_engine, upgrade
 from store.repo import open_store
+from store.scratch import scratch_postgres_database
 
 CITIES = 80
 MEMBERS_PER_CITY = 3
@@ -135,27 +134,12 @@ def bench(label: str, url: str) -> None:
     engine.dispose()
 
 
-@contextmanager
-def scratch_postgres(server_url: str) -> Iterator[str]:
-    server = make_url(normalize_url(server_url))
-    name = f"cda_bench_{uuid.uuid4().hex[:10]}"
-    maintenance = create_engine(server, isolation_level="AUTOCOMMIT")
-    with maintenance.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with maintenance.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        maintenance.dispose()
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         bench("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}")
     server = os.environ.get("TEST_DATABASE_URL")
     if server:
-        with scratch_postgres(server) as url:
+        with scratch_postgres_database(server, "cda_bench") as url:
             bench("PostgreSQL", url)
     else:
         print("PostgreSQL: skipped (set TEST_DATABASE_URL to a server to include it)")

@@ -288,6 +288,12 @@ def describe_days(days: list[int]) -> str:
     return ",".join(DAY_NAMES[d] for d in days) or "none"
 
 
+def _within(value: int, option: str, low: int, high: int, wanted: str) -> int:
+    if not low <= value <= high:
+        raise AdminError(f"bad {option} {value}: give {wanted}")
+    return value
+
+
 def set_city_schedule(
     store: Store,
     slug: str,
@@ -299,20 +305,14 @@ def set_city_schedule(
     stale_after: int | None = None,
 ) -> City:
     city = city_of(store, slug)
-    if stale_after is not None:
-        if not 0 <= stale_after <= 365:
-            raise AdminError(f"bad --stale-after {stale_after}: give days from 0 (off) to 365")
-        city.stale_blocker_days = stale_after
     if reminders is not None:
         city.reminder_offsets = parse_offsets(reminders)
     if nudge_after is not None:
-        if not 0 <= nudge_after <= 90:
-            raise AdminError(f"bad --nudge-after {nudge_after}: give days from 0 (off) to 90")
-        city.nudge_after_days = nudge_after
+        city.nudge_after_days = _within(nudge_after, "--nudge-after", 0, 90, "days from 0 (off) to 90")
     if nudge_hour is not None:
-        if not 0 <= nudge_hour <= 23:
-            raise AdminError(f"bad --nudge-hour {nudge_hour}: give an hour from 0 to 23")
-        city.nudge_hour = nudge_hour
+        city.nudge_hour = _within(nudge_hour, "--nudge-hour", 0, 23, "an hour from 0 to 23")
+    if stale_after is not None:
+        city.stale_blocker_days = _within(stale_after, "--stale-after", 0, 365, "days from 0 (off) to 365")
     if working_days is not None:
         city.working_days = parse_days(working_days)
     if quiet is not None:

@@ -6,13 +6,12 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
@@ -20,6 +19,7 @@ from bot import admin
 from bot.clock import FixedClock
 from bot.dispatcher import Dispatcher
 from bot.messages import InboundMessage, Reply
+from store import scratch
 from store.db import make_engine, normalize_url, upgrade
 from store.repo import Store, open_store
 
@@ -33,21 +33,10 @@ def pytest_report_header(config: pytest.Config) -> str:
     return "database backends: sqlite only (set TEST_DATABASE_URL to also run on PostgreSQL)"
 
 
-@contextmanager
-def scratch_postgres_database() -> Iterator[str]:
+def scratch_postgres_database() -> "contextlib.AbstractContextManager[str]":
     """A new, empty PostgreSQL database on the TEST_DATABASE_URL server, dropped afterwards."""
     assert PG_URL
-    server = make_url(normalize_url(PG_URL))
-    name = f"cda_test_{uuid.uuid4().hex[:12]}"
-    maintenance = create_engine(server, isolation_level="AUTOCOMMIT")
-    with maintenance.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with maintenance.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        maintenance.dispose()
+    return scratch.scratch_postgres_database(PG_URL, "cda_test")
 
 
 @pytest.fixture(scope="session")
