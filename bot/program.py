@@ -14,6 +14,11 @@ DEFAULT_PROGRAM = Path(__file__).parent / "data" / "program-2026-27.yaml"
 LocalText = str | dict[Literal["en", "es", "pt"], str]
 
 
+def next_month(first: dt.date) -> dt.date:
+    """The first day of the month after the one `first` is in."""
+    return (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
 def local(text: LocalText, language: str) -> str:
     if isinstance(text, str):
         return text
@@ -91,9 +96,7 @@ class Event(BaseModel):
         if self.start and self.end:
             return self.start, self.end
         if self.month_start:
-            first = self.month_start
-            following = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-            return first, following - dt.timedelta(days=1)
+            return self.month_start, next_month(self.month_start) - dt.timedelta(days=1)
         if self.phase:
             phase = program.phase(self.phase)
             return (phase.start, phase.end) if phase else None

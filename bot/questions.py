@@ -182,6 +182,9 @@ VOCABULARY = sorted(
 )
 
 
+MAX_QUESTION = 500  # characters
+
+
 @dataclass(frozen=True)
 class Question:
     intent: str  # next_session · day · week · month · event · phase · current_phase
@@ -240,7 +243,8 @@ def is_question(text: str, strict: bool = False) -> bool:
 
 
 def understand(text: str, today: date, strict: bool = False) -> Question | None:
-    if not is_question(text, strict):
+    # A schedule question is a line or two; a long text is something else, and is not worth mending.
+    if len(text) > MAX_QUESTION or not is_question(text, strict):
         return None
     norm = normalize(text)
     words = set(norm.split())

@@ -475,3 +475,9 @@ def test_coach_of_several_cities_gets_each_citys_next_session(cohort: TestBot) -
         admin.add_coach(store, "console:coach", ["riverton", "villa"], datetime.now(UTC))
     answer = cohort.say("console:coach", "when is the next session?")
     assert "Riverton — Next session" in answer and "Villa Esperanza — Next session" in answer
+
+
+def test_a_long_text_is_no_schedule_question(cohort: TestBot) -> None:
+    long_text = "when is our next session? " + "we tried many things this week and learned a lot " * 12
+    assert len(long_text) > 500
+    assert "didn't catch" in cohort.say("console:chi", long_text)
