@@ -9,12 +9,11 @@ from sqlalchemy import Engine
 
 from bot.clock import Clock
 from bot.commands import Command, parse, parse_listing
-from bot.i18n import Translator, translator
+from bot.i18n import N_, Translator, translator
 from bot.identity import platform_of
 from bot.messages import MAX_TEXT, InboundMessage, Reply
 from bot.request import Request, Speaker, SpeakerRole
 from handlers import blockers, export, help, schedule, status, updates
-from handlers.help import N_
 from store.models import City
 from store.repo import Store, open_store
 

@@ -34,6 +34,11 @@ def _catalog(language: str) -> gettext.NullTranslations:
     return gettext.GNUTranslations(buffer)
 
 
+def N_(message: str) -> str:
+    """Marks a text for the catalogs where it is defined; it is translated where it is shown."""
+    return message
+
+
 def zone_abbreviation(local: datetime) -> str:
     """`CST`; zones without a letter abbreviation (tzdata gives `-05`) read `UTC-05`."""
     name = local.tzname() or ""

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from bot.i18n import translator
+
 DEFAULT_PROGRAM = Path(__file__).parent / "data" / "program-2026-27.yaml"
 
 # A name or line of text: one string, or a mapping of language code to string.
@@ -144,8 +146,6 @@ class Program(BaseModel):
         )
 
     def phase_label(self, day: dt.date, pathway: str | None, language: str = "en") -> str:
-        from bot.i18n import translator
-
         _ = translator(language).gettext
         phase = self.phase_on(day, pathway)
         if phase is not None:

@@ -1,14 +1,9 @@
 """What the sender may do, and the hint for text that is no command."""
 
+from bot.i18n import N_
 from bot.messages import Reply
 from bot.request import Request, SpeakerRole
 from store.repo import Store
-
-
-def N_(message: str) -> str:
-    """Marks a string for the catalogs; it is translated where it is shown."""
-    return message
-
 
 MEMBER = [
     N_("`update: <text>` — record a momentum update for your city"),

@@ -21,6 +21,7 @@ from bot.dispatcher import Dispatcher
 from bot.messages import InboundMessage, Reply
 from store import scratch
 from store.db import make_engine, normalize_url, upgrade
+from store.models import OutboxMessage
 from store.repo import Store, open_store
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # a Saturday, in Learning Loop 2
@@ -82,6 +83,21 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+def due_message(
+    key: str, recipient: str, at: datetime, text: str = "hi", kind: str = "test"
+) -> OutboxMessage:
+    """An outbox row due at `at`, as the planner or a handler would write it."""
+    return OutboxMessage(
+        key=key,
+        recipient=recipient,
+        kind=kind,
+        payload=Reply(text=text).model_dump(),
+        due_at=at,
+        next_attempt_at=at,
+        created_at=at,
+    )
 
 
 @pytest.fixture

@@ -90,16 +90,17 @@ def test_admin_commands_write_what_they_say(seeded: str, engine: Engine) -> None
         )
 
 
+LIMA = ["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima"]
+SESSION = ["session", "add", "--city", "bogota", "--start", "2026-12-01T10:00"]
+WEEKLY = [*SESSION, "--rrule", "FREQ=WEEKLY"]
+# fmt: off
 BAD = [
     (["city", "add", "bogota", "--name", "B", "--tz", "America/Bogota"], "city 'bogota' already exists"),
-    (
-        ["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima_Peru"],
-        "unknown time zone 'America/Lima_Peru'",
-    ),
+    (["city", "add", "lima", "--name", "Lima", "--tz", "Lima/Peru"], "unknown time zone 'Lima/Peru'"),
     (["city", "add", "Lima City!", "--name", "Lima", "--tz", "America/Lima"], "bad slug"),
-    (["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima", "--lang", "fr"], "bad --lang 'fr'"),
-    (["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima", "--pathway", "fast"], "bad --pathway"),
-    (["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima", "--country", "PER"], "bad --country"),
+    ([*LIMA, "--lang", "fr"], "bad --lang 'fr'"),
+    ([*LIMA, "--pathway", "fast"], "bad --pathway"),
+    ([*LIMA, "--country", "PER"], "bad --country"),
     (["member", "add", "whatsapp:3001112233", "--city", "bogota"], "not a valid whatsapp identity"),
     (["member", "add", "signal:+5730011", "--city", "bogota"], "is not an identity"),
     (["member", "add", "console:new", "--city", "atlantis"], "unknown city 'atlantis' (known: bogota)"),
@@ -111,64 +112,14 @@ BAD = [
     (["session", "add", "--city", "bogota", "--start", "next tuesday"], "bad --start 'next tuesday'"),
     (["session", "add", "--city", "bogota", "--start", "2026-13-01T10:00"], "bad --start"),
     (["session", "add", "--city", "atlantis", "--start", "2026-12-01T10:00"], "unknown city 'atlantis'"),
-    (
-        ["session", "add", "--city", "bogota", "--start", "2026-12-01T10:00", "--rrule", "FREQ=WEEKLY"],
-        "needs --until",
-    ),
-    (
-        [
-            "session",
-            "add",
-            "--city",
-            "bogota",
-            "--start",
-            "2026-12-01T10:00",
-            "--rrule",
-            "FREQ=SOMETIMES",
-            "--until",
-            "2027-01-01",
-        ],
-        "bad --rrule",
-    ),
-    (
-        [
-            "session",
-            "add",
-            "--city",
-            "bogota",
-            "--start",
-            "2026-12-01T10:00",
-            "--rrule",
-            "FREQ=WEEKLY",
-            "--until",
-            "2026-11-01",
-        ],
-        "--until is before --start",
-    ),
-    (
-        [
-            "session",
-            "add",
-            "--city",
-            "bogota",
-            "--start",
-            "2026-12-01T10:00",
-            "--rrule",
-            "FREQ=WEEKLY",
-            "--until",
-            "soon",
-        ],
-        "bad --until 'soon'",
-    ),
-    (
-        ["session", "add", "--city", "bogota", "--start", "2026-12-01T10:00", "--until", "2027-01-01"],
-        "--until goes with --rrule",
-    ),
-    (
-        ["session", "add", "--city", "bogota", "--start", "2026-12-01T10:00", "--duration", "0"],
-        "bad --duration 0",
-    ),
+    (WEEKLY, "needs --until"),
+    ([*SESSION, "--rrule", "FREQ=SOMETIMES", "--until", "2027-01-01"], "bad --rrule"),
+    ([*WEEKLY, "--until", "2026-11-01"], "--until is before --start"),
+    ([*WEEKLY, "--until", "soon"], "bad --until 'soon'"),
+    ([*SESSION, "--until", "2027-01-01"], "--until goes with --rrule"),
+    ([*SESSION, "--duration", "0"], "bad --duration 0"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from sqlmodel import select
 from bot.delivery import MAX_ATTEMPTS, Deliverer
 from bot.messages import DeliveryError, Reply
 from store.models import OutboxMessage
-from tests.conftest import TestBot
+from tests.conftest import TestBot, due_message
 
 
 class Recorder:
@@ -114,17 +114,7 @@ async def test_deliverers_on_separate_connections_race_many_times_and_send_each_
     for round_ in range(10):
         with testbot.store() as store:
             for n in range(20):
-                store.enqueue(
-                    OutboxMessage(
-                        key=f"race-{round_}-{n}",
-                        recipient=f"console:r{n}",
-                        kind="test",
-                        payload=Reply(text=f"{round_}-{n}").model_dump(),
-                        due_at=now,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
+                store.enqueue(due_message(f"race-{round_}-{n}", f"console:r{n}", now, f"{round_}-{n}"))
         await asyncio.gather(*(d.deliver_due() for d in deliverers))
     sent = [reply.text for a in adapters for _r, reply in a.sent]
     assert len(sent) == 200 and len(set(sent)) == 200

@@ -20,7 +20,7 @@ from bot.ratelimit import RateLimiter
 from scheduler.runner import PassRunner
 from store.db import make_engine
 from store.models import Blocker, OutboxMessage, Update
-from tests.conftest import TestBot
+from tests.conftest import TestBot, due_message
 
 
 def utc(text: str) -> datetime:
@@ -404,17 +404,7 @@ def test_rate_limit_spaces_one_channel_without_holding_up_another(testbot: TestB
     with testbot.store() as store:
         for channel in ("C0001", "C0002"):
             for n in range(3):
-                store.enqueue(
-                    OutboxMessage(
-                        key=f"{channel}-{n}",
-                        recipient=f"slack:T0001:{channel}",
-                        kind="test",
-                        payload=Reply(text="hi").model_dump(),
-                        due_at=now,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
+                store.enqueue(due_message(f"{channel}-{n}", f"slack:T0001:{channel}", now))
     deliverer = Deliverer(testbot.engine, {"slack": Slack()}, testbot.clock, RateLimiter({"slack": 0.15}))
     started = time.monotonic()
     assert len(asyncio.run(deliverer.deliver_due()).sent) == 6

@@ -15,7 +15,7 @@ from bot import admin
 from store.db import alembic_config, make_engine, normalize_url, upgrade
 from store.models import Blocker, OutboxMessage, Update
 from store.repo import open_store
-from tests.conftest import NOW, PG_URL, scratch_postgres_database
+from tests.conftest import NOW, PG_URL, due_message, scratch_postgres_database
 
 HEAD = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).get_current_head()
 
@@ -104,14 +104,7 @@ def test_coach_queries_per_city_newest_first(engine: Engine) -> None:
 
 def test_outbox_key_plans_a_message_once(engine: Engine) -> None:
     def message() -> OutboxMessage:
-        return OutboxMessage(
-            key="console:c|reminder|42",
-            recipient="console:c",
-            kind="reminder",
-            due_at=NOW,
-            next_attempt_at=NOW,
-            created_at=NOW,
-        )
+        return due_message("console:c|reminder|42", "console:c", NOW, kind="reminder")
 
     with open_store(engine) as store:
         assert store.enqueue(message()) is True
