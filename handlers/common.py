@@ -13,11 +13,10 @@ from store.repo import Store
 
 
 def display_names(store: Store, identities: Iterable[str]) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for identity in set(identities):
-        person = store.person(identity)
-        names[identity] = person.name if person and person.name else identity
-    return names
+    """A person's name where the roster has one, else their identity."""
+    wanted = set(identities)
+    names = {p.identity: p.name for p in store.people(list(wanted)) if p.name}
+    return {identity: names.get(identity, identity) for identity in wanted}
 
 
 def city_names(cities: Iterable[City]) -> str:

@@ -61,6 +61,9 @@ class Store:
     def person(self, identity: str) -> Person | None:
         return self.session.exec(select(Person).where(Person.identity == identity)).first()
 
+    def people(self, identities: Sequence[str]) -> list[Person]:
+        return list(self.session.exec(select(Person).where(col(Person.identity).in_(list(identities)))))
+
     def add_person(self, person: Person, coached_city_ids: Sequence[int] = ()) -> Person:
         self.session.add(person)
         self.session.flush()

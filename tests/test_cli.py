@@ -1,6 +1,7 @@
 """The command line: admin commands change all or nothing, errors are one clear line, `say` and `demo`."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -273,3 +274,17 @@ def test_removing_what_is_not_there_is_refused_and_changes_nothing(
     code, _, err = run(seeded, *args)
     assert code == 1 and message in err, err
     assert snapshot(engine) == before
+
+
+def test_database_comes_from_database_url_else_a_file_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    add = ["city", "add", "lima", "--name", "Lima", "--tz", "America/Lima"]
+    assert runner.invoke(app, add).exit_code == 0
+    assert (tmp_path / "cda-bot.db").exists()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert runner.invoke(app, add).exit_code == 0  # a new database, so the slug is free there
+    assert (tmp_path / "elsewhere.db").exists()
+    assert runner.invoke(app, add).exit_code == 1  # and now taken

@@ -98,11 +98,18 @@ def test_command_without_text_asks_for_it_and_stores_nothing(world: TestBot, tex
     assert _counts(world) == (3, 3)
 
 
-@pytest.mark.parametrize("text", ["/cda frobnicate", "hello there", "cda", "lorem ipsum", "/cda resolve"])
-def test_unknown_text_gets_a_hint_never_silence(world: TestBot, text: str) -> None:
-    reply = world.say("console:a1", text)
-    assert reply and "Traceback" not in reply
-    assert "/cda help" in reply or "What you can do" in reply or "Which blocker" in reply
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("/cda frobnicate", "I didn't catch that."),
+        ("hello there", "I didn't catch that."),
+        ("lorem ipsum dolor sit amet", "I didn't catch that."),
+        ("cda", "What you can do (Alpha team)"),
+        ("/cda resolve", "Which blocker?"),
+    ],
+)
+def test_unknown_text_gets_a_hint_never_silence(world: TestBot, text: str, answer: str) -> None:
+    assert world.say("console:a1", text).startswith(answer)
 
 
 def test_blocker_tells_the_citys_coaches_through_the_outbox(world: TestBot) -> None:
