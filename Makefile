@@ -33,11 +33,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Refresh the message template and the Spanish and Portuguese catalogs after changing texts;
-# then translate the new entries in bot/locale/*/LC_MESSAGES/messages.po.
+# then translate the new entries in bot/core/locale/*/LC_MESSAGES/messages.po.
 i18n: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --project cda-bot \
-		-o bot/locale/messages.pot bot handlers adapters scheduler
-	$(BIN)/pybabel update -i bot/locale/messages.pot -d bot/locale --no-fuzzy-matching -w 110
+		-o bot/core/locale/messages.pot bot handlers adapters scheduler
+	$(BIN)/pybabel update -i bot/core/locale/messages.pot -d bot/core/locale --no-fuzzy-matching -w 110
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,6 +1,6 @@
 """Replies as plain text, for platforms without rich layout (the terminal, WhatsApp)."""
 
-from bot.messages import Reply
+from bot.core.messages import Reply
 
 
 def render_text(reply: Reply) -> str:

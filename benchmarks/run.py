@@ -16,9 +16,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from bot import admin
-from bot.clock import FixedClock
-from bot.dispatcher import Dispatcher
-from bot.messages import InboundMessage
+from bot.core.clock import FixedClock
+from bot.core.dispatcher import Dispatcher
+from bot.core.messages import InboundMessage
 from scheduler.planner import plan
 from store.db import make_engine, upgrade
 from store.repo import open_store

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from sqlmodel import select
 
-from bot.identity import IdentityError, normalize_identity
-from bot.sessions import between, parse_rule
+from bot.calendar.sessions import between, parse_rule
+from bot.core.identity import IdentityError, normalize_identity
 from store.models import ChannelBinding, City, CoachCity, CoachingSession, Pathway, Person, Role
 from store.repo import Store
 

@@ -2,9 +2,9 @@
 
 from datetime import timedelta
 
-from bot.i18n import translator
-from bot.messages import Button, Reply
-from bot.request import Request
+from bot.core.i18n import translator
+from bot.core.messages import Button, Reply
+from bot.core.request import Request
 from handlers.common import city_names, day_of, display_names
 from store.models import Blocker, BlockerStatus, OutboxMessage
 from store.repo import Store

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.i18n import Translator
-from bot.program import Program
-from bot.sessions import Occurrence, upcoming
+from bot.calendar.program import Program
+from bot.calendar.sessions import Occurrence, upcoming
+from bot.core.i18n import Translator
 from store.models import City
 from store.repo import Store
 

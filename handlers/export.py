@@ -4,8 +4,8 @@ import csv
 import io
 from datetime import UTC, datetime
 
-from bot.messages import Attachment, Reply
-from bot.request import Request
+from bot.core.messages import Attachment, Reply
+from bot.core.request import Request
 from store.repo import Store
 
 KINDS = ("updates", "blockers")

@@ -1,8 +1,8 @@
 """What the sender may do, and the hint for text that is no command."""
 
-from bot.i18n import N_
-from bot.messages import Reply
-from bot.request import Request, SpeakerRole
+from bot.core.i18n import N_
+from bot.core.messages import Reply
+from bot.core.request import Request, SpeakerRole
 from store.repo import Store
 
 MEMBER = [

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.i18n import Translator
-from bot.messages import Reply
-from bot.program import Event, Phase, Program, local, next_month, program_from
-from bot.questions import Question, understand
-from bot.request import Request
-from bot.sessions import between, upcoming
+from bot.calendar.program import Event, Phase, Program, local, next_month, program_from
+from bot.calendar.questions import Question, understand
+from bot.calendar.sessions import between, upcoming
+from bot.core.i18n import Translator
+from bot.core.messages import Reply
+from bot.core.request import Request
 from handlers.common import session_line
 from handlers.help import UNKNOWN
 from store.models import City

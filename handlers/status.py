@@ -2,11 +2,11 @@
 
 from datetime import datetime, timedelta
 
-from bot.i18n import Translator
-from bot.messages import Reply, ReplyField
-from bot.program import program_from
-from bot.request import Request
-from bot.sessions import upcoming
+from bot.calendar.program import program_from
+from bot.calendar.sessions import upcoming
+from bot.core.i18n import Translator
+from bot.core.messages import Reply, ReplyField
+from bot.core.request import Request
 from handlers.common import CityState, city_state, day_of, session_line, when
 from store.models import City
 from store.repo import Store

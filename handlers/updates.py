@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from bot.messages import UPDATE_RECORDED, Reply
-from bot.request import Request
+from bot.core.messages import UPDATE_RECORDED, Reply
+from bot.core.request import Request
 from handlers.common import city_names, day_of, display_names
 from store.models import Update
 from store.repo import Store

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.i18n import Translator, translator
-from bot.messages import Button, Reply
-from bot.program import Program, program_from
-from bot.sessions import Occurrence, between, last_before
+from bot.calendar.program import Program, program_from
+from bot.calendar.sessions import Occurrence, between, last_before
+from bot.core.i18n import Translator, translator
+from bot.core.messages import Button, Reply
 from handlers.status import digest_reply
 from store.models import City, CoachingSession, OutboxMessage, OutboxStatus, Person
 from store.repo import Store

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from bot.clock import Clock
-from bot.delivery import Deliverer, DeliveryReport
+from bot.core.clock import Clock
+from bot.runtime.delivery import Deliverer, DeliveryReport
 from scheduler.planner import PlanReport, plan
 from store.repo import open_store
 

@@ -16,9 +16,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from bot import admin
-from bot.clock import FixedClock
-from bot.dispatcher import Dispatcher
-from bot.messages import InboundMessage, Reply
+from bot.core.clock import FixedClock
+from bot.core.dispatcher import Dispatcher
+from bot.core.messages import InboundMessage, Reply
 from store import scratch
 from store.db import make_engine, normalize_url, upgrade
 from store.models import OutboxMessage

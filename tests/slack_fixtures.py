@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from bot import admin
-from bot.serve import Server, build_server
-from bot.settings import Settings
+from bot.runtime.serve import Server, build_server
+from bot.runtime.settings import Settings
 from tests.conftest import TestBot
 from tests.slack_harness import (
     BOT_TOKEN,

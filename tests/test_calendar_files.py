@@ -8,10 +8,10 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from bot import admin
+from bot.calendar.ics import IcsError, export_calendar, import_calendar
+from bot.calendar.program import ProgramFileError, default_document, load_program_file
+from bot.calendar.sessions import Occurrence, between
 from bot.cli import app
-from bot.ics import IcsError, export_calendar, import_calendar
-from bot.program import ProgramFileError, default_document, load_program_file
-from bot.sessions import Occurrence, between
 from store.repo import open_store
 from tests.conftest import NOW
 

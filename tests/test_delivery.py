@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlmodel import select
 
-from bot.delivery import MAX_ATTEMPTS, Deliverer
-from bot.messages import DeliveryError, Reply
+from bot.core.messages import DeliveryError, Reply
+from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
 from store.models import OutboxMessage
 from tests.conftest import TestBot, due_message
 

@@ -7,8 +7,8 @@ import pytest
 from sqlmodel import select
 
 from bot import admin
-from bot.dispatcher import Dispatcher
-from bot.messages import MAX_TEXT, InboundMessage
+from bot.core.dispatcher import Dispatcher
+from bot.core.messages import MAX_TEXT, InboundMessage
 from store.models import Blocker, OutboxMessage, ProcessedMessage, Update
 from tests.conftest import TestBot
 
@@ -139,7 +139,7 @@ def test_city_without_coach_says_so(testbot: TestBot) -> None:
 def test_internal_error_is_a_polite_reply_and_stores_nothing(
     world: TestBot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import dispatcher
+    from bot.core import dispatcher
 
     def broken(*_: object) -> None:
         raise RuntimeError("boom")

@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from bot.program import default_document, parse_program, program_from
+from bot.calendar.program import default_document, parse_program, program_from
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from babel.dates import get_month_names
 
 from bot import admin
-from bot.clock import parse_instant
+from bot.core.clock import parse_instant
 from tests.conftest import TestBot
 
 SAT = "2026-11-28T12:00:00Z"  # Saturday 28 Nov 2026, Learning Loop 2

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from bot import admin
 from bot.cli import app
-from bot.clock import FixedClock
-from bot.delivery import MAX_ATTEMPTS, Deliverer
-from bot.messages import DeliveryError, Reply
-from bot.ratelimit import RateLimiter
+from bot.core.clock import FixedClock
+from bot.core.messages import DeliveryError, Reply
+from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
+from bot.runtime.ratelimit import RateLimiter
 from scheduler.runner import PassRunner
 from store.db import make_engine
 from store.models import Blocker, OutboxMessage, Update

@@ -18,12 +18,12 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from bot import logs
-from bot.background import BackgroundWork
 from bot.cli import app
-from bot.clock import FixedClock
-from bot.core import Core
-from bot.server import build_app
+from bot.core.clock import FixedClock
+from bot.runtime import logs
+from bot.runtime.background import BackgroundWork
+from bot.runtime.hub import Hub
+from bot.runtime.server import build_app
 from store.db import make_engine
 from store.models import Update
 from tests.conftest import NOW, TestBot
@@ -52,7 +52,7 @@ SLACK_ENV = [
 
 
 def test_healthz_and_readyz(engine: object) -> None:
-    core = Core(engine, FixedClock(NOW))  # type: ignore[arg-type]
+    core = Hub(engine, FixedClock(NOW))  # type: ignore[arg-type]
     with serving(build_app(core, [], BackgroundWork())) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
@@ -60,7 +60,7 @@ def test_healthz_and_readyz(engine: object) -> None:
 
 def test_readyz_says_unavailable_when_the_database_is_not_there(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}")
-    core = Core(engine, FixedClock(NOW))
+    core = Hub(engine, FixedClock(NOW))
     with serving(build_app(core, [], BackgroundWork())) as url:
         response = httpx.get(f"{url}/readyz")
         assert response.status_code == 503
@@ -71,7 +71,7 @@ def test_readyz_says_unavailable_when_the_database_is_not_there(tmp_path: Path) 
 def test_shutdown_lets_background_work_finish(engine: object) -> None:
     import asyncio
 
-    core = Core(engine, FixedClock(NOW))  # type: ignore[arg-type]
+    core = Hub(engine, FixedClock(NOW))  # type: ignore[arg-type]
     work = BackgroundWork()
     finished: list[str] = []
 
@@ -158,7 +158,7 @@ def serve_process(
         SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_BASE_URL=mock.api_url
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli_main", "serve", "--db", db_url, "--port", str(port)],
+        [sys.executable, "-m", "bot.cli", "serve", "--db", db_url, "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stderr=subprocess.PIPE,
@@ -234,7 +234,7 @@ def test_serve_without_credentials_says_slack_is_off(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "bot.cli_main",
+            "bot.cli",
             "serve",
             "--db",
             f"sqlite:///{tmp_path / 'db.sqlite'}",

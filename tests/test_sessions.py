@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot import admin
-from bot.sessions import upcoming
+from bot.calendar.sessions import upcoming
 from store.models import CoachingSession
 from tests.conftest import TestBot
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import DEFAULT_DATABASE_URL, Settings
+from bot.runtime.settings import DEFAULT_DATABASE_URL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

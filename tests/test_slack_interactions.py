@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bot.messages import DeliveryError, Reply
+from bot.core.messages import DeliveryError, Reply
 from store.models import Blocker, BlockerStatus
 from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world  # noqa: F401
 from tests.slack_harness import TEAM, event_body

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.serve import build_server
+from bot.runtime.serve import build_server
 from store.slack_oauth_tables import slack_bots, slack_installations, slack_oauth_states
 from tests.conftest import TestBot
 from tests.slack_fixtures import Running, mock, slack_settings, slack_world  # noqa: F401

@@ -7,8 +7,8 @@ import pytest
 from adapters.slack import parse
 from adapters.slack.config import SlackConfigError, slack_config
 from adapters.slack.render import fallback_text, render_blocks
-from bot.messages import Attachment, Button, Reply, ReplyField
-from bot.settings import Settings
+from bot.core.messages import Attachment, Button, Reply, ReplyField
+from bot.runtime.settings import Settings
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from bot.i18n import LOCALE_DIR, translator
+from bot.core.i18n import LOCALE_DIR, translator
 from tests.conftest import TestBot
 
 ROOT = Path(__file__).resolve().parent.parent

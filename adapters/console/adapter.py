@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.text import render_text
-from bot.messages import InboundMessage, Reply
+from bot.core.messages import InboundMessage, Reply
 
 PLATFORM = "console"
 

@@ -26,9 +26,9 @@ from adapters.slack.config import SlackConfig, SlackConfigError
 from adapters.slack.gate import Gate
 from adapters.slack.oauth_stores import InstallationStore, StateStore
 from adapters.slack.parse import PLATFORM, RESOLVE_ACTION, Incoming, ReplyTarget
-from bot.background import BackgroundWork
-from bot.core import Core
-from bot.messages import UPDATE_RECORDED, Attachment, DeliveryError, Reply
+from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, Reply
+from bot.runtime.background import BackgroundWork
+from bot.runtime.hub import Hub
 
 log = logging.getLogger("cda_bot.slack")
 
@@ -83,7 +83,7 @@ class _Authorize(AsyncAuthorize):
 class SlackAdapter:
     platform = PLATFORM
 
-    def __init__(self, config: SlackConfig, core: Core, work: BackgroundWork) -> None:
+    def __init__(self, config: SlackConfig, core: Hub, work: BackgroundWork) -> None:
         self.config = config
         self.core = core
         self.work = work

@@ -4,7 +4,7 @@ A half-configured Slack is an error at start, never at the first message."""
 
 from dataclasses import dataclass
 
-from bot.settings import Settings
+from bot.runtime.settings import Settings
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.messages import InboundMessage
+from bot.core.messages import InboundMessage
 
 PLATFORM = "slack"
 RESOLVE_ACTION = "resolve_blocker"

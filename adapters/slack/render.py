@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from bot.messages import Attachment, Reply
+from bot.core.messages import Attachment, Reply
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000

@@ -4,7 +4,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.identity import platform_of
+from bot.core.identity import platform_of
 
 # Seconds between two messages to the same key: Slack allows about one message a second per channel,
 # Teams seven a second per conversation, WhatsApp (Twilio) eighty a second per sender number.

@@ -10,12 +10,12 @@ from starlette.applications import Starlette
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.config import SlackConfigError, slack_config
-from bot import logs
-from bot.background import BackgroundWork
-from bot.clock import Clock
-from bot.core import Core
-from bot.server import PlatformAdapter, build_app
-from bot.settings import Settings
+from bot.core.clock import Clock
+from bot.runtime import logs
+from bot.runtime.background import BackgroundWork
+from bot.runtime.hub import Hub
+from bot.runtime.server import PlatformAdapter, build_app
+from bot.runtime.settings import Settings
 from scheduler.runner import PassRunner
 from scheduler.service import PASS_SECONDS, SchedulerService
 
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 @dataclass
 class Server:
     app: Starlette
-    core: Core
+    core: Hub
     work: BackgroundWork
     adapters: list[PlatformAdapter]
     status: list[str]  # one line per platform: on (how) or off (why)
@@ -46,7 +46,7 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bool = True) -> Server:
-    core = Core(engine, clock)
+    core = Hub(engine, clock)
     work = BackgroundWork()
     adapters: list[PlatformAdapter] = []
     status: list[str] = []

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.background import BackgroundWork
-from bot.core import Core
-from bot.messages import Reply
+from bot.core.messages import Reply
+from bot.runtime.background import BackgroundWork
+from bot.runtime.hub import Hub
 
 log = logging.getLogger("cda_bot.server")
 
@@ -48,7 +48,7 @@ class Service(Protocol):
 
 
 def build_app(
-    core: Core,
+    core: Hub,
     adapters: Sequence[PlatformAdapter],
     work: BackgroundWork,
     services: Sequence[Service] = (),
@@ -108,6 +108,6 @@ def build_app(
     )
 
 
-def _select_one(core: Core) -> None:
+def _select_one(core: Hub) -> None:
     with core.engine.connect() as connection:
         connection.execute(text("SELECT 1"))

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vRecur
 
-from bot.sessions import ALL_DAY_MINUTES, is_all_day, parse_rule
+from bot.calendar.sessions import ALL_DAY_MINUTES, is_all_day, parse_rule
 from store.models import City, CoachingSession
 from store.repo import Store
 

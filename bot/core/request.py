@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from bot.i18n import Translator, translator
-from bot.messages import InboundMessage
+from bot.core.i18n import Translator, translator
+from bot.core.messages import InboundMessage
 from store.models import City
 
 

@@ -1,6 +1,6 @@
 """Replies in the city's language: gettext catalogs (managed with Babel) and localised dates.
 
-The catalogs are the `.po` files under `bot/locale`; they are compiled in memory on first use, so
+The catalogs are the `.po` files under `bot/core/locale`; they are compiled in memory on first use, so
 there is no build step and an edited `.po` takes effect on the next start.
 """
 

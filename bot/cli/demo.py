@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 
 from bot import admin
-from bot.program import default_document
+from bot.calendar.program import default_document
 from store.models import Blocker, Update
 from store.repo import Store
 

@@ -7,12 +7,12 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from bot.clock import Clock
-from bot.commands import Command, parse, parse_listing
-from bot.i18n import N_, Translator, translator
-from bot.identity import platform_of
-from bot.messages import MAX_TEXT, InboundMessage, Reply
-from bot.request import Request, Speaker, SpeakerRole
+from bot.core.clock import Clock
+from bot.core.commands import Command, parse, parse_listing
+from bot.core.i18n import N_, Translator, translator
+from bot.core.identity import platform_of
+from bot.core.messages import MAX_TEXT, InboundMessage, Reply
+from bot.core.request import Request, Speaker, SpeakerRole
 from handlers import blockers, export, help, schedule, status, updates
 from store.models import City
 from store.repo import Store, open_store

@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 
-from bot.questions import asks_schedule
+from bot.calendar.questions import asks_schedule
 
 NAMES = frozenset(
     {

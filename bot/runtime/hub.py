@@ -6,16 +6,16 @@ import logging
 
 from sqlalchemy import Engine
 
-from bot.clock import Clock
-from bot.delivery import Deliverer, DeliveryReport
-from bot.dispatcher import Dispatcher
-from bot.messages import Adapter, InboundMessage, Reply
+from bot.core.clock import Clock
+from bot.core.dispatcher import Dispatcher
+from bot.core.messages import Adapter, InboundMessage, Reply
+from bot.runtime.delivery import Deliverer, DeliveryReport
 from store.repo import open_store
 
 log = logging.getLogger("cda_bot.core")
 
 
-class Core:
+class Hub:
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock

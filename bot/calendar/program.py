@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from bot.i18n import translator
+from bot.core.i18n import translator
 
 DEFAULT_PROGRAM = Path(__file__).parent / "data" / "program-2026-27.yaml"
 

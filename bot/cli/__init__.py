@@ -17,16 +17,23 @@ from adapters.console.adapter import ConsoleAdapter, inbound
 from adapters.text import render_text
 from bot import admin
 from bot.admin import AdminError
-from bot.clock import Clock, FixedClock, SystemClock, parse_instant
-from bot.delivery import Deliverer
-from bot.demo import DEMO_USER, seed
-from bot.dispatcher import Dispatcher
-from bot.ics import IcsError, export_calendar, import_calendar
-from bot.identity import IdentityError, normalize_identity
-from bot.messages import Adapter
-from bot.program import Event, ProgramFileError, load_program_file, local, parse_program, program_from
-from bot.sessions import upcoming
-from bot.settings import Settings
+from bot.calendar.ics import IcsError, export_calendar, import_calendar
+from bot.calendar.program import (
+    Event,
+    ProgramFileError,
+    load_program_file,
+    local,
+    parse_program,
+    program_from,
+)
+from bot.calendar.sessions import upcoming
+from bot.cli.demo import DEMO_USER, seed
+from bot.core.clock import Clock, FixedClock, SystemClock, parse_instant
+from bot.core.dispatcher import Dispatcher
+from bot.core.identity import IdentityError, normalize_identity
+from bot.core.messages import Adapter
+from bot.runtime.delivery import Deliverer
+from bot.runtime.settings import Settings
 from scheduler.runner import PassRunner
 from store.db import make_engine, upgrade
 from store.models import Role
@@ -202,7 +209,7 @@ def serve(
     db: Db = None,
 ) -> None:
     """The HTTP server with every adapter whose credentials are set, and the scheduler."""
-    from bot import serve as serving  # the server's dependencies load only for this command
+    from bot.runtime import serve as serving  # the server's dependencies load only for this command
 
     settings = Settings()
     try:
@@ -525,7 +532,7 @@ def event_when(event: Event) -> str:
 @app.command()
 def tick(now: Now = None, db: Db = None) -> None:
     """Run one scheduler pass: plan what is due, send it (console deliveries print)."""
-    from bot import serve as serving
+    from bot.runtime import serve as serving
 
     clock = clock_for(now)
     settings = Settings()

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from bot.clock import Clock
-from bot.identity import platform_of
-from bot.messages import Adapter, DeliveryError, Reply
-from bot.ratelimit import RateLimiter, limit_key
+from bot.core.clock import Clock
+from bot.core.identity import platform_of
+from bot.core.messages import Adapter, DeliveryError, Reply
+from bot.runtime.ratelimit import RateLimiter, limit_key
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import open_store
 

@@ -1,6 +1,0 @@
-"""`python -m bot.cli_main`: the `cda-bot` command without the installed script (tests, containers)."""
-
-from bot.cli import main
-
-if __name__ == "__main__":
-    main()
