@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from bot import admin
 from bot.core.clock import FixedClock
-from bot.core.dispatcher import Dispatcher
+from bot.core.inbox import Dispatcher
 from bot.core.messages import InboundMessage
 from scheduler.planner import plan
 from store.db import make_engine, upgrade

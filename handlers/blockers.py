@@ -10,6 +10,7 @@ from store.models import Blocker, BlockerStatus, OutboxMessage
 from store.repo import Store
 
 NOTICE_EXPIRES = timedelta(days=14)
+MAX_ID_DIGITS = 9  # every id below 10⁹ fits a 32-bit integer column
 
 
 def open_blocker(req: Request, store: Store) -> Reply:
@@ -44,7 +45,7 @@ def open_blocker(req: Request, store: Store) -> Reply:
                 recipient=coach.identity,
                 kind="blocker_opened",
                 city_id=city.id,
-                payload=notice.model_dump(),
+                payload=notice.model_dump(mode="json"),
                 due_at=req.now,
                 next_attempt_at=req.now,
                 expires_at=req.now + NOTICE_EXPIRES,
@@ -60,11 +61,12 @@ def resolve_blocker(req: Request, store: Store) -> Reply:
     _ = req.t.gettext
     number, _sep, note = req.args.strip().partition(" ")
     number, note = number.lstrip("#"), note.strip()
-    if not number.isdigit():
+    if not (number.isascii() and number.isdigit()):
         return Reply(
             text=_("Which blocker? Say `/cda resolve <number> [note]`, e.g. `/cda resolve 12 data arrived`.")
         )
-    blocker = store.blocker(int(number))
+    # Past the largest id a database can hold there is no such blocker; asking would be an error.
+    blocker = store.blocker(int(number)) if len(number) <= MAX_ID_DIGITS else None
     if blocker is None or blocker.city_id not in req.speaker.accessible_ids:
         # Same answer whether the blocker exists elsewhere or not at all: other cities stay invisible.
         if req.speaker.city:
@@ -77,12 +79,15 @@ def resolve_blocker(req: Request, store: Store) -> Reply:
         return Reply(
             text=_("Blocker #{number} was already resolved on {date}.").format(
                 number=blocker.id, date=day_of(req.t, blocker.resolved_at, city)
-            )
+            ),
+            about=[city.id],  # type: ignore[list-item]
         )
     store.resolve_blocker(blocker, req.speaker.identity, note or None, req.now)
     if note:
-        return Reply(text=_("Blocker #{number} resolved. Note: {note}").format(number=blocker.id, note=note))
-    return Reply(text=_("Blocker #{number} resolved.").format(number=blocker.id))
+        text = _("Blocker #{number} resolved. Note: {note}").format(number=blocker.id, note=note)
+    else:
+        text = _("Blocker #{number} resolved.").format(number=blocker.id)
+    return Reply(text=text, about=[city.id])  # type: ignore[list-item]
 
 
 def list_blockers(req: Request, store: Store) -> Reply:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from bot.calendar.program import Program, program_from
 from bot.calendar.sessions import Occurrence, between, last_before
 from bot.core.i18n import Translator, translator
-from bot.core.messages import Button, Reply
+from bot.core.messages import SOON, Button, Reply
 from handlers.status import digest_reply
 from store.models import City, CoachingSession, OutboxMessage, OutboxStatus, Person
 from store.repo import Store
@@ -70,7 +70,7 @@ def _record(
         next_attempt_at=now,
         expires_at=expires,
         created_at=now,
-        payload=reply.model_dump() if reply else {},
+        payload=reply.model_dump(mode="json") if reply else {},
         status=OutboxStatus.dropped if dropped else OutboxStatus.pending,
         last_error=dropped,
     )
@@ -138,15 +138,10 @@ def reminder_reply(
     assert city.id is not None
     blockers = store.count_open_blockers(city.id)
     local = occurrence.local_start(city.zone)
-    minutes = max(1, round((occurrence.start - now).total_seconds() / 60))
-    if minutes >= 90:
-        hours = round(minutes / 60)
-        soon = t.ngettext("in {count} hour", "in {count} hours", hours).format(count=hours)
-    else:
-        soon = t.ngettext("in {count} minute", "in {count} minutes", minutes).format(count=minutes)
     lines = [
+        # `{soon}` stays in the text: the deliverer renders it when the reminder is sent.
         _("{title} starts {soon}: {date}, {time}.").format(
-            title=occurrence.title, soon=soon, date=t.date(local.date()), time=t.time(local)
+            title=occurrence.title, soon=SOON, date=t.date(local.date()), time=t.time(local)
         ),
         _("Phase: {phase}").format(phase=program.phase_label(local.date(), city.pathway, t.language)),
         t.ngettext("{count} open blocker", "{count} open blockers", blockers).format(count=blockers),
@@ -156,7 +151,14 @@ def reminder_reply(
     if previous is not None and (last_update is None or last_update.created_at < previous.start):
         lines.append(_("No update since your last session: post one before you meet, e.g. `update: …`"))
     title = _("Reminder: {title}").format(title=occurrence.title)
-    return Reply(text=title + "\n" + "\n".join(lines), title=title, items=lines)
+    return Reply(
+        text=title + "\n" + "\n".join(lines),
+        title=title,
+        items=lines,
+        about=[city.id],
+        starts_at=occurrence.start,
+        language=t.language,
+    )
 
 
 # -- momentum nudges --------------------------------------------------------------------------------------

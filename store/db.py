@@ -6,6 +6,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -25,7 +26,16 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A database that does not answer is an error within seconds, not a request that hangs.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure of the database itself (unreachable, restarting, locked), which another try may not
+    meet, as opposed to a statement that will fail the same way every time."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError | DisconnectionError | TimeoutError)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

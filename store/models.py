@@ -153,14 +153,33 @@ class ConversationReference(SQLModel, table=True):
     updated_at: datetime = utc_column()
 
 
-class ProcessedMessage(SQLModel, table=True):
-    __tablename__ = "processed_messages"
-    __table_args__ = (UniqueConstraint("platform", "message_id", name="uq_processed_platform_message"),)
+class InboxStatus(StrEnum):
+    pending = "pending"  # acknowledged to the platform, not yet handled
+    done = "done"
+    failed = "failed"  # handling raised; the sender was told
+
+
+class InboxMessage(SQLModel, table=True):
+    """A platform message, stored before the platform is acknowledged: the unique (platform, message_id)
+    drops retries and duplicates, and a pending row survives a crash until some replica handles it."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("platform", "message_id", name="uq_inbox_platform_message"),
+        Index("ix_inbox_status_next", "status", "next_attempt_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     platform: str = Field(max_length=20)
     message_id: str = Field(max_length=200)
+    # The message as the core reads it; cleared once handled, so the text is kept in one place only.
+    message: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    status: str = Field(default=InboxStatus.pending, max_length=10)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = utc_column()
+    last_error: str | None = Field(default=None, max_length=1000)
     received_at: datetime = utc_column(index=True)
+    handled_at: datetime | None = utc_column(nullable=True)
 
 
 class OutboxStatus(StrEnum):
@@ -189,6 +208,8 @@ class OutboxMessage(SQLModel, table=True):
     expires_at: datetime | None = utc_column(nullable=True)
     next_attempt_at: datetime = utc_column()
     last_error: str | None = Field(default=None, max_length=1000)
+    # Where a reply goes within the platform (thread, response URL), as its adapter described it.
+    context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     sent_at: datetime | None = utc_column(nullable=True)
     created_at: datetime = utc_column()
 

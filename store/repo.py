@@ -1,12 +1,12 @@
 """Queries. A `Store` is one unit of work: everything done through it commits together or not at all."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, or_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
 from store.models import (
@@ -17,10 +17,11 @@ from store.models import (
     CoachCity,
     CoachingSession,
     ConversationReference,
+    InboxMessage,
+    InboxStatus,
     OutboxMessage,
     OutboxStatus,
     Person,
-    ProcessedMessage,
     ProgramCalendar,
     Role,
     Update,
@@ -117,29 +118,67 @@ class Store:
         query = select(ChannelBinding.conversation).where(ChannelBinding.city_id == city_id)
         return list(self.session.exec(query.order_by(ChannelBinding.conversation)))
 
-    # -- processed platform messages ------------------------------------------------------------
-    def mark_processed(self, platform: str, message_id: str, now: datetime) -> bool:
-        """Record a platform message id; False if it was recorded before (a retry or a duplicate)."""
-        return self._insert_once(ProcessedMessage(platform=platform, message_id=message_id, received_at=now))
+    # -- the inbox: platform messages, stored before they are acknowledged ----------------------
+    def receive(self, row: InboxMessage) -> int | None:
+        """Store a platform message once; None if its id was stored before (a retry or a duplicate)."""
+        return self._insert_once(row)
 
-    def _insert_once(self, row: SQLModel) -> bool:
-        """Insert a row whose unique key may exist already (also in a concurrent transaction)."""
-        nested = self.session.begin_nested()
-        try:
-            self.session.add(row)
-            self.session.flush()
-        except IntegrityError:
-            nested.rollback()
-            return False
-        nested.commit()
-        return True
+    def take_inbox(self, inbox_id: int) -> InboxMessage | None:
+        """The pending message `inbox_id`, locked for this transaction; None if it is handled or another
+        replica is handling it right now."""
+        query = (
+            select(InboxMessage)
+            .where(InboxMessage.id == inbox_id, InboxMessage.status == InboxStatus.pending)
+            .with_for_update(skip_locked=True)
+        )
+        return self.session.exec(query).first()
+
+    def due_inbox(self, now: datetime, limit: int) -> list[int]:
+        """Pending messages whose turn has come: left by a replica that died, or waiting out a failure."""
+        query = (
+            select(InboxMessage.id)
+            .where(InboxMessage.status == InboxStatus.pending, InboxMessage.next_attempt_at <= now)
+            .order_by(InboxMessage.id)
+            .limit(limit)
+        )
+        return [i for i in self.session.exec(query) if i is not None]
+
+    def postpone_inbox(self, inbox_id: int, error: str, retry_at: Callable[[int], datetime]) -> None:
+        """Count a failed attempt at a pending message and set its next one (`retry_at(attempts)`)."""
+        row = self.session.get(InboxMessage, inbox_id, with_for_update=True)
+        if row is None or row.status != InboxStatus.pending:
+            return
+        row.attempts += 1
+        row.last_error = error[:1000]
+        row.next_attempt_at = retry_at(row.attempts)
+        self.session.add(row)
+        self.session.flush()
+
+    def count_pending_inbox(self) -> int:
+        pending = InboxMessage.status == InboxStatus.pending
+        return self.session.exec(select(func.count()).select_from(InboxMessage).where(pending)).one()
 
     def forget_processed(self, before: datetime) -> int:
-        """Drop message ids older than any platform retries (they only guard against repeats)."""
+        """Drop handled message ids older than any platform retries (they only guard against repeats)."""
         result = self.session.execute(
-            delete(ProcessedMessage).where(col(ProcessedMessage.received_at) < before)
+            delete(InboxMessage).where(
+                col(InboxMessage.received_at) < before, InboxMessage.status != InboxStatus.pending
+            )
         )
         return result.rowcount  # type: ignore[attr-defined, no-any-return]
+
+    def _insert_once(self, row: SQLModel) -> int | None:
+        """Insert a row whose unique key may exist already, also in a concurrent transaction: one
+        statement, no savepoint; the new id, or None where the key was taken."""
+        table = type(row).__table__  # type: ignore[attr-defined]
+        values = {c.name: getattr(row, c.name) for c in table.columns if getattr(row, c.name) is not None}
+        inserted = self.session.execute(
+            _insert(self.session, table).values(**values).on_conflict_do_nothing().returning(table.c.id)
+        ).first()
+        if inserted is None:
+            return None
+        row.id = inserted[0]  # type: ignore[attr-defined]
+        return int(inserted[0])
 
     # -- updates --------------------------------------------------------------------------------
     def add_update(self, update: Update) -> Update:
@@ -224,15 +263,17 @@ class Store:
 
     # -- conversation references ----------------------------------------------------------------
     def save_reference(self, key: str, platform: str, reference: dict[str, Any], now: datetime) -> None:
-        row = self.session.exec(select(ConversationReference).where(ConversationReference.key == key)).first()
-        if row is None:
-            row = ConversationReference(key=key, platform=platform, reference=reference, updated_at=now)
-        elif row.reference == reference:
-            return
-        row.reference = reference
-        row.updated_at = now
-        self.session.add(row)
-        self.session.flush()
+        """Insert or refresh in one statement: the first messages of a new channel arrive together."""
+        table = ConversationReference.__table__  # type: ignore[attr-defined]
+        statement = _insert(self.session, table).values(
+            key=key, platform=platform, reference=reference, updated_at=now
+        )
+        self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.key],
+                set_={"reference": statement.excluded.reference, "updated_at": statement.excluded.updated_at},
+            )
+        )
 
     def reference(self, key: str) -> dict[str, Any] | None:
         row = self.session.exec(select(ConversationReference).where(ConversationReference.key == key)).first()
@@ -241,7 +282,7 @@ class Store:
     # -- outbox ---------------------------------------------------------------------------------
     def enqueue(self, message: OutboxMessage) -> bool:
         """Plan a message once: False if one with the same key was planned before."""
-        return self._insert_once(message)
+        return self._insert_once(message) is not None
 
     def outbox_has(self, key: str) -> bool:
         return bool(self.existing_keys([key]))
@@ -278,6 +319,47 @@ class Store:
             self.session.add(row)
         self.session.flush()
         return rows
+
+    def claimable(self, now: datetime, platforms: Sequence[str]) -> int:
+        """How many rows a deliverer for these platforms could claim at `now`."""
+        query = (
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                col(OutboxMessage.status).in_([OutboxStatus.pending, OutboxStatus.sending]),
+                or_(*(col(OutboxMessage.recipient).startswith(f"{p}:") for p in platforms)),
+                OutboxMessage.next_attempt_at <= now,
+            )
+        )
+        return self.session.exec(query).one()
+
+    def next_due(self, platforms: Sequence[str]) -> datetime | None:
+        """When the next row for these platforms falls due (a retry, a reminder, a lease running out)."""
+        if not platforms:
+            return None
+        query = select(func.min(OutboxMessage.next_attempt_at)).where(
+            col(OutboxMessage.status).in_([OutboxStatus.pending, OutboxStatus.sending]),
+            or_(*(col(OutboxMessage.recipient).startswith(f"{p}:") for p in platforms)),
+        )
+        return self.session.exec(query).one()
+
+    def extend_lease(self, ids: Sequence[int], until: datetime) -> None:
+        """Keep rows a live deliverer holds from being taken over as if it had died."""
+        self.session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(list(ids)), OutboxMessage.status == OutboxStatus.sending)
+            .values(next_attempt_at=until)
+        )
+
+    def settle(self, key_prefix: str, now: datetime) -> None:
+        """Mark pending rows whose key starts with `key_prefix` as sent: they were shown another way."""
+        self.session.execute(
+            update(OutboxMessage)
+            .where(
+                col(OutboxMessage.key).startswith(key_prefix), OutboxMessage.status == OutboxStatus.pending
+            )
+            .values(status=OutboxStatus.sent, sent_at=now)
+        )
 
     def count_failed(self, city_id: int) -> int:
         query = (
@@ -319,6 +401,13 @@ class Store:
     def save_program(self, cohort: str, document: dict[str, Any], now: datetime) -> None:
         self.session.add(ProgramCalendar(cohort=cohort, document=document, loaded_at=now))
         self.session.flush()
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL alike)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 @contextmanager

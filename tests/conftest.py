@@ -17,7 +17,7 @@ from sqlmodel import SQLModel
 
 from bot import admin
 from bot.core.clock import FixedClock
-from bot.core.dispatcher import Dispatcher
+from bot.core.inbox import Dispatcher
 from bot.core.messages import InboundMessage, Reply
 from store import scratch
 from store.db import make_engine, normalize_url, upgrade
@@ -93,7 +93,7 @@ def due_message(
         key=key,
         recipient=recipient,
         kind=kind,
-        payload=Reply(text=text).model_dump(),
+        payload=Reply(text=text).model_dump(mode="json"),
         due_at=at,
         next_attempt_at=at,
         created_at=at,
@@ -124,6 +124,8 @@ class TestBot:
             sender=sender,
             text=text,
             received_at=self.clock.now(),
+            # Without a conversation, the sender talks to the bot one to one.
+            direct=conversation is None,
         )
         return Dispatcher(self.engine, self.clock).handle(message)
 

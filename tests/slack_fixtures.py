@@ -51,8 +51,16 @@ class Running:
         return self.post(urlencode(fields).encode(), "application/x-www-form-urlencoded")
 
     def settle(self, timeout: float = 15) -> None:
-        """Wait until the work started after the acknowledgements has finished."""
-        wait_until(lambda: self.server.work.pending == 0, timeout, "background work")
+        """Wait until every acknowledged message is handled and every due reply sent (or given up)."""
+
+        def quiet() -> bool:
+            if any(self.server.hub.backlog.values()):
+                return False
+            with self.bot.store() as store:
+                due = store.claimable(self.bot.clock.now(), ["slack"])
+            return due == 0
+
+        wait_until(quiet, timeout, "messages handled and replies sent")
 
 
 @pytest.fixture

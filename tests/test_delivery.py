@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from bot.core.inbox import REPLY_KIND
 from bot.core.messages import DeliveryError, Reply
 from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
 from store.models import OutboxMessage
@@ -20,7 +21,9 @@ class Recorder:
         self.fail_with = fail_with
         self.sent: list[tuple[str, Reply]] = []
 
-    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+    async def send(
+        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+    ) -> None:
         await asyncio.sleep(0)  # let racing deliverers interleave
         if self.fail_with is not None:
             raise self.fail_with
@@ -29,7 +32,8 @@ class Recorder:
 
 def _rows(bot: TestBot) -> list[OutboxMessage]:
     with bot.store() as store:
-        return list(store.session.exec(select(OutboxMessage).order_by(OutboxMessage.recipient)))
+        unprompted = select(OutboxMessage).where(OutboxMessage.kind != REPLY_KIND)
+        return list(store.session.exec(unprompted.order_by(OutboxMessage.recipient)))
 
 
 async def test_blocker_notice_is_delivered_once(world: TestBot) -> None:

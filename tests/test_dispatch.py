@@ -7,9 +7,9 @@ import pytest
 from sqlmodel import select
 
 from bot import admin
-from bot.core.dispatcher import Dispatcher
+from bot.core.inbox import Dispatcher
 from bot.core.messages import MAX_TEXT, InboundMessage
-from store.models import Blocker, OutboxMessage, ProcessedMessage, Update
+from store.models import Blocker, InboxMessage, OutboxMessage, Update
 from tests.conftest import TestBot
 
 
@@ -133,7 +133,8 @@ def test_city_without_coach_says_so(testbot: TestBot) -> None:
         admin.add_member(store, "console:s1", "solo", testbot.clock.now())
     assert "No coach is assigned" in testbot.say("console:s1", "blocker: nobody to tell")
     with testbot.store() as store:
-        assert store.session.exec(select(OutboxMessage)).all() == []
+        rows = store.session.exec(select(OutboxMessage)).all()
+        assert [(row.kind, row.recipient) for row in rows] == [("reply", "console:s1")]
 
 
 def test_internal_error_is_a_polite_reply_and_stores_nothing(
@@ -147,11 +148,16 @@ def test_internal_error_is_a_polite_reply_and_stores_nothing(
     monkeypatch.setitem(
         dispatcher.COMMANDS, "update", dispatcher.Spec(broken, dispatcher.COMMANDS["update"].roles, "own")
     )
+    before = _counts(world)
     reply = world.say("console:a1", "update: will fail", message_id="err-1")
-    assert "something went wrong" in reply and "boom" not in reply
+    assert "something went wrong" in reply and "nothing was saved" in reply and "boom" not in reply
     with world.store() as store:
-        seen = store.session.exec(select(ProcessedMessage).where(ProcessedMessage.message_id == "err-1"))
-        assert seen.first() is None  # rolled back, so a platform retry is processed again
+        [seen] = store.session.exec(select(InboxMessage).where(InboxMessage.message_id == "err-1"))
+        # Kept, with what failed, for the admins; the same error would only come again on a retry.
+        assert (seen.status, seen.last_error) == ("failed", "RuntimeError: boom")
+        assert seen.message is not None and seen.message["text"] == "update: will fail"
+    assert _counts(world) == before
+    assert world.say("console:a1", "update: will fail", message_id="err-1") == ""  # a retry: once
 
 
 def test_chatter_in_a_shared_channel_is_left_alone_but_commands_and_questions_are_answered(

@@ -36,7 +36,9 @@ class Inbox:
         self.received: list[tuple[datetime, str, Reply]] = []
         self.failing: Exception | None = None
 
-    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+    async def send(
+        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+    ) -> None:
         await asyncio.sleep(0)
         if self.failing is not None:
             raise self.failing
@@ -397,7 +399,9 @@ def test_rate_limit_spaces_one_channel_without_holding_up_another(testbot: TestB
     class Slack:
         platform = "slack"
 
-        async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+        async def send(
+            self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+        ) -> None:
             stamps.setdefault(recipient, []).append(time.monotonic())
 
     now = testbot.clock.now()
@@ -484,7 +488,9 @@ async def test_scheduler_service_runs_a_pass_at_start_and_stops_after_the_pass_u
     class Slow:
         platform = "console"
 
-        async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
+        async def send(
+            self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+        ) -> None:
             sending.set()
             await release.wait()
 

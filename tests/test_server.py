@@ -15,17 +15,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from bot import admin
 from bot.cli import app
 from bot.core.clock import FixedClock
+from bot.core.messages import InboundMessage, Reply
 from bot.runtime import logs
-from bot.runtime.background import BackgroundWork
 from bot.runtime.hub import Hub
 from bot.runtime.server import build_app
 from store.db import make_engine
 from store.models import Update
+from store.repo import open_store
 from tests.conftest import NOW, TestBot
 from tests.slack_fixtures import CHANNEL, mock, slack_world  # noqa: F401
 from tests.slack_harness import (
@@ -52,59 +55,74 @@ SLACK_ENV = [
 
 
 def test_healthz_and_readyz(engine: object) -> None:
-    core = Hub(engine, FixedClock(NOW))  # type: ignore[arg-type]
-    with serving(build_app(core, [], BackgroundWork())) as url:
+    hub = Hub(engine, FixedClock(NOW))  # type: ignore[arg-type]
+    with serving(build_app(hub, [])) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        assert httpx.get(f"{url}/readyz").json() == {
+            "status": "ready",
+            "backlog": {"inbox": 0, "outbox_in_flight": 0},
+        }
 
 
 def test_readyz_says_unavailable_when_the_database_is_not_there(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}")
-    core = Hub(engine, FixedClock(NOW))
-    with serving(build_app(core, [], BackgroundWork())) as url:
+    hub = Hub(engine, FixedClock(NOW))
+    with serving(build_app(hub, [])) as url:
         response = httpx.get(f"{url}/readyz")
         assert response.status_code == 503
-        assert response.json() == {"status": "unavailable", "error": "database unreachable"}
+        assert response.json()["error"] == "database unreachable"
         assert httpx.get(f"{url}/healthz").status_code == 200
 
 
-def test_shutdown_lets_background_work_finish(engine: object) -> None:
+def test_shutdown_handles_and_sends_what_was_accepted(engine: Engine) -> None:
+    """A message acknowledged just before the server is told to stop is still answered."""
     import asyncio
 
-    core = Hub(engine, FixedClock(NOW))  # type: ignore[arg-type]
-    work = BackgroundWork()
-    finished: list[str] = []
-
-    async def slow() -> None:
-        await asyncio.sleep(0.5)
-        finished.append("done")
-
-    async def kick(_: object) -> object:
-        from starlette.responses import PlainTextResponse
-
-        work.spawn(slow(), "slow")
-        return PlainTextResponse("ok")
-
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
+    with open_store(engine) as store:
+        admin.add_city(store, "alpha", "Alpha", "UTC", NOW, None, None, "en")
+        admin.add_member(store, "console:ann", "alpha", NOW)
+    hub = Hub(engine, FixedClock(NOW))
+    sent: list[str] = []
+
     class Kicker:
-        platform = "kick"
+        platform = "console"
 
         def describe(self) -> str:
             return "kick"
 
         def routes(self) -> list[Route]:
-            return [Route("/kick", kick, methods=["POST"])]
+            return [Route("/kick", self.kick, methods=["POST"])]
+
+        async def kick(self, request: Request) -> PlainTextResponse:
+            text = (await request.body()).decode()
+            message = InboundMessage(
+                platform="console",
+                message_id=text,
+                conversation="console:ann",
+                sender="console:ann",
+                text=text,
+                received_at=NOW,
+                reply_context={},
+                direct=True,
+            )
+            await hub.accept(message)
+            return PlainTextResponse("ok")
 
         async def start(self) -> None: ...
 
         async def stop(self) -> None: ...
 
-        async def send(self, *args: object) -> None: ...
+        async def send(self, recipient: str, reply: Reply, *args: object) -> None:
+            await asyncio.sleep(0.3)  # a slow platform: the send is still under way at shutdown
+            sent.append(reply.text)
 
-    with serving(build_app(core, [Kicker()], work)) as url:  # type: ignore[list-item]
-        assert httpx.post(f"{url}/kick").text == "ok"
-    assert finished == ["done"]
+    with serving(build_app(hub, [Kicker()])) as url:  # type: ignore[list-item]
+        assert httpx.post(f"{url}/kick", content="update: shipped before the stop").text == "ok"
+    assert len(sent) == 1 and "recorded for Alpha" in sent[0]
 
 
 @pytest.mark.parametrize(

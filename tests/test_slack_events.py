@@ -6,7 +6,7 @@ import time
 
 from sqlmodel import func, select
 
-from store.models import ProcessedMessage, Update
+from store.models import InboxMessage, Update
 from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world  # noqa: F401
 from tests.slack_harness import BOT_ID, BOT_USER, TEAM, event_body
 
@@ -31,7 +31,7 @@ def _updates(run: Running) -> list[Update]:
 def _processed(run: Running) -> int:
     with run.bot.store() as store:
         return store.session.exec(
-            select(func.count()).select_from(ProcessedMessage).where(ProcessedMessage.platform == "slack")
+            select(func.count()).select_from(InboxMessage).where(InboxMessage.platform == "slack")
         ).one()
 
 
@@ -121,13 +121,18 @@ def test_a_direct_message_and_a_mention_reach_the_core(running: Running) -> None
     running.event(event_body(direct, "EvDM"))
     running.event(event_body(mention, "EvMENTION"))
     running.event(event_body(echo, "EvMENTIONECHO"))
-    posts = running.mock.wait_for("chat.postMessage", 2)
+    posts = running.mock.wait_for("chat.postMessage", 3)
     running.settle()
-    by_channel = {p.params["channel"]: p.params for p in running.mock.named("chat.postMessage")}
-    assert len(running.mock.named("chat.postMessage")) == 2, posts
-    assert "ALPHA session" in by_channel["D0MEMBER"]["text"]
-    assert by_channel["D0MEMBER"].get("thread_ts") is None  # a DM is answered inline
-    assert by_channel["C0UNBOUND"]["thread_ts"] == "2.2"
+    assert len(running.mock.named("chat.postMessage")) == 3, posts
+    in_dm = [p.params for p in posts if p.params["channel"] == "D0MEMBER"]
+    [in_channel] = [p.params for p in posts if p.params["channel"] == "C0UNBOUND"]
+    assert all(p.get("thread_ts") is None for p in in_dm)  # a DM is answered inline
+    assert any("ALPHA session" in p["text"] for p in in_dm)
+    # A channel no city is bound to sees no city's data: the confirmation goes to the member's DM,
+    # and the thread says where it went.
+    assert any("recorded for Alpha" in p["text"] for p in in_dm)
+    assert in_channel["thread_ts"] == "2.2"
+    assert "direct message" in in_channel["text"] and "Alpha" not in in_channel["text"]
     assert [u.text for u in _updates(running)] == ["said with a mention"]
 
 

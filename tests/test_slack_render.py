@@ -62,10 +62,10 @@ def test_event_parsing_strips_the_mention_and_unescapes() -> None:
     }
     incoming = parse.from_event(body, "UB", NOW)
     assert incoming is not None
-    assert incoming.message.text == "update: A & B <3"
-    assert incoming.message.sender == "slack:T1:U1" and incoming.message.conversation == "slack:T1:C1"
-    assert incoming.message.message_id == "Ev1" and incoming.target.thread_ts == "1.0"
-    assert incoming.message.reference == {"channel": "C1", "team_id": "T1"}
+    assert incoming.text == "update: A & B <3"
+    assert incoming.sender == "slack:T1:U1" and incoming.conversation == "slack:T1:C1"
+    assert incoming.message_id == "Ev1" and incoming.reply_context["thread_ts"] == "1.0"
+    assert incoming.reference == {"channel": "C1", "team_id": "T1"}
 
 
 @pytest.mark.parametrize(

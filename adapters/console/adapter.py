@@ -20,7 +20,9 @@ def inbound(identity: str, text: str, now: datetime) -> InboundMessage:
         sender=identity,
         text=text,
         received_at=now,
+        reply_context={"terminal": True},
         direct=True,
+        private=True,
     )
 
 
@@ -32,5 +34,12 @@ class ConsoleAdapter:
     def __init__(self, write: Callable[[str], None]) -> None:
         self.write = write
 
-    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
-        self.write(f"[to {recipient}] {render_text(reply)}")
+    async def send(
+        self,
+        recipient: str,
+        reply: Reply,
+        reference: dict[str, Any] | None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        # An answer to what was just typed reads as the bot's reply; anything else says whom it is for.
+        self.write(render_text(reply) if context is not None else f"[to {recipient}] {render_text(reply)}")

@@ -1,34 +1,38 @@
-"""Slack through Bolt's `AsyncApp`: acknowledge first, then hand the message to the core and post the
-replies (in the thread, as Block Kit), react ✅ to recorded updates, and deliver coach notices."""
+"""Slack through Bolt's `AsyncApp`: a verified event, slash command or button click becomes an inbound
+message, acknowledged once the hub has stored it; replies and notices come back through `send`, posted
+in the message's thread, privately through a slash command's response URL, or as a DM (Block Kit)."""
 
 import logging
 import re
 from typing import Any
 
 import aiohttp
+from pydantic import ValidationError
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
-from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from adapters.slack import parse, render
-from adapters.slack.client import web_client
+from adapters.slack.client import TIMEOUT_SECONDS, web_client
 from adapters.slack.config import SlackConfig, SlackConfigError
 from adapters.slack.gate import Gate
 from adapters.slack.oauth_stores import InstallationStore, StateStore
-from adapters.slack.parse import PLATFORM, RESOLVE_ACTION, Incoming, ReplyTarget
-from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, Reply
-from bot.runtime.background import BackgroundWork
-from bot.runtime.hub import Hub
+from adapters.slack.parse import PLATFORM, RESOLVE_ACTION
+from adapters.slack.token_crypto import TokenDecryptionError
+from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, InboundMessage, Reply
+from bot.runtime.hub import Hub, Unavailable
 
 log = logging.getLogger("cda_bot.slack")
 
@@ -46,6 +50,7 @@ BOT_SCOPES = [
 ]
 SLASH_COMMAND = "/cda"
 UPDATE_REACTION = "white_check_mark"
+NOT_STORED = "I couldn't record that just now, so nothing was saved. Please try again in a minute."
 # Errors that another attempt cannot fix: the outbox stops retrying these.
 PERMANENT_ERRORS = frozenset(
     {
@@ -83,13 +88,15 @@ class _Authorize(AsyncAuthorize):
 class SlackAdapter:
     platform = PLATFORM
 
-    def __init__(self, config: SlackConfig, core: Hub, work: BackgroundWork) -> None:
+    def __init__(self, config: SlackConfig, hub: Hub) -> None:
         self.config = config
-        self.core = core
-        self.work = work
+        self.hub = hub
         self.client = web_client(config.api_base_url)
+        self._clients: dict[str, AsyncWebClient] = {}  # one per token: connections are reused
         self.installations = (
-            InstallationStore(config.client_id, core.engine) if config.client_id is not None else None
+            InstallationStore(config.client_id, hub.engine, config.token_encryption_key)
+            if config.client_id is not None
+            else None
         )
         self._single: AuthorizeResult | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -100,7 +107,8 @@ class SlackAdapter:
             request_verification_enabled=config.signing_secret is not None,
             authorize=_Authorize(self),
             oauth_settings=self._oauth_settings(),
-            process_before_response=False,
+            # Slack is answered after the listener has stored the message, not before.
+            process_before_response=True,
             logger=logging.getLogger("cda_bot.slack.bolt"),
         )
         self._listen()
@@ -124,7 +132,7 @@ class SlackAdapter:
             install_path="/slack/install",
             redirect_uri_path="/slack/oauth_redirect",
             installation_store=self.installations,
-            state_store=StateStore(self.core.engine),
+            state_store=StateStore(self.hub.engine, clock=self.hub.clock),
         )
 
     def routes(self) -> list[BaseRoute]:
@@ -152,6 +160,11 @@ class SlackAdapter:
     async def start(self) -> None:
         if self.config.bot_token is not None:
             await self._learn_identity()
+        if self.installations is not None:
+            try:
+                await self.installations.async_check_key()
+            except TokenDecryptionError as error:
+                raise SlackConfigError(str(error)) from None
         if self.config.app_token is not None:
             self._socket = AsyncSocketModeHandler(self.app, self.config.app_token)
             await self._socket.connect_async()
@@ -209,29 +222,40 @@ class SlackAdapter:
         found = await self.authorization(None, team_id)
         return found.bot_token if found is not None else None
 
-    # -- listeners: acknowledge, then work in the background --------------------------------------
+    # -- listeners: store the message, then acknowledge ---------------------------------------------
     def _listen(self) -> None:
         app = self.app
 
         @app.event("message")
         @app.event("app_mention")
-        async def on_event(body: dict[str, Any], context: AsyncBoltContext) -> None:
-            # Events are acknowledged by Bolt before this runs.
-            self.work.spawn(self._on_event(body, context.bot_user_id, context.bot_token), "slack-event")
+        async def on_event(body: dict[str, Any], context: AsyncBoltContext) -> BoltResponse | None:
+            # Bolt answers Slack when this returns (process_before_response): only after the message is
+            # stored, so a 503 makes Slack send it again.
+            message = parse.from_event(body, context.bot_user_id, self.hub.clock.now())
+            if message is None:
+                return None
+            return await self._accept(message)
 
         @app.command(SLASH_COMMAND)
-        async def on_command(
-            ack: Any, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
-        ) -> None:
+        async def on_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+            message = parse.from_command(body, self.hub.clock.now())
+            try:
+                await self.hub.accept(message)
+            except Unavailable:
+                # Slack never retries a slash command: say so now, while the person is looking.
+                await ack(text=NOT_STORED)
+                return
             await ack()
-            self.work.spawn(self._on_command(body, respond, context.bot_token), "slack-command")
 
         @app.action(re.compile(f"^{RESOLVE_ACTION}"))
         async def on_action(
-            ack: Any, body: dict[str, Any], action: dict[str, Any], context: AsyncBoltContext
-        ) -> None:
-            await ack()
-            self.work.spawn(self._on_action(body, action, context.bot_token), "slack-action")
+            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
+        ) -> BoltResponse | None:
+            message = parse.from_action(body, action, self.hub.clock.now())
+            refused = await self._accept(message)
+            if refused is None:
+                await ack()
+            return refused
 
         if self.installations is not None:
             app.enable_token_revocation_listeners()
@@ -240,80 +264,98 @@ class SlackAdapter:
         async def on_other_event() -> None:
             """Acknowledged and ignored: a 404 would make Slack retry it."""
 
-    async def _on_event(self, body: dict[str, Any], bot_user_id: str | None, token: str | None) -> None:
-        incoming = parse.from_event(body, bot_user_id, self.core.clock.now())
-        if incoming is None or token is None:
-            return
-        if incoming.ambient and not await self.core.is_bound(incoming.message.conversation):
-            return  # chatter in a channel no city is bound to is none of the bot's business
-        await self._answer(incoming, token)
+        @app.error
+        async def on_error(error: Exception) -> BoltResponse:
+            # A payload the gate let through that still does not parse: the request's fault, not ours.
+            if isinstance(error, parse.PayloadError | ValidationError):
+                log.warning("slack payload refused", extra={"reason": str(error)[:200]})
+                return BoltResponse(status=400, body='{"error": "unreadable Slack payload"}')
+            log.error("slack listener failed", exc_info=error)
+            return BoltResponse(status=500, body='{"error": "internal error"}')
 
-    async def _on_action(self, body: dict[str, Any], action: dict[str, Any], token: str | None) -> None:
+    async def _accept(self, message: InboundMessage) -> BoltResponse | None:
         try:
-            incoming = parse.from_action(body, action, self.core.clock.now())
-        except parse.PayloadError as error:
-            log.warning("slack action ignored", extra={"reason": str(error)})
-            return
-        if token is not None:
-            await self._answer(incoming, token)
-
-    async def _answer(self, incoming: Incoming, token: str) -> None:
-        replies = await self.core.handle(incoming.message)
-        client = web_client(self.config.api_base_url, token)
-        for reply in replies:
-            await self._post(client, incoming.target, reply)
-        await self._deliver()
-
-    async def _on_command(self, body: dict[str, Any], respond: AsyncRespond, token: str | None) -> None:
-        try:
-            message = parse.from_command(body, self.core.clock.now())
-        except parse.PayloadError as error:
-            log.warning("slack command ignored", extra={"reason": str(error)})
-            return
-        replies = await self.core.handle(message)
-        for reply in replies:
-            # Only the person who typed the command sees the answer: a coach's view of several
-            # cities must not land in one city's channel.
-            try:
-                await respond(
-                    text=render.fallback_text(reply),
-                    blocks=render.render_blocks(reply),
-                    response_type="ephemeral",
-                    replace_original=False,
-                )
-            except Exception:
-                log.exception("slack command reply failed", extra={"message_id": message.message_id})
-            if reply.attachment is not None and not render.inline_csv(reply.attachment) and token:
-                client = web_client(self.config.api_base_url, token)
-                await self._upload_to_user(client, body["user_id"], reply.attachment)
-        await self._deliver()
-
-    async def _deliver(self) -> None:
-        try:
-            await self.core.deliver_due()
-        except Exception:
-            log.exception("delivering due messages failed")
+            await self.hub.accept(message)
+        except Unavailable as unavailable:
+            return BoltResponse(
+                status=503,
+                body='{"error": "temporarily unavailable"}',
+                headers={"Retry-After": str(unavailable.retry_after), "Content-Type": "application/json"},
+            )
+        return None
 
     # -- out ------------------------------------------------------------------------------------------
-    async def _post(self, client: AsyncWebClient, target: ReplyTarget, reply: Reply) -> None:
+    async def send(
+        self,
+        recipient: str,
+        reply: Reply,
+        reference: dict[str, Any] | None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """Post `reply` to `recipient`: within `context` when it answers a message (its thread, or the
+        slash command's response URL), else as a DM to a person or a post in a channel."""
+        _, team_id, slack_id = recipient.split(":", 2)
         try:
-            await client.chat_postMessage(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                text=render.fallback_text(reply),
-                blocks=render.render_blocks(reply),
-            )
+            if context is not None and context.get("response_url"):
+                await self._respond(team_id, str(context["response_url"]), context.get("user"), reply)
+                return
+            client = await self._client_for(team_id)
+            channel = (context or reference or {}).get("channel") or slack_id
+            thread_ts = (context or {}).get("thread_ts")
             if reply.attachment is not None and not render.inline_csv(reply.attachment):
-                await self._upload(client, target.channel, target.thread_ts, reply.attachment)
-            if reply.kind == UPDATE_RECORDED and target.message_ts is not None:
-                await client.reactions_add(
-                    channel=target.channel, timestamp=target.message_ts, name=UPDATE_REACTION
+                # One call carrying the text too, so a retry never posts the text twice.
+                await self._upload(client, channel, thread_ts, reply.attachment, render.fallback_text(reply))
+            else:
+                await client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    text=render.fallback_text(reply),
+                    blocks=render.render_blocks(reply),
                 )
+        except SlackApiError as error:
+            raise delivery_error(error) from None
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise DeliveryError(f"slack unreachable: {type(error).__name__}") from None
+        if reply.kind == UPDATE_RECORDED and context is not None and context.get("message_ts"):
+            await self._react(client, channel, str(context["message_ts"]))
+
+    async def _respond(self, team_id: str, response_url: str, user: str | None, reply: Reply) -> None:
+        """Only the person who typed the command sees the answer (an ephemeral response). A CSV too long
+        to show goes to their DM with the bot: a response URL takes no files."""
+        if reply.attachment is not None and not render.inline_csv(reply.attachment) and user:
+            client = await self._client_for(team_id)
+            opened = await client.conversations_open(users=user)
+            await self._upload(client, opened["channel"]["id"], None, reply.attachment, None)
+        webhook = AsyncWebhookClient(response_url, timeout=TIMEOUT_SECONDS)
+        answered = await webhook.send(
+            text=render.fallback_text(reply),
+            blocks=render.render_blocks(reply),
+            response_type="ephemeral",
+            replace_original=False,
+        )
+        if answered.status_code == 429:
+            raise DeliveryError(
+                "slack rate limited", retry_after=_seconds(answered.headers.get("retry-after"))
+            )
+        if answered.status_code in (404, 410):
+            raise DeliveryError("slack: response URL expired", permanent=True)
+        if answered.status_code >= 300:
+            raise DeliveryError(f"slack response URL answered {answered.status_code}")
+
+    async def _react(self, client: AsyncWebClient, channel: str, message_ts: str) -> None:
+        """The ✅ on a recorded update is a nicety: failing it never sends the reply again."""
+        try:
+            await client.reactions_add(channel=channel, timestamp=message_ts, name=UPDATE_REACTION)
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as error:
-            log.error("slack reply failed", extra={"channel": target.channel, "error": describe(error)})
+            log.info("slack reaction not added", extra={"channel": channel, "error": describe(error)})
 
     async def _upload(
-        self, client: AsyncWebClient, channel: str, thread_ts: str | None, attachment: Attachment
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str | None,
+        attachment: Attachment,
+        comment: str | None,
     ) -> None:
         await client.files_upload_v2(
             channel=channel,
@@ -321,45 +363,37 @@ class SlackAdapter:
             content=attachment.content,
             filename=attachment.filename,
             title=attachment.filename,
+            initial_comment=comment,
         )
 
-    async def _upload_to_user(self, client: AsyncWebClient, user_id: str, attachment: Attachment) -> None:
-        """A CSV too long to show goes to the coach's DM with the bot: a response URL takes no files."""
-        try:
-            opened = await client.conversations_open(users=user_id)
-            await self._upload(client, opened["channel"]["id"], None, attachment)
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as error:
-            log.error("slack file upload failed", extra={"error": describe(error)})
-
-    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
-        """Unprompted delivery (coach notices, reminders): a DM to a person, a post to a channel."""
-        _, team_id, slack_id = recipient.split(":", 2)
+    async def _client_for(self, team_id: str) -> AsyncWebClient:
         token = await self._token_for(team_id)
         if token is None:
             raise DeliveryError(f"no Slack installation for team {team_id}", permanent=True)
-        channel = (reference or {}).get("channel") or slack_id
-        client = web_client(self.config.api_base_url, token)
-        try:
-            await client.chat_postMessage(
-                channel=channel, text=render.fallback_text(reply), blocks=render.render_blocks(reply)
-            )
-        except SlackApiError as error:
-            if error.response.status_code == 429:
-                raise DeliveryError("slack rate limited", retry_after=retry_after(error)) from None
-            code = str(error.response.get("error"))
-            raise DeliveryError(f"slack: {code}", permanent=code in PERMANENT_ERRORS) from None
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise DeliveryError(f"slack unreachable: {type(error).__name__}") from None
+        client = self._clients.get(token)
+        if client is None:
+            client = self._clients[token] = web_client(self.config.api_base_url, token)
+        return client
 
 
-def retry_after(error: SlackApiError) -> float | None:
-    value = error.response.headers.get("Retry-After") or error.response.headers.get("retry-after")
+def delivery_error(error: SlackApiError) -> DeliveryError:
+    if error.response.status_code == 429:
+        return DeliveryError("slack rate limited", retry_after=retry_after(error))
+    code = str(error.response.get("error"))
+    return DeliveryError(f"slack: {code}", permanent=code in PERMANENT_ERRORS)
+
+
+def _seconds(value: Any) -> float | None:
     if isinstance(value, list):
         value = value[0] if value else None
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def retry_after(error: SlackApiError) -> float | None:
+    return _seconds(error.response.headers.get("Retry-After") or error.response.headers.get("retry-after"))
 
 
 def describe(error: Exception) -> str:

@@ -2,8 +2,9 @@
 
 A half-configured Slack is an error at start, never at the first message."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from adapters.slack.token_crypto import TokenKeyError, check_key
 from bot.runtime.settings import Settings
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
@@ -22,6 +23,8 @@ class SlackConfig:
     client_secret: str | None
     api_base_url: str
     public_base_url: str | None
+    # Encrypts the tokens of OAuth installations at rest; repr=False keeps it out of tracebacks.
+    token_encryption_key: str | None = field(default=None, repr=False)
 
     @property
     def oauth(self) -> bool:
@@ -34,7 +37,9 @@ class SlackConfig:
     def describe(self) -> str:
         workspaces = "multi-workspace OAuth" if self.oauth else "single workspace"
         transport = "Socket Mode" if self.socket_mode else "HTTP at POST /slack/events"
-        return f"slack: on ({workspaces}, {transport})"
+        # Only installations are stored; a single workspace's token lives in the environment.
+        at_rest = ", stored tokens encrypted" if self.oauth and self.token_encryption_key else ""
+        return f"slack: on ({workspaces}, {transport}{at_rest})"
 
 
 def _secret(value: object) -> str | None:
@@ -51,6 +56,7 @@ def slack_config(settings: Settings) -> SlackConfig | None:
         client_secret=_secret(settings.slack_client_secret),
         api_base_url=_with_slash(settings.slack_api_base_url or DEFAULT_API_BASE_URL),
         public_base_url=settings.public_base_url,
+        token_encryption_key=_secret(settings.slack_token_encryption_key),
     )
     credentials = (
         config.signing_secret,
@@ -90,6 +96,11 @@ def check(config: SlackConfig) -> None:
         raise SlackConfigError("slack: SLACK_SIGNING_SECRET is missing (Basic Information › App Credentials)")
     if not config.api_base_url.startswith(("http://", "https://")):
         raise SlackConfigError("slack: SLACK_API_BASE_URL must be an http(s) URL")
+    if config.token_encryption_key is not None:
+        try:
+            check_key(config.token_encryption_key)
+        except TokenKeyError as error:
+            raise SlackConfigError(str(error)) from None
 
 
 def _with_slash(url: str) -> str:

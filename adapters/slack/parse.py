@@ -4,8 +4,7 @@ Only translation lives here; which messages matter and what they mean is the cor
 
 import html
 import re
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core.messages import InboundMessage
@@ -21,20 +20,7 @@ class PayloadError(ValueError):
     """A signed body that is not a Slack payload we can read."""
 
 
-@dataclass(frozen=True)
-class ReplyTarget:
-    """Where the bot answers: the channel, the thread (None: not threaded) and the message to react to."""
-
-    channel: str
-    thread_ts: str | None
-    message_ts: str | None = None
-
-
-@dataclass(frozen=True)
-class Incoming:
-    message: InboundMessage
-    target: ReplyTarget
-    ambient: bool  # said in a channel without addressing the bot: only bound channels are listened to
+RESPONSE_URL_LIFETIME = timedelta(minutes=30)  # Slack's own limit on a response URL
 
 
 def identity(team_id: str, slack_id: str) -> str:
@@ -46,7 +32,7 @@ def _plain(text: str) -> str:
     return html.unescape(text)
 
 
-def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datetime) -> Incoming | None:
+def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datetime) -> InboundMessage | None:
     """A `message` or `app_mention` event as an inbound message; None for what the bot must not answer."""
     event = body.get("event") or {}
     kind = event.get("type")
@@ -67,32 +53,37 @@ def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datet
     if bot_user_id is not None:
         text = _MENTION.sub(lambda m: "" if m.group(1) == bot_user_id else m.group(0), text)
     ts = event.get("ts")
-    thread_ts = event.get("thread_ts") or (None if direct else ts)
-    sender = identity(event.get("user_team") or team_id, user)
-    ambient = kind == "message" and not direct
-    message = InboundMessage(
+    return InboundMessage(
         platform=PLATFORM,
         message_id=str(body.get("event_id") or f"{channel}:{ts}"),
         conversation=identity(team_id, channel),
-        sender=sender,
+        sender=identity(event.get("user_team") or team_id, user),
         text=_plain(text).strip(),
         received_at=received_at,
-        thread=thread_ts,
         reference={"channel": channel, "team_id": team_id},
+        # In a channel the answer goes in the message's thread; in a DM, below it.
+        reply_context={
+            "channel": channel,
+            "thread_ts": event.get("thread_ts") or (None if direct else ts),
+            "message_ts": ts,
+        },
         direct=direct,
-        addressed=not ambient,
-        raw={"event_id": body.get("event_id"), "type": kind, "channel": channel, "ts": ts},
+        private=direct,
+        # Said in a channel without addressing the bot: only commands and questions in a bound
+        # channel are the bot's business (the core decides).
+        addressed=kind == "app_mention" or direct,
     )
-    return Incoming(message, ReplyTarget(channel, thread_ts, ts), ambient=ambient)
 
 
 def from_command(body: dict[str, Any], received_at: datetime) -> InboundMessage:
-    """`/cda <text>` becomes the text `/cda <text>` from the person who typed it."""
+    """`/cda <text>` becomes the text `/cda <text>` from the person who typed it; only they see the
+    command, so the answers are theirs alone, through its response URL."""
     try:
         team_id, user, channel = body["team_id"], body["user_id"], body["channel_id"]
     except KeyError as missing:
         raise PayloadError(f"slash command without {missing.args[0]}") from None
     words = (body.get("text") or "").strip()
+    response_url = body.get("response_url")
     return InboundMessage(
         platform=PLATFORM,
         # Slack never retries a slash command, and each invocation has its own trigger id.
@@ -101,13 +92,15 @@ def from_command(body: dict[str, Any], received_at: datetime) -> InboundMessage:
         sender=identity(team_id, user),
         text=f"/cda {_plain(words)}".strip(),
         received_at=received_at,
+        reply_context={"channel": channel, "user": user, "response_url": response_url},
+        reply_expires_at=received_at + RESPONSE_URL_LIFETIME if response_url else None,
         direct=str(channel).startswith("D"),
-        raw={"command": body.get("command"), "channel": channel},
+        private=True,
     )
 
 
-def from_action(body: dict[str, Any], action: dict[str, Any], received_at: datetime) -> Incoming:
-    """A click on a Resolve button is the clicker saying `/cda resolve <id>`."""
+def from_action(body: dict[str, Any], action: dict[str, Any], received_at: datetime) -> InboundMessage:
+    """A click on a Resolve button is the clicker saying `/cda resolve <id>`; only they see it."""
     user = body.get("user") or {}
     team_id = (body.get("team") or {}).get("id") or user.get("team_id")
     container = body.get("container") or {}
@@ -118,15 +111,18 @@ def from_action(body: dict[str, Any], action: dict[str, Any], received_at: datet
         raise PayloadError(f"unknown action {action.get('action_id')!r}")
     value = str(action.get("value") or "").strip()
     message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
-    message = InboundMessage(
+    direct = str(channel).startswith("D")
+    return InboundMessage(
         platform=PLATFORM,
         message_id=str(body.get("trigger_id") or f"action:{user['id']}:{action.get('action_ts')}"),
         conversation=identity(team_id, channel),
         sender=identity(team_id, user["id"]),
         text=f"/cda resolve {value}",
         received_at=received_at,
-        thread=message_ts,
-        direct=str(channel).startswith("D"),
-        raw={"action_id": action.get("action_id"), "channel": channel},
+        # In the DM where the notice was, the answer goes in its thread; elsewhere, to the clicker only.
+        reply_context={"channel": channel, "thread_ts": message_ts}
+        if direct
+        else {"channel": channel, "user": user["id"], "response_url": body.get("response_url")},
+        direct=direct,
+        private=True,
     )
-    return Incoming(message, ReplyTarget(channel, message_ts, message_ts), ambient=False)

@@ -22,7 +22,7 @@ NAMES = frozenset(
 )
 
 _SHORT = re.compile(r"^(update|blocker)\s*[:：]\s*(.*)$", re.IGNORECASE | re.DOTALL)
-_PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
+PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def parse(text: str, addressed: bool = True) -> Command:
     short = _SHORT.match(text)
     if short:
         return Command(short.group(1).lower(), short.group(2).strip())
-    prefixed = _PREFIX.match(text)
+    prefixed = PREFIX.match(text)
     if prefixed:
         rest = text[prefixed.end() :].strip()
         if not rest:
@@ -72,8 +72,9 @@ def parse_listing(args: str) -> ListingArgs:
     for word in args.split():
         if word.lower() == "all":
             include_all = True
-        elif word.isdigit():
-            days = int(word)
+        elif word.isascii() and word.isdigit():
+            # Past a year, every listing is the same: no need to read a number of any length.
+            days = int(word) if len(word) <= 4 else 9999
         else:
             words.append(word)
     return ListingArgs(" ".join(words) or None, include_all, days)

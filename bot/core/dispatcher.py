@@ -5,17 +5,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
-
-from bot.core.clock import Clock
-from bot.core.commands import Command, parse, parse_listing
+from bot.core.audience import address
+from bot.core.commands import PREFIX, Command, parse, parse_listing
 from bot.core.i18n import N_, Translator, translator
 from bot.core.identity import platform_of
-from bot.core.messages import MAX_TEXT, InboundMessage, Reply
+from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from bot.core.request import Request, Speaker, SpeakerRole
 from handlers import blockers, export, help, schedule, status, updates
 from store.models import City
-from store.repo import Store, open_store
+from store.repo import Store
 
 log = logging.getLogger("cda_bot.dispatcher")
 
@@ -56,7 +54,9 @@ TOO_LONG = N_(
     "That message has {count} characters; the limit is 8,000. Please shorten it: nothing was saved."
 )
 EMPTY = N_("I got an empty message. Say `/cda help` to see what I can do.")
-FAILED = N_("Sorry, something went wrong on my side and nothing was saved. Please try again in a moment.")
+FAILED = N_(
+    "Sorry, something went wrong on my side and nothing was saved. The error is logged for the bot's admins."
+)
 
 
 class Refusal(Exception):
@@ -145,82 +145,83 @@ def context_scope(store: Store, speaker: Speaker, channel_city: City | None) -> 
     return store.cities(speaker.accessible_ids) if speaker.accessible_ids else []
 
 
-class Dispatcher:
-    def __init__(self, engine: Engine, clock: Clock) -> None:
-        self.engine = engine
-        self.clock = clock
+def dispatch(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
+    """What the bot answers to one message, addressed to who may see it. Writes (an update, a blocker,
+    coach notices) go through `store`, in the caller's transaction."""
+    speaker, channel_city = resolve_speaker(store, msg)
+    t = translator(language_of(speaker, channel_city))
+    return address(msg, channel_city, _replies(store, msg, speaker, channel_city, now, t), t)
 
-    def handle(self, msg: InboundMessage) -> list[Reply]:
-        """Process one inbound message once; the replies to send back (none for a duplicate)."""
-        try:
-            with open_store(self.engine) as store:
-                return self._dispatch(msg, store)
-        except Exception:
-            log.exception("handling failed", extra={"platform": msg.platform, "message_id": msg.message_id})
-            return [Reply(text=self._failed_text(msg))]
 
-    def _failed_text(self, msg: InboundMessage) -> str:
-        try:
-            with open_store(self.engine) as store:
-                speaker, channel_city = resolve_speaker(store, msg)
-                return translator(language_of(speaker, channel_city)).gettext(FAILED)
-        except Exception:
-            return FAILED
+def failure_notice(store: Store, msg: InboundMessage) -> list[Outgoing]:
+    """The apology for a message whose handling failed, addressed like any reply."""
+    speaker, channel_city = resolve_speaker(store, msg)
+    t = translator(language_of(speaker, channel_city))
+    return address(msg, channel_city, [Reply(text=t.gettext(FAILED))], t)
 
-    def _dispatch(self, msg: InboundMessage, store: Store) -> list[Reply]:
-        now = self.clock.now()
-        if not store.mark_processed(msg.platform, msg.message_id, now):
-            log.info("duplicate dropped", extra={"platform": msg.platform, "message_id": msg.message_id})
-            return []
-        if msg.reference is not None:
-            store.save_reference(msg.conversation, msg.platform, msg.reference, now)
-            if msg.direct:
-                store.save_reference(msg.sender, msg.platform, msg.reference, now)
-        speaker, channel_city = resolve_speaker(store, msg)
-        t = translator(language_of(speaker, channel_city))
-        text = msg.text.strip()
-        # Chatter in a shared channel that is no command or question is people talking to each other:
-        # the bot keeps out of it. Whatever is said to the bot gets an answer.
-        command = parse(text[: MAX_TEXT + 1], msg.addressed)
-        if not msg.addressed and command.name in ("unknown", "empty"):
-            return []
-        if len(text) > MAX_TEXT:
-            return [Reply(text=t.gettext(TOO_LONG).format(count=f"{len(text):,}"))]
-        if command.name == "empty":
-            return [Reply(text=t.gettext(EMPTY))]
-        spec = COMMANDS.get(command.name)
-        if spec is None:
-            return [Reply(text=t.gettext(help.HINT))]
-        try:
-            request = self._request(store, msg, command, spec, speaker, channel_city, now, t)
-        except Refusal as refusal:
-            return [Reply(text=str(refusal))]
-        return [spec.handler(request, store)]
 
-    def _request(
-        self,
-        store: Store,
-        msg: InboundMessage,
-        command: Command,
-        spec: Spec,
-        speaker: Speaker,
-        channel_city: City | None,
-        now: datetime,
-        t: Translator,
-    ) -> Request:
-        if speaker.role not in spec.roles:
-            raise refuse_role(t, command.name, speaker)
-        request = Request(msg, speaker, command.args, now, channel_city=channel_city, t=t)
-        if spec.scope == "own":
-            assert speaker.city is not None
-            request.cities = [speaker.city]
-        elif spec.scope == "named":
-            listing = parse_listing(command.args)
-            request.cities = named_scope(t, store, speaker, listing.city, channel_city)
-            request.include_all, request.days = listing.include_all, listing.days
-        elif spec.scope == "accessible":
-            request.cities = accessible_scope(t, store, speaker)
-            request.days = parse_listing(command.args).days
-        elif spec.scope == "context":
-            request.cities = context_scope(store, speaker, channel_city)
-        return request
+def typed_length(text: str) -> int:
+    """What counts against the limit: what the person wrote, not the `/cda ` an adapter may add."""
+    prefixed = PREFIX.match(text)
+    return len(text) - (prefixed.end() if prefixed else 0)
+
+
+def _replies(
+    store: Store,
+    msg: InboundMessage,
+    speaker: Speaker,
+    channel_city: City | None,
+    now: datetime,
+    t: Translator,
+) -> list[Reply]:
+    text = msg.text.strip()
+    # Chatter in a shared channel that is no command or question is people talking to each other:
+    # the bot keeps out of it. Whatever is said to the bot gets an answer.
+    command = parse(text[: MAX_TEXT + 16], msg.addressed)
+    if not msg.addressed and command.name in ("unknown", "empty"):
+        return []
+    if typed_length(text) > MAX_TEXT:
+        return [Reply(text=t.gettext(TOO_LONG).format(count=t.number(len(text))))]
+    if command.name == "empty":
+        return [Reply(text=t.gettext(EMPTY))]
+    spec = COMMANDS.get(command.name)
+    if spec is None:
+        return [Reply(text=t.gettext(help.HINT))]
+    try:
+        request = _request(store, msg, command, spec, speaker, channel_city, now, t)
+    except Refusal as refusal:
+        # A refusal may name the member's own city, never another one.
+        own = [speaker.city.id] if speaker.city is not None and speaker.city.id is not None else []
+        return [Reply(text=str(refusal), about=own)]
+    reply = spec.handler(request, store)
+    # Whatever the handler was given to read, its reply may show: the audience rule goes by that.
+    scope = {c.id for c in request.cities if c.id is not None}
+    return [reply.model_copy(update={"about": sorted(scope | set(reply.about))})]
+
+
+def _request(
+    store: Store,
+    msg: InboundMessage,
+    command: Command,
+    spec: Spec,
+    speaker: Speaker,
+    channel_city: City | None,
+    now: datetime,
+    t: Translator,
+) -> Request:
+    if speaker.role not in spec.roles:
+        raise refuse_role(t, command.name, speaker)
+    request = Request(msg, speaker, command.args, now, channel_city=channel_city, t=t)
+    if spec.scope == "own":
+        assert speaker.city is not None
+        request.cities = [speaker.city]
+    elif spec.scope == "named":
+        listing = parse_listing(command.args)
+        request.cities = named_scope(t, store, speaker, listing.city, channel_city)
+        request.include_all, request.days = listing.include_all, listing.days
+    elif spec.scope == "accessible":
+        request.cities = accessible_scope(t, store, speaker)
+        request.days = parse_listing(command.args).days
+    elif spec.scope == "context":
+        request.cities = context_scope(store, speaker, channel_city)
+    return request

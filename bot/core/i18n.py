@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_date, format_skeleton
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
@@ -62,6 +63,10 @@ class Translator:
         """`Tue 1 Dec 2026` · `mar 1 dic 2026` · `ter. 1 dez. 2026`."""
         return format_date(day, "EEE d MMM y", locale=self.language)
 
+    def number(self, value: int) -> str:
+        """`8,108` · `8108` · `8.108`: grouped as the language writes it."""
+        return format_decimal(value, locale=self.language)
+
     def month(self, day: date) -> str:
         """`January 2027` · `enero de 2027` · `janeiro de 2027`."""
         return format_skeleton("yMMMM", day, locale=self.language)
@@ -102,3 +107,13 @@ class Translator:
 @cache
 def translator(language: str) -> Translator:
     return Translator(language)
+
+
+def countdown(instant: datetime, now: datetime, language: str) -> str:
+    """`in 52 minutes`, `in 3 hours`: how long until `instant`, as a reminder says it."""
+    t = translator(language)
+    minutes = max(1, round((instant - now).total_seconds() / 60))
+    if minutes >= 90:
+        hours = round(minutes / 60)
+        return t.ngettext("in {count} hour", "in {count} hours", hours).format(count=hours)
+    return t.ngettext("in {count} minute", "in {count} minutes", minutes).format(count=minutes)

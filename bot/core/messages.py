@@ -1,33 +1,65 @@
 """What flows through the core: one inbound message type, one reply type, and the adapter protocol."""
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from bot.core.i18n import countdown
 
 MAX_TEXT = 8000
 UPDATE_RECORDED = "update_recorded"  # Reply.kind of a recorded momentum update
+SOON = "{soon}"  # in a reply with `starts_at`: replaced by "in 52 minutes" when the reply is sent
+
+
+def clean_text(value: str) -> str:
+    """What any store can keep: a NUL byte (refused by PostgreSQL) and unpaired surrogates (not UTF-8)
+    become U+FFFD, the replacement character, instead of failing the whole message later."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
+Clean = Annotated[str, AfterValidator(clean_text)]
+Id = Annotated[str, AfterValidator(clean_text), Field(min_length=1, max_length=200)]
 
 
 class InboundMessage(BaseModel):
     """A message from any platform, already verified and parsed by its adapter."""
 
-    platform: str
-    message_id: str = Field(max_length=200)
-    conversation: str = Field(max_length=200, description="identity of the conversation, e.g. slack:T1:C1")
-    sender: str = Field(max_length=200, description="identity of the person, e.g. slack:T1:U1")
-    text: str
+    platform: str = Field(max_length=20)
+    message_id: Id
+    conversation: Id = Field(description="identity of the conversation, e.g. slack:T1:C1")
+    sender: Id = Field(description="identity of the person, e.g. slack:T1:U1")
+    text: Clean
     received_at: datetime
-    thread: str | None = None
     reference: dict[str, Any] | None = Field(
         default=None, description="what the adapter needs to message this conversation later"
     )
+    reply_context: dict[str, Any] | None = Field(
+        default=None,
+        description="where a reply goes within the platform (a thread, a response URL), for the adapter",
+    )
+    reply_expires_at: datetime | None = Field(
+        default=None, description="when a reply can no longer be given (a Slack response URL's 30 minutes)"
+    )
     direct: bool = Field(default=False, description="a one-to-one conversation with the bot")
+    private: bool = Field(
+        default=False,
+        description="only the sender saw it (a DM, a slash command): the replies are for the sender alone",
+    )
     addressed: bool = Field(
         default=True,
         description="said to the bot (DM, mention, command); False for chatter in a shared channel",
     )
-    raw: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def seen_by_others(self) -> bool:
+        return not (self.direct or self.private)
 
 
 class ReplyField(BaseModel):
@@ -61,6 +93,35 @@ class Reply(BaseModel):
     kind: str | None = Field(
         default=None, description="what happened (e.g. update_recorded), for native acknowledgements"
     )
+    about: list[int] = Field(
+        default_factory=list, description="the cities whose data this shows: who may see it depends on it"
+    )
+    starts_at: datetime | None = Field(
+        default=None, description="the instant `{soon}` in the text counts down to, rendered when sent"
+    )
+    language: str = "en"
+
+    def rendered(self, now: datetime) -> "Reply":
+        """The reply as it reads at `now`: "starts in 52 minutes" is true when it is sent, not planned."""
+        if self.starts_at is None:
+            return self
+        soon = countdown(self.starts_at, now, self.language)
+        return self.model_copy(
+            update={
+                "text": self.text.replace(SOON, soon),
+                "items": [item.replace(SOON, soon) for item in self.items],
+                "title": self.title.replace(SOON, soon) if self.title else self.title,
+                "starts_at": None,
+            }
+        )
+
+
+class Outgoing(BaseModel):
+    """A reply on its way: to whom, and where within the platform (the adapter's reply context)."""
+
+    recipient: str
+    reply: Reply
+    context: dict[str, Any] | None = None
 
 
 class DeliveryError(Exception):
@@ -77,6 +138,13 @@ class Adapter(Protocol):
 
     platform: str
 
-    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None:
-        """Deliver `reply` to `recipient` (an identity) unprompted; raise DeliveryError on failure."""
+    async def send(
+        self,
+        recipient: str,
+        reply: Reply,
+        reference: dict[str, Any] | None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """Deliver `reply` to `recipient` (an identity): unprompted, or as an answer within `context`;
+        raise DeliveryError on failure."""
         ...

@@ -1,9 +1,14 @@
-"""The one path for unprompted messages: due outbox rows go out through the recipient's adapter,
-each exactly once across passes, restarts and replicas (see README, "Promises")."""
+"""The one path out: due outbox rows (replies, reminders, nudges, digests, notices) go out through the
+recipient's adapter, each exactly once across passes, restarts and replicas (see README, "Promises").
+
+`deliver_due` is one round (a `cda-bot tick`, a test); `run` is the server's loop: woken the moment a
+reply is written, it claims what is due and hands each row to the lane of its rate-limit key, so one
+slow channel never holds up another and a new reply never waits for an old batch."""
 
 import asyncio
+import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +18,7 @@ from sqlalchemy import Engine
 
 from bot.core.clock import Clock
 from bot.core.identity import platform_of
+from bot.core.inbox import REPLY_KIND
 from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime.ratelimit import RateLimiter, limit_key
 from store.models import OutboxMessage, OutboxStatus
@@ -21,9 +27,14 @@ from store.repo import open_store
 log = logging.getLogger("cda_bot.delivery")
 
 BACKOFF_SECONDS = (30, 120, 600, 1800, 3600)
+# Someone is waiting for a reply: retry within seconds, not minutes.
+REPLY_BACKOFF_SECONDS = (1, 3, 10, 30, 60)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
-# How long a claimed row stays with its deliverer; a deliverer that died gives it back after this.
-LEASE = timedelta(minutes=10)
+# How long a claimed row stays with its deliverer. The server renews the lease of what it holds every
+# third of it, so a row changes hands only when its deliverer died.
+LEASE = timedelta(seconds=90)
+POLL_SECONDS = 5.0  # the loop looks for retries and rows of other replicas at least this often
+MAX_IN_FLIGHT = 1000  # rows held in lanes at once; past this the loop claims nothing new
 
 
 @dataclass
@@ -34,8 +45,9 @@ class DeliveryReport:
     dropped: list[int] = field(default_factory=list)
 
 
-def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
-    backoff = BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS)) - 1]
+def retry_delay(kind: str, attempts: int, retry_after: float | None) -> timedelta:
+    schedule = REPLY_BACKOFF_SECONDS if kind == REPLY_KIND else BACKOFF_SECONDS
+    backoff = schedule[min(attempts, len(schedule)) - 1]
     return timedelta(seconds=max(backoff, retry_after or 0))
 
 
@@ -51,58 +63,184 @@ class Deliverer:
         self.adapters = adapters
         self.clock = clock
         self.limiter = limiter or RateLimiter()
+        self._lanes: dict[str, deque[OutboxMessage]] = {}
+        self._lane_tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake: asyncio.Event | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
+    # -- one round ----------------------------------------------------------------------------------
     async def deliver_due(self, limit: int = 500) -> DeliveryReport:
         """Send what is due to recipients whose platform has an adapter; the rest stays queued."""
         report = DeliveryReport()
-        now = self.clock.now()
-        rows = await asyncio.to_thread(self._claim, now, limit)
+        rows = await asyncio.to_thread(self._claim, self.clock.now(), limit)
         queues: dict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
             queues[limit_key(row.recipient)].append(row)
         # One queue per rate-limit key, all at once: a slow channel never holds up another.
-        await asyncio.gather(*(self._drain(queue, now, report) for queue in queues.values()))
+        await asyncio.gather(*(self._drain(queue, report) for queue in queues.values()))
         return report
 
-    async def _drain(self, queue: list[OutboxMessage], now: datetime, report: DeliveryReport) -> None:
+    async def _drain(self, queue: list[OutboxMessage], report: DeliveryReport) -> None:
         for row in queue:
-            assert row.id is not None
-            if row.expires_at is not None and now >= row.expires_at:
-                log.info("outbox message expired, not sent", extra={"outbox_id": row.id, "kind": row.kind})
-                await asyncio.to_thread(self._finish, row.id, OutboxStatus.dropped, now, "expired", None)
-                report.dropped.append(row.id)
-                continue
-            reference = await asyncio.to_thread(self._reference, row.recipient)
-            # The wait comes last, right before the send, so the spacing holds between actual sends.
-            await self.limiter.wait(row.recipient)
-            await self._send(row, reference, now, report)
+            await self._deliver(row, report)
+
+    # -- the server's loop --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(lane) for lane in self._lanes.values()) + len(self._lane_tasks)
+
+    def wake(self) -> None:
+        """Something was written to the outbox: look now, not at the next poll."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="deliverer")
+
+    async def _run(self) -> None:
+        """Deliver until stopped; database failures are logged and tried again at the next poll."""
+        assert self._wake is not None
+        renewed = asyncio.get_running_loop().time()
+        while True:
+            self._wake.clear()
+            claimed, next_due = await self._claim_into_lanes()
+            now = asyncio.get_running_loop().time()
+            if now - renewed > LEASE.total_seconds() / 3:
+                await self._renew_leases()
+                renewed = now
+            if self._stopping:
+                return  # after one last claim, so what was written just before stopping goes out too
+            if claimed and self.in_flight < MAX_IN_FLIGHT:
+                continue  # there may be more due right away
+            pause = POLL_SECONDS
+            if next_due is not None:
+                pause = min(pause, max((next_due - self.clock.now()).total_seconds(), 0.01))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+
+    async def stop(self, timeout: float) -> None:
+        """Claim once more, then let the lanes finish what they hold, up to `timeout` seconds; the rest
+        stays claimed and goes out from another replica, or this one after a restart, once its lease
+        runs out."""
+        if self._loop_task is not None:
+            self._stopping = True
+            self.wake()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._loop_task), timeout)
+            self._loop_task.cancel()
+            self._loop_task = None
+        if self._lane_tasks:
+            await asyncio.wait(set(self._lane_tasks.values()), timeout=timeout)
+        for task in list(self._lane_tasks.values()):
+            task.cancel()
+
+    async def _claim_into_lanes(self) -> tuple[int, datetime | None]:
+        """Claim what is due into the lanes: how many rows, and when the next one falls due."""
+        room = MAX_IN_FLIGHT - self.in_flight
+        if room <= 0:
+            return 0, None
+        try:
+            rows, next_due = await asyncio.to_thread(self._claim_and_peek, self.clock.now(), min(room, 200))
+        except Exception as error:
+            log.warning("claiming due messages failed", extra={"error": type(error).__name__})
+            return 0, None
+        for row in rows:
+            key = limit_key(row.recipient)
+            self._lanes.setdefault(key, deque()).append(row)
+            if key not in self._lane_tasks:
+                task = asyncio.get_running_loop().create_task(self._lane(key), name=f"lane {key}")
+                self._lane_tasks[key] = task
+        return len(rows), next_due
+
+    async def _lane(self, key: str) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                try:
+                    await self._deliver(lane[0], DeliveryReport())
+                except Exception:
+                    # The database failed while recording the outcome: the row stays claimed and its
+                    # lease runs out, so it is tried again; this lane goes on with the next.
+                    log.exception("delivery bookkeeping failed", extra={"outbox_id": lane[0].id})
+                lane.popleft()
+        finally:
+            del self._lanes[key]
+            del self._lane_tasks[key]
+
+    async def _renew_leases(self) -> None:
+        ids = [row.id for lane in self._lanes.values() for row in lane if row.id is not None]
+        if not ids:
+            return
+        until = self.clock.now() + LEASE
+        try:
+            await asyncio.to_thread(self._extend, ids, until)
+        except Exception as error:
+            log.warning("renewing leases failed", extra={"error": type(error).__name__})
+
+    # -- one message --------------------------------------------------------------------------------
+    async def _deliver(self, row: OutboxMessage, report: DeliveryReport) -> None:
+        assert row.id is not None
+        now = self.clock.now()
+        if row.expires_at is not None and now >= row.expires_at:
+            log.info("outbox message expired, not sent", extra={"outbox_id": row.id, "kind": row.kind})
+            await asyncio.to_thread(self._finish, row.id, OutboxStatus.dropped, now, "expired", None)
+            report.dropped.append(row.id)
+            return
+        # A reply knows where it goes; only an unprompted message needs the stored reference.
+        reference = None if row.context else await asyncio.to_thread(self._reference, row.recipient)
+        # The wait comes last, right before the send, so the spacing holds between actual sends.
+        await self.limiter.wait(row.recipient)
+        await self._send(row, reference, report)
 
     async def _send(
-        self, row: OutboxMessage, reference: dict[str, Any] | None, now: datetime, report: DeliveryReport
+        self, row: OutboxMessage, reference: dict[str, Any] | None, report: DeliveryReport
     ) -> None:
         assert row.id is not None
         adapter = self.adapters[platform_of(row.recipient)]
         try:
-            await adapter.send(row.recipient, Reply.model_validate(row.payload), reference)
+            reply = Reply.model_validate(row.payload).rendered(self.clock.now())
+            await adapter.send(row.recipient, reply, reference, row.context)
         except Exception as error:
+            now = self.clock.now()
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None
             permanent = isinstance(error, DeliveryError) and error.permanent
             reason = f"{type(error).__name__}: {error}"[:1000]
             if permanent or row.attempts >= MAX_ATTEMPTS:
-                log.warning("outbox message failed", extra={"outbox_id": row.id, "attempts": row.attempts})
+                log.warning(
+                    "outbox message failed",
+                    extra={"outbox_id": row.id, "attempts": row.attempts, "error": reason},
+                )
                 await asyncio.to_thread(self._finish, row.id, OutboxStatus.failed, now, reason, None)
                 report.failed.append(row.id)
             else:
-                retry_at = now + retry_delay(row.attempts, retry_after)
+                retry_at = now + retry_delay(row.kind, row.attempts, retry_after)
                 await asyncio.to_thread(self._finish, row.id, OutboxStatus.pending, now, reason, retry_at)
                 report.retrying.append(row.id)
+                self.wake()  # so the loop sleeps until this retry is due, not a whole poll
             return
-        await asyncio.to_thread(self._finish, row.id, OutboxStatus.sent, now, None, None)
+        await asyncio.to_thread(self._finish, row.id, OutboxStatus.sent, self.clock.now(), None, None)
         report.sent.append(row.id)
 
+    # -- the database -------------------------------------------------------------------------------
     def _claim(self, now: datetime, limit: int) -> list[OutboxMessage]:
         with open_store(self.engine) as store:
             return store.claim_due(now, list(self.adapters), LEASE, limit)
+
+    def _claim_and_peek(self, now: datetime, limit: int) -> tuple[list[OutboxMessage], datetime | None]:
+        with open_store(self.engine) as store:
+            rows = store.claim_due(now, list(self.adapters), LEASE, limit)
+            return rows, store.next_due(list(self.adapters))
+
+    def _extend(self, ids: list[int], until: datetime) -> None:
+        with open_store(self.engine) as store:
+            store.extend_lease(ids, until)
 
     def _finish(
         self,

@@ -1,43 +1,67 @@
-"""What an adapter calls once the platform is acknowledged: the dispatcher, off the event loop, and
-the deliverer for whatever the message made due (coach notices)."""
+"""What every adapter talks to: `accept` a verified message (the platform is acknowledged only once it
+returns), and the one deliverer that sends every reply and unprompted message through the adapters."""
 
-import asyncio
 import logging
 
 from sqlalchemy import Engine
 
 from bot.core.clock import Clock
-from bot.core.dispatcher import Dispatcher
-from bot.core.messages import Adapter, InboundMessage, Reply
+from bot.core.messages import Adapter, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
-from store.repo import open_store
+from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
 
-log = logging.getLogger("cda_bot.core")
+log = logging.getLogger("cda_bot.hub")
+
+
+class Unavailable(Exception):
+    """The message could not be stored (database unreachable, too much waiting): answer the platform
+    503 with `retry_after`, so it sends the message again later."""
+
+    def __init__(self, reason: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class Hub:
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
-        self.dispatcher = Dispatcher(engine, clock)
         self.adapters: dict[str, Adapter] = {}
-        # One deliverer for the process, so rate limits hold across messages and scheduler passes.
+        # One deliverer for the process, so rate limits hold across replies and scheduler passes.
         self.deliverer = Deliverer(engine, self.adapters, clock)
+        self.intake = Intake(engine, clock, handled=self.deliverer.wake)
 
     def register(self, adapter: Adapter) -> None:
-        """An adapter that can deliver unprompted messages to its platform's identities."""
+        """An adapter that can deliver to its platform's identities."""
         self.adapters[adapter.platform] = adapter
 
-    async def handle(self, message: InboundMessage) -> list[Reply]:
-        # The dispatcher is synchronous and talks to the database: never on the event loop.
-        return await asyncio.to_thread(self.dispatcher.handle, message)
+    async def accept(self, message: InboundMessage) -> bool:
+        """Store `message` durably for handling; True if new, False for a duplicate or chatter.
+        Raises Unavailable when it could not be stored: the platform must not be acknowledged."""
+        try:
+            return await self.intake.submit(message)
+        except Busy as busy:
+            log.warning("backlog full, message refused", extra={"platform": message.platform})
+            raise Unavailable(str(busy)) from None
+        except Exception as error:
+            log.warning(
+                "message not stored",
+                extra={"platform": message.platform, "error": type(error).__name__},
+            )
+            raise Unavailable("database unavailable") from None
 
-    async def is_bound(self, conversation: str) -> bool:
-        return await asyncio.to_thread(self._is_bound, conversation)
+    @property
+    def backlog(self) -> dict[str, int]:
+        return {"inbox": self.intake.backlog, "outbox_in_flight": self.deliverer.in_flight}
 
-    def _is_bound(self, conversation: str) -> bool:
-        with open_store(self.engine) as store:
-            return store.bound_city(conversation) is not None
+    async def start(self) -> None:
+        await self.intake.start()
+        self.deliverer.start()
+
+    async def stop(self, timeout: float) -> None:
+        """Handle and send what this process accepted and claimed, within about `timeout` seconds."""
+        await self.intake.stop(timeout / 2)
+        await self.deliverer.stop(timeout / 2)
 
     async def deliver_due(self) -> DeliveryReport:
         return await self.deliverer.deliver_due()

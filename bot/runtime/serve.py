@@ -12,7 +12,6 @@ from adapters.slack.adapter import SlackAdapter
 from adapters.slack.config import SlackConfigError, slack_config
 from bot.core.clock import Clock
 from bot.runtime import logs
-from bot.runtime.background import BackgroundWork
 from bot.runtime.hub import Hub
 from bot.runtime.server import PlatformAdapter, build_app
 from bot.runtime.settings import Settings
@@ -31,8 +30,7 @@ class ConfigError(ValueError):
 @dataclass
 class Server:
     app: Starlette
-    core: Hub
-    work: BackgroundWork
+    hub: Hub
     adapters: list[PlatformAdapter]
     status: list[str]  # one line per platform: on (how) or off (why)
 
@@ -46,8 +44,7 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bool = True) -> Server:
-    core = Hub(engine, clock)
-    work = BackgroundWork()
+    hub = Hub(engine, clock)
     adapters: list[PlatformAdapter] = []
     status: list[str] = []
     try:
@@ -57,16 +54,16 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
     if slack is None:
         status.append("slack: off (no credentials)")
     else:
-        adapters.append(SlackAdapter(slack, core, work))
+        adapters.append(SlackAdapter(slack, hub))
         status.append(slack.describe())
     # Teams and WhatsApp join here, each as a PlatformAdapter with its routes.
     services = []
     if scheduler:
-        services.append(SchedulerService(PassRunner(engine, core.deliverer, clock)))
+        services.append(SchedulerService(PassRunner(engine, hub.deliverer, clock)))
         status.append(f"scheduler: on (a pass every {PASS_SECONDS} s)")
     else:
         status.append("scheduler: off (run `cda-bot tick` from cron)")
-    return Server(build_app(core, adapters, work, services), core, work, adapters, status)
+    return Server(build_app(hub, adapters, services), hub, adapters, status)
 
 
 def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[[str], None]) -> None:

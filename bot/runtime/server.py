@@ -1,7 +1,8 @@
 """The HTTP server: one Starlette app, `/healthz`, `/readyz`, and each platform adapter's routes.
 
 A platform joins by being a `PlatformAdapter`: its `routes()` are mounted, `start()`/`stop()` run in the
-lifespan, and `send()` makes it a target of the deliverer."""
+lifespan, and `send()` makes it a target of the deliverer. The hub starts after the adapters (it sends
+through them) and stops before them, once what was accepted and claimed is handled and sent."""
 
 import asyncio
 import logging
@@ -17,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.core.messages import Reply
-from bot.runtime.background import BackgroundWork
 from bot.runtime.hub import Hub
 
 log = logging.getLogger("cda_bot.server")
@@ -36,7 +36,13 @@ class PlatformAdapter(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send(self, recipient: str, reply: Reply, reference: dict[str, Any] | None) -> None: ...
+    async def send(
+        self,
+        recipient: str,
+        reply: Reply,
+        reference: dict[str, Any] | None,
+        context: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 class Service(Protocol):
@@ -48,48 +54,60 @@ class Service(Protocol):
 
 
 def build_app(
-    core: Hub,
+    hub: Hub,
     adapters: Sequence[PlatformAdapter],
-    work: BackgroundWork,
     services: Sequence[Service] = (),
     drain_seconds: float = DRAIN_SECONDS,
 ) -> Starlette:
     for adapter in adapters:
-        core.register(adapter)
+        hub.register(adapter)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         started: list[Service] = []
+        hub_started = False
         try:
-            for part in [*adapters, *services]:
-                await part.start()
-                started.append(part)
+            for adapter in adapters:
+                await adapter.start()
+                started.append(adapter)
+            await hub.start()
+            hub_started = True
+            for service in services:
+                await service.start()
+                started.append(service)
             log.info("server started", extra={"adapters": ",".join(a.platform for a in adapters) or "none"})
             yield
         finally:
-            # Requests in flight have finished (uvicorn waits for them); now the work they started.
-            await work.drain(drain_seconds)
+            # Requests in flight have finished (uvicorn waits for them); the scheduler stops first, then
+            # the hub handles and sends what was accepted, then the adapters close.
             for part in reversed(started):
-                try:
-                    await part.stop()
-                except Exception:
-                    log.exception("stopping failed", extra={"part": type(part).__name__})
+                if part in services:
+                    await _stop(part)
+            if hub_started:
+                await hub.stop(drain_seconds)
+            for part in reversed(started):
+                if part not in services:
+                    await _stop(part)
             log.info("server stopped")
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
+        backlog = hub.backlog
         try:
-            await asyncio.to_thread(_select_one, core)
+            await asyncio.to_thread(_select_one, hub)
         except Exception as error:
             log.warning("database not reachable", extra={"error": type(error).__name__})
-            return JSONResponse({"status": "unavailable", "error": "database unreachable"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse(
+                {"status": "unavailable", "error": "database unreachable", "backlog": backlog},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "backlog": backlog})
 
     async def http_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
     async def server_error(request: Request, error: Exception) -> Response:
         log.error("request failed", exc_info=error, extra={"path": request.url.path})
@@ -108,6 +126,13 @@ def build_app(
     )
 
 
-def _select_one(core: Hub) -> None:
-    with core.engine.connect() as connection:
+async def _stop(part: Service) -> None:
+    try:
+        await part.stop()
+    except Exception:
+        log.exception("stopping failed", extra={"part": type(part).__name__})
+
+
+def _select_one(hub: Hub) -> None:
+    with hub.engine.connect() as connection:
         connection.execute(text("SELECT 1"))

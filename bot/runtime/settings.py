@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     slack_client_id: str | None = None
     slack_client_secret: SecretStr | None = None
     slack_api_base_url: str | None = None
+    slack_token_encryption_key: SecretStr | None = None  # Fernet key: bot tokens encrypted at rest
 
     microsoft_app_id: str | None = None
     microsoft_app_password: SecretStr | None = None

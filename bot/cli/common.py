@@ -1,0 +1,64 @@
+"""What every `cda-bot` command shares: the consoles, the --db and --now options, and error exits."""
+
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+
+from bot.admin import AdminError
+from bot.core.clock import Clock, FixedClock, SystemClock, parse_instant
+from bot.core.identity import IdentityError, normalize_identity
+from bot.runtime.settings import Settings
+from store.db import make_engine, upgrade
+from store.repo import Store, open_store
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+Db = Annotated[
+    str | None, typer.Option("--db", help="Database URL (default: DATABASE_URL, else ./cda-bot.db)")
+]
+Now = Annotated[
+    str | None, typer.Option("--now", help="The bot's clock for this call (ISO-8601; UTC if no offset)")
+]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print the error; callers `raise fail(...)` so the exit stays visible where it happens."""
+    err.print(f"error: {message}", markup=False)
+    return typer.Exit(1)
+
+
+def engine_for(db: str | None) -> Engine:
+    engine = make_engine(db or Settings().database_url)
+    upgrade(engine)
+    return engine
+
+
+def clock_for(now: str | None) -> Clock:
+    if now is None:
+        return SystemClock()
+    try:
+        return FixedClock(parse_instant(now))
+    except ValueError:
+        raise fail(f"bad --now '{now}': use ISO-8601 like 2026-11-28T12:00:00Z") from None
+
+
+def speaker(identity: str) -> str:
+    try:
+        return normalize_identity(identity)
+    except IdentityError as error:
+        raise fail(str(error)) from None
+
+
+def admin_write(db: str | None, action: Callable[[Store], str]) -> None:
+    """Run one admin change in one transaction; a refusal rolls it back and exits 1."""
+    engine = engine_for(db)
+    try:
+        with open_store(engine) as store:
+            message = action(store)
+    except AdminError as error:
+        raise fail(str(error)) from None
+    out.print(message, markup=False)

@@ -1,0 +1,103 @@
+"""Running the bot: the server, one scheduler pass, the outbox, and database migrations."""
+
+import asyncio
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.table import Table
+
+from adapters.console.adapter import ConsoleAdapter
+from bot import admin
+from bot.admin import AdminError
+from bot.cli.common import Db, Now, clock_for, engine_for, err, fail, out
+from bot.core.clock import SystemClock
+from bot.core.messages import Adapter
+from bot.runtime.delivery import Deliverer
+from bot.runtime.settings import Settings
+from scheduler.runner import PassRunner
+from store.repo import open_store
+
+reminders_app = typer.Typer(help="What the scheduler planned, sent, dropped or failed.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on")] = 8000,
+    scheduler: Annotated[
+        bool, typer.Option("--scheduler/--no-scheduler", help="Run reminders, nudges and digests here")
+    ] = True,
+    db: Db = None,
+) -> None:
+    """The HTTP server with every adapter whose credentials are set, and the scheduler."""
+    from bot.runtime import serve as serving  # the server's dependencies load only for this command
+
+    settings = Settings()
+    try:
+        server = serving.build_server(
+            settings, engine_for(db or settings.database_url), SystemClock(), scheduler
+        )
+    except serving.ConfigError as error:
+        raise fail(str(error)) from None
+    serving.run(server, host, port, serving.secrets_of(settings), lambda line: err.print(line, markup=False))
+
+
+def tick(now: Now = None, db: Db = None) -> None:
+    """Run one scheduler pass: plan what is due, send it (console deliveries print)."""
+    from bot.runtime import serve as serving
+
+    clock = clock_for(now)
+    settings = Settings()
+    engine = engine_for(db or settings.database_url)
+    try:
+        server = serving.build_server(settings, engine, clock, scheduler=False)
+    except serving.ConfigError as error:
+        raise fail(str(error)) from None
+    adapters: dict[str, Adapter] = {"console": ConsoleAdapter(print)}
+    adapters.update({adapter.platform: adapter for adapter in server.adapters})
+    report = asyncio.run(PassRunner(engine, Deliverer(engine, adapters, clock), clock).run())
+    delivery = report.delivery
+    out.print(
+        f"planned {len(report.plan.planned)}, sent {len(delivery.sent)}, retrying {len(delivery.retrying)}, "
+        f"failed {len(delivery.failed)}, dropped {len(report.plan.dropped) + len(delivery.dropped)}"
+        f" (adapters here: {', '.join(adapters)})"
+    )
+
+
+@reminders_app.command("list")
+def reminders_list(
+    city: Annotated[str | None, typer.Option("--city")] = None,
+    db: Db = None,
+) -> None:
+    """Show outbox messages: reminders, nudges, digests and notices, planned, sent, dropped or failed."""
+    engine = engine_for(db)
+    table = Table("id", "due", "kind", "to", "status", "tries", "note")
+    with open_store(engine) as store:
+        cities = {c.id: c for c in store.cities()}
+        ids = None
+        if city is not None:
+            try:
+                ids = [admin.city_of(store, city).id]
+            except AdminError as error:
+                raise fail(str(error)) from None
+        for row in store.outbox(ids):  # type: ignore[arg-type]
+            where = cities.get(row.city_id)
+            due = row.due_at.astimezone(ZoneInfo(where.zone)) if where else row.due_at
+            table.add_row(
+                str(row.id),
+                f"{due:%Y-%m-%d %H:%M %Z}",
+                row.kind,
+                row.recipient,
+                row.status,
+                str(row.attempts),
+                (row.last_error or "")[:60],
+            )
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Db = None) -> None:
+    """Apply the database migrations."""
+    engine_for(db)
+    out.print("database is up to date")

@@ -1,0 +1,181 @@
+"""Who the bot knows: cities, members, coaches, admins, and conversations bound to a city."""
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bot import admin
+from bot.cli.common import Db, admin_write, engine_for, out
+from bot.core.clock import SystemClock
+from store.models import Role
+from store.repo import Store, open_store
+
+city_app = typer.Typer(help="Cities in the program.", no_args_is_help=True)
+member_app = typer.Typer(help="City team members.", no_args_is_help=True)
+coach_app = typer.Typer(help="Coaches and the cities they coach.", no_args_is_help=True)
+admin_app = typer.Typer(help="Admins of the bot.", no_args_is_help=True)
+
+
+@city_app.command("add")
+def city_add(
+    slug: str,
+    name: Annotated[str, typer.Option("--name")],
+    tz: Annotated[str, typer.Option("--tz", help="IANA zone, e.g. America/Bogota")],
+    country: Annotated[str | None, typer.Option("--country")] = None,
+    pathway: Annotated[str | None, typer.Option("--pathway", help="implementation or capacity")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="en, es or pt")] = "en",
+    db: Db = None,
+) -> None:
+    """Add a city."""
+
+    def action(store: Store) -> str:
+        city = admin.add_city(store, slug, name, tz, SystemClock().now(), country, pathway, lang)
+        return f"added city {city.slug} ({city.name}, {city.zone})"
+
+    admin_write(db, action)
+
+
+@city_app.command("list")
+def city_list(db: Db = None) -> None:
+    """List the cities with their people and bindings."""
+    engine = engine_for(db)
+    table = Table("slug", "name", "zone", "lang", "pathway", "members", "coaches")
+    table.add_column("bound conversations", overflow="fold")
+    with open_store(engine) as store:
+        for city in store.cities():
+            assert city.id is not None
+            table.add_row(
+                city.slug,
+                city.name,
+                city.zone,
+                city.language,
+                city.pathway or "—",
+                str(len(store.members_of(city.id))),
+                str(len(store.coaches_of(city.id))),
+                "\n".join(store.bindings_of(city.id)) or "—",
+            )
+    out.print(table)
+
+
+@city_app.command("set")
+def city_set(
+    slug: str,
+    reminders: Annotated[
+        str | None, typer.Option("--reminders", help="Before each session, e.g. 24h,1h (none: off)")
+    ] = None,
+    nudge_after: Annotated[
+        int | None, typer.Option("--nudge-after", help="Days without update (0: off)")
+    ] = None,
+    nudge_hour: Annotated[int | None, typer.Option("--nudge-hour", help="Local hour for nudges")] = None,
+    working_days: Annotated[
+        str | None, typer.Option("--working-days", help="e.g. mon-fri or mon,tue,thu")
+    ] = None,
+    quiet: Annotated[str | None, typer.Option("--quiet", help="Quiet hours, e.g. 20-8")] = None,
+    stale_after: Annotated[
+        int | None, typer.Option("--stale-after", help="Days before coaches hear of an open blocker (0: off)")
+    ] = None,
+    db: Db = None,
+) -> None:
+    """Change what the scheduler sends a city."""
+
+    def action(store: Store) -> str:
+        found = admin.set_city_schedule(
+            store, slug, reminders, nudge_after, nudge_hour, working_days, quiet, stale_after
+        )
+        return (
+            f"{found.slug}: reminders {admin.describe_offsets(found.reminder_offsets)}, "
+            f"nudge after {found.nudge_after_days} days at {found.nudge_hour}:00, working days "
+            f"{admin.describe_days(found.working_days)}, quiet {found.quiet_start}:00–{found.quiet_end}:00, "
+            f"blockers flagged after {found.stale_blocker_days} days"
+        )
+
+    admin_write(db, action)
+
+
+@member_app.command("add")
+def member_add(
+    identity: str,
+    city: Annotated[str, typer.Option("--city")],
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    db: Db = None,
+) -> None:
+    """Add a member of a city's team."""
+
+    def action(store: Store) -> str:
+        person = admin.add_member(store, identity, city, SystemClock().now(), name)
+        return f"added member {person.identity} to {city}"
+
+    admin_write(db, action)
+
+
+@member_app.command("remove")
+def member_remove(identity: str, db: Db = None) -> None:
+    """Take a member off the roster (their updates and blockers stay)."""
+    admin_write(db, lambda store: admin.remove_person(store, identity, Role.member))
+
+
+@coach_app.command("add")
+def coach_add(
+    identity: str,
+    city: Annotated[
+        list[str] | None, typer.Option("--city", help="Repeat for several; none = all cities")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="The coach's zone, for the Monday digest")] = None,
+    db: Db = None,
+) -> None:
+    """Add a coach of the listed cities (of all cities when none is listed)."""
+
+    def action(store: Store) -> str:
+        person, cities = admin.add_coach(store, identity, city or [], SystemClock().now(), name, tz)
+        scope = ", ".join(c.slug for c in cities) if cities else "all cities"
+        return f"{person.identity} coaches {scope}"
+
+    admin_write(db, action)
+
+
+@coach_app.command("remove")
+def coach_remove(
+    identity: str,
+    city: Annotated[
+        list[str] | None, typer.Option("--city", help="Only these cities; none: the coach")
+    ] = None,
+    db: Db = None,
+) -> None:
+    """Take a coach off some cities, or off the roster."""
+    admin_write(db, lambda store: admin.remove_person(store, identity, Role.coach, city))
+
+
+@admin_app.command("add")
+def admin_add(
+    identity: str,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    db: Db = None,
+) -> None:
+    """Add an admin (sees every city, like a coach of all)."""
+
+    def action(store: Store) -> str:
+        return f"added admin {admin.add_admin(store, identity, SystemClock().now(), name).identity}"
+
+    admin_write(db, action)
+
+
+def bind(
+    conversation: Annotated[str, typer.Argument(help="e.g. slack:T0001:C0001")],
+    city: Annotated[str, typer.Option("--city")],
+    db: Db = None,
+) -> None:
+    """Bind a chat conversation to a city: whoever speaks there counts as its member."""
+
+    def action(store: Store) -> str:
+        binding, before = admin.bind(store, conversation, city, SystemClock().now())
+        moved = f" (was {before.slug})" if before and before.slug != city else ""
+        return f"bound {binding.conversation} to {city}{moved}"
+
+    admin_write(db, action)
+
+
+def unbind(conversation: str, db: Db = None) -> None:
+    """Unbind a conversation from its city."""
+    admin_write(db, lambda store: f"unbound {conversation} from {admin.unbind(store, conversation).slug}")

@@ -1,0 +1,150 @@
+"""The durable inbox: a message is stored before its platform is acknowledged, then handled once.
+
+`accept` is the only database work before the acknowledgement: one insert, whose unique key drops
+retries and duplicates. `handle` runs the dispatcher and writes the message's effects and its replies
+(to the outbox) in one transaction with the row's `done`, so a crash at any point leaves the message
+either pending (handled again, by this process or another replica) or fully handled, never half."""
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from bot.core.clock import Clock
+from bot.core.commands import parse
+from bot.core.dispatcher import dispatch, failure_notice
+from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
+from store.db import is_transient
+from store.models import InboxMessage, InboxStatus, OutboxMessage
+from store.repo import Store, open_store
+
+log = logging.getLogger("cda_bot.inbox")
+
+# A fresh message is handled by the process that accepted it; other replicas look at it only after
+# this long, when that process has probably died.
+HANDOFF = timedelta(seconds=30)
+REPLY_KIND = "reply"
+
+
+def accept(store: Store, msg: InboundMessage, now: datetime) -> int | None:
+    """Store `msg` for handling; its inbox id, or None when there is nothing to do (a duplicate, or
+    chatter the bot keeps out of, which is not stored at all)."""
+    if not msg.addressed and not _may_concern_bot(store, msg):
+        return None
+    inbox_id = store.receive(
+        InboxMessage(
+            platform=msg.platform,
+            message_id=msg.message_id,
+            message=msg.model_dump(mode="json"),
+            status=InboxStatus.pending,
+            next_attempt_at=now + HANDOFF,
+            received_at=now,
+        )
+    )
+    if inbox_id is None:
+        log.info("duplicate dropped", extra={"platform": msg.platform, "message_id": msg.message_id})
+    return inbox_id
+
+
+def _may_concern_bot(store: Store, msg: InboundMessage) -> bool:
+    """Chatter in a shared channel: only a command or a question, in a channel bound to a city."""
+    if parse(msg.text[: MAX_TEXT + 16], addressed=False).name in ("unknown", "empty"):
+        return False
+    return store.bound_city(msg.conversation) is not None
+
+
+def handle(store: Store, inbox_id: int, now: datetime) -> list[Outgoing] | None:
+    """Handle a pending message in the caller's transaction; None if it is not (or no longer) pending."""
+    row = store.take_inbox(inbox_id)
+    if row is None or row.message is None:
+        return None
+    msg = InboundMessage.model_validate(row.message)
+    if msg.reference is not None:
+        store.save_reference(msg.conversation, msg.platform, msg.reference, now)
+        if msg.direct:
+            store.save_reference(msg.sender, msg.platform, msg.reference, now)
+    outgoing = dispatch(store, msg, now)
+    _enqueue_replies(store, msg, outgoing, now)
+    _close(store, row, InboxStatus.done, now)
+    return outgoing
+
+
+def fail(store: Store, inbox_id: int, error: str, now: datetime) -> list[Outgoing]:
+    """Give up on a message whose handling raised: mark it failed and tell the sender, once."""
+    row = store.take_inbox(inbox_id)
+    if row is None or row.message is None:
+        return []
+    msg = InboundMessage.model_validate(row.message)
+    outgoing = failure_notice(store, msg)
+    _enqueue_replies(store, msg, outgoing, now)
+    row.last_error = error[:1000]
+    row.attempts += 1
+    _close(store, row, InboxStatus.failed, now, keep_message=True)
+    return outgoing
+
+
+def handle_or_fail(engine: Engine, inbox_id: int, now: datetime) -> list[Outgoing]:
+    """`handle` in its own transaction; on an error that is not the database's, `fail`. A database that
+    cannot be reached leaves the message pending, and the error is raised."""
+    try:
+        with open_store(engine) as store:
+            return handle(store, inbox_id, now) or []
+    except Exception as error:
+        if is_transient(error):
+            raise
+        log.exception("handling failed", extra={"inbox_id": inbox_id})
+        with open_store(engine) as store:
+            return fail(store, inbox_id, f"{type(error).__name__}: {error}", now)
+
+
+def _enqueue_replies(store: Store, msg: InboundMessage, outgoing: list[Outgoing], now: datetime) -> None:
+    for index, out in enumerate(outgoing):
+        store.enqueue(
+            OutboxMessage(
+                key=f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|{index}",
+                recipient=out.recipient,
+                kind=REPLY_KIND,
+                city_id=out.reply.about[0] if len(out.reply.about) == 1 else None,
+                payload=out.reply.model_dump(mode="json"),
+                context=out.context,
+                due_at=now,
+                next_attempt_at=now,
+                expires_at=msg.reply_expires_at,
+                created_at=now,
+            )
+        )
+
+
+def _close(
+    store: Store, row: InboxMessage, status: InboxStatus, now: datetime, keep_message: bool = False
+) -> None:
+    row.status = status
+    row.handled_at = now
+    if not keep_message:
+        row.message = None  # what it said now lives in updates and blockers, not twice
+    store.session.add(row)
+    store.session.flush()
+
+
+class Dispatcher:
+    """The message path in one call, for the terminal and tests: store the message, handle it, and
+    return the replies, which count as delivered (they are shown at once, on whatever platform the
+    speaker is named for, and never sent there)."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def handle(self, msg: InboundMessage) -> list[Reply]:
+        return [o.reply for o in self.handle_addressed(msg)]
+
+    def handle_addressed(self, msg: InboundMessage) -> list[Outgoing]:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            inbox_id = accept(store, msg, now)
+        if inbox_id is None:
+            return []
+        outgoing = handle_or_fail(self.engine, inbox_id, now)
+        with open_store(self.engine) as store:
+            store.settle(f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|", now)
+        return [o.model_copy(update={"reply": o.reply.rendered(now)}) for o in outgoing]
