@@ -4,6 +4,7 @@ Runs on SQLite, and on PostgreSQL too where TEST_DATABASE_URL names a server (a 
 created and dropped). Nothing here passes or fails; compare the figures between changes.
 """
 
+import asyncio
 import os
 import statistics
 import tempfile
@@ -16,9 +17,10 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from bot import admin
-from bot.core.clock import FixedClock
+from bot.core.clock import FixedClock, SystemClock
 from bot.core.inbox import Dispatcher
-from bot.core.messages import InboundMessage
+from bot.core.messages import InboundMessage, Reply
+from bot.runtime.hub import Hub
 from scheduler.planner import plan
 from store.db import make_engine, upgrade
 from store.repo import open_store
@@ -131,7 +133,51 @@ def bench(label: str, url: str) -> None:
 
     report("scheduler pass, first (plans reminders)", timed(one_pass, 1))
     report("scheduler pass, nothing new", timed(one_pass, 20))
+    report("acknowledged → reply handed to the platform", asyncio.run(reply_latency(engine, members)))
     engine.dispose()
+
+
+class Stopwatch:
+    """An adapter that notes when each reply reaches it."""
+
+    platform = "console"
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+
+    async def send(self, recipient: str, reply: Reply, reference: object, context: object = None) -> None:
+        self.arrived[reply.text] = time.perf_counter()
+
+
+async def reply_latency(engine: Engine, members: list[str], times: int = 100) -> list[float]:
+    """An idle server: each message is stored (the acknowledgement), then handled and its reply sent
+    by the workers and the delivery loop; the time from the acknowledgement to the send."""
+    hub = Hub(engine, SystemClock())
+    watch = Stopwatch()
+    hub.register(watch)
+    await hub.start()
+    spent = []
+    for n in range(times):
+        text = f"update: latency probe {n}"
+        msg = InboundMessage(
+            platform="console",
+            message_id=uuid.uuid4().hex,
+            conversation=members[n % len(members)],
+            sender=members[n % len(members)],
+            text=text,
+            received_at=datetime.now(UTC),
+            reply_context={},
+            direct=True,
+        )
+        await hub.accept(msg)
+        acknowledged = time.perf_counter()
+        while not watch.arrived:
+            await asyncio.sleep(0.0005)
+        spent.append((max(watch.arrived.values()) - acknowledged) * 1000)
+        watch.arrived.clear()
+        await asyncio.sleep(0.02)  # idle between messages
+    await hub.stop(5)
+    return spent
 
 
 def main() -> None:

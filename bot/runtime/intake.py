@@ -23,6 +23,7 @@ log = logging.getLogger("cda_bot.intake")
 WORKERS = 2
 MAX_BACKLOG = 500  # messages accepted and not yet handled in this process; past it, 503
 SWEEP_SECONDS = 5.0
+STARTUP_HORIZON = timedelta(days=366)
 RETRY_AFTER_SECONDS = 5  # what a refused platform is told to wait
 # A message the database failed on is tried again after this; an outage is usually seconds.
 BACKOFF = (timedelta(seconds=2), timedelta(seconds=5), timedelta(seconds=15), timedelta(seconds=60))
@@ -112,16 +113,20 @@ class Intake:
                 store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
 
     async def _sweep(self) -> None:
+        # At start, everything pending: whoever accepted it before is gone, or handles it under a lock
+        # this process skips. Then only what waited out its handoff or backoff.
+        horizon = STARTUP_HORIZON
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
             try:
-                due = await asyncio.to_thread(self._due, self.clock.now())
+                due = await asyncio.to_thread(self._due, self.clock.now() + horizon)
             except Exception as error:
                 log.warning("inbox sweep failed", extra={"error": type(error).__name__})
-                continue
-            for inbox_id in due:
-                if self.backlog < MAX_BACKLOG:
-                    self._add(inbox_id)
+            else:
+                for inbox_id in due:
+                    if self.backlog < MAX_BACKLOG:
+                        self._add(inbox_id)
+                horizon = timedelta()
+            await asyncio.sleep(SWEEP_SECONDS)
 
     def _due(self, now: datetime) -> list[int]:
         with open_store(self.engine) as store:
