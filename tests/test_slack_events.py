@@ -2,13 +2,20 @@
 """Slack end to end: signed requests through the real server, replies through the real slack_sdk
 client to a local mock of the Web API."""
 
+import logging
 import time
 
+import pytest
+from sqlalchemy import Engine
 from sqlmodel import func, select
 
+from bot.core.clock import FixedClock
+from bot.runtime.serve import build_server
+from bot.runtime.settings import Settings
 from store.models import InboxMessage, Update
+from tests.conftest import NOW
 from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world  # noqa: F401
-from tests.slack_harness import BOT_ID, BOT_USER, TEAM, event_body
+from tests.slack_harness import BOT_ID, BOT_TOKEN, BOT_USER, SIGNING_SECRET, TEAM, event_body
 
 
 def _message(text: str, ts: str = "1700000000.000100", user: str = "UMEMBER1", **extra: str) -> dict:
@@ -200,3 +207,19 @@ def test_other_events_are_acknowledged(running: Running) -> None:
     )
     assert running.event(body).status_code == 200
     assert TEAM == "T0001"
+
+
+def test_starting_slack_logs_nothing_about_an_unused_token(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bolt reads SLACK_BOT_TOKEN from the environment by itself; the bot authorizes requests itself.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        slack_signing_secret=SIGNING_SECRET,
+        slack_bot_token=BOT_TOKEN,
+        slack_api_base_url="http://127.0.0.1:9/api/",
+    )
+    with caplog.at_level(logging.DEBUG):
+        build_server(settings, engine, FixedClock(NOW))
+    assert [r.getMessage() for r in caplog.records if "token" in r.getMessage().lower()] == []

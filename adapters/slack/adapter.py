@@ -15,6 +15,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -66,6 +67,20 @@ PERMANENT_ERRORS = frozenset(
 )
 
 
+class _TokenNotices(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself, then warns at start that it will not
+    use it: we authorize every request ourselves, so the warning says nothing to whoever runs the bot."""
+
+    SKIPPED = (warning_client_prioritized_and_token_skipped(), warning_token_skipped())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.SKIPPED
+
+
+BOLT_LOG = logging.getLogger("cda_bot.slack.bolt")
+BOLT_LOG.addFilter(_TokenNotices())
+
+
 class _Authorize(AsyncAuthorize):
     """Answers from what is already known (start-up `auth.test`, or the stored installation), so the
     acknowledgement never waits for a Web API call."""
@@ -109,7 +124,7 @@ class SlackAdapter:
             oauth_settings=self._oauth_settings(),
             # Slack is answered after the listener has stored the message, not before.
             process_before_response=True,
-            logger=logging.getLogger("cda_bot.slack.bolt"),
+            logger=BOLT_LOG,
         )
         self._listen()
         self.handler = AsyncSlackRequestHandler(self.app)
