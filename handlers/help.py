@@ -42,4 +42,7 @@ def help_reply(req: Request, store: Store) -> Reply:
     else:
         title, lines = _("Hello! I'm the City Data Alliance bot."), [UNKNOWN]
     items = [_(line) for line in [*lines, HELP_LINE]]
-    return Reply(text=title + "\n" + "\n".join(f"• {i}" for i in items), title=title, items=items)
+    # A member's title names their city: a channel of another city must not show it.
+    own = [req.speaker.city.id] if req.speaker.city is not None and req.speaker.city.id is not None else []
+    text = title + "\n" + "\n".join(f"• {i}" for i in items)
+    return Reply(text=text, title=title, items=items, about=own)

@@ -123,3 +123,32 @@ async def test_send_reports_a_lasting_rate_limit_with_retry_after(running: Runni
         await adapter.send(COACH, Reply(text="hello"), None)
     assert raised.value.retry_after == 1.0 and not raised.value.permanent
     assert len(running.mock.named("chat.postMessage")) == 3  # the first try and two retries
+
+
+def test_a_command_mentioning_payload_is_answered(running: Running) -> None:
+    # Bolt alone takes any form whose text says "payload" for a button click, and answers 404.
+    _command(running, "UMEMBER1", "update fixed the payload parser", "trig-payload-1")
+    [answer] = running.mock.wait_for("response_url")
+    running.settle()
+    assert "recorded for Alpha" in answer.params["text"]
+
+
+def test_a_large_export_asked_in_a_channel_is_uploaded_to_the_coach_dm(running: Running) -> None:
+    for n in range(40):
+        running.bot.say("console:a1", f"update: {'long update text ' * 8} number {n}")
+    mention = {
+        "type": "app_mention",
+        "channel": "C0UNBOUND",
+        "user": "UCOACH1",
+        "text": "<@UBOT0001> cda export updates",
+        "ts": "7.1",
+    }
+    assert running.event(event_body(mention, "EvEXPORT")).status_code == 200
+    [complete] = running.mock.wait_for("files.completeUploadExternal")
+    running.settle()
+    # Files go to conversations, not to user ids: the DM is opened first.
+    [opened] = running.mock.named("conversations.open")
+    assert opened.params["users"] == "UCOACH1"
+    assert complete.params["channel_id"] == "D0DIRECT"
+    [note] = running.mock.named("chat.postMessage")
+    assert note.params["channel"] == "C0UNBOUND" and "direct message" in note.params["text"]

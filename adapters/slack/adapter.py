@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler, to_starlette_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
@@ -28,11 +28,12 @@ from starlette.routing import BaseRoute, Route
 from adapters.slack import parse, render
 from adapters.slack.client import TIMEOUT_SECONDS, web_client
 from adapters.slack.config import SlackConfig, SlackConfigError
-from adapters.slack.gate import Gate
+from adapters.slack.gate import BODY_TIMEOUT_SECONDS, COMMAND, MAX_BODY_BYTES, Gate, bolt_request, refusal
 from adapters.slack.oauth_stores import InstallationStore, StateStore
 from adapters.slack.parse import PLATFORM, RESOLVE_ACTION
 from adapters.slack.token_crypto import TokenDecryptionError
 from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, InboundMessage, Reply
+from bot.runtime.http_input import BodyError, read_body
 from bot.runtime.hub import Hub, Unavailable
 
 log = logging.getLogger("cda_bot.slack")
@@ -49,7 +50,7 @@ BOT_SCOPES = [
     "mpim:history",
     "reactions:write",
 ]
-SLASH_COMMAND = "/cda"
+SLASH_COMMAND = COMMAND  # the gate refuses any other
 UPDATE_REACTION = "white_check_mark"
 NOT_STORED = "I couldn't record that just now, so nothing was saved. Please try again in a minute."
 # Errors that another attempt cannot fix: the outbox stops retrying these.
@@ -161,15 +162,27 @@ class SlackAdapter:
 
     async def _events(self, request: Request) -> Response:
         assert self.gate is not None
-        body = await request.body()
-        refused = self.gate.check(body, request.headers)
+        # Unsigned or stale: refused on the headers alone, before a byte of the body is read.
+        refused = self.gate.check_headers(request.headers)
+        if refused is None:
+            try:
+                body = await read_body(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS)
+            except BodyError as error:
+                if error.disconnected:
+                    log.info("slack client went away before its body arrived")
+                else:
+                    log.warning("slack body refused", extra={"status": error.status, "reason": error.error})
+                # Half a body is still on the wire: this connection can take no further request.
+                return refusal(error.status, error.error, headers={"Connection": "close"})
+            refused = self.gate.check(body, request.headers)
         if refused is not None:
             log.warning(
                 "slack request refused",
                 extra={"status": refused.status_code, "retry": request.headers.get("x-slack-retry-num")},
             )
             return refused
-        return await self.handler.handle(request)
+        answer = await self.app.async_dispatch(bolt_request(body, request.headers, request.query_params))
+        return to_starlette_response(answer)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -318,6 +331,9 @@ class SlackAdapter:
             channel = (context or reference or {}).get("channel") or slack_id
             thread_ts = (context or {}).get("thread_ts")
             if reply.attachment is not None and not render.inline_csv(reply.attachment):
+                if channel[:1] in ("U", "W"):
+                    # Files go to conversations only: a person's DM with the bot must be opened first.
+                    channel = (await client.conversations_open(users=channel))["channel"]["id"]
                 # One call carrying the text too, so a retry never posts the text twice.
                 await self._upload(client, channel, thread_ts, reply.attachment, render.fallback_text(reply))
             else:
