@@ -1,6 +1,7 @@
 """The store on each backend: migrations from an empty database, WAL, and queries the coaches rely on."""
 
 import contextlib
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -8,14 +9,17 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
-from sqlmodel import SQLModel
+from sqlalchemy import Engine, inspect, text
+from sqlmodel import SQLModel, select
 
 from bot import admin
+from bot.core.clock import FixedClock
+from bot.core.inbox import Dispatcher
+from bot.core.messages import InboundMessage
 from store.db import alembic_config, make_engine, normalize_url, upgrade
-from store.models import Blocker, OutboxMessage, Update
+from store.models import Blocker, ConversationReference, OutboxMessage, Update
 from store.repo import open_store
-from tests.conftest import NOW, PG_URL, due_message, scratch_postgres_database
+from tests.conftest import NOW, PG_URL, TestBot, due_message, scratch_postgres_database
 
 HEAD = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).get_current_head()
 
@@ -129,3 +133,69 @@ def test_conversation_references_are_upserted(engine: Engine) -> None:
     with open_store(engine) as store:
         assert store.reference("teams:t:conv") == {"service_url": "http://127.0.0.1:2/"}
         assert store.reference("teams:t:other") is None
+
+
+def test_concurrent_first_messages_in_a_new_channel_are_all_handled(world: TestBot) -> None:
+    """They all save the channel's reference at once: an upsert, so none of them fails on its key."""
+    channel = "slack:T0001:C0NEWCHAN"
+    with world.store() as store:
+        admin.bind(store, channel, "alpha", world.clock.now())
+    barrier = threading.Barrier(12)
+    replies: list[str] = []
+
+    def first_message(n: int) -> None:
+        message = InboundMessage(
+            platform="slack",
+            message_id=f"Ev-new-{n}",
+            conversation=channel,
+            sender=f"slack:T0001:U{n:04d}",
+            text=f"update: first words {n}",
+            received_at=world.clock.now(),
+            reference={"channel": "C0NEWCHAN", "team_id": "T0001"},
+        )
+        barrier.wait()
+        replies.extend(r.text for r in Dispatcher(world.engine, world.clock).handle(message))
+
+    threads = [threading.Thread(target=first_message, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(replies) == 12 and all("recorded for Alpha" in r for r in replies), replies
+    with world.store() as store:
+        rows = store.session.exec(select(ConversationReference).where(ConversationReference.key == channel))
+        assert [r.reference["channel"] for r in rows] == ["C0NEWCHAN"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_message_ids_seen_before_the_inbox_stay_seen(kind: str, tmp_path: Path) -> None:
+    """Upgrading moves the ids of processed messages into the inbox: a platform retry after the
+    upgrade is still a duplicate."""
+    with _empty_database(kind, tmp_path) as url:
+        engine = make_engine(url)
+        upgrade(engine, "0003")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO processed_messages (platform, message_id, received_at) "
+                    "VALUES ('slack', 'Ev-before', '2026-11-27 10:00:00')"
+                )
+            )
+        upgrade(engine)
+        clock = FixedClock(NOW)
+        with open_store(engine) as store:
+            admin.add_city(store, "alpha", "Alpha", "UTC", NOW)
+            admin.add_member(store, "slack:T0001:U0001", "alpha", NOW)
+        retry = InboundMessage(
+            platform="slack",
+            message_id="Ev-before",
+            conversation="slack:T0001:U0001",
+            sender="slack:T0001:U0001",
+            text="update: sent before the upgrade",
+            received_at=NOW,
+            direct=True,
+        )
+        assert Dispatcher(engine, clock).handle(retry) == []
+        with open_store(engine) as store:
+            assert store.session.exec(select(Update)).all() == []
+        engine.dispose()
