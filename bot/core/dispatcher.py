@@ -175,11 +175,9 @@ def _replies(
     t: Translator,
 ) -> list[Reply]:
     text = msg.text.strip()
-    # Chatter in a shared channel that is no command or question is people talking to each other:
-    # the bot keeps out of it. Whatever is said to the bot gets an answer.
+    # Chatter in a shared channel never gets here (`inbox.accept` leaves it alone); what does is a
+    # command or a question, and whatever is said to the bot gets an answer.
     command = parse(text[: MAX_TEXT + 16], msg.addressed)
-    if not msg.addressed and command.name in ("unknown", "empty"):
-        return []
     if typed_length(text) > MAX_TEXT:
         return [Reply(text=t.gettext(TOO_LONG).format(count=t.number(len(text))))]
     if command.name == "empty":
