@@ -133,6 +133,14 @@ class Store:
         )
         return self.session.exec(query).first()
 
+    def pending_inbox_id(self, platform: str, message_id: str) -> int | None:
+        query = select(InboxMessage.id).where(
+            InboxMessage.platform == platform,
+            InboxMessage.message_id == message_id,
+            InboxMessage.status == InboxStatus.pending,
+        )
+        return self.session.exec(query).first()
+
     def due_inbox(self, now: datetime, limit: int) -> list[int]:
         """Pending messages whose turn has come: left by a replica that died, or waiting out a failure."""
         query = (

@@ -26,11 +26,12 @@ HANDOFF = timedelta(seconds=30)
 REPLY_KIND = "reply"
 
 
-def accept(store: Store, msg: InboundMessage, now: datetime) -> int | None:
-    """Store `msg` for handling; its inbox id, or None when there is nothing to do (a duplicate, or
-    chatter the bot keeps out of, which is not stored at all)."""
+def accept(store: Store, msg: InboundMessage, now: datetime) -> tuple[int | None, bool]:
+    """Store `msg` for handling: the inbox id to handle (None when there is nothing to do) and whether
+    it is new. A duplicate of a message still pending gives its id, so a platform's retry of a message
+    that was stored but never handled is not left waiting; chatter the bot keeps out of is not stored."""
     if not msg.addressed and not _may_concern_bot(store, msg):
-        return None
+        return None, False
     inbox_id = store.receive(
         InboxMessage(
             platform=msg.platform,
@@ -41,9 +42,10 @@ def accept(store: Store, msg: InboundMessage, now: datetime) -> int | None:
             received_at=now,
         )
     )
-    if inbox_id is None:
-        log.info("duplicate dropped", extra={"platform": msg.platform, "message_id": msg.message_id})
-    return inbox_id
+    if inbox_id is not None:
+        return inbox_id, True
+    log.info("duplicate dropped", extra={"platform": msg.platform, "message_id": msg.message_id})
+    return store.pending_inbox_id(msg.platform, msg.message_id), False
 
 
 def _may_concern_bot(store: Store, msg: InboundMessage) -> bool:
@@ -141,7 +143,7 @@ class Dispatcher:
     def handle_addressed(self, msg: InboundMessage) -> list[Outgoing]:
         now = self.clock.now()
         with open_store(self.engine) as store:
-            inbox_id = accept(store, msg, now)
+            inbox_id, _new = accept(store, msg, now)
         if inbox_id is None:
             return []
         outgoing = handle_or_fail(self.engine, inbox_id, now)

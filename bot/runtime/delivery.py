@@ -7,6 +7,7 @@ slow channel never holds up another and a new reply never waits for an old batch
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -32,9 +33,10 @@ REPLY_BACKOFF_SECONDS = (1, 3, 10, 30, 60)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 # How long a claimed row stays with its deliverer. The server renews the lease of what it holds every
 # third of it, so a row changes hands only when its deliverer died.
-LEASE = timedelta(seconds=90)
+LEASE = timedelta(seconds=30)
 POLL_SECONDS = 5.0  # the loop looks for retries and rows of other replicas at least this often
 MAX_IN_FLIGHT = 1000  # rows held in lanes at once; past this the loop claims nothing new
+RECORD_TRIES = 3
 
 
 @dataclass
@@ -67,7 +69,9 @@ class Deliverer:
         self._lane_tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._stopping = False
+        self._held: set[int] = set()  # claimed here and not yet recorded: their leases are renewed
 
     # -- one round ----------------------------------------------------------------------------------
     async def deliver_due(self, limit: int = 500) -> DeliveryReport:
@@ -77,8 +81,13 @@ class Deliverer:
         queues: dict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
             queues[limit_key(row.recipient)].append(row)
-        # One queue per rate-limit key, all at once: a slow channel never holds up another.
-        await asyncio.gather(*(self._drain(queue, report) for queue in queues.values()))
+        renewer = None if self.running else asyncio.get_running_loop().create_task(self._renewing())
+        try:
+            # One queue per rate-limit key, all at once: a slow channel never holds up another.
+            await asyncio.gather(*(self._drain(queue, report) for queue in queues.values()))
+        finally:
+            if renewer is not None:
+                renewer.cancel()
         return report
 
     async def _drain(self, queue: list[OutboxMessage], report: DeliveryReport) -> None:
@@ -102,19 +111,16 @@ class Deliverer:
     def start(self) -> None:
         self._wake = asyncio.Event()
         self._stopping = False
-        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="deliverer")
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._run(), name="deliverer")
+        self._renewer = loop.create_task(self._renewing(), name="deliverer-leases")
 
     async def _run(self) -> None:
         """Deliver until stopped; database failures are logged and tried again at the next poll."""
         assert self._wake is not None
-        renewed = asyncio.get_running_loop().time()
         while True:
             self._wake.clear()
             claimed, next_due = await self._claim_into_lanes()
-            now = asyncio.get_running_loop().time()
-            if now - renewed > LEASE.total_seconds() / 3:
-                await self._renew_leases()
-                renewed = now
             if self._stopping:
                 return  # after one last claim, so what was written just before stopping goes out too
             if claimed and self.in_flight < MAX_IN_FLIGHT:
@@ -140,6 +146,9 @@ class Deliverer:
             await asyncio.wait(set(self._lane_tasks.values()), timeout=timeout)
         for task in list(self._lane_tasks.values()):
             task.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
 
     async def _claim_into_lanes(self) -> tuple[int, datetime | None]:
         """Claim what is due into the lanes: how many rows, and when the next one falls due."""
@@ -165,24 +174,29 @@ class Deliverer:
             while lane:
                 try:
                     await self._deliver(lane[0], DeliveryReport())
-                except Exception:
-                    # The database failed while recording the outcome: the row stays claimed and its
-                    # lease runs out, so it is tried again; this lane goes on with the next.
-                    log.exception("delivery bookkeeping failed", extra={"outbox_id": lane[0].id})
+                except Exception as error:
+                    # The database failed before the send (an outcome is recorded durably, see
+                    # `_record`): nothing went out, and the row is tried again when its lease runs out.
+                    log.warning(
+                        "delivery postponed",
+                        extra={"outbox_id": lane[0].id, "error": type(error).__name__},
+                    )
+                    self._held.discard(lane[0].id)  # type: ignore[arg-type]
                 lane.popleft()
         finally:
             del self._lanes[key]
             del self._lane_tasks[key]
 
-    async def _renew_leases(self) -> None:
-        ids = [row.id for lane in self._lanes.values() for row in lane if row.id is not None]
-        if not ids:
-            return
-        until = self.clock.now() + LEASE
-        try:
-            await asyncio.to_thread(self._extend, ids, until)
-        except Exception as error:
-            log.warning("renewing leases failed", extra={"error": type(error).__name__})
+    async def _renewing(self) -> None:
+        """Every third of a lease, renew the leases of the rows held here."""
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            if not self._held:
+                continue
+            try:
+                await asyncio.to_thread(self._extend, sorted(self._held), self.clock.now() + LEASE)
+            except Exception as error:
+                log.warning("renewing leases failed", extra={"error": type(error).__name__})
 
     # -- one message --------------------------------------------------------------------------------
     async def _deliver(self, row: OutboxMessage, report: DeliveryReport) -> None:
@@ -190,7 +204,7 @@ class Deliverer:
         now = self.clock.now()
         if row.expires_at is not None and now >= row.expires_at:
             log.info("outbox message expired, not sent", extra={"outbox_id": row.id, "kind": row.kind})
-            await asyncio.to_thread(self._finish, row.id, OutboxStatus.dropped, now, "expired", None)
+            await self._record(row.id, OutboxStatus.dropped, now, "expired", None)
             report.dropped.append(row.id)
             return
         # A reply knows where it goes; only an unprompted message needs the stored reference.
@@ -217,26 +231,55 @@ class Deliverer:
                     "outbox message failed",
                     extra={"outbox_id": row.id, "attempts": row.attempts, "error": reason},
                 )
-                await asyncio.to_thread(self._finish, row.id, OutboxStatus.failed, now, reason, None)
+                await self._record(row.id, OutboxStatus.failed, now, reason, None)
                 report.failed.append(row.id)
             else:
                 retry_at = now + retry_delay(row.kind, row.attempts, retry_after)
-                await asyncio.to_thread(self._finish, row.id, OutboxStatus.pending, now, reason, retry_at)
+                await self._record(row.id, OutboxStatus.pending, now, reason, retry_at)
                 report.retrying.append(row.id)
                 self.wake()  # so the loop sleeps until this retry is due, not a whole poll
             return
-        await asyncio.to_thread(self._finish, row.id, OutboxStatus.sent, self.clock.now(), None, None)
+        await self._record(row.id, OutboxStatus.sent, self.clock.now(), None, None)
         report.sent.append(row.id)
+
+    async def _record(
+        self,
+        outbox_id: int,
+        status: OutboxStatus,
+        now: datetime,
+        error: str | None,
+        retry_at: datetime | None,
+    ) -> None:
+        """Record what a send did, however long the database is away: a row sent but recorded as still
+        claimed would go out again when its lease ran out. Meanwhile the row stays in its lane, whose
+        lease the loop keeps renewing. A one-off round (`deliver_due`) gives up after a few tries."""
+        for attempt in itertools.count(1):
+            try:
+                await asyncio.to_thread(self._finish, outbox_id, status, now, error, retry_at)
+                self._held.discard(outbox_id)
+                return
+            except Exception as failure:
+                if not self.running and attempt >= RECORD_TRIES:
+                    raise
+                log.warning(
+                    "recording a delivery failed, trying again",
+                    extra={"outbox_id": outbox_id, "error": type(failure).__name__},
+                )
+                await asyncio.sleep(min(0.5 * attempt, 5.0))
 
     # -- the database -------------------------------------------------------------------------------
     def _claim(self, now: datetime, limit: int) -> list[OutboxMessage]:
         with open_store(self.engine) as store:
-            return store.claim_due(now, list(self.adapters), LEASE, limit)
+            rows = store.claim_due(now, list(self.adapters), LEASE, limit)
+        self._held.update(row.id for row in rows if row.id is not None)
+        return rows
 
     def _claim_and_peek(self, now: datetime, limit: int) -> tuple[list[OutboxMessage], datetime | None]:
         with open_store(self.engine) as store:
             rows = store.claim_due(now, list(self.adapters), LEASE, limit)
-            return rows, store.next_due(list(self.adapters))
+            next_due = store.next_due(list(self.adapters))
+        self._held.update(row.id for row in rows if row.id is not None)
+        return rows, next_due
 
     def _extend(self, ids: list[int], until: datetime) -> None:
         with open_store(self.engine) as store:

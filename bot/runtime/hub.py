@@ -1,6 +1,7 @@
 """What every adapter talks to: `accept` a verified message (the platform is acknowledged only once it
 returns), and the one deliverer that sends every reply and unprompted message through the adapters."""
 
+import asyncio
 import logging
 
 from sqlalchemy import Engine
@@ -11,6 +12,9 @@ from bot.runtime.delivery import Deliverer, DeliveryReport
 from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
 
 log = logging.getLogger("cda_bot.hub")
+
+
+ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
 
 
 class Unavailable(Exception):
@@ -39,7 +43,9 @@ class Hub:
         """Store `message` durably for handling; True if new, False for a duplicate or chatter.
         Raises Unavailable when it could not be stored: the platform must not be acknowledged."""
         try:
-            return await self.intake.submit(message)
+            # Past this, the platform's own deadline is near: say 503 now rather than nothing. Should
+            # the insert still commit later, the platform's retry finds it and it is handled once.
+            return await asyncio.wait_for(self.intake.submit(message), ACCEPT_SECONDS)
         except Busy as busy:
             log.warning("backlog full, message refused", extra={"platform": message.platform})
             raise Unavailable(str(busy)) from None

@@ -43,7 +43,8 @@ class Intake:
         self.clock = clock
         self.handled = handled  # called after a message's replies are in the outbox
         self._queue: asyncio.Queue[int] = asyncio.Queue()
-        self._known: set[int] = set()  # queued or being handled here, so the sweep adds each once
+        self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
+        self._failures: dict[int, int] = {}  # database failures per message, for its backoff
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -55,13 +56,12 @@ class Intake:
         False for a duplicate or chatter. Raises Busy past the backlog bound, or the database's error."""
         if self.backlog >= MAX_BACKLOG:
             raise Busy(f"{self.backlog} messages waiting")
-        inbox_id = await asyncio.to_thread(self._accept, message)
-        if inbox_id is None:
-            return False
-        self._add(inbox_id)
-        return True
+        inbox_id, new = await asyncio.to_thread(self._accept, message)
+        if inbox_id is not None:
+            self._add(inbox_id)  # a retry of one stored but never handled is picked up now too
+        return new
 
-    def _accept(self, message: InboundMessage) -> int | None:
+    def _accept(self, message: InboundMessage) -> tuple[int | None, bool]:
         with open_store(self.engine) as store:
             return inbox.accept(store, message, self.clock.now())
 
@@ -90,27 +90,43 @@ class Intake:
     async def _work(self) -> None:
         while True:
             inbox_id = await self._queue.get()
+            retry_in: timedelta | None = None
             try:
-                await asyncio.to_thread(self._handle, inbox_id)
+                retry_in = await asyncio.to_thread(self._handle, inbox_id)
             except Exception:
                 log.exception("handling a message failed", extra={"inbox_id": inbox_id})
             finally:
-                self._known.discard(inbox_id)
                 self._queue.task_done()
-            self.handled()
+            if retry_in is None:
+                self._known.discard(inbox_id)
+                self._failures.pop(inbox_id, None)
+                self.handled()
+            else:
+                # Still ours: tried again here in a moment, whether or not the postponement could be
+                # written (the sweep is the fallback for when this process dies meanwhile).
+                asyncio.get_running_loop().call_later(retry_in.total_seconds(), self._requeue, inbox_id)
 
-    def _handle(self, inbox_id: int) -> None:
+    def _requeue(self, inbox_id: int) -> None:
+        if self._tasks:
+            self._queue.put_nowait(inbox_id)
+        else:
+            self._known.discard(inbox_id)
+
+    def _handle(self, inbox_id: int) -> timedelta | None:
+        """Handle one message; how long to wait before trying again when the database failed."""
         now = self.clock.now()
         try:
             inbox.handle_or_fail(self.engine, inbox_id, now)
+            return None
         except Exception as error:
             if not is_transient(error):
                 raise
-            # The database went away mid-message: nothing of it was written. Try again shortly; if
-            # even this cannot be written, the sweep finds the message once its handoff time passes.
+            # The database went away mid-message: nothing of it was written.
             log.warning("database unavailable, message postponed", extra={"inbox_id": inbox_id})
+            self._failures[inbox_id] = attempts = self._failures.get(inbox_id, 0) + 1
             with contextlib.suppress(Exception), open_store(self.engine) as store:
                 store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
+            return backoff(attempts)
 
     async def _sweep(self) -> None:
         # At start, everything pending: whoever accepted it before is gone, or handles it under a lock

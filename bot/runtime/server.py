@@ -23,6 +23,7 @@ from bot.runtime.hub import Hub
 log = logging.getLogger("cda_bot.server")
 
 DRAIN_SECONDS = 20.0
+READY_SECONDS = 2.0  # a database that takes longer than this to say `1` is not ready
 
 
 class PlatformAdapter(Protocol):
@@ -96,7 +97,7 @@ def build_app(
     async def readyz(_: Request) -> Response:
         backlog = hub.backlog
         try:
-            await asyncio.to_thread(_select_one, hub)
+            await asyncio.wait_for(asyncio.to_thread(_select_one, hub), READY_SECONDS)
         except Exception as error:
             log.warning("database not reachable", extra={"error": type(error).__name__})
             return JSONResponse(
