@@ -25,8 +25,9 @@ MAX_BACKLOG = 500  # messages accepted and not yet handled in this process; past
 SWEEP_SECONDS = 5.0
 STARTUP_HORIZON = timedelta(days=366)
 RETRY_AFTER_SECONDS = 5  # what a refused platform is told to wait
-# A message the database failed on is tried again after this; an outage is usually seconds.
-BACKOFF = (timedelta(seconds=2), timedelta(seconds=5), timedelta(seconds=15), timedelta(seconds=60))
+# A message the database failed on is tried again every second for a while (an outage is usually
+# seconds, and the sender is waiting), then less often.
+BACKOFF = (*(timedelta(seconds=1),) * 10, *(timedelta(seconds=5),) * 20, timedelta(seconds=30))
 
 
 def backoff(attempts: int) -> timedelta:
