@@ -125,3 +125,17 @@ async def test_deliverers_on_separate_connections_race_many_times_and_send_each_
     assert {row.status for row in _rows(testbot)} == {"sent"}
     for engine in engines:
         engine.dispose()
+
+
+async def test_a_countdown_is_written_when_the_reply_is_sent(world: TestBot) -> None:
+    start = world.clock.now() + timedelta(minutes=60)
+    reminder = Reply(text="Coaching starts {soon}.", items=["{soon}"], starts_at=start, language="es")
+    with world.store() as store:
+        row = due_message("countdown", "console:a1", world.clock.now())
+        row.payload = reminder.model_dump(mode="json")
+        store.enqueue(row)
+    adapter = Recorder()
+    world.clock.set(world.clock.now() + timedelta(minutes=8))  # planned at one pass, sent later
+    await Deliverer(world.engine, {"console": adapter}, world.clock).deliver_due()
+    [(_, sent)] = [(r, reply) for r, reply in adapter.sent if "Coaching" in reply.text]
+    assert sent.text == "Coaching starts en 52 minutos." and sent.items == ["en 52 minutos"]

@@ -4,13 +4,14 @@ import threading
 import uuid
 
 import pytest
+from pydantic import ValidationError
 from sqlmodel import select
 
 from bot import admin
 from bot.core.inbox import Dispatcher
 from bot.core.messages import MAX_TEXT, InboundMessage
 from store.models import Blocker, InboxMessage, OutboxMessage, Update
-from tests.conftest import TestBot
+from tests.conftest import NOW, TestBot
 
 
 def _counts(bot: TestBot) -> tuple[int, int]:
@@ -181,3 +182,47 @@ def test_chatter_in_a_shared_channel_is_left_alone_but_commands_and_questions_ar
     assert "Tue 1 Dec 2026" in said_in_channel("when is our next session?")[0]
     assert "limit is 8,000" in said_in_channel("update: " + "x" * 9000)[0]
     assert "/cda help" in world.say("console:a1", "great meeting everyone, thanks!")  # said to the bot
+
+
+def test_the_limit_counts_what_was_typed_not_the_cda_prefix(world: TestBot) -> None:
+    # A slash command's text arrives as `/cda <text>`: 8,000 typed characters are within the limit.
+    typed = "update " + "x" * (MAX_TEXT - len("update "))
+    assert "recorded" in world.say("console:a1", f"/cda {typed}")
+    assert "limit is 8,000" in world.say("console:a1", f"/cda {typed}x")
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("/cda resolve ²", "Which blocker?"),
+        ("/cda resolve ١٢", "Which blocker?"),  # digits, but not the ones ids are written in
+        ("/cda resolve 12345678901234567890123", "There is no blocker #12345678901234567890123"),
+        ("/cda resolve 2147483648", "There is no blocker #2147483648"),
+        ("/cda updates " + "9" * 5000, "Updates in the last 366 days"),
+        ("/cda blockers 00000000000000000000000001", "Open blockers"),
+    ],
+)
+def test_numbers_that_no_store_could_hold_get_their_real_answer(
+    world: TestBot, text: str, answer: str
+) -> None:
+    reply = world.say("console:a1", text)
+    assert answer in reply and "something went wrong" not in reply
+
+
+def test_a_nul_byte_or_broken_unicode_is_stored_as_a_replacement_character(world: TestBot) -> None:
+    assert "recorded" in world.say("console:a1", "update: before\x00after \ud800 end")
+    with world.store() as store:
+        [update] = store.session.exec(select(Update).where(Update.text.startswith("before")))  # type: ignore[attr-defined]
+    assert update.text == "before\ufffdafter \ufffd end"
+
+
+def test_an_id_longer_than_the_store_allows_is_refused_at_the_door() -> None:
+    with pytest.raises(ValidationError):
+        InboundMessage(
+            platform="slack",
+            message_id="E" * 201,
+            conversation="slack:T1:C1",
+            sender="slack:T1:U1",
+            text="update: x",
+            received_at=NOW,
+        )

@@ -5,6 +5,7 @@ client to a local mock of the Web API."""
 import logging
 import time
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import func, select
@@ -223,3 +224,17 @@ def test_starting_slack_logs_nothing_about_an_unused_token(
     with caplog.at_level(logging.DEBUG):
         build_server(settings, engine, FixedClock(NOW))
     assert [r.getMessage() for r in caplog.records if "token" in r.getMessage().lower()] == []
+
+
+def test_past_the_backlog_bound_slack_is_told_to_retry_and_nothing_is_stored(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.runtime.intake.MAX_BACKLOG", 0)
+    response = running.event(event_body(_message("update: one too many"), "EvBUSY"))
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert _updates(running) == [] and _processed(running) == 0
+    monkeypatch.setattr("bot.runtime.intake.MAX_BACKLOG", 500)
+    assert running.event(event_body(_message("update: one too many"), "EvBUSY")).status_code == 200
+    running.settle()
+    assert [u.text for u in _updates(running)] == ["one too many"]
+    assert httpx.get(f"{running.url}/readyz").json()["backlog"] == {"inbox": 0, "outbox_in_flight": 0}

@@ -1,6 +1,6 @@
 """Block Kit rendering inside Slack's limits, payload parsing, and the Slack configuration rules."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -113,3 +113,18 @@ def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
     assert {"app_mention", "message.channels", "message.im", "app_uninstalled", "tokens_revoked"} <= set(
         manifest["settings"]["event_subscriptions"]["bot_events"]
     )
+
+
+def test_a_slash_command_is_private_and_its_answer_expires_with_the_response_url() -> None:
+    body = {
+        "team_id": "T1",
+        "user_id": "U1",
+        "channel_id": "C1",
+        "text": "status",
+        "trigger_id": "tr1",
+        "response_url": "https://hooks.slack.invalid/commands/1",
+    }
+    message = parse.from_command(body, NOW)
+    assert message.private and not message.direct and not message.seen_by_others
+    assert message.reply_context == {"channel": "C1", "user": "U1", "response_url": body["response_url"]}
+    assert message.reply_expires_at == NOW + timedelta(minutes=30)

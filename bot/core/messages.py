@@ -1,5 +1,6 @@
 """What flows through the core: one inbound message type, one reply type, and the adapter protocol."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 
@@ -12,16 +13,13 @@ UPDATE_RECORDED = "update_recorded"  # Reply.kind of a recorded momentum update
 SOON = "{soon}"  # in a reply with `starts_at`: replaced by "in 52 minutes" when the reply is sent
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def clean_text(value: str) -> str:
     """What any store can keep: a NUL byte (refused by PostgreSQL) and unpaired surrogates (not UTF-8)
     become U+FFFD, the replacement character, instead of failing the whole message later."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return value
+    return _UNSTORABLE.sub("\ufffd", value)
 
 
 Clean = Annotated[str, AfterValidator(clean_text)]
