@@ -5,7 +5,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,8 +144,16 @@ def testbot(engine: Engine, clock: FixedClock) -> TestBot:
 @pytest.fixture
 def world(testbot: TestBot) -> TestBot:
     """Three cities with their people and one update and blocker each, marked with the city's name."""
-    with testbot.store() as store:
-        now = testbot.clock.now()
+    populate_world(testbot)
+    return testbot
+
+
+def populate_world(bot: TestBot, also: Callable[[Store, datetime], None] | None = None) -> None:
+    """The `world`: alpha (bound to slack:T0001:C0001), beta and gamma, their members, coaches of one,
+    two and all cities, an admin, a weekly session each, and one update and blocker per city.
+    `also` adds to the roster in the same transaction."""
+    with bot.store() as store:
+        now = bot.clock.now()
         admin.add_city(store, "alpha", "Alpha", "America/Chicago", now, "US", "implementation", "en")
         admin.add_city(store, "beta", "Beta", "Europe/London", now, "GB", "implementation", "en")
         admin.add_city(store, "gamma", "Gamma", "America/Bogota", now, "CO", "capacity", "es")
@@ -165,7 +173,8 @@ def world(testbot: TestBot) -> TestBot:
             admin.add_session(
                 store, slug, start, now, 60, f"{slug.upper()} session", "FREQ=WEEKLY", "2027-03-31"
             )
+        if also is not None:
+            also(store, now)
     for member, city in (("console:a1", "ALPHA"), ("console:b1", "BETA"), ("console:g1", "GAMMA")):
-        testbot.say(member, f"update: {city}-UPDATE-TEXT")
-        testbot.say(member, f"blocker: {city}-BLOCKER-TEXT")
-    return testbot
+        bot.say(member, f"update: {city}-UPDATE-TEXT")
+        bot.say(member, f"blocker: {city}-BLOCKER-TEXT")

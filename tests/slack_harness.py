@@ -25,6 +25,16 @@ BOT_TOKEN = "xoxb-1111-2222-testtoken"
 TEAM = "T0001"
 BOT_USER = "UBOT0001"
 BOT_ID = "BBOT0001"
+# What a test server process must not inherit from the environment of whoever runs the tests.
+SLACK_ENV = [
+    "SLACK_SIGNING_SECRET",
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_CLIENT_ID",
+    "SLACK_CLIENT_SECRET",
+    "SLACK_API_BASE_URL",
+    "SLACK_TOKEN_ENCRYPTION_KEY",
+]
 
 
 @contextmanager

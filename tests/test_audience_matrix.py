@@ -28,7 +28,7 @@ from bot.core.messages import InboundMessage
 from store.db import make_engine, upgrade
 from store.models import OutboxMessage
 from store.repo import Store
-from tests.conftest import NOW, PG_URL, TestBot, scratch_postgres_database
+from tests.conftest import NOW, PG_URL, TestBot, populate_world, scratch_postgres_database
 from tests.slack_fixtures import CHANNEL, Running, mock, running, slack_world  # noqa: F401
 from tests.slack_harness import BOT_USER, TEAM, Call, event_body
 
@@ -177,36 +177,8 @@ def matrix_bot(
         stack.callback(engine.dispose)
         upgrade(engine)
         bot = TestBot(engine, FixedClock(NOW))
-        _populate(bot)
+        populate_world(bot, also=_add_speakers)
         yield bot
-
-
-def _populate(bot: TestBot) -> None:
-    now = bot.clock.now()
-    with bot.store() as store:
-        admin.add_city(store, "alpha", "Alpha", "America/Chicago", now, "US", "implementation", "en")
-        admin.add_city(store, "beta", "Beta", "Europe/London", now, "GB", "implementation", "en")
-        admin.add_city(store, "gamma", "Gamma", "America/Bogota", now, "CO", "capacity", "es")
-        admin.add_member(store, "console:a1", "alpha", now, "Ann Alpha")
-        admin.add_member(store, "console:b1", "beta", now, "Bob Beta")
-        admin.add_member(store, "console:g1", "gamma", now, "Gil Gamma")
-        admin.add_coach(store, "console:coach-a", ["alpha"], now, "Coach A")
-        admin.add_coach(store, "console:coach-ab", ["alpha", "beta"], now, "Coach AB")
-        admin.add_coach(store, "console:coach-all", [], now, "Coach All")
-        admin.add_admin(store, "console:admin", now, "Admin")
-        admin.bind(store, ALPHA_CHANNEL, "alpha", now)
-        for slug, start in (
-            ("alpha", "2026-12-01T10:00"),
-            ("beta", "2026-12-02T15:00"),
-            ("gamma", "2026-12-03T09:00"),
-        ):
-            admin.add_session(
-                store, slug, start, now, 60, f"{slug.upper()} session", "FREQ=WEEKLY", "2027-03-31"
-            )
-        _add_speakers(store, now)
-    for member, city in (("console:a1", "ALPHA"), ("console:b1", "BETA"), ("console:g1", "GAMMA")):
-        bot.say(member, f"update: {city}-UPDATE-TEXT")
-        bot.say(member, f"blocker: {city}-BLOCKER-TEXT")
 
 
 def _add_speakers(store: Store, now: datetime) -> None:

@@ -50,6 +50,7 @@ from tests.slack_fixtures import COACH, MEMBER, slack_settings
 from tests.slack_harness import (
     BOT_TOKEN,
     SIGNING_SECRET,
+    SLACK_ENV,
     Call,
     MockSlack,
     event_body,
@@ -61,14 +62,6 @@ from tests.slack_harness import (
 
 BACKENDS = ["sqlite", "postgresql"]
 SLACK_DEADLINE = 3.0  # seconds Slack waits for an acknowledgement before it counts a failure
-SLACK_ENV = [
-    "SLACK_SIGNING_SECRET",
-    "SLACK_BOT_TOKEN",
-    "SLACK_APP_TOKEN",
-    "SLACK_CLIENT_ID",
-    "SLACK_CLIENT_SECRET",
-    "SLACK_API_BASE_URL",
-]
 
 needs_postgres = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
 

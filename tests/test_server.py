@@ -34,6 +34,7 @@ from tests.slack_fixtures import CHANNEL, mock, slack_world  # noqa: F401
 from tests.slack_harness import (
     BOT_TOKEN,
     SIGNING_SECRET,
+    SLACK_ENV,
     MockSlack,
     event_body,
     serving,
@@ -44,14 +45,6 @@ from tests.slack_harness import (
 ROOT = Path(__file__).resolve().parent.parent
 # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so the parent sees why it ended.
 GRACEFUL_EXIT = (0, -signal.SIGTERM)
-SLACK_ENV = [
-    "SLACK_SIGNING_SECRET",
-    "SLACK_BOT_TOKEN",
-    "SLACK_APP_TOKEN",
-    "SLACK_CLIENT_ID",
-    "SLACK_CLIENT_SECRET",
-    "SLACK_API_BASE_URL",
-]
 
 
 def test_healthz_and_readyz(engine: object) -> None:

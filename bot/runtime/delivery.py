@@ -269,10 +269,7 @@ class Deliverer:
 
     # -- the database -------------------------------------------------------------------------------
     def _claim(self, now: datetime, limit: int) -> list[OutboxMessage]:
-        with open_store(self.engine) as store:
-            rows = store.claim_due(now, list(self.adapters), LEASE, limit)
-        self._held.update(row.id for row in rows if row.id is not None)
-        return rows
+        return self._claim_and_peek(now, limit)[0]
 
     def _claim_and_peek(self, now: datetime, limit: int) -> tuple[list[OutboxMessage], datetime | None]:
         with open_store(self.engine) as store:
