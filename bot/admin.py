@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from sqlmodel import select
 
-from bot.calendar.sessions import between, parse_rule
+from bot.calendar.sessions import DEFAULT_TITLE, Fields, SessionError, between, check_session, local_start
 from bot.core.identity import IdentityError, normalize_identity
 from store.models import ChannelBinding, City, CoachCity, CoachingSession, Pathway, Person, Role
 from store.repo import Store
@@ -154,14 +154,18 @@ def bind(
     return store.bind(conversation, city.id, now), before  # type: ignore[arg-type]
 
 
+OPTIONS = Fields(start="--start", end="--duration", rule="--rrule", until="--until")
+
+
 def _local_start(text: str, zone: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise AdminError(f"bad --start '{text}': use local time like 2026-12-01T10:00") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
-    return value.replace(second=0, microsecond=0)
+    try:
+        return local_start(value.replace(second=0, microsecond=0), zone, "--start")
+    except SessionError as error:
+        raise AdminError(str(error)) from None
 
 
 def _until(text: str) -> datetime:
@@ -191,25 +195,18 @@ def add_session(
     if title is not None and not title.strip():
         raise AdminError("--title must not be empty")
     until_local = _until(until) if until else None
-    if until_local is not None and rrule is None:
-        raise AdminError("--until goes with --rrule")
     if rrule is not None:
         rrule = rrule.strip()
         if rrule.upper().startswith("RRULE:"):
             rrule = rrule[6:]
-        bounded = "UNTIL=" in rrule.upper() or "COUNT=" in rrule.upper()
-        if until_local is None and not bounded:
-            raise AdminError("a recurring session needs --until DATE (or COUNT= in the rule)")
-        if until_local is not None and until_local < start_local:
-            raise AdminError("--until is before --start")
-        try:
-            parse_rule(rrule, start_local, until_local)
-        except (ValueError, TypeError) as error:
-            raise AdminError(f"bad --rrule '{rrule}': {error}") from None
+    try:
+        check_session(start_local, duration, rrule, until_local, OPTIONS)
+    except SessionError as error:
+        raise AdminError(str(error)) from None
     return store.add_session(
         CoachingSession(
             city_id=city.id,  # type: ignore[arg-type]
-            title=(title or "Coaching session").strip(),
+            title=(title or DEFAULT_TITLE).strip(),
             start_local=start_local,
             duration_min=duration,
             rrule=rrule,
@@ -236,7 +233,7 @@ def skip_day(store: Store, city_slug: str, day_text: str, now: datetime) -> list
     cancelled = []
     for occurrence in found:
         session = sessions[occurrence.session_id]
-        local = occurrence.local_start(city.zone).replace(tzinfo=None)
+        local = occurrence.wall or occurrence.local_start(city.zone).replace(tzinfo=None)
         if session.rrule:
             session.exdates = sorted({*session.exdates, local.isoformat()})
             store.session.add(session)

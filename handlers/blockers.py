@@ -115,6 +115,6 @@ def list_blockers(req: Request, store: Store) -> Reply:
             state = _("resolved {date}").format(date=day_of(req.t, b.resolved_at, city))  # type: ignore[arg-type]
         opened = req.t.ngettext(
             "opened {date} ({count} day) by {who}", "opened {date} ({count} days) by {who}", age
-        ).format(date=day_of(req.t, b.opened_at, city), count=age, who=names[b.author])
+        ).format(date=day_of(req.t, b.opened_at, city), count=req.t.number(age), who=names[b.author])
         items.append(f"#{b.id} {where}{state} · {opened}: {b.text}")
     return Reply(text=f"{title}\n" + "\n".join(items), title=title, items=items)

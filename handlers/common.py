@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.calendar.program import Program
-from bot.calendar.sessions import Occurrence, upcoming
-from bot.core.i18n import Translator
+from bot.calendar.sessions import Occurrence, session_title, upcoming
+from bot.core.i18n import Translator, time_span
 from store.models import City
 from store.repo import Store
 
@@ -36,9 +36,9 @@ def session_line(t: Translator, occurrence: Occurrence, city: City, now: datetim
     """`Weekly coaching: Tue 1 Dec 2026, 10:00–11:00 CST (in 3 days)`."""
     local = occurrence.local_start(city.zone)
     end = occurrence.end.astimezone(ZoneInfo(city.zone))
-    hours = t.gettext("all day") if occurrence.all_day else f"{local:%H:%M}–{t.time(end)}"
+    hours = t.gettext("all day") if occurrence.all_day else time_span(local, end)
     relative = t.relative(occurrence.start, now, city.zone)
-    return f"{occurrence.title}: {t.date(local.date())}, {hours} ({relative})"
+    return f"{session_title(occurrence.title, t)}: {t.date(local.date())}, {hours} ({relative})"
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 import csv
 import io
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from bot.core.messages import Attachment, Reply
@@ -9,6 +10,28 @@ from bot.core.request import Request
 from store.repo import Store
 
 KINDS = ("updates", "blockers")
+UPDATE_COLUMNS = "id city created_at author platform text".split()
+BLOCKER_COLUMNS = "id city status opened_at author text resolved_at resolved_by note".split()
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection"); the
+# full-width forms count too, since some spreadsheets fold them to their ASCII twins.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")
+
+
+def inert(value: object) -> str:
+    """A cell a spreadsheet shows as text and never runs: one that could start a formula, even after
+    leading blanks, gets a leading `'` (which the spreadsheet shows; the rest is kept as written)."""
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_STARTS) or text.lstrip().startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+def csv_text(rows: Iterable[Iterable[object]]) -> str:
+    """The one way the project writes CSV: every cell made inert first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows([inert(cell) for cell in row] for row in rows)
+    return buffer.getvalue()
 
 
 def _iso(value: datetime | None) -> str:
@@ -16,42 +39,42 @@ def _iso(value: datetime | None) -> str:
 
 
 def export(req: Request, store: Store) -> Reply:
-    _ = req.t.gettext
+    _, t = req.t.gettext, req.t
     kind = req.args.strip().lower()
     if kind not in KINDS:
         return Reply(text=_("Export what? Say `/cda export updates` or `/cda export blockers`."))
     ids = [c.id for c in req.cities if c.id is not None]
     slugs = {c.id: c.slug for c in req.cities}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    table: list[list[object]]
     if kind == "updates":
-        rows = store.updates(ids, datetime.min.replace(tzinfo=UTC), limit=100_000)
-        writer.writerow(["id", "city", "created_at", "author", "platform", "text"])
-        for u in rows:
-            writer.writerow([u.id, slugs[u.city_id], _iso(u.created_at), u.author, u.platform, u.text])
+        updates = store.updates(ids, datetime.min.replace(tzinfo=UTC), limit=100_000)
+        table = [[*UPDATE_COLUMNS]]
+        table += [[u.id, slugs[u.city_id], _iso(u.created_at), u.author, u.platform, u.text] for u in updates]
+        rows = t.ngettext("{count} update", "{count} updates", len(updates))
     else:
-        rows = store.blockers(ids, include_resolved=True)
-        writer.writerow(
-            ["id", "city", "status", "opened_at", "author", "text", "resolved_at", "resolved_by", "note"]
-        )
-        for b in rows:
-            writer.writerow(
-                [
-                    b.id,
-                    slugs[b.city_id],
-                    b.status,
-                    _iso(b.opened_at),
-                    b.author,
-                    b.text,
-                    _iso(b.resolved_at),
-                    b.resolved_by or "",
-                    b.resolution_note or "",
-                ]
-            )
+        blockers = store.blockers(ids, include_resolved=True)
+        table = [[*BLOCKER_COLUMNS]]
+        table += [
+            [
+                b.id,
+                slugs[b.city_id],
+                b.status,
+                _iso(b.opened_at),
+                b.author,
+                b.text,
+                _iso(b.resolved_at),
+                b.resolved_by,
+                b.resolution_note,
+            ]
+            for b in blockers
+        ]
+        rows = t.ngettext("{count} blocker", "{count} blockers", len(blockers))
+    count = len(table) - 1
+    cities = t.ngettext("{count} city", "{count} cities", len(ids)).format(count=t.number(len(ids)))
     filename = f"cda-{kind}-{req.now:%Y%m%d}.csv"
     return Reply(
-        text=_("{rows} rows of {kind} from {cities} cities, as CSV ({filename}).").format(
-            rows=len(rows), kind=kind, cities=len(ids), filename=filename
+        text=_("{rows} from {cities}, as CSV ({filename}).").format(
+            rows=rows.format(count=t.number(count)), cities=cities, filename=filename
         ),
-        attachment=Attachment(filename=filename, media_type="text/csv", content=buffer.getvalue()),
+        attachment=Attachment(filename=filename, media_type="text/csv", content=csv_text(table)),
     )

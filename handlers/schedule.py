@@ -1,22 +1,23 @@
 """Schedule answers from the program calendar and the city's own sessions, in the city's time.
 
 Nothing here invents a date: an event the program has not fixed is answered with what is known
-(a month, a phase, a window), and phases announced by month are answered in months.
+(a month, a phase, a window), and phases announced by month are answered in months. A line that shows
+a city's own schedule (its sessions, its phase) names the city: a coach may ask about any of theirs.
 """
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.calendar.program import Event, Phase, Program, local, next_month, program_from
 from bot.calendar.questions import Question, understand
-from bot.calendar.sessions import between, upcoming
+from bot.calendar.sessions import between, last_before, upcoming
 from bot.core.i18n import Translator
 from bot.core.messages import Reply
 from bot.core.request import Request
 from handlers.common import session_line
 from handlers.help import UNKNOWN
-from store.models import City
+from store.models import City, CoachingSession
 from store.repo import Store
 
 
@@ -58,8 +59,16 @@ def _answer(a: Ask, question: Question) -> Reply:
         lines = _phase(a, question)
     elif question.intent == "current_phase":
         lines = _current_phase(a)
+    elif question.intent == "program":
+        lines = _program_bound(a, question.boundary)
+    elif question.intent == "program_next":
+        lines = _program_next(a)
     elif not a.cities:
         lines = [a.t.gettext(UNKNOWN)]
+    elif question.intent == "last_session":
+        lines = _final_sessions(a)
+    elif question.intent == "previous_session":
+        lines = _previous_sessions(a)
     elif question.month is not None:
         lines = _month(a, question.month)
     elif question.week_start is not None:
@@ -85,6 +94,19 @@ def _relative(a: Ask, day: date, precision: str) -> str:
     if precision == "month":
         return a.t.months_away(_months_between(a.today, day))
     return a.t.days_from_today((day - a.today).days)
+
+
+def _is_past(a: Ask, day: date, precision: str) -> bool:
+    return a.today > day if precision == "day" else _months_between(a.today, day) < 0
+
+
+def _whose(city: City, line: str) -> str:
+    return f"{city.name} — {line}"
+
+
+def _headed(a: Ask, line: str) -> str:
+    """The first line of an answer about one city names it; with several, each line names its own."""
+    return _whose(a.cities[0], line) if len(a.cities) == 1 else line
 
 
 def _phase_span(t: Translator, phase: Phase) -> str:
@@ -154,7 +176,7 @@ def _phase(a: Ask, question: Question) -> list[str]:
     if question.boundary in ("start", "end"):
         day = phase.start if question.boundary == "start" else phase.end
         values = {"phase": name, "when": _when(a.t, day, phase.precision)}
-        past = a.today > day if phase.precision == "day" else _months_between(a.today, day) < 0
+        past = _is_past(a, day, phase.precision)
         if question.boundary == "start":
             template = _("{phase} started: {when}.") if past else _("{phase} starts: {when} ({relative}).")
         else:
@@ -165,6 +187,8 @@ def _phase(a: Ask, question: Question) -> list[str]:
 
 def _current_phase(a: Ask) -> list[str]:
     t, _ = a.t, a.t.gettext
+    if len(a.cities) > 1:
+        return [_whose(city, _phase_of(a, city)) for city in a.cities]
     phase = a.program.phase_on(a.today, a.pathway)
     lines: list[str]
     if phase is not None:
@@ -183,7 +207,80 @@ def _current_phase(a: Ask) -> list[str]:
                 phase=local(following.name, t.language), when=_when(t, following.start, following.precision)
             )
         )
-    return lines
+    return [_headed(a, lines[0]), *lines[1:]] if a.cities else lines
+
+
+def _phase_of(a: Ask, city: City) -> str:
+    """`Learning Loop 2: Solution Build (November 2026 – January 2027)`, on the city's own today."""
+    today = a.now.astimezone(ZoneInfo(city.zone)).date()
+    phase = a.program.phase_on(today, city.pathway)
+    if phase is None:
+        return a.program.phase_label(today, city.pathway, a.t.language)
+    return f"{local(phase.name, a.t.language)} ({_phase_span(a.t, phase)})"
+
+
+def _program_bounds(a: Ask) -> tuple[tuple[date, str], tuple[date, str]] | None:
+    """When the program starts and ends on the asker's pathway, each as precisely as the calendar has
+    it (a day, or a month): its phases, and events fixed to a day or a month outside them."""
+    starts: list[tuple[date, str]] = []
+    ends: list[tuple[date, str]] = []
+    for phase in a.program.phases_for(a.pathway):
+        starts.append((phase.start, phase.precision))
+        ends.append((phase.end, phase.precision))
+    for event in a.program.events:
+        span = event.span(a.program)
+        if span is None or not event.applies_to(a.pathway) or (event.date is None and event.month is None):
+            continue
+        precision = "day" if event.date is not None else "month"
+        starts.append((span[0], precision))
+        ends.append((span[1], precision))
+    if not starts:
+        return None
+    return min(starts), max(ends)
+
+
+def _program_bound(a: Ask, boundary: str | None) -> list[str]:
+    _ = a.t.gettext
+    bounds = _program_bounds(a)
+    if bounds is None:
+        return []
+    day, precision = bounds[0] if boundary == "start" else bounds[1]
+    values = {"when": _when(a.t, day, precision), "relative": _relative(a, day, precision)}
+    past = _is_past(a, day, precision)
+    if boundary == "start":
+        template = (
+            _("The program started: {when}.") if past else _("The program starts: {when} ({relative}).")
+        )
+    else:
+        template = _("The program ended: {when}.") if past else _("The program ends: {when} ({relative}).")
+    return [template.format(**values)]
+
+
+def _program_next(a: Ask) -> list[str]:
+    """What comes next, up to the end of the next phase: events not over yet (with what is known of
+    their dates) and the next phase; past the last phase, when the program ends."""
+    t, _ = a.t, a.t.gettext
+    following = a.program.next_phase(a.today, a.pathway)
+    coming: list[tuple[date, str]] = []
+    for event in a.program.events:
+        span = event.span(a.program)
+        if span is None or span[1] < a.today or not event.applies_to(a.pathway):
+            continue
+        if following is None or span[0] <= following.end:
+            coming.append((span[0], event_line(a, event)))
+    if following is not None:
+        starts = _("{phase} starts: {when} ({relative}).").format(
+            phase=local(following.name, t.language),
+            when=_when(t, following.start, following.precision),
+            relative=_relative(a, following.start, following.precision),
+        )
+        coming.append((following.start, starts))
+    lines = [line for _day, line in sorted(coming, key=lambda item: item[0])]
+    if following is None and a.program.phase_on(a.today, a.pathway) is not None:
+        lines += _program_bound(a, "end")
+    if not lines:
+        return [_("Nothing more is planned on the program calendar.")]
+    return [_("Next in the program:"), *(f"• {line}" for line in lines)]
 
 
 def _local_midnight(city: City, day: date) -> datetime:
@@ -200,7 +297,7 @@ def _sessions_lines(
         start = _local_midnight(city, first)
         if not_before is not None:
             start = max(start, not_before)
-        prefix = f"{city.name} — " if len(a.cities) > 1 else ""
+        prefix = f"{city.name} — " if len(a.cities) > 1 else ""  # one city: the answer's title names it
         for occurrence in between(
             a.store.sessions_of(city.id), city.zone, start, _local_midnight(city, last_exclusive)
         ):
@@ -217,7 +314,8 @@ def _after(a: Ask, day: date) -> list[str]:
         found = upcoming(a.store.sessions_of(city.id), city.zone, start, count=1)
         if found:
             session = session_line(a.t, found[0], city, a.now)
-            lines.append(a.t.gettext("The next one: {session}").format(session=session))
+            line = a.t.gettext("The next one: {session}").format(session=session)
+            lines.append(_whose(city, line) if len(a.cities) > 1 else line)
     return lines
 
 
@@ -239,9 +337,9 @@ def _day(a: Ask, day: date) -> list[str]:
     _ = a.t.gettext
     sessions = _sessions_lines(a, day, day + timedelta(days=1))
     if sessions:
-        lines = [_("Sessions on {date}:").format(date=a.t.date(day)), *sessions]
+        lines = [_headed(a, _("Sessions on {date}:").format(date=a.t.date(day))), *sessions]
     else:
-        lines = [_("No coaching session on {date}.").format(date=a.t.date(day)), *_after(a, day)]
+        lines = [_headed(a, _("No coaching session on {date}.").format(date=a.t.date(day))), *_after(a, day)]
     return lines + _program_events(a, day, day)
 
 
@@ -251,7 +349,7 @@ def _week(a: Ask, monday: date) -> list[str]:
     this_week = monday <= a.today <= sunday
     span = {"start": a.t.date(monday), "end": a.t.date(sunday)}
     title = _("This week ({start} – {end}):") if this_week else _("Week of {start} – {end}:")
-    lines = [title.format(**span)]
+    lines = [_headed(a, title.format(**span))]
     sessions = _sessions_lines(a, monday, sunday + timedelta(days=1), a.now if this_week else None)
     if sessions:
         lines += sessions
@@ -270,7 +368,7 @@ def _month(a: Ask, first: date) -> list[str]:
     _ = a.t.gettext
     following = next_month(first)
     last = following - timedelta(days=1)
-    lines = [_("In {month}:").format(month=a.t.month(first))]
+    lines = [_headed(a, _("In {month}:").format(month=a.t.month(first)))]
     for phase in a.program.phases_for(a.pathway):
         if phase.start > last or phase.end < first:
             continue
@@ -289,7 +387,7 @@ def _month(a: Ask, first: date) -> list[str]:
         lines.append(_("Your coaching sessions ({count}):").format(count=len(sessions)))
         lines += sessions
     if len(lines) == 1:
-        return [_("Nothing on the program calendar in {month}.").format(month=a.t.month(first))]
+        return [_headed(a, _("Nothing on the program calendar in {month}.").format(month=a.t.month(first)))]
     return lines
 
 
@@ -299,17 +397,60 @@ def _next_sessions(a: Ask) -> list[str]:
     for city in a.cities:
         assert city.id is not None
         found = upcoming(a.store.sessions_of(city.id), city.zone, a.now, count=2)
-        prefix = f"{city.name} — " if len(a.cities) > 1 else ""
         if not found:
-            lines.append(
-                prefix + _("No coaching session is scheduled for {city} yet.").format(city=city.name)
-            )
+            lines.append(_("No coaching session is scheduled for {city} yet.").format(city=city.name))
             continue
-        lines.append(
-            prefix + _("Next session: {session}").format(session=session_line(a.t, found[0], city, a.now))
-        )
+        session = session_line(a.t, found[0], city, a.now)
+        lines.append(_whose(city, _("Next session: {session}").format(session=session)))
         if len(found) > 1 and len(a.cities) == 1:
             lines.append(
                 _("The one after: {session}").format(session=session_line(a.t, found[1], city, a.now))
             )
+    return lines
+
+
+# Far enough for any series with an end; one without an end has no last session.
+_END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _endless(session: CoachingSession) -> bool:
+    if not session.rrule or session.until_local is not None:
+        return False
+    parts = {part.split("=", 1)[0].strip().upper() for part in session.rrule.split(";")}
+    return not parts & {"UNTIL", "COUNT"}
+
+
+def _final_sessions(a: Ask) -> list[str]:
+    """The last session of each city's series, past or to come: never the next one."""
+    _ = a.t.gettext
+    lines = []
+    for city in a.cities:
+        assert city.id is not None
+        sessions = a.store.sessions_of(city.id)
+        if any(_endless(session) for session in sessions):
+            lines.append(
+                _whose(city, _("The sessions repeat with no end date set, so there is no last one yet."))
+            )
+            continue
+        last = last_before(sessions, city.zone, _END_OF_TIME)
+        if last is None:
+            lines.append(_("No coaching session is scheduled for {city} yet.").format(city=city.name))
+            continue
+        session = session_line(a.t, last, city, a.now)
+        lines.append(_whose(city, _("Last session: {session}").format(session=session)))
+    return lines
+
+
+def _previous_sessions(a: Ask) -> list[str]:
+    """The latest session held: "when was our last session?"."""
+    _ = a.t.gettext
+    lines = []
+    for city in a.cities:
+        assert city.id is not None
+        held = last_before(a.store.sessions_of(city.id), city.zone, a.now)
+        if held is None:
+            lines.append(_("{city} has had no coaching session yet.").format(city=city.name))
+            continue
+        session = session_line(a.t, held, city, a.now)
+        lines.append(_whose(city, _("Most recent session: {session}").format(session=session)))
     return lines

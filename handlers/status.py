@@ -12,6 +12,7 @@ from store.models import City
 from store.repo import Store
 
 DEFAULT_QUIET_DAYS = 7
+DIGEST_SHOWN = 5  # updates and blockers a digest shows per city; the counts cover them all
 _FAILED_HINT = "{count} (cda-bot reminders list)"
 
 
@@ -38,13 +39,15 @@ def status(req: Request, store: Store) -> Reply:
         fields = [
             ReplyField(label=_("Phase"), value=s.phase),
             ReplyField(label=_("Last update"), value=_last_update(t, s, req.now)),
-            ReplyField(label=_("Updates in 7 days"), value=str(s.updates_7d)),
-            ReplyField(label=_("Open blockers"), value=str(s.open_blockers)),
+            ReplyField(label=_("Updates in 7 days"), value=t.number(s.updates_7d)),
+            ReplyField(label=_("Open blockers"), value=t.number(s.open_blockers)),
             ReplyField(label=_("Next session"), value=_next_session(t, s, req.now)),
         ]
         if failed.get(s.city.id):
             fields.append(
-                ReplyField(label=_("Failed deliveries"), value=_FAILED_HINT.format(count=failed[s.city.id]))
+                ReplyField(
+                    label=_("Failed deliveries"), value=_FAILED_HINT.format(count=t.number(failed[s.city.id]))
+                )
             )
         title = _("Status — {city}").format(city=s.city.name)
         text = title + "\n" + "\n".join(f"{f.label}: {f.value}" for f in fields)
@@ -55,17 +58,17 @@ def status(req: Request, store: Store) -> Reply:
                 f"{s.city.name} — {s.phase}",
                 _("last update {when}").format(when=_last_update(t, s, req.now)),
                 t.ngettext("{count} update in 7 days", "{count} updates in 7 days", s.updates_7d).format(
-                    count=s.updates_7d
+                    count=t.number(s.updates_7d)
                 ),
                 t.ngettext("{count} open blocker", "{count} open blockers", s.open_blockers).format(
-                    count=s.open_blockers
+                    count=t.number(s.open_blockers)
                 ),
                 _("next session {when}").format(when=_next_session(t, s, req.now)),
                 *(
                     [
                         t.ngettext(
                             "{count} failed delivery", "{count} failed deliveries", failed[s.city.id]
-                        ).format(count=failed[s.city.id])
+                        ).format(count=t.number(failed[s.city.id]))
                     ]
                     if failed.get(s.city.id)
                     else []
@@ -75,7 +78,7 @@ def status(req: Request, store: Store) -> Reply:
         for s in states
     ]
     title = t.ngettext("Status — {count} city", "Status — {count} cities", len(states)).format(
-        count=len(states)
+        count=t.number(len(states))
     )
     return Reply(text=title + "\n" + "\n".join(items), title=title, items=items)
 
@@ -96,14 +99,16 @@ def quiet(req: Request, store: Store) -> Reply:
     _, t = req.t.gettext, req.t
     days = req.days_or(DEFAULT_QUIET_DAYS)
     found = quiet_cities(store, req.cities, req.now, days)
-    title = t.ngettext("No update in {days} day", "No update in {days} days", days).format(days=days)
+    title = t.ngettext("No update in {days} day", "No update in {days} days", days).format(
+        days=t.number(days)
+    )
     if not found:
         every = t.ngettext(
             "Every city you coach has posted an update in the last {days} day.",
             "Every city you coach has posted an update in the last {days} days.",
             days,
         )
-        return Reply(text=every.format(days=days), title=title)
+        return Reply(text=every.format(days=t.number(days)), title=title)
     items = [
         _("{city}: last update {when}").format(
             city=city.name, when=when(t, last, city, req.now) if last else _("never")
@@ -124,20 +129,23 @@ def digest_reply(t: Translator, store: Store, cities: list[City], now: datetime)
     items: list[str] = []
     for city in cities:
         assert city.id is not None
-        updates = store.updates([city.id], week_ago)
+        # Counted, not taken from the list: the list stops at the few it shows.
+        updated = store.count_updates(city.id, week_ago)
+        updates = store.updates([city.id], week_ago, limit=DIGEST_SHOWN)
         blockers = store.blockers([city.id])
         nxt = upcoming(store.sessions_of(city.id), city.zone, now, count=1)
-        count = t.ngettext("{count} update this week", "{count} updates this week", len(updates))
-        lines = [f"*{city.name}* — " + count.format(count=len(updates))]
-        lines += [f"  • #{u.id} {day_of(t, u.created_at, city)}: {u.text}" for u in updates[:5]]
+        count = t.ngettext("{count} update this week", "{count} updates this week", updated)
+        lines = [f"*{city.name}* — " + count.format(count=t.number(updated))]
+        lines += [f"  • #{u.id} {day_of(t, u.created_at, city)}: {u.text}" for u in updates]
         if blockers:
-            lines.append("  " + _("Open blockers (oldest first): {count}").format(count=len(blockers)))
+            oldest = _("Open blockers (oldest first): {count}").format(count=t.number(len(blockers)))
+            lines.append("  " + oldest)
             lines += [
                 "  • "
                 + _("#{number} since {date}: {text}").format(
                     number=b.id, date=day_of(t, b.opened_at, city), text=b.text
                 )
-                for b in blockers[:5]
+                for b in blockers[:DIGEST_SHOWN]
             ]
         else:
             lines.append("  " + _("No open blockers"))

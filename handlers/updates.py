@@ -43,14 +43,14 @@ def list_updates(req: Request, store: Store) -> Reply:
     scope = city_names(req.cities)
     title = req.t.ngettext(
         "Updates in the last {days} day — {cities}", "Updates in the last {days} days — {cities}", days
-    ).format(days=days, cities=scope)
+    ).format(days=req.t.number(days), cities=scope)
     if not updates:
         none = req.t.ngettext(
             "No updates in the last {days} day for {cities}.",
             "No updates in the last {days} days for {cities}.",
             days,
         )
-        return Reply(text=none.format(days=days, cities=scope), title=title)
+        return Reply(text=none.format(days=req.t.number(days), cities=scope), title=title)
     by_id = {c.id: c for c in req.cities}
     names = display_names(store, (u.author for u in updates))
     several = len(req.cities) > 1
@@ -59,5 +59,7 @@ def list_updates(req: Request, store: Store) -> Reply:
         city = by_id[u.city_id]
         where = f" · {city.name}" if several else ""
         items.append(f"#{u.id} {day_of(req.t, u.created_at, city)}{where} · {names[u.author]}: {u.text}")
-    more = " " + _("(newest {count} shown)").format(count=LIST_LIMIT) if len(updates) == LIST_LIMIT else ""
+    # LIST_LIMIT is a constant well above one, so the plural needs no ngettext.
+    newest = _("(newest {count} shown)").format(count=req.t.number(LIST_LIMIT))
+    more = " " + newest if len(updates) == LIST_LIMIT else ""
     return Reply(text=f"{title}{more}\n" + "\n".join(items), title=title, items=items)

@@ -11,7 +11,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.calendar.program import Program, program_from
-from bot.calendar.sessions import Occurrence, between, last_before
+from bot.calendar.sessions import Occurrence, between, last_before, session_title
 from bot.core.i18n import Translator, translator
 from bot.core.messages import SOON, Button, Reply
 from handlers.status import digest_reply
@@ -138,10 +138,11 @@ def reminder_reply(
     assert city.id is not None
     blockers = store.count_open_blockers(city.id)
     local = occurrence.local_start(city.zone)
+    session = session_title(occurrence.title, t)
     lines = [
         # `{soon}` stays in the text: the deliverer renders it when the reminder is sent.
         _("{title} starts {soon}: {date}, {time}.").format(
-            title=occurrence.title, soon=SOON, date=t.date(local.date()), time=t.time(local)
+            title=session, soon=SOON, date=t.date(local.date()), time=t.time(local)
         ),
         _("Phase: {phase}").format(phase=program.phase_label(local.date(), city.pathway, t.language)),
         t.ngettext("{count} open blocker", "{count} open blockers", blockers).format(count=blockers),
@@ -150,7 +151,7 @@ def reminder_reply(
     last_update = store.last_update(city.id)
     if previous is not None and (last_update is None or last_update.created_at < previous.start):
         lines.append(_("No update since your last session: post one before you meet, e.g. `update: …`"))
-    title = _("Reminder: {title}").format(title=occurrence.title)
+    title = _("Reminder: {title}").format(title=session)
     return Reply(
         text=title + "\n" + "\n".join(lines),
         title=title,

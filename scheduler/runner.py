@@ -1,6 +1,7 @@
 """One scheduler pass: plan what is due into the outbox, then deliver it."""
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,8 +12,11 @@ from bot.runtime.delivery import Deliverer, DeliveryReport
 from scheduler.planner import PlanReport, plan
 from store.repo import open_store
 
+log = logging.getLogger("cda_bot.scheduler")
+
 # Platforms retry a message for minutes (Slack) to a day at most; a month is far beyond any retry.
 KEEP_PROCESSED = timedelta(days=30)
+EXPIRED = "expired before it could be sent"
 
 
 @dataclass
@@ -43,4 +47,9 @@ class PassRunner:
         with open_store(self.engine) as store:
             now = self.clock.now()
             store.forget_processed(now - KEEP_PROCESSED)
-            return plan(store, now)
+            report = plan(store, now)
+            # Also rows for a platform whose adapter is not running here: they would wait forever.
+            for key in store.drop_expired(now, EXPIRED):
+                log.info("outbox message dropped: %s", EXPIRED, extra={"key": key})
+                report.dropped.append(key)
+            return report

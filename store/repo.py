@@ -369,6 +369,17 @@ class Store:
             .values(status=OutboxStatus.sent, sent_at=now)
         )
 
+    def drop_expired(self, now: datetime, reason: str) -> list[str]:
+        """Mark pending rows whose `expires_at` has passed as dropped, whatever their platform (one with
+        no running adapter is never claimed, so the deliverer would not drop it); their keys."""
+        dropped = self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.pending, col(OutboxMessage.expires_at) <= now)
+            .values(status=OutboxStatus.dropped, last_error=reason)
+            .returning(OutboxMessage.key)
+        )
+        return list(dropped.scalars())
+
     def count_failed(self, city_id: int) -> int:
         query = (
             select(func.count())

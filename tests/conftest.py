@@ -5,7 +5,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,36 @@ def pytest_report_header(config: pytest.Config) -> str:
     if PG_URL:
         return f"database backends: sqlite, postgresql ({make_url(normalize_url(PG_URL)).render_as_string()})"
     return "database backends: sqlite only (set TEST_DATABASE_URL to also run on PostgreSQL)"
+
+
+NO_POSTGRES = "TEST_DATABASE_URL is not set"  # the reason every PostgreSQL run skips with
+EXAMPLE_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Generator[None]:
+    """Without PostgreSQL, every database test skips its PostgreSQL run: one line says so and how to
+    turn them on, instead of a `SKIPPED` line per test in the `-ra` summary, which other skips keep.
+    Wrapping pytest's own summary, the runs are taken out of it and put back for the final count."""
+    stats = terminalreporter.stats
+    skipped = stats.get("skipped", [])
+    others = [report for report in skipped if not _skip_reason(report).endswith(NO_POSTGRES)]
+    postgres = len(skipped) - len(others)
+    if postgres:
+        stats["skipped"] = others
+    try:
+        return (yield)
+    finally:
+        if postgres:
+            stats["skipped"] = skipped
+            terminalreporter.write_line(
+                f"{postgres} PostgreSQL runs skipped: set TEST_DATABASE_URL={EXAMPLE_PG_URL} to run them too"
+            )
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
 
 
 def scratch_postgres_database() -> "contextlib.AbstractContextManager[str]":

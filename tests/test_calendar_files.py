@@ -148,7 +148,7 @@ def test_calendar_commands(db_url: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.ics"
     bad.write_text("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nSUMMARY:no start\nEND:VEVENT\nEND:VCALENDAR\n")
     refused = runner.invoke(app, ["calendar", "import", str(bad), "--city", "home", "--db", db_url])
-    assert refused.exit_code == 1 and "has no DTSTART" in refused.stderr
+    assert refused.exit_code == 1 and "bad.ics: event x (no start): DTSTART: missing" in refused.stderr
     missing = runner.invoke(
         app, ["calendar", "import", str(tmp_path / "nope.ics"), "--city", "home", "--db", db_url]
     )

@@ -1,15 +1,22 @@
-"""The command line: admin commands change all or nothing, errors are one clear line, `say` and `demo`."""
+"""The command line: admin commands change all or nothing, errors are one clear line, lists give whole
+values (tab-separated when piped, or JSON), `say` and `demo`."""
 
+import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from sqlalchemy import Engine
 from sqlmodel import SQLModel, select
 from typer.testing import CliRunner
 
 from bot.cli import app
+from bot.cli.listing import print_rows
 from store.models import City, CoachingSession, Person
+from store.repo import open_store
+from tests.conftest import due_message
 
 runner = CliRunner()
 
@@ -139,7 +146,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
 
 def test_session_start_with_offset_is_read_in_the_citys_zone(seeded: str, engine: Engine) -> None:
     code, out, _ = run(seeded, "session", "add", "--city", "bogota", "--start", "2026-12-05T15:00:00Z")
-    assert code == 0 and "2026-12-05 10:00 local" in out
+    assert (code, out) == (0, "added session #2 for bogota: Sat 5 Dec 2026, 10:00 UTC-05\n")
     with engine.connect() as connection:
         starts = connection.execute(select(CoachingSession.start_local)).scalars().all()
     assert [s.isoformat() for s in sorted(starts)] == ["2026-12-01T10:00:00", "2026-12-05T10:00:00"]
@@ -158,9 +165,116 @@ def test_coach_add_without_city_coaches_all_and_again_adds_cities(seeded: str, e
         assert lead is not None and len(store.coached_city_ids(lead)) == 2
 
 
-def test_city_list_shows_people_and_bindings(seeded: str) -> None:
+TEAMS_CHANNEL = "teams:72f988bf-86f1-41af-91ab-2d7cd011db47:19:a-long-channel-name@thread.tacv2"
+
+
+def test_city_list_piped_is_a_tab_separated_line_a_city_with_nothing_cut(seeded: str) -> None:
+    assert run(seeded, "bind", TEAMS_CHANNEL, "--city", "bogota")[0] == 0
     code, out, _ = run(seeded, "city", "list")
-    assert code == 0 and "bogota" in out and "Bogotá" in out
+    assert code == 0
+    assert out.splitlines() == [
+        f"bogota\tBogotá\tAmerica/Bogota\tCO\tes\timplementation\t1\t1\tslack:T0001:C0001, {TEAMS_CHANNEL}"
+    ]
+    code, out, _ = run(seeded, "city", "list", "--json")
+    assert json.loads(out) == [
+        {
+            "slug": "bogota",
+            "name": "Bogotá",
+            "zone": "America/Bogota",
+            "country": "CO",
+            "language": "es",
+            "pathway": "implementation",
+            "members": 1,
+            "coaches": 1,
+            "bound": ["slack:T0001:C0001", TEAMS_CHANNEL],
+        }
+    ]
+
+
+def test_session_list_gives_whole_rules_and_the_bots_dates(seeded: str) -> None:
+    rule = "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE,FR;WKST=SU"
+    title = "Coaching with the whole data team\tand the mayor's office"
+    added = run(seeded, *SESSION, "--rrule", rule, "--until", "2027-03-31", "--title", title)
+    assert added[0] == 0, added[2]
+    run(seeded, "session", "skip", "--city", "bogota", "--date", "2026-12-02")
+    code, out, _ = run(seeded, "session", "list", "--city", "bogota")
+    assert code == 0
+    first, second = (line.split("\t") for line in out.splitlines())
+    assert first[:5] == ["1", "Coaching", "Tue 1 Dec 2026, 10:00 UTC-05", "60", "FREQ=WEEKLY;BYDAY=TU"]
+    assert first[5:8] == ["Tue 30 Mar 2027", "", ""]
+    # A tab in a title is written as \t, so that a line stays one row and a field one value.
+    assert second[1:7] == [
+        "Coaching with the whole data team\\tand the mayor's office",
+        "Tue 1 Dec 2026, 10:00 UTC-05",
+        "60",
+        rule,
+        "Wed 31 Mar 2027",
+        "Wed 2 Dec 2026",
+    ]
+    code, out, _ = run(seeded, "session", "list", "--city", "bogota", "--json")
+    listed = {row["id"]: row for row in json.loads(out)}
+    assert {k: v for k, v in listed[2].items() if k != "next"} == {
+        "id": 2,
+        "title": title,
+        "start": "2026-12-01T10:00:00-05:00",
+        "minutes": 60,
+        "repeats": rule,
+        "until": "2027-03-31",
+        "skipped": ["2026-12-02"],
+        "uid": None,
+    }
+
+
+def test_reminders_list_gives_whole_errors_and_the_bots_dates(seeded: str, engine: Engine) -> None:
+    assert run(seeded, "city", "add", "denver", "--name", "Denver", "--tz", "America/Denver")[0] == 0
+    error = "Slack said channel_not_found for C0999 after 6 tries; " + "the channel was archived. " * 6
+    with open_store(engine) as store:
+        denver = store.city_by_slug("denver")
+        assert denver is not None
+        row = due_message("reminder:x", "slack:T0001:C0999", datetime(2027, 2, 4, 16, 0, tzinfo=UTC))
+        row.city_id, row.status, row.attempts, row.last_error = denver.id, "failed", 6, error
+        store.enqueue(row)
+    code, out, _ = run(seeded, "reminders", "list", "--city", "denver")
+    assert code == 0
+    assert out.splitlines() == [
+        f"1\tdenver\tThu 4 Feb 2027, 09:00 MST\ttest\tslack:T0001:C0999\tfailed\t6\t{error}"
+    ]
+    (listed,) = json.loads(run(seeded, "reminders", "list", "--json")[1])
+    assert (listed["due"], listed["error"]) == ("2027-02-04T16:00:00+00:00", error)
+
+
+def test_program_show_piped_and_as_json(db_url: str) -> None:
+    code, out, _ = run(db_url, "program", "show")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "cohort\t2026-27"
+    assert (
+        "phase\tll2\tLearning Loop 2: Solution Build\timplementation\tSun 1 Nov 2026\tSun 31 Jan 2027"
+        in lines
+    )
+    assert "event\tsite-visit\tIn-city site visit (two days)\tTue 1 Sep 2026 to Fri 16 Oct 2026" in lines
+    shown = json.loads(run(db_url, "program", "show", "--json")[1])
+    assert shown["cohort"] == "2026-27" and len(shown["events"]) == 11
+
+
+@pytest.mark.parametrize("width", [40, 200])
+def test_a_terminal_table_never_cuts_a_value(width: int) -> None:
+    console = Console(file=io.StringIO(), width=width)
+    values = ["America/Argentina/ComodRivadavia", "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE,FR;WKST=SU", "[draft]"]
+    print_rows(["zone", "rule", "title"], [values], False, terminal=True, console=console)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert all(value in shown for value in values) and "…" not in shown
+
+
+def test_db_may_come_before_the_command(seeded: str, engine: Engine, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--db", seeded, "city", "list"])
+    assert result.exit_code == 0 and result.stdout.startswith("bogota\t"), result.stderr
+    assert runner.invoke(app, ["--db", seeded, *LIMA]).exit_code == 0
+    with open_store(engine) as store:
+        assert store.city_by_slug("lima") is not None
+    # A command's own --db wins over the one before it.
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert runner.invoke(app, ["--db", other, "city", "list", "--db", seeded]).stdout.startswith("bogota\t")
+    assert runner.invoke(app, ["--db", other, "city", "list"]).stdout == ""
 
 
 def test_say_answers_and_applies_the_clock(seeded: str) -> None:
@@ -225,6 +339,13 @@ def test_chat_switches_identity(seeded: str) -> None:
         stdin="blocker: sin datos\n/as slack:T0001:U0C0ACH\n/cda blockers\n/quit\n",
     )
     assert code == 0 and "Bloqueo #1 registrado para Bogotá" in out and "#1 open · opened" in out
+
+
+def test_chat_as_without_an_identity_says_how_to_use_it(seeded: str) -> None:
+    code, out, _ = run(seeded, "chat", "--as", "whatsapp:+573001112233", stdin="/as\n/as nobody\n")
+    assert code == 0 and "No te entendí" not in out
+    assert "/as needs an identity: /as <platform>:<id>, e.g. /as console:coach" in out
+    assert "'nobody' is not an identity" in out
 
 
 def test_db_upgrade(db_url: str) -> None:

@@ -199,7 +199,9 @@ def test_the_limit_counts_what_was_typed_not_the_cda_prefix(world: TestBot) -> N
         ("/cda resolve 12345678901234567890123", "There is no blocker #12345678901234567890123"),
         ("/cda resolve 2147483648", "There is no blocker #2147483648"),
         ("/cda updates " + "9" * 5000, "Updates in the last 366 days"),
-        ("/cda blockers 00000000000000000000000001", "Open blockers"),
+        ("/cda updates -" + "9" * 5000, "is negative"),
+        # Blockers take no number: it is named back, whatever its size.
+        ("/cda blockers 00000000000000000000000001", "doesn't take '00000000000000000000000001'"),
     ],
 )
 def test_numbers_that_no_store_could_hold_get_their_real_answer(

@@ -1,11 +1,18 @@
 """The program calendar as data: the bundled 2026–27 cohort, phases by pathway, bad files refused."""
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from bot.calendar.program import default_document, parse_program, program_from
+from bot.calendar.program import (
+    ProgramFileError,
+    default_document,
+    load_program_file,
+    parse_program,
+    program_from,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +58,48 @@ def test_loaded_calendar_replaces_the_bundled_one() -> None:
         "phases": [{"key": "s", "name": "Scoping 2027", "start": "2027-06-01", "end": "2027-08-31"}],
     }
     assert program_from(document).phase_label(date(2027, 7, 1), None) == "Scoping 2027"
+
+
+def write_program(tmp_path: Path, events: str) -> Path:
+    path = tmp_path / "next.yaml"
+    path.write_text(
+        "cohort: 2027-28\n"
+        "phases:\n"
+        "  - key: scoping\n"
+        "    name: Scoping\n"
+        "    start: 2027-06-01\n"
+        "    end: 2027-08-31\n"
+        "events:\n"
+        "  - key: launch\n"
+        "    name: Launch\n"
+        "    date: 2027-05-26\n" + events
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        (  # an event naming a phase the file does not have: its `phase:` line (13)
+            "  - key: workshop\n    name: Workshop\n    phase: scoping-2\n",
+            ":13: events.1.phase: event 'workshop' names unknown phase 'scoping-2'",
+        ),
+        (  # a key used twice: the second one's line (11)
+            "  - key: launch\n    name: Launch again\n    date: 2027-06-02\n",
+            ":11: events.1.key: key 'launch' is used twice",
+        ),
+    ],
+)
+def test_a_reference_error_names_the_events_line(tmp_path: Path, events: str, message: str) -> None:
+    path = write_program(tmp_path, events)
+    with pytest.raises(ProgramFileError) as refused:
+        load_program_file(path)
+    assert str(refused.value) == f"{path}{message}"
+
+
+def test_a_phase_key_used_twice_names_the_second_phase(tmp_path: Path) -> None:
+    path = tmp_path / "next.yaml"
+    phase = "  - key: scoping\n    name: Scoping\n    start: 2027-06-01\n    end: 2027-08-31\n"
+    path.write_text("cohort: 2027-28\nphases:\n" + phase + phase)
+    with pytest.raises(ProgramFileError, match=r":7: phases\.1\.key: key 'scoping' is used twice"):
+        load_program_file(path)

@@ -5,6 +5,9 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
+from bot import admin
+from bot.core.dispatcher import dispatch, resolve_speaker
+from bot.core.messages import InboundMessage
 from store.models import Blocker, BlockerStatus, Update
 from tests.conftest import TestBot
 
@@ -185,3 +188,60 @@ def test_help_lists_what_each_role_may_do(world: TestBot) -> None:
     member, coach = world.say("console:a1", "/cda help"), world.say("console:coach-a", "help")
     assert "update:" in member and "/cda quiet" not in member
     assert "/cda quiet" in coach and "/cda digest" in coach and "update:" not in coach
+
+
+# Schedule questions naming Beta, as member a1 (of Alpha) would ask them.
+ASKING_ABOUT_BETA = [
+    "when is the next session in Beta?",
+    "beta's next session?",
+    "what's on this week for beta?",
+    "when is the last session in Beta?",
+    "¿cuándo es la próxima sesión de Beta?",
+    "quando é a próxima sessão em Beta?",
+]
+
+
+@pytest.mark.parametrize("text", ASKING_ABOUT_BETA)
+def test_member_asking_about_another_citys_schedule_is_refused_and_sees_nothing(
+    world: TestBot, text: str
+) -> None:
+    (reply,) = world.send("console:a1", text)
+    assert "only see your own city" in reply.text
+    assert not any(mark in reply.text for mark in OTHER_CITY_MARKS), reply.text
+    assert "ALPHA session" not in reply.text  # not the member's own city's answer in its place either
+    assert reply.about == [1]
+
+
+@pytest.mark.parametrize("text", ASKING_ABOUT_BETA)
+def test_coach_asking_about_an_uncoached_city_is_refused(world: TestBot, text: str) -> None:
+    reply = world.say("console:coach-a", text)
+    assert "not one of the cities you coach" in reply
+    assert "BETA session" not in reply and "ALPHA session" not in reply
+
+
+@pytest.mark.parametrize("text", ASKING_ABOUT_BETA)
+def test_coach_asking_about_a_coached_city_gets_that_city_named(world: TestBot, text: str) -> None:
+    (reply,) = world.send("console:coach-ab", text)
+    assert "Beta" in reply.text and "BETA session" in reply.text, reply.text
+    assert "Alpha" not in reply.text and "ALPHA" not in reply.text, reply.text
+    assert reply.about == [2]
+
+
+def test_coach_asking_in_a_bound_channel_about_another_city_gets_it_privately(world: TestBot) -> None:
+    message = InboundMessage(
+        platform="slack",
+        message_id="ask-beta",
+        conversation="slack:T0001:C0001",
+        sender="slack:T0001:UCOACH",
+        text="when is the next session in Beta?",
+        received_at=world.clock.now(),
+    )
+    with world.store() as store:
+        admin.add_coach(store, "slack:T0001:UCOACH", [], world.clock.now())
+    with world.store() as store:
+        speaker, channel = resolve_speaker(store, message)
+        outgoing = dispatch(store, message, world.clock.now())
+    assert channel is not None and channel.slug == "alpha" and speaker.role == "coach"
+    answers = [o for o in outgoing if "BETA session" in o.reply.text]
+    assert [o.recipient for o in answers] == ["slack:T0001:UCOACH"]  # never the Alpha channel
+    assert answers[0].reply.about == [2]

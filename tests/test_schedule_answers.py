@@ -9,7 +9,8 @@ from babel.dates import get_month_names
 
 from bot import admin
 from bot.core.clock import parse_instant
-from tests.conftest import TestBot
+from store.models import CoachingSession
+from tests.conftest import NOW, TestBot
 
 SAT = "2026-11-28T12:00:00Z"  # Saturday 28 Nov 2026, Learning Loop 2
 
@@ -367,6 +368,73 @@ CASES = [
     ),
     ("console:sao", SAT, "quanto falta para a próxima sessão?", ["em 11 dias"]),
     ("console:sao", SAT, "¿cuándo es la próxima sesión?", ["Próxima sessão", "qua. 9 dez. 2026"]),
+    # --- asked by users and once missed: the program's end and what comes next, loops by number, the
+    # last session of the series (not the next one), the latest one held ---
+    ("console:chi", SAT, "when does the program end?", ["The program ends: March 2027", "in 4 months"]),
+    ("console:chi", SAT, "how long until the program is over?", ["March 2027", "in 4 months"]),
+    ("console:chi", SAT, "when did the program start?", ["The program started: Wed 27 May 2026"]),
+    ("console:chi", SAT, "when does the coaching program end", ["March 2027"]),
+    (
+        "console:chi",
+        SAT,
+        "when does learning loop two end?",
+        ["Learning Loop 2: Solution Build ends: January 2027", "in 2 months"],
+    ),
+    (
+        "console:chi",
+        SAT,
+        "when did the first learning loop end",
+        ["Learning Loop 1: Prototype ended: October 2026"],
+    ),
+    ("console:chi", SAT, "loop three start?", ["Learning Loop 3: Scale and Launch starts: February 2027"]),
+    ("console:chi", SAT, "when is the last session?", ["Riverton", "Tue 30 Mar 2027, 10:00–11:00 CDT"]),
+    ("console:chi", SAT, "when's our final meeting", ["Tue 30 Mar 2027"]),
+    ("console:chi", SAT, "when was our last session?", ["Riverton", "Tue 24 Nov 2026", "4 days ago"]),
+    ("console:chi", SAT, "what was the previous session?", ["Tue 24 Nov 2026"]),
+    (
+        "console:chi",
+        SAT,
+        "what's next in the program?",
+        [
+            "MVP workshop: during Learning Loop 2",
+            "Baltimore convening: January 2027, exact dates not announced yet",
+            "Demo day: during Learning Loop 3",
+            "Learning Loop 3: Scale and Launch starts: February 2027 (in 3 months)",
+        ],
+    ),
+    ("console:lon", SAT, "what's the final session?", ["Thamesford", "Mon 29 Mar 2027, 09:30–10:30 BST"]),
+    ("console:bog", SAT, "¿cuándo termina el programa?", ["marzo de 2027", "en 4 meses"]),
+    ("console:bog", SAT, "cuánto falta para que termine el programa", ["marzo de 2027"]),
+    ("console:bog", SAT, "¿cuándo termina el ciclo dos?", ["termina: enero de 2027"]),
+    ("console:bog", SAT, "cuando termina el segundo ciclo de aprendizaje", ["termina: enero de 2027"]),
+    ("console:bog", SAT, "cuándo empieza el tercer ciclo", ["empieza: febrero de 2027"]),
+    ("console:bog", SAT, "¿cuándo es la última sesión?", ["Villa Esperanza", "jue 25 mar 2027"]),
+    ("console:bog", SAT, "¿cuándo fue la última sesión?", ["jue 26 nov 2026", "hace 2 días"]),
+    ("console:bog", SAT, "¿hay sesión pasado mañana?", ["No hay sesión de coaching el lun 30 nov 2026"]),
+    (
+        "console:bog",
+        SAT,
+        "¿qué sigue en el programa?",
+        [
+            "Encuentro en Baltimore: enero de 2027, las fechas exactas aún no se han anunciado",
+            "Ciclo de aprendizaje 3: Escala y lanzamiento empieza: febrero de 2027",
+        ],
+    ),
+    ("console:scl", SAT, "¿cuál es la última sesión?", ["Valle Alto", "mar 29 jun 2027"]),
+    ("console:sao", SAT, "quando termina o programa?", ["março de 2027", "em 4 meses"]),
+    ("console:sao", SAT, "quando termina o ciclo dois?", ["(somente para a trilha de implementação)"]),
+    ("console:sao", SAT, "qual é a última sessão?", ["São Jerônimo", "qua. 31 mar. 2027"]),
+    ("console:sao", SAT, "quando foi a última sessão?", ["qua. 25 nov. 2026", "há 3 dias"]),
+    ("console:sao", SAT, "qual foi a sessão anterior?", ["qua. 25 nov. 2026"]),
+    (
+        "console:sao",
+        SAT,
+        "o que vem a seguir no programa?",
+        [
+            "Encontro em Baltimore: janeiro de 2027, as datas exatas ainda não foram anunciadas",
+            "março de 2027",
+        ],
+    ),
 ]
 
 
@@ -413,6 +481,8 @@ UNFIXED_QUESTIONS = {
         "what phase are we in?",
         "when does scoping start?",
         "capacity building?",
+        "when does the program end?",
+        "when does learning loop two end?",
     ],
     "es": [
         "¿cuándo es el encuentro en Baltimore?",
@@ -422,6 +492,8 @@ UNFIXED_QUESTIONS = {
         "¿cuándo son las reuniones con el alcalde?",
         "¿cuándo termina el ciclo 2?",
         "¿en qué fase estamos?",
+        "¿cuándo termina el programa?",
+        "¿cuándo termina el ciclo dos?",
     ],
     "pt": [
         "quando é o encontro em Baltimore?",
@@ -431,6 +503,8 @@ UNFIXED_QUESTIONS = {
         "quando são as reuniões com o prefeito?",
         "quando começa o ciclo 3?",
         "em que fase estamos?",
+        "quando termina o programa?",
+        "quando começa o terceiro ciclo?",
     ],
 }
 MEMBER_OF = {"en": "console:chi", "es": "console:bog", "pt": "console:sao"}
@@ -481,3 +555,157 @@ def test_a_long_text_is_no_schedule_question(cohort: TestBot) -> None:
     long_text = "when is our next session? " + "we tried many things this week and learned a lot " * 12
     assert len(long_text) > 500
     assert "didn't catch" in cohort.say("console:chi", long_text)
+
+
+LAST_SESSION = {
+    # who, question, the series' last session, the next one (which is not the answer)
+    "en": ("console:chi", "when is the last session?", "Tue 30 Mar 2027", "Tue 1 Dec 2026"),
+    "es": ("console:bog", "¿cuándo es la última sesión?", "jue 25 mar 2027", "jue 3 dic 2026"),
+    "pt": ("console:sao", "qual é a última sessão?", "qua. 31 mar. 2027", "qua. 9 dez. 2026"),
+}
+
+
+@pytest.mark.parametrize("language", ["en", "es", "pt"])
+def test_the_last_session_is_the_last_of_the_series_not_the_next_one(cohort: TestBot, language: str) -> None:
+    who, question, last, upcoming = LAST_SESSION[language]
+    answer = cohort.say(who, question)
+    assert last in answer and upcoming not in answer, answer
+
+
+def test_the_last_session_of_a_series_without_an_end_is_not_made_up(cohort: TestBot) -> None:
+    with cohort.store() as store:
+        admin.add_city(store, "open", "Openfield", "Europe/Lisbon", cohort.clock.now())
+        admin.add_member(store, "console:open", "open", cohort.clock.now())
+        city = store.city_by_slug("open")
+        assert city is not None and city.id is not None
+        # What an older calendar import may have stored: a weekly rule that never ends.
+        store.add_session(
+            CoachingSession(
+                city_id=city.id, start_local=datetime(2026, 9, 7, 10), rrule="FREQ=WEEKLY", created_at=NOW
+            )
+        )
+    answer = cohort.say("console:open", "when is the last session?")
+    assert "no end date" in answer and not DAY_OF_MONTH.search(answer.lower()), answer
+
+
+def test_nothing_next_once_the_program_is_over(cohort: TestBot) -> None:
+    cohort.clock.set(parse_instant("2027-06-01T12:00:00Z"))
+    answer = cohort.say("console:chi", "what's next in the program?")
+    assert "Nothing more is planned" in answer and "2026" not in answer
+
+
+# Every answer about a city's own schedule says which city it is about, in whatever language.
+ABOUT_THE_CITY = [
+    "when is our next session?",
+    "what's on this week?",
+    "sessions next week?",
+    "session tomorrow?",
+    "sessions on 2026-12-08?",
+    "what happens in january?",
+    "what happens in june 2027?",
+    "what phase are we in?",
+    "when is the last session?",
+    "when was our last session?",
+    "¿cuándo es nuestra próxima sesión?",
+    "quando é a próxima sessão?",
+]
+
+
+@pytest.mark.parametrize("question", ABOUT_THE_CITY)
+@pytest.mark.parametrize("who", [city[5] for city in CITIES])
+def test_every_answer_about_a_citys_schedule_names_the_city(cohort: TestBot, who: str, question: str) -> None:
+    name = next(city[1] for city in CITIES if city[5] == who)
+    (reply,) = cohort.send(who, question)
+    assert name in reply.text, reply.text
+    with cohort.store() as store:
+        city = store.find_city(name)
+        assert city is not None
+        assert reply.about == [city.id]
+
+
+@pytest.fixture
+def coach(cohort: TestBot) -> TestBot:
+    with cohort.store() as store:
+        admin.add_coach(store, "console:coach", ["riverton", "villa"], cohort.clock.now())
+    return cohort
+
+
+@pytest.mark.parametrize(
+    ("question", "city", "fact"),
+    [
+        ("when is the next session in Villa Esperanza?", "Villa Esperanza", "Thu 3 Dec 2026, 09:00"),
+        ("villa esperanza's next session?", "Villa Esperanza", "Thu 3 Dec 2026"),
+        ("¿cuándo es la próxima sesión de Villa Esperanza?", "Villa Esperanza", "Thu 3 Dec 2026"),
+        ("quando é a próxima sessão em riverton?", "Riverton", "Tue 1 Dec 2026, 10:00"),
+        ("sessions next week in Riverton?", "Riverton", "Tue 1 Dec 2026"),
+        ("when is the last session in Villa Esperanza?", "Villa Esperanza", "Thu 25 Mar 2027"),
+        ("what phase is Riverton in?", "Riverton", "Learning Loop 2"),
+    ],
+)
+def test_a_coach_asking_about_a_coached_city_gets_that_city_named(
+    coach: TestBot, question: str, city: str, fact: str
+) -> None:
+    (reply,) = coach.send("console:coach", question)
+    assert city in reply.text and fact in reply.text, reply.text
+    other = "Riverton" if city == "Villa Esperanza" else "Villa Esperanza"
+    assert other not in reply.text, reply.text
+    with coach.store() as store:
+        named = store.find_city(city)
+        assert named is not None
+        assert reply.about == [named.id]
+
+
+def test_a_coach_asking_about_a_city_they_do_not_coach_is_refused(coach: TestBot) -> None:
+    answer = coach.say("console:coach", "when is the next session in Thamesford?")
+    assert "not one of the cities you coach" in answer
+    assert "Mon 30 Nov 2026" not in answer and "Tue 1 Dec 2026" not in answer
+
+
+@pytest.mark.parametrize(
+    ("who", "question", "refusal"),
+    [
+        (
+            "console:bog",
+            "when is the next session in Riverton?",
+            "Solo puedes ver los datos de tu propia ciudad",
+        ),
+        (
+            "console:chi",
+            "when is the next session in Villa Esperanza?",
+            "You can only see your own city's data",
+        ),
+        (
+            "console:chi",
+            "¿cuándo es la última sesión de Thamesford?",
+            "You can only see your own city's data",
+        ),
+        (
+            "console:sao",
+            "what's on this week in Riverton?",
+            "Você só pode ver os dados da sua própria cidade",
+        ),
+        ("console:lon", "when does Valle Alto's program end?", "You can only see your own city's data"),
+    ],
+)
+def test_a_member_asking_about_another_city_is_told_they_see_only_their_own(
+    cohort: TestBot, who: str, question: str, refusal: str
+) -> None:
+    (reply,) = cohort.send(who, question)
+    assert reply.text.startswith(refusal), reply.text
+    with cohort.store() as store:
+        own = store.person(who)
+        assert own is not None
+        assert reply.about == [own.city_id]
+
+
+def test_a_member_naming_their_own_city_gets_the_answer(cohort: TestBot) -> None:
+    assert "Riverton — Next session: Coaching session: Tue 1 Dec 2026" in cohort.say(
+        "console:chi", "when is the next session in Riverton?"
+    )
+
+
+def test_a_city_named_like_program_vocabulary_leaves_the_question_about_the_program(cohort: TestBot) -> None:
+    with cohort.store() as store:
+        admin.add_city(store, "baltimore", "Baltimore", "America/New_York", cohort.clock.now())
+    answer = cohort.say("console:chi", "when is the Baltimore convening?")
+    assert "Baltimore convening: January 2027, exact dates not announced yet" in answer

@@ -17,7 +17,7 @@ from bot.core.clock import FixedClock
 from bot.core.messages import DeliveryError, Reply
 from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
 from bot.runtime.ratelimit import RateLimiter
-from scheduler.runner import PassRunner
+from scheduler.runner import EXPIRED, PassRunner
 from store.db import make_engine
 from store.models import Blocker, OutboxMessage, Update
 from tests.conftest import TestBot, due_message
@@ -438,6 +438,29 @@ def test_tick_sends_a_reminder_once_and_reminders_list_shows_it(db_url: str) -> 
     assert "Reminder" not in again.stdout and "planned 0, sent 0" in again.stdout
     listed = runner_cli.invoke(app, ["reminders", "list", "--city", "riverton", "--db", db_url])
     assert "reminder-1440" in listed.stdout and "sent" in listed.stdout
+
+
+def test_rows_for_a_platform_without_an_adapter_expire_like_any_other(testbot: TestBot, db_url: str) -> None:
+    city_with_session(testbot, "America/Chicago", "2026-11-24T10:00")
+    with testbot.store() as store:
+        admin.add_member(store, "whatsapp:+15550001111", "home", utc("2026-01-01T00:00"))
+        home = store.city_by_slug("home")
+        assert home is not None
+        nudge = due_message("teams:T1:U1|nudge|x", "teams:T1:U1", utc("2026-11-30T16:00"), kind="nudge")
+        nudge.city_id, nudge.expires_at = home.id, utc("2026-12-01T01:00")
+        store.enqueue(nudge)
+    inbox = Inbox(testbot.clock)  # console only: no WhatsApp or Teams adapter runs here
+    tick(testbot, utc("2026-11-30T16:30"), inbox)  # 23.5 h before the session: the 24 h reminder
+    tick(testbot, utc("2026-12-01T15:30"), inbox)  # the 1 h reminder; the 24 h one is of no use now
+    tick(testbot, utc("2026-12-01T16:01"), inbox)  # the session began
+    rows = {(r.recipient, r.kind): r for r in outbox(testbot)}
+    waiting = [("whatsapp:+15550001111", "reminder-1440"), ("whatsapp:+15550001111", "reminder-60")]
+    waiting.append(("teams:T1:U1", "nudge"))
+    assert [(rows[w].status, rows[w].last_error) for w in waiting] == [("dropped", EXPIRED)] * 3
+    assert [rows[("console:home-member", k)].status for k in ("reminder-1440", "reminder-60")] == ["sent"] * 2
+    listed = runner_cli.invoke(app, ["reminders", "list", "--city", "home", "--db", db_url])
+    assert listed.exit_code == 0 and listed.stdout.count("dropped") == 3, listed.stdout
+    assert "pending" not in listed.stdout
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
+from bot import admin
 from bot.core.i18n import LOCALE_DIR, translator
+from store.models import Update
 from tests.conftest import TestBot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +88,68 @@ def test_every_reply_comes_in_the_citys_language(world: TestBot) -> None:
     assert world.say("console:g1", "/cda blockers").startswith("Bloqueos abiertos — Gamma")
     assert "Estado — Gamma" in world.say("console:g1", "/cda status")
     assert world.say("console:g1", "").startswith("Recibí un mensaje vacío.")
+
+
+# Gamma's replies once it speaks each language, with 1,201 updates this week and one blocker opened
+# today: counts grouped as the language writes them ({n}: 1,201), plurals as its rules say (Portuguese
+# counts zero as one).
+NUMBERS_AND_PLURALS = {
+    "es": [
+        ("console:g1", "/cda status", "Avances en 7 días: {n}\nBloqueos abiertos: 1"),
+        ("console:g1", "/cda blockers", "(hace 0 días) por Gil Gamma"),
+        ("console:coach-g", "/cda digest", "*Gamma* — {n} avances esta semana"),
+        ("console:coach-g", "/cda quiet 1", "publicaron un avance en el último 1 día."),
+        (
+            "console:coach-g",
+            "/cda export updates",
+            "{n} avances de 1 ciudad, en CSV (cda-updates-20261128.csv).",
+        ),
+        (
+            "console:coach-g",
+            "/cda export blockers",
+            "1 bloqueo de 1 ciudad, en CSV (cda-blockers-20261128.csv).",
+        ),
+        ("console:g1", "update: " + "x" * 8100, "Ese mensaje tiene {long} caracteres"),
+    ],
+    "pt": [
+        ("console:g1", "/cda status", "Avanços em 7 dias: {n}\nBloqueios abertos: 1"),
+        ("console:g1", "/cda blockers", "(há 0 dia) por Gil Gamma"),
+        ("console:coach-g", "/cda digest", "*Gamma* — {n} avanços nesta semana"),
+        ("console:coach-g", "/cda quiet 1", "publicaram um avanço no último 1 dia."),
+        (
+            "console:coach-g",
+            "/cda export updates",
+            "{n} avanços de 1 cidade, em CSV (cda-updates-20261128.csv).",
+        ),
+        (
+            "console:coach-g",
+            "/cda export blockers",
+            "1 bloqueio de 1 cidade, em CSV (cda-blockers-20261128.csv).",
+        ),
+        ("console:g1", "update: " + "x" * 8100, "Essa mensagem tem {long} caracteres"),
+    ],
+}
+
+
+@pytest.mark.parametrize("language", sorted(NUMBERS_AND_PLURALS))
+def test_every_reply_counts_in_the_citys_language(world: TestBot, language: str) -> None:
+    with world.store() as store:
+        now = world.clock.now()
+        gamma = store.city_by_slug("gamma")
+        assert gamma is not None and gamma.id is not None
+        gamma.language = language
+        store.session.add(gamma)
+        store.session.add_all(
+            Update(city_id=gamma.id, author="console:g1", platform="console", text=f"#{i}", created_at=now)
+            for i in range(1200)
+        )
+        # A coach of Gamma alone, speaking in Gamma's channel, hears Gamma's language.
+        admin.add_coach(store, "console:coach-g", ["gamma"], now, "Coach G")
+        admin.bind(store, "slack:T0001:C0003", "gamma", now)
+    t = translator(language)
+    n, long = t.number(1201), t.number(8108)
+    assert "," not in n + long  # grouped the language's way, not the English one
+    for sender, text, expected in NUMBERS_AND_PLURALS[language]:
+        channel = {"conversation": "slack:T0001:C0003"} if sender == "console:coach-g" else {}
+        reply = world.say(sender, text, **channel)
+        assert expected.format(n=n, long=long) in reply, (text[:40], reply[:300])

@@ -2,7 +2,8 @@
 
 from datetime import timedelta
 
-from tests.conftest import TestBot
+from store.models import Update
+from tests.conftest import NOW, TestBot
 
 
 def test_status_of_one_city_has_every_field(world: TestBot) -> None:
@@ -57,3 +58,19 @@ def test_digest_covers_each_coached_city(world: TestBot) -> None:
     assert "Gone quiet" not in reply
     world.clock.set(world.clock.now() + timedelta(days=8))
     assert "Gone quiet (no update in 7 days): Alpha, Beta" in world.say("console:coach-ab", "/cda digest")
+
+
+def test_counts_are_grouped_and_the_digest_counts_every_update(world: TestBot) -> None:
+    with world.store() as store:
+        alpha = store.city_by_slug("alpha")
+        assert alpha is not None and alpha.id is not None
+        store.session.add_all(
+            Update(city_id=alpha.id, author="console:a1", platform="console", text=f"#{i}", created_at=NOW)
+            for i in range(1200)
+        )
+    assert "Updates in 7 days: 1,201" in world.say("console:a1", "/cda status")
+    assert "1,201 updates in 7 days" in world.say("console:coach-ab", "/cda status")
+    # The digest shows five of Alpha's updates but counts them all (and Beta's update, a blocker each).
+    digest = world.say("console:coach-ab", "/cda digest")
+    assert "*Alpha* — 1,201 updates this week" in digest and digest.count("  • #") == 5 + 1 + 2
+    assert world.say("console:coach-a", "/cda export updates").startswith("1,201 updates from 1 city, as CSV")

@@ -1,20 +1,37 @@
 """City sessions to and from iCalendar (RFC 5545): time zones, RRULE, EXDATE, all-day events,
-moved or cancelled occurrences (RECURRENCE-ID), and re-import by UID without duplicates."""
+moved or cancelled occurrences (RECURRENCE-ID), and re-import by UID without duplicates. A file with one
+bad event is refused whole, in one line naming the event and the field, by the rules `session add` keeps."""
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vRecur
 
-from bot.calendar.sessions import ALL_DAY_MINUTES, is_all_day, parse_rule
+from bot.calendar.sessions import (
+    ALL_DAY_MINUTES,
+    DEFAULT_TITLE,
+    Fields,
+    SessionError,
+    check_session,
+    is_all_day,
+    local_start,
+    session_title,
+    start_instant,
+    stored_title,
+)
+from bot.core.i18n import translator
 from store.models import City, CoachingSession
 from store.repo import Store
 
 PRODID = "-//City Data Alliance//cda-bot//EN"
 DEFAULT_MINUTES = 60
+PROPERTIES = Fields(start="DTSTART", end="DTEND", rule="RRULE", until="UNTIL")
+# The properties an import reads: one icalendar could not parse, or whose zone it does not know, is an
+# error in the file, never a guess.
+READ = ("DTSTART", "DTEND", "DURATION", "RRULE", "EXDATE", "RECURRENCE-ID")
 
 
 class IcsError(ValueError):
@@ -34,7 +51,10 @@ def session_uid(city: City, session: CoachingSession) -> str:
 
 
 def export_calendar(city: City, sessions: list[CoachingSession], now: datetime) -> bytes:
+    """The city's sessions as iCalendar; a default title is written in the city's language, as its
+    people see it in their calendar app (an import reads it back as the default)."""
     tz = ZoneInfo(city.zone)
+    t = translator(city.language)
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
@@ -44,7 +64,7 @@ def export_calendar(city: City, sessions: list[CoachingSession], now: datetime) 
         event = Event()
         event.add("uid", session_uid(city, session))
         event.add("dtstamp", now)
-        event.add("summary", session.title)
+        event.add("summary", session_title(session.title, t))
         all_day = is_all_day(session)
         if all_day:
             event.add("dtstart", session.start_local.date())
@@ -59,9 +79,7 @@ def export_calendar(city: City, sessions: list[CoachingSession], now: datetime) 
             if session.until_local is not None:
                 # RFC 5545: with a zoned DTSTART, UNTIL is given in UTC.
                 until = (
-                    session.until_local.date()
-                    if all_day
-                    else session.until_local.replace(tzinfo=tz).astimezone(UTC)
+                    session.until_local.date() if all_day else start_instant(session.until_local, city.zone)
                 )
                 rule["UNTIL"] = [until]
             event.add("rrule", rule)
@@ -82,28 +100,31 @@ def _local(value: date | datetime, zone: str) -> datetime:
     return value.astimezone(ZoneInfo(zone)).replace(tzinfo=None, microsecond=0)
 
 
-def _minutes(event: Event, start: date | datetime) -> int:
+def _minutes(event: Event, start: date | datetime, zone: str) -> int:
+    """How long the event lasts in real time (an end across a clock change counts the hour it gained or
+    lost); zero or less is left to the shared rules to refuse."""
     if "DTEND" in event:
         end = event.decoded("DTEND")
-        if isinstance(start, datetime) and isinstance(end, datetime):
-            return max(1, int((end - start).total_seconds() // 60))
-        return (
-            max(1, (end - start).days) * ALL_DAY_MINUTES
-            if not isinstance(start, datetime)
-            else DEFAULT_MINUTES
-        )
+        if isinstance(start, datetime) != isinstance(end, datetime):
+            kinds = ("a date-time", "a date") if isinstance(end, datetime) else ("a date", "a date-time")
+            raise IcsError(f"{_label(event)}: DTEND: {kinds[0]} while DTSTART is {kinds[1]}")
+        if isinstance(start, datetime):
+            return int((_instant(end, zone) - _instant(start, zone)).total_seconds() // 60)
+        return (end - start).days * ALL_DAY_MINUTES
     if "DURATION" in event:
-        return max(1, int(event.decoded("DURATION").total_seconds() // 60))
+        return int(event.decoded("DURATION").total_seconds() // 60)
     return DEFAULT_MINUTES if isinstance(start, datetime) else ALL_DAY_MINUTES
+
+
+def _instant(value: datetime, zone: str) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else start_instant(value, zone)
 
 
 def _rule(event: Event, zone: str) -> tuple[str | None, datetime | None]:
     value = event.get("RRULE")
     if value is None:
         return None, None
-    if isinstance(value, list):
-        value = value[0]  # dateutil keeps one rule per session; calendars rarely give more
-    rule = vRecur(value)
+    rule = vRecur(value)  # one rule: `_check_readable` refused more
     until_values = rule.pop("UNTIL", None)
     until = None
     if until_values:
@@ -124,6 +145,30 @@ def _dates(event: Event, name: str, zone: str) -> list[datetime]:
     return found
 
 
+def _label(event: Event) -> str:
+    """How a refusal names an event: its UID and summary, whichever it has."""
+    uid, summary = str(event.get("UID") or ""), str(event.get("SUMMARY") or "")
+    if uid and summary:
+        return f"event {uid} ({summary})"
+    return f"event {uid or summary or 'without UID or SUMMARY'}"
+
+
+def _check_readable(event: Event) -> None:
+    """Refuse an event whose properties used here icalendar could not read, or read without a zone."""
+    for name, problem in event.errors:
+        if name in READ:
+            raise IcsError(f"{_label(event)}: {name}: {problem}")
+    for name in READ:
+        found = event.get(name)
+        for prop in found if isinstance(found, list) else [found]:
+            tzid = getattr(prop, "params", {}).get("TZID")
+            # icalendar leaves a time whose TZID it cannot resolve floating: it would read as city time.
+            if tzid and any(isinstance(v.dt, datetime) and v.dt.tzinfo is None for v in prop.dts):
+                raise IcsError(f"{_label(event)}: {name}: unknown time zone '{tzid}'")
+    if isinstance(event.get("RRULE"), list):
+        raise IcsError(f"{_label(event)}: RRULE: more than one rule; a session repeats by one")
+
+
 def _uid(event: Event) -> str:
     uid = str(event.get("UID") or "")
     if uid:
@@ -142,6 +187,8 @@ def import_calendar(store: Store, city: City, data: bytes, now: datetime) -> Imp
     events = list(calendar.walk("VEVENT"))
     if not events and calendar.name != "VCALENDAR":
         raise IcsError("not an iCalendar file (no VCALENDAR)")
+    for event in events:
+        _check_readable(event)
     assert city.id is not None
     report = ImportReport()
     masters = [e for e in events if "RECURRENCE-ID" not in e]
@@ -180,12 +227,11 @@ def _import_event(
             report.skipped += 1
         return
     if "DTSTART" not in event:
-        raise IcsError(f"event {uid} has no DTSTART")
+        raise IcsError(f"{_label(event)}: DTSTART: missing")
     start = event.decoded("DTSTART")
     fields: dict[str, Any] = {
-        "title": str(event.get("SUMMARY") or "Coaching session")[:200],
-        "start_local": _local(start, city.zone),
-        "duration_min": _minutes(event, start),
+        "title": stored_title(str(event.get("SUMMARY") or DEFAULT_TITLE)[:200]),
+        "duration_min": _minutes(event, start, city.zone),
         "rrule": None,
         "until_local": None,
         "exdates": [],
@@ -193,11 +239,22 @@ def _import_event(
     if not one_off:
         fields["rrule"], fields["until_local"] = _rule(event, city.zone)
         fields["exdates"] = sorted({d.isoformat() for d in _dates(event, "EXDATE", city.zone)})
-    if fields["rrule"]:
-        try:
-            parse_rule(fields["rrule"], fields["start_local"], fields["until_local"])
-        except (ValueError, TypeError) as error:
-            raise IcsError(f"event {uid}: RRULE cannot be read ({error})") from None
+    try:
+        # An all-day event is a day, whatever the clocks do at its midnight.
+        fields["start_local"] = (
+            local_start(start.replace(microsecond=0), city.zone, "DTSTART")
+            if isinstance(start, datetime)
+            else datetime.combine(start, time())
+        )
+        check_session(
+            fields["start_local"],
+            fields["duration_min"],
+            fields["rrule"],
+            fields["until_local"],
+            replace(PROPERTIES, end="DTEND" if "DTEND" in event else "DURATION"),
+        )
+    except SessionError as error:
+        raise IcsError(f"{_label(event)}: {error}") from None
     if existing is None:
         store.add_session(CoachingSession(city_id=city.id, uid=uid, created_at=now, **fields))
         report.created += 1

@@ -108,6 +108,23 @@ class Event(BaseModel):
         return self.pathway is None or self.pathway == (pathway or "implementation")
 
 
+class FieldError(ValueError):
+    """A check across fields that blames one of them: `location` is where it sits in the document
+    (`events.3.phase`), so that the file's line names that field rather than the top of the file."""
+
+    def __init__(self, message: str, location: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.location = location
+
+
+def _unique(section: str, keys: list[str]) -> None:
+    seen: set[str] = set()
+    for index, key in enumerate(keys):
+        if key in seen:
+            raise FieldError(f"key '{key}' is used twice", (section, index, "key"))
+        seen.add(key)
+
+
 class Program(BaseModel):
     cohort: str
     phases: list[Phase]
@@ -115,15 +132,14 @@ class Program(BaseModel):
 
     @model_validator(mode="after")
     def _references(self) -> "Program":
-        keys = [p.key for p in self.phases]
-        if len(set(keys)) != len(keys):
-            raise ValueError("phase keys must be unique")
-        event_keys = [e.key for e in self.events]
-        if len(set(event_keys)) != len(event_keys):
-            raise ValueError("event keys must be unique")
-        for event in self.events:
+        _unique("phases", [p.key for p in self.phases])
+        _unique("events", [e.key for e in self.events])
+        keys = {p.key for p in self.phases}
+        for index, event in enumerate(self.events):
             if event.phase is not None and event.phase not in keys:
-                raise ValueError(f"event '{event.key}' names unknown phase '{event.phase}'")
+                raise FieldError(
+                    f"event '{event.key}' names unknown phase '{event.phase}'", ("events", index, "phase")
+                )
         return self
 
     def phase(self, key: str) -> Phase | None:
@@ -195,8 +211,10 @@ def load_program_file(path: Path) -> dict[str, Any]:
         parse_program(document)
     except ValidationError as error:
         first = error.errors()[0]
-        location = [str(part) for part in first["loc"]]
-        line = _line_of(root, first["loc"])
+        blamed = first.get("ctx", {}).get("error")
+        loc = blamed.location if isinstance(blamed, FieldError) else first["loc"]
+        location = [str(part) for part in loc]
+        line = _line_of(root, loc)
         field = ".".join(location) or "(top level)"
         message = first["msg"].removeprefix("Value error, ")
         raise ProgramFileError(f"{path}:{line}: {field}: {message}") from None

@@ -8,6 +8,7 @@ cities or answers; `today` is the asker's local date, so relative words follow t
 import difflib
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -49,12 +50,28 @@ PHASES: dict[str, tuple[str, ...]] = {
     "capacity": ("capacity", "capacidades", "capacitacion"),
 }
 # Longer names rewritten to one token before matching, so "scale and launch" is a phase, not the launch.
+# "learning loop two", "ciclo dos", "segundo ciclo", "terceiro ciclo de aprendizagem": a loop by number.
+# Only an ordinal comes before: "um ciclo" is "a cycle".
+ORDINALS: dict[str, str] = {
+    word: number
+    for number, words in (
+        ("1", "first primer primero primeiro"),
+        ("2", "second segundo"),
+        ("3", "third tercer tercero terceiro"),
+    )
+    for word in words.split()
+}
+LOOP_NUMBERS: dict[str, str] = ORDINALS | {
+    word: number
+    for number, words in (("1", "1 one uno um"), ("2", "2 two dos dois"), ("3", "3 three tres"))
+    for word in words.split()
+}
+_LOOP = r"(?:learning loop|ciclo de aprendizaje|ciclo de aprendizagem|learning|loop|ciclo|bucle|ll)"
+LOOP_PATTERNS = (
+    re.compile(rf"\b{_LOOP}\s*({'|'.join(sorted(LOOP_NUMBERS, key=len, reverse=True))})\b"),
+    re.compile(rf"\b({'|'.join(ORDINALS)}) {_LOOP}\b"),
+)
 ALIASES: tuple[tuple[str, str], ...] = (
-    (
-        r"\b(?:learning loop|learning|loop|ciclo de aprendizaje|ciclo de aprendizagem|ciclo|bucle|ll)"
-        r"\s*([123])\b",
-        r"ll\1",
-    ),
     (r"\bscale (?:and|&) launch\b", "ll3"),
     (r"\bescala (?:y|e) (?:lanzamiento|lancamento)\b", "ll3"),
     (r"\bsolution build\b", "ll2"),
@@ -73,7 +90,18 @@ START = frozenset(
 )
 END = frozenset(
     "end ends ending finish finishes finished over close closes termina terminan terminamos acaba acaban "
-    "fin final finaliza finalizan encerra encerram termino fim terminar acabar".split()
+    "fin final finaliza finalizan encerra encerram termino fim terminar acabar termine terminen acabe "
+    "encerre".split()
+)
+# "the last session" is the series' final one; "our last session" asked in the past is the latest held.
+LAST = frozenset("last final ultima ultimo ultimas ultimos".split())
+PAST = frozenset("was were did had fue fueron tuvimos foi foram tivemos".split())
+# Not "pasado": "pasado mañana" is the day after tomorrow.
+PREVIOUS = frozenset("previous anterior pasada passada".split())
+PROGRAM = frozenset("program programme programa cohort cohorte".split())
+# "what's next in the program?", "¿qué sigue en el programa?", "o que vem a seguir no programa?"
+COMING = frozenset(
+    "next upcoming coming comes after ahead sigue siguen viene despues seguir vem depois".split()
 )
 SESSION = frozenset(
     "session sessions sesion sesiones sessao sessoes meeting meetings meet reunion reuniones reuniao "
@@ -150,6 +178,8 @@ VOCABULARY = sorted(
     }
     | START
     | END
+    # Only words a typo could reach (four letters or more): "does" must not become "dos".
+    | {word for word in LAST | PAST | PREVIOUS | PROGRAM | COMING | set(LOOP_NUMBERS) if len(word) >= 4}
     | SESSION
     | NEXT
     | WEEK
@@ -187,7 +217,9 @@ MAX_QUESTION = 500  # characters
 
 @dataclass(frozen=True)
 class Question:
-    intent: str  # next_session · day · week · month · event · phase · current_phase
+    # next_session · last_session · previous_session · day · week · month · event · phase ·
+    # current_phase · program (its start or end) · program_next
+    intent: str
     events: tuple[str, ...] = ()
     phase: str | None = None
     boundary: str | None = None  # start · end
@@ -196,16 +228,38 @@ class Question:
     month: date | None = None  # first day of the month asked about
 
 
-def normalize(text: str) -> str:
-    """Lower case, accents and punctuation gone, known aliases and typos mended."""
+def plain(text: str) -> str:
+    """Lower case, accents and punctuation gone; nothing mended."""
     text = unicodedata.normalize("NFKD", text.lower())
     text = "".join(c for c in text if not unicodedata.combining(c))
-    text = re.sub(r"[^a-z0-9-]+", " ", text).replace("-", " ")
-    words = [_mend(word) for word in text.split()]
-    text = " ".join(words)
+    return " ".join(re.sub(r"[^a-z0-9-]+", " ", text).replace("-", " ").split())
+
+
+def normalize(text: str) -> str:
+    """Lower case, accents and punctuation gone, known aliases and typos mended."""
+    text = " ".join(_mend(word) for word in plain(text).split())
+    for loop in LOOP_PATTERNS:
+        text = loop.sub(lambda match: "ll" + LOOP_NUMBERS[match.group(1)], text)
     for pattern, replacement in ALIASES:
         text = re.sub(pattern, replacement, text)
     return text
+
+
+def cities_named(text: str, names: Iterable[str]) -> list[str]:
+    """The names (as given) that `text` mentions as whole words, accents and case aside. A name that
+    is also program vocabulary ("Baltimore" of the convening, "Mayo") is not taken for a city: the
+    question means the program."""
+    said = f" {plain(text)} "
+    found = []
+    for name in names:
+        wanted = plain(name)
+        if wanted and wanted not in VOCABULARY and not _is_program_phrase(wanted) and f" {wanted} " in said:
+            found.append(name)
+    return found
+
+
+def _is_program_phrase(text: str) -> bool:
+    return any(text in phrases for phrases in (*EVENTS.values(), *PHASES.values()))
 
 
 def _mend(word: str) -> str:
@@ -258,6 +312,16 @@ def understand(text: str, today: date, strict: bool = False) -> Question | None:
     phases = _matches(norm, PHASES)
     if phases:
         return Question("phase", phase=phases[0], boundary=boundary)
+    if words & SESSION and (words & PREVIOUS or (words & LAST and words & PAST)):
+        return Question("previous_session")
+    if words & SESSION and words & LAST:
+        return Question("last_session")
+    # "the coaching program" is the program; "the next session of the program" is a session.
+    if words & PROGRAM and not words & (SESSION - {"coaching"}):
+        if boundary is not None:
+            return Question("program", boundary=boundary)
+        if words & COMING:
+            return Question("program_next")
     day = _day(norm, today)
     if day is not None:
         return Question("day", day=day)

@@ -1,27 +1,130 @@
-"""When a city's coaching sessions happen: one-off and recurring (RRULE) in the city's zone."""
+"""When a city's coaching sessions happen: one-off and recurring (RRULE) in the city's zone, and the
+rules every stored session keeps, whether `session add` or a calendar file made it."""
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule, rrulestr
 
+from bot.core.i18n import LANGUAGES, N_, Translator, translator
 from store.models import CoachingSession
 
 ALL_DAY_MINUTES = 24 * 60
+# Stored as the title of a session nobody named (the column's default since the first migration), and
+# shown in the city's language wherever a title is shown.
+DEFAULT_TITLE = N_("Coaching session")
 
 
 @dataclass(frozen=True)
 class Occurrence:
     session_id: int
-    title: str
+    title: str  # as stored: show it with `session_title`
     start: datetime  # aware, UTC
     end: datetime
     all_day: bool = False
+    # The wall-clock start the series gave, which a daylight-saving gap moves away from `start`;
+    # exceptions (EXDATE, `session skip`) are keyed by it.
+    wall: datetime | None = None
 
     def local_start(self, zone: str) -> datetime:
         return self.start.astimezone(ZoneInfo(zone))
+
+
+def session_title(title: str, t: Translator) -> str:
+    return t.gettext(DEFAULT_TITLE) if title == DEFAULT_TITLE else title
+
+
+def stored_title(title: str) -> str:
+    """The default title in any language (our own export read back) is stored as the default."""
+    return (
+        DEFAULT_TITLE if title in {translator(code).gettext(DEFAULT_TITLE) for code in LANGUAGES} else title
+    )
+
+
+class SessionError(ValueError):
+    """A session that cannot be stored, in one line that names the field."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The fields as the caller calls them: the CLI's options, an iCalendar file's properties."""
+
+    start: str
+    end: str
+    rule: str
+    until: str
+
+
+def start_instant(local: datetime, zone: str) -> datetime:
+    """The one way a local wall-clock start becomes an instant (UTC); answers, reminders, lists and
+    exports all go through it. A time that occurs twice (clocks going back) is its first occurrence
+    (fold=0), as RFC 5545 reads a zoned DATE-TIME. A time that does not exist (clocks going forward) is
+    refused as a session's own start, but a recurring series can land in one: RFC 5545 (3.3.10) reads it
+    "using the UTC offset before the gap", so a weekly 02:30 is 03:30 on the night the clocks skip 02:00
+    to 03:00, which is also what a calendar app shows for our export. zoneinfo's fold=0 does just that."""
+    return local.replace(tzinfo=ZoneInfo(zone), fold=0).astimezone(UTC)
+
+
+def _exists(wall: datetime, tz: tzinfo) -> bool:
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
+
+
+def _next_valid(wall: datetime, tz: tzinfo) -> datetime:
+    """The first wall-clock minute after a gap (gaps are whole minutes, an hour or a day at most)."""
+    later = wall.replace(second=0, microsecond=0)
+    while not _exists(later, tz):
+        later += timedelta(minutes=1)
+    return later
+
+
+def local_start(value: datetime, zone: str, name: str) -> datetime:
+    """A session's start as wall-clock time in the city's zone: a naive time is the city's own, an
+    aware one (an offset, a calendar's TZID) is converted. Refused: a time the clocks skip, and an
+    instant in the second pass of a repeated hour, which as wall time would read as the first, an hour
+    earlier."""
+    tz = ZoneInfo(zone)
+    given_tz = value.tzinfo or tz
+    wall = value.replace(tzinfo=None)
+    if not _exists(wall, given_tz):
+        zone_name = getattr(given_tz, "key", None) or zone
+        after = _next_valid(wall, given_tz)
+        raise SessionError(
+            f"{name} {wall:%Y-%m-%d %H:%M} does not exist in {zone_name} (the clocks skip it); "
+            f"the next valid time is {after:%Y-%m-%d %H:%M}"
+        )
+    if value.tzinfo is None:
+        return wall
+    local = value.astimezone(tz).replace(tzinfo=None)
+    # Compared in UTC: Python never finds aware times in a fold equal across zones (PEP 495).
+    if start_instant(local, zone) != value.astimezone(UTC):
+        raise SessionError(
+            f"{name} {value.isoformat()} is the second {local:%H:%M} of {local:%Y-%m-%d} in {zone} "
+            f"(the clocks go back); a session's local time means the first one"
+        )
+    return local
+
+
+def check_session(
+    start_local: datetime, duration_min: int, rule: str | None, until_local: datetime | None, names: Fields
+) -> None:
+    """What every stored session keeps to; `session add` and `calendar import` both ask here."""
+    if duration_min <= 0:
+        raise SessionError(f"{names.end} is not after {names.start}")
+    if rule is None:
+        if until_local is not None:
+            raise SessionError(f"{names.until} goes with {names.rule}")
+        return
+    parts = {part.split("=", 1)[0].strip().upper() for part in rule.split(";")}
+    if until_local is None and not parts & {"UNTIL", "COUNT"}:
+        raise SessionError(f"a recurring session needs {names.until} (or COUNT= in {names.rule})")
+    if until_local is not None and until_local < start_local:
+        raise SessionError(f"{names.until} is before {names.start}")
+    try:
+        parse_rule(rule, start_local, until_local)
+    except (ValueError, TypeError) as error:
+        raise SessionError(f"bad {names.rule} '{rule}': {error}") from None
 
 
 def is_all_day(session: CoachingSession) -> bool:
@@ -56,17 +159,15 @@ def _local_starts(session: CoachingSession, after_local: datetime) -> Iterator[d
 
 def _occurrences(session: CoachingSession, zone: str, after: datetime) -> Iterator[Occurrence]:
     """Occurrences of one session starting after `after` (UTC), in order."""
-    tz = ZoneInfo(zone)
     # A day of slack covers the gap between local and UTC; exact filtering follows.
-    after_local = after.astimezone(tz).replace(tzinfo=None) - timedelta(days=1)
+    after_local = after.astimezone(ZoneInfo(zone)).replace(tzinfo=None) - timedelta(days=1)
     assert session.id is not None
     all_day = is_all_day(session)
     for local in _local_starts(session, after_local):
-        start = local.replace(tzinfo=tz).astimezone(UTC)
+        start = start_instant(local, zone)
         if start > after:
-            yield Occurrence(
-                session.id, session.title, start, start + timedelta(minutes=session.duration_min), all_day
-            )
+            end = start + timedelta(minutes=session.duration_min)
+            yield Occurrence(session.id, session.title, start, end, all_day, local)
 
 
 def upcoming(
@@ -99,8 +200,7 @@ def between(
 
 def last_before(sessions: Iterable[CoachingSession], zone: str, instant: datetime) -> Occurrence | None:
     """The latest session that started before `instant`."""
-    tz = ZoneInfo(zone)
-    before_local = instant.astimezone(tz).replace(tzinfo=None)
+    before_local = instant.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
     latest: Occurrence | None = None
     for session in sessions:
         assert session.id is not None
@@ -114,8 +214,8 @@ def last_before(sessions: Iterable[CoachingSession], zone: str, instant: datetim
             local = session.start_local if session.start_local < before_local else None
         if local is None:
             continue
-        start = local.replace(tzinfo=tz).astimezone(UTC)
+        start = start_instant(local, zone)
         if start < instant and (latest is None or start > latest.start):
             end = start + timedelta(minutes=session.duration_min)
-            latest = Occurrence(session.id, session.title, start, end, is_all_day(session))
+            latest = Occurrence(session.id, session.title, start, end, is_all_day(session), local)
     return latest

@@ -5,6 +5,7 @@ import sys
 import typer
 
 from bot.cli import calendar, ops, roster, talk
+from bot.cli.common import Db, root_db
 
 app = typer.Typer(
     help="cda-bot: the City Data Alliance chat-ops bot.",
@@ -12,6 +13,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def root(db: Db = None) -> None:
+    """`--db` before the command: every command uses it unless it is given its own."""
+    root_db.set(db)
+
+
 # `cda-bot --help` lists commands in the order they are registered here.
 for command in (talk.say, talk.chat, talk.demo, ops.serve, roster.unbind, roster.bind, ops.tick):
     app.command()(command)

@@ -1,11 +1,13 @@
 """Dates: a city's coaching sessions, their iCalendar import and export, and the program calendar."""
 
+import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
-from rich.table import Table
 
 from bot import admin
 from bot.admin import AdminError
@@ -19,8 +21,10 @@ from bot.calendar.program import (
     program_from,
 )
 from bot.calendar.sessions import upcoming
-from bot.cli.common import Db, admin_write, engine_for, fail, out
+from bot.cli.common import EN, Db, admin_write, engine_for, fail, instant_when, local_when, out
+from bot.cli.listing import AsJson, Shown, Value, print_rows, tsv_line
 from bot.core.clock import SystemClock
+from store.models import CoachingSession
 from store.repo import Store, open_store
 
 session_app = typer.Typer(help="Coaching sessions of a city.", no_args_is_help=True)
@@ -56,38 +60,51 @@ def session_add(
 
     def action(store: Store) -> str:
         session = admin.add_session(store, city, start, SystemClock().now(), duration, title, rrule, until)
+        zone = admin.city_of(store, city).zone
         repeat = f", repeating {session.rrule}" if session.rrule else ""
-        return f"added session #{session.id} for {city}: {session.start_local:%Y-%m-%d %H:%M} local{repeat}"
+        return f"added session #{session.id} for {city}: {local_when(session.start_local, zone)}{repeat}"
 
     admin_write(db, action)
 
 
 @session_app.command("list")
-def session_list(city: Annotated[str, typer.Option("--city")], db: Db = None) -> None:
-    """List a city's sessions and the next few dates."""
+def session_list(
+    city: Annotated[str, typer.Option("--city")], db: Db = None, as_json: AsJson = False
+) -> None:
+    """List a city's sessions, each with its next date, in the city's time.
+
+    Columns (tab-separated when piped): id, title, start, minutes, repeats, until, skipped, uid, next.
+    With --json, times are ISO-8601 with the city's offset."""
     engine = engine_for(db)
-    clock = SystemClock()
+    now = SystemClock().now()
     with open_store(engine) as store:
         try:
             found = admin.city_of(store, city)
         except AdminError as error:
             raise fail(str(error)) from None
-        table = Table("id", "title", f"start ({found.zone})", "min", "repeats", "until", "skipped", "uid")
-        for s in store.sessions_of(found.id):  # type: ignore[arg-type]
-            table.add_row(
-                str(s.id),
-                s.title,
-                f"{s.start_local:%Y-%m-%d %H:%M}",
-                str(s.duration_min),
-                s.rrule or "—",
-                f"{s.until_local:%Y-%m-%d}" if s.until_local else "—",
-                "\n".join(d[:10] for d in s.exdates) or "—",
-                s.uid or "—",
-            )
-        coming = upcoming(store.sessions_of(found.id), found.zone, clock.now(), count=3)  # type: ignore[arg-type]
-    out.print(table)
-    for occurrence in coming:
-        out.print(f"next: {occurrence.title} {occurrence.local_start(found.zone):%a %Y-%m-%d %H:%M %Z}")
+        rows = [_session_row(s, found.zone, now) for s in store.sessions_of(found.id)]  # type: ignore[arg-type]
+    columns = ["id", "title", "start", "minutes", "repeats", "until", "skipped", "uid", "next"]
+    print_rows(columns, rows, as_json, title=f"Sessions of {found.slug} ({found.zone})")
+
+
+def _session_row(s: CoachingSession, zone: str, now: datetime) -> list[Value]:
+    start = s.start_local.replace(tzinfo=ZoneInfo(zone))
+    until = s.until_local.date() if s.until_local else None
+    skipped = [datetime.fromisoformat(day).date() for day in s.exdates]
+    following = upcoming([s], zone, now)
+    return [
+        s.id,
+        s.title,
+        Shown(local_when(s.start_local, zone), start.isoformat()),
+        s.duration_min,
+        s.rrule,
+        Shown(EN.date(until), until.isoformat()) if until else None,
+        Shown(", ".join(map(EN.date, skipped)), [day.isoformat() for day in skipped]),
+        s.uid,
+        Shown(instant_when(following[0].start, zone), following[0].local_start(zone).isoformat())
+        if following
+        else None,
+    ]
 
 
 @session_app.command("skip")
@@ -165,32 +182,44 @@ def program_load(
 
 
 @program_app.command("show")
-def program_show(db: Db = None) -> None:
-    """Show the program calendar in force."""
+def program_show(db: Db = None, as_json: AsJson = False) -> None:
+    """Show the program calendar in force.
+
+    Piped, one line each (tab-separated): `cohort` NAME; `phase` KEY NAME PATHWAY FROM TO;
+    `event` KEY NAME WHEN. With --json, the calendar as loaded."""
     engine = engine_for(db)
     with open_store(engine) as store:
         program = program_from(store.program_document())
-    table = Table("key", "phase", "pathway", "from", "to")
-    for phase in program.phases:
-        table.add_row(
-            phase.key, local(phase.name, "en"), phase.pathway or "all", str(phase.start), str(phase.end)
-        )
-    out.print(f"cohort {program.cohort}")
-    out.print(table)
-    events = Table("key", "event", "when")
-    for event in program.events:
-        events.add_row(event.key, local(event.name, "en"), event_when(event))
-    out.print(events)
+    if as_json:
+        print(json.dumps(program.model_dump(mode="json", exclude_none=True), ensure_ascii=False, indent=2))
+        return
+    phases: list[list[Value]] = [
+        [phase.key, local(phase.name, "en"), phase.pathway or "all", EN.date(phase.start), EN.date(phase.end)]
+        for phase in program.phases
+    ]
+    events: list[list[Value]] = [
+        [event.key, local(event.name, "en"), event_when(event)] for event in program.events
+    ]
+    if not sys.stdout.isatty():
+        print(tsv_line(["cohort", program.cohort]))
+        for kind, rows in (("phase", phases), ("event", events)):
+            for row in rows:
+                print(tsv_line([kind, *map(str, row)]))
+        return
+    out.print(f"cohort {program.cohort}", markup=False)
+    print_rows(["key", "phase", "pathway", "from", "to"], phases, False, terminal=True)
+    print_rows(["key", "event", "when"], events, False, terminal=True)
 
 
 def event_when(event: Event) -> str:
     if event.date:
-        return str(event.date)
+        return EN.date(event.date)
     if event.week_of:
-        return f"week of {event.week_of}"
-    if event.start:
-        return f"{event.start} to {event.end}"
+        return f"week of {EN.date(event.week_of)}"
+    if event.start and event.end:
+        return f"{EN.date(event.start)} to {EN.date(event.end)}"
     if event.month:
+        # As the calendar file gives it: the program has fixed the month, no day.
         return f"{event.month} (day not fixed)"
     if event.phase:
         return f"during {event.phase} (day not fixed)"

@@ -1,7 +1,11 @@
-"""What every `cda-bot` command shares: the consoles, the --db and --now options, and error exits."""
+"""What every `cda-bot` command shares: the consoles, the --db and --now options, error exits, and dates
+written as the bot writes them."""
 
 from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -9,6 +13,7 @@ from sqlalchemy import Engine
 
 from bot.admin import AdminError
 from bot.core.clock import Clock, FixedClock, SystemClock, parse_instant
+from bot.core.i18n import translator
 from bot.core.identity import IdentityError, normalize_identity
 from bot.runtime.settings import Settings
 from store.db import make_engine, upgrade
@@ -31,8 +36,18 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+# The `--db` given before the command (`cda-bot --db URL city list`); the root callback sets it on
+# every run, so one run never sees another's.
+root_db: ContextVar[str | None] = ContextVar("root_db", default=None)
+
+
+def database_url(db: str | None) -> str:
+    """A command's own `--db`, else the one given before it, else DATABASE_URL or ./cda-bot.db."""
+    return db or root_db.get() or Settings().database_url
+
+
 def engine_for(db: str | None) -> Engine:
-    engine = make_engine(db or Settings().database_url)
+    engine = make_engine(database_url(db))
     upgrade(engine)
     return engine
 
@@ -62,3 +77,17 @@ def admin_write(db: str | None, action: Callable[[Store], str]) -> None:
     except AdminError as error:
         raise fail(str(error)) from None
     out.print(message, markup=False)
+
+
+EN = translator("en")  # the CLI speaks to admins, in English, with the bot's dates
+
+
+def local_when(local: datetime, zone: str) -> str:
+    """A wall-clock time in a city's zone, as the bot writes it: `Tue 1 Dec 2026, 10:00 CST`."""
+    aware = local.replace(tzinfo=ZoneInfo(zone))
+    return f"{EN.date(aware.date())}, {EN.time(aware)}"
+
+
+def instant_when(instant: datetime, zone: str = "UTC") -> str:
+    """An instant shown in `zone`: `Thu 4 Feb 2027, 09:00 MST`."""
+    return EN.instant(instant, zone)

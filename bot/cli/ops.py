@@ -2,15 +2,14 @@
 
 import asyncio
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 import typer
-from rich.table import Table
 
 from adapters.console.adapter import ConsoleAdapter
 from bot import admin
 from bot.admin import AdminError
-from bot.cli.common import Db, Now, clock_for, engine_for, err, fail, out
+from bot.cli.common import Db, Now, clock_for, engine_for, err, fail, instant_when, out
+from bot.cli.listing import AsJson, Shown, Value, print_rows
 from bot.core.clock import SystemClock
 from bot.core.messages import Adapter
 from bot.runtime.delivery import Deliverer
@@ -35,9 +34,7 @@ def serve(
 
     settings = Settings()
     try:
-        server = serving.build_server(
-            settings, engine_for(db or settings.database_url), SystemClock(), scheduler
-        )
+        server = serving.build_server(settings, engine_for(db), SystemClock(), scheduler)
     except serving.ConfigError as error:
         raise fail(str(error)) from None
     serving.run(server, host, port, serving.secrets_of(settings), lambda line: err.print(line, markup=False))
@@ -49,7 +46,7 @@ def tick(now: Now = None, db: Db = None) -> None:
 
     clock = clock_for(now)
     settings = Settings()
-    engine = engine_for(db or settings.database_url)
+    engine = engine_for(db)
     try:
         server = serving.build_server(settings, engine, clock, scheduler=False)
     except serving.ConfigError as error:
@@ -69,10 +66,14 @@ def tick(now: Now = None, db: Db = None) -> None:
 def reminders_list(
     city: Annotated[str | None, typer.Option("--city")] = None,
     db: Db = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Show outbox messages: reminders, nudges, digests and notices, planned, sent, dropped or failed."""
+    """Show outbox messages: reminders, nudges, digests and notices, planned, sent, dropped or failed.
+
+    Columns (tab-separated when piped): id, city, due (in the city's time, else UTC), kind, to, status,
+    tries, error. With --json, `due` is ISO-8601 in UTC."""
     engine = engine_for(db)
-    table = Table("id", "due", "kind", "to", "status", "tries", "note")
+    rows: list[list[Value]] = []
     with open_store(engine) as store:
         cities = {c.id: c for c in store.cities()}
         ids = None
@@ -83,17 +84,19 @@ def reminders_list(
                 raise fail(str(error)) from None
         for row in store.outbox(ids):  # type: ignore[arg-type]
             where = cities.get(row.city_id)
-            due = row.due_at.astimezone(ZoneInfo(where.zone)) if where else row.due_at
-            table.add_row(
-                str(row.id),
-                f"{due:%Y-%m-%d %H:%M %Z}",
-                row.kind,
-                row.recipient,
-                row.status,
-                str(row.attempts),
-                (row.last_error or "")[:60],
+            rows.append(
+                [
+                    row.id,
+                    where.slug if where else None,
+                    Shown(instant_when(row.due_at, where.zone if where else "UTC"), row.due_at.isoformat()),
+                    row.kind,
+                    row.recipient,
+                    row.status,
+                    row.attempts,
+                    row.last_error,
+                ]
             )
-    out.print(table)
+    print_rows(["id", "city", "due", "kind", "to", "status", "tries", "error"], rows, as_json)
 
 
 @db_app.command("upgrade")

@@ -3,10 +3,10 @@
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from bot import admin
-from bot.cli.common import Db, admin_write, engine_for, out
+from bot.cli.common import Db, admin_write, engine_for
+from bot.cli.listing import AsJson, Value, print_rows
 from bot.core.clock import SystemClock
 from store.models import Role
 from store.repo import Store, open_store
@@ -37,25 +37,31 @@ def city_add(
 
 
 @city_app.command("list")
-def city_list(db: Db = None) -> None:
-    """List the cities with their people and bindings."""
+def city_list(db: Db = None, as_json: AsJson = False) -> None:
+    """List the cities with their people and bindings.
+
+    Columns (tab-separated when piped): slug, name, zone, country, language, pathway, members, coaches,
+    bound conversations."""
     engine = engine_for(db)
-    table = Table("slug", "name", "zone", "lang", "pathway", "members", "coaches")
-    table.add_column("bound conversations", overflow="fold")
+    rows: list[list[Value]] = []
     with open_store(engine) as store:
         for city in store.cities():
             assert city.id is not None
-            table.add_row(
-                city.slug,
-                city.name,
-                city.zone,
-                city.language,
-                city.pathway or "—",
-                str(len(store.members_of(city.id))),
-                str(len(store.coaches_of(city.id))),
-                "\n".join(store.bindings_of(city.id)) or "—",
+            rows.append(
+                [
+                    city.slug,
+                    city.name,
+                    city.zone,
+                    city.country,
+                    city.language,
+                    city.pathway,
+                    len(store.members_of(city.id)),
+                    len(store.coaches_of(city.id)),
+                    store.bindings_of(city.id),
+                ]
             )
-    out.print(table)
+    columns = ["slug", "name", "zone", "country", "language", "pathway", "members", "coaches", "bound"]
+    print_rows(columns, rows, as_json)
 
 
 @city_app.command("set")

@@ -1,6 +1,9 @@
 """Talking to the bot from the terminal: `say`, `chat` and `demo`."""
 
 import asyncio
+import os
+import select
+import sys
 from typing import Annotated
 
 import typer
@@ -40,21 +43,89 @@ def say(
         print(line)
 
 
+AS_USAGE = "/as <platform>:<id>, e.g. /as console:coach"
+PASTE_GAP = 0.05  # seconds: the lines of a paste arrive together, a person's next line much later
+
+
+def line_editing() -> bool:
+    """Whether `input()` edits lines itself (readline), reading key by key: then a line has no length
+    limit. Without it a terminal's kernel edits the line and drops what comes past its limit."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    try:
+        import readline  # noqa: F401 (importing it is what makes input() use it)
+    except ImportError:
+        return False
+    return True
+
+
+def terminal_line_limit() -> int:
+    """Bytes of one line a terminal keeps when its kernel edits lines (Linux: 4,096 less the newline;
+    elsewhere MAX_CANON, 1,024 on macOS); whatever is typed or pasted past that is silently dropped."""
+    if sys.platform.startswith("linux"):
+        return 4095
+    try:
+        return os.fpathconf(sys.stdin.fileno(), "PC_MAX_CANON") - 1
+    except (AttributeError, OSError, ValueError):
+        return 4095
+
+
+def more_waiting() -> bool:
+    try:
+        return bool(select.select([sys.stdin], [], [], PASTE_GAP)[0])
+    except (OSError, ValueError):  # stdin that select cannot watch (Windows): one line a message
+        return False
+
+
+def read_message(prompt: str) -> list[str]:
+    """The lines of one message: on a terminal, a line and the lines that came with it (a paste);
+    piped, one line. Raises EOFError at the end of the input."""
+    lines = [input(prompt)]
+    while sys.stdin.isatty() and more_waiting():
+        try:
+            lines.append(input())
+        except EOFError:
+            break
+    return lines
+
+
+def cut_short(lines: list[str], editing: bool) -> bool:
+    """True when the terminal may have dropped the end of a line: never store the stump."""
+    if editing or not sys.stdin.isatty():
+        return False
+    return any(len(line.encode()) >= terminal_line_limit() for line in lines)
+
+
 def chat_loop(engine: Engine, identity: str) -> None:
     clock = SystemClock()
+    editing = line_editing()
     while True:
+        # readline measures the prompt to redraw the line; \001…\002 hide the colour codes from it.
+        prompt = f"\001\033[1;36m\002{identity}\001\033[0m\002> " if editing else f"{identity}> "
         try:
-            text = out.input(f"[bold cyan]{identity}[/]> ")
+            lines = read_message(prompt)
         except (EOFError, KeyboardInterrupt):
             out.print()
             return
-        if text.strip() in ("/quit", "/exit"):
+        if cut_short(lines, editing):
+            out.print(
+                f"[red]That text reached this terminal's limit of {terminal_line_limit():,} characters a "
+                "line, so its end was lost: nothing was sent.[/] Send long text with "
+                '[cyan]cda-bot say --as IDENTITY "$(cat FILE)"[/], or in shorter lines.'
+            )
+            continue
+        text = "\n".join(lines)
+        words = text.split(maxsplit=1)
+        if words in (["/quit"], ["/exit"]):
             return
-        if text.strip().startswith("/as "):
+        if words[:1] == ["/as"]:
+            if len(words) == 1:
+                out.print(f"/as needs an identity: {escape(AS_USAGE)}")
+                continue
             try:
-                identity = normalize_identity(text.strip()[4:])
+                identity = normalize_identity(words[1])
             except IdentityError as error:
-                out.print(f"[red]{escape(str(error))}[/]")
+                out.print(f"[red]{escape(str(error))}[/] (e.g. /as console:coach)")
             continue
         for line in converse(engine, clock, identity, text):
             out.print(f"[green]bot[/] {escape(line)}")

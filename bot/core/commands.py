@@ -1,9 +1,11 @@
 """Turning text into a command: `/cda …`, `cda …`, and the short forms `update: …`, `blocker: …`."""
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.calendar.questions import asks_schedule
+from bot.core.i18n import N_
 
 NAMES = frozenset(
     {
@@ -20,8 +22,10 @@ NAMES = frozenset(
         "help",
     }
 )
+WRITES = ("update", "blocker")  # the commands that store something: never run on a guess
 
 _SHORT = re.compile(r"^(update|blocker)\s*[:：]\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_SHORT_LIKE = re.compile(r"^([^\W\d_]+)\s*[:：]", re.IGNORECASE)
 PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
 
 
@@ -29,6 +33,7 @@ PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
 class Command:
     name: str  # one of NAMES, "ask" (a schedule question), "unknown" or "empty"
     args: str = ""
+    suggestion: str | None = None  # of an "unknown" one: the command it looks like, as typed (`/cda status`)
 
 
 def parse(text: str, addressed: bool = True) -> Command:
@@ -48,7 +53,17 @@ def parse(text: str, addressed: bool = True) -> Command:
         word = word.lower().rstrip(":")
         if word in NAMES:
             return Command(word, args.strip())
-        return Command("ask", rest) if asks_schedule(rest) else Command("unknown", rest)
+        guess = closest(word, sorted(NAMES))
+        # Someone who meant to post is told so, even when the rest reads like a question.
+        if guess in WRITES:
+            return Command("unknown", rest, f"/cda {guess}")
+        if asks_schedule(rest):
+            return Command("ask", rest)
+        return Command("unknown", rest, f"/cda {guess}" if guess else None)
+    mistyped = _SHORT_LIKE.match(text)
+    guess = closest(mistyped.group(1).lower(), WRITES) if mistyped else None
+    if guess is not None:
+        return Command("unknown", text, f"{guess}:")
     if text.lower().rstrip("?! .") in {"help", "ayuda", "ajuda", ""}:
         return Command("help")
     if asks_schedule(text, strict=not addressed):
@@ -56,25 +71,112 @@ def parse(text: str, addressed: bool = True) -> Command:
     return Command("unknown", text)
 
 
+def closest(word: str, names: Iterable[str]) -> str | None:
+    """The name `word` is most likely a typo of: one edit away (two for names of seven letters or
+    more), a swap of neighbours counting as one edit. Ties go to the first name given."""
+    best: tuple[int, str] | None = None
+    for name in names:
+        allowed = 2 if len(name) >= 7 else 1
+        if abs(len(word) - len(name)) > allowed:
+            continue
+        distance = _edits(word, name)
+        if distance <= allowed and (best is None or distance < best[0]):
+            best = (distance, name)
+    return best[1] if best else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and swaps."""
+    previous: list[int] = []
+    row = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        before, previous, row = previous, row, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], before[j - 2] + 1)
+    return row[len(b)]
+
+
+MAX_DAYS = 366
+DAYS_NEGATIVE = N_("The number of days must be a whole number from 1 to 366, and {value} is negative.")
+DAYS_ZERO = N_("The number of days must be a whole number from 1 to 366, not zero.")
+DAYS_NOT_A_NUMBER = N_("The number of days must be a whole number from 1 to 366, and '{value}' is not one.")
+EXTRA_WORDS = N_("`{usage}` doesn't take {words}. Say `/cda help` to see what each command takes.")
+
+# What each listing command takes after its name: a city (any other words), `all`, a number of days.
+TAKES: dict[str, frozenset[str]] = {
+    "blockers": frozenset({"city", "all"}),
+    "updates": frozenset({"city", "days"}),
+    "status": frozenset({"city"}),
+    "next": frozenset({"city"}),
+    "quiet": frozenset({"days"}),
+    "digest": frozenset(),
+}
+USAGE = {
+    "blockers": "/cda blockers [city] [all]",
+    "updates": "/cda updates [city] [days]",
+    "status": "/cda status [city]",
+    "next": "/cda next [city]",
+    "quiet": "/cda quiet [days]",
+    "digest": "/cda digest",
+}
+# "-5", "0", "2.5", "1,000": meant as a number, whether or not it is a good one.
+_NUMBERISH = re.compile(r"[+-]?\d+(?:[.,]\d+)*", re.ASCII)
+
+
+class ArgumentError(ValueError):
+    """Arguments a command cannot take. `message` is a text to translate, then fill with `values`."""
+
+    def __init__(self, message: str, **values: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.values = values
+
+
+def extra_words(command: str, words: list[str]) -> ArgumentError:
+    return ArgumentError(EXTRA_WORDS, usage=USAGE[command], words=", ".join(f"'{w}'" for w in words))
+
+
 @dataclass(frozen=True)
 class ListingArgs:
-    """`[city] [all] [days]` as taken by blockers, updates and status."""
+    """`[city] [all] [days]` as taken by blockers, updates, status, next, quiet and digest."""
 
     city: str | None
     include_all: bool
     days: int | None
 
 
-def parse_listing(args: str) -> ListingArgs:
-    words: list[str] = []
+def parse_listing(args: str, command: str) -> ListingArgs:
+    """What `command` was given; ArgumentError for a bad number of days or words it does not take."""
+    takes = TAKES[command]
+    city: list[str] = []
+    extra: list[str] = []
     include_all = False
     days: int | None = None
     for word in args.split():
-        if word.lower() == "all":
+        numberish = _NUMBERISH.fullmatch(word) is not None
+        if word.lower() == "all" and "all" in takes and not include_all:
             include_all = True
-        elif word.isascii() and word.isdigit():
-            # Past a year, every listing is the same: no need to read a number of any length.
-            days = int(word) if len(word) <= 4 else 9999
+        elif "days" in takes and days is None and (numberish or "city" not in takes):
+            days = _days(word)
+        elif "city" in takes and not numberish and word.lower() != "all":
+            city.append(word)
         else:
-            words.append(word)
-    return ListingArgs(" ".join(words) or None, include_all, days)
+            extra.append(word)
+    if extra:
+        raise extra_words(command, extra)
+    return ListingArgs(" ".join(city) or None, include_all, days)
+
+
+def _days(word: str) -> int:
+    if not word.lstrip("+-").isascii() or not word.lstrip("+-").isdigit():
+        raise ArgumentError(DAYS_NOT_A_NUMBER, value=word)
+    if word.startswith("-") and word.strip("-0"):
+        raise ArgumentError(DAYS_NEGATIVE, value=word)
+    digits = word.lstrip("+-").lstrip("0")
+    if not digits:
+        raise ArgumentError(DAYS_ZERO)
+    # Past a year every listing is the same: no need to read a number of any length.
+    return int(digits) if len(digits) <= 4 else MAX_DAYS + 1

@@ -5,8 +5,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.calendar.questions import cities_named
 from bot.core.audience import address
-from bot.core.commands import PREFIX, Command, parse, parse_listing
+from bot.core.commands import (
+    PREFIX,
+    TAKES,
+    WRITES,
+    ArgumentError,
+    Command,
+    ListingArgs,
+    extra_words,
+    parse,
+    parse_listing,
+)
 from bot.core.i18n import N_, Translator, translator
 from bot.core.identity import platform_of
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
@@ -57,6 +68,8 @@ EMPTY = N_("I got an empty message. Say `/cda help` to see what I can do.")
 FAILED = N_(
     "Sorry, something went wrong on my side and nothing was saved. The error is logged for the bot's admins."
 )
+MISTYPED = N_("I didn't catch that. Did you mean `{command}`?")
+MISTYPED_WRITE = N_("I didn't catch that, so nothing was saved. Did you mean `{command}`?")
 
 
 class Refusal(Exception):
@@ -104,28 +117,87 @@ def refuse_role(t: Translator, command: str, speaker: Speaker) -> Refusal:
     )
 
 
+def own_city_only(t: Translator, own: City) -> Refusal:
+    return Refusal(t.gettext("You can only see your own city's data ({city}).").format(city=own.name))
+
+
+def not_coached(t: Translator, name: str) -> Refusal:
+    return Refusal(
+        t.gettext("'{name}' is not one of the cities you coach. Say `/cda status` to see yours.").format(
+            name=name
+        )
+    )
+
+
 def named_scope(
-    t: Translator, store: Store, speaker: Speaker, ref: str | None, channel_city: City | None
+    t: Translator,
+    store: Store,
+    speaker: Speaker,
+    ref: str | None,
+    channel_city: City | None,
+    command: str,
 ) -> list[City]:
-    _ = t.gettext
+    """The city `ref` names, if the speaker may see it; words after a city's name are named back."""
     if speaker.role == MEMBER:
         own = speaker.city
         assert own is not None
-        if ref is None or ref.lower() in (own.slug, own.name.lower()):
+        if ref is None:
             return [own]
-        raise Refusal(_("You can only see your own city's data ({city}).").format(city=own.name))
+        city, extra = leading_city(
+            ref, lambda name: own if name.lower() in (own.slug, own.name.lower()) else None
+        )
+        # Anything but the member's own city gets the same answer, whether or not such a city exists.
+        if city is None:
+            raise own_city_only(t, own)
+        if extra:
+            raise Refusal(_argument_text(t, extra_words(command, extra)))
+        return [own]
     if ref is not None:
-        city = store.find_city(ref)
+        city, extra = leading_city(ref, store.find_city)
         if city is None or city.id not in speaker.accessible_ids:
-            raise Refusal(
-                _("'{name}' is not one of the cities you coach. Say `/cda status` to see yours.").format(
-                    name=ref
-                )
-            )
+            raise not_coached(t, ref)
+        if extra:
+            raise Refusal(_argument_text(t, extra_words(command, extra)))
         return [city]
     if channel_city is not None and channel_city.id in speaker.accessible_ids:
         return [channel_city]
     return accessible_scope(t, store, speaker)
+
+
+MAX_NAME_WORDS = 6  # no city's name is longer; past it, no need to look a city up
+
+
+def leading_city(ref: str, find: Callable[[str], City | None]) -> tuple[City | None, list[str]]:
+    """The city named by the longest run of `ref`'s first words, and the words after it."""
+    words = ref.split()
+    for count in range(min(len(words), MAX_NAME_WORDS), 0, -1):
+        city = find(" ".join(words[:count]))
+        if city is not None:
+            return city, words[count:]
+    return None, words
+
+
+def question_scope(
+    t: Translator, store: Store, speaker: Speaker, text: str, channel_city: City | None
+) -> list[City]:
+    """A question naming cities is about them, checked as a command naming them is; else its context."""
+    if speaker.role == GUEST:
+        return context_scope(store, speaker, channel_city)  # a guest sees no city's data, named or not
+    cities = store.cities()
+    by_name = {city.name: city for city in cities}
+    named = [by_name[name] for name in cities_named(text, by_name)]
+    if not named:
+        return context_scope(store, speaker, channel_city)
+    if speaker.role == MEMBER:
+        own = speaker.city
+        assert own is not None
+        if any(city.id != own.id for city in named):
+            raise own_city_only(t, own)
+        return [own]
+    for city in named:
+        if city.id not in speaker.accessible_ids:
+            raise not_coached(t, city.name)
+    return named
 
 
 def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
@@ -183,6 +255,11 @@ def _replies(
     if command.name == "empty":
         return [Reply(text=t.gettext(EMPTY))]
     spec = COMMANDS.get(command.name)
+    if spec is None and command.suggestion is not None:
+        # Only a hint: what the person meant is a guess, and a write is never done on a guess.
+        meant = command.suggestion.removeprefix("/cda ").rstrip(":")
+        template = MISTYPED_WRITE if meant in WRITES else MISTYPED
+        return [Reply(text=t.gettext(template).format(command=command.suggestion))]
     if spec is None:
         return [Reply(text=t.gettext(help.HINT))]
     try:
@@ -214,12 +291,24 @@ def _request(
         assert speaker.city is not None
         request.cities = [speaker.city]
     elif spec.scope == "named":
-        listing = parse_listing(command.args)
-        request.cities = named_scope(t, store, speaker, listing.city, channel_city)
+        listing = _listing(t, command)
+        request.cities = named_scope(t, store, speaker, listing.city, channel_city, command.name)
         request.include_all, request.days = listing.include_all, listing.days
     elif spec.scope == "accessible":
+        # Export reads its own argument (`updates` or `blockers`).
+        request.days = _listing(t, command).days if command.name in TAKES else None
         request.cities = accessible_scope(t, store, speaker)
-        request.days = parse_listing(command.args).days
     elif spec.scope == "context":
-        request.cities = context_scope(store, speaker, channel_city)
+        request.cities = question_scope(t, store, speaker, command.args, channel_city)
     return request
+
+
+def _listing(t: Translator, command: Command) -> ListingArgs:
+    try:
+        return parse_listing(command.args, command.name)
+    except ArgumentError as error:
+        raise Refusal(_argument_text(t, error)) from None
+
+
+def _argument_text(t: Translator, error: ArgumentError) -> str:
+    return t.gettext(error.message).format(**error.values)

@@ -117,3 +117,11 @@ def countdown(instant: datetime, now: datetime, language: str) -> str:
         hours = round(minutes / 60)
         return t.ngettext("in {count} hour", "in {count} hours", hours).format(count=hours)
     return t.ngettext("in {count} minute", "in {count} minutes", minutes).format(count=minutes)
+
+
+def time_span(start: datetime, end: datetime) -> str:
+    """`10:00–11:00 CST`; across a clock change each end has its own abbreviation (`01:30 CDT–01:30
+    CST`), so an hour in the repeated hour never reads as none."""
+    if zone_abbreviation(start) == zone_abbreviation(end):
+        return f"{start:%H:%M}–{end:%H:%M} {zone_abbreviation(end)}"
+    return f"{start:%H:%M} {zone_abbreviation(start)}–{end:%H:%M} {zone_abbreviation(end)}"
