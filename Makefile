@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench format i18n clean
+.PHONY: install demo test lint bench format i18n clean teams-package
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("cda-bot needs Python 3.11 or newer (set PYTHON=python3.11)") if sys.version_info < (3, 11) else None'
@@ -38,6 +38,11 @@ i18n: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --project cda-bot \
 		-o bot/core/locale/messages.pot bot handlers adapters scheduler
 	$(BIN)/pybabel update -i bot/core/locale/messages.pot -d bot/core/locale --no-fuzzy-matching -w 110
+
+# The Teams app package to upload (manifest and icons): MICROSOFT_APP_ID and PUBLIC_BASE_URL from the
+# environment or .env fill in the manifest.
+teams-package: $(STAMP)
+	$(BIN)/python teams/package.py dist/cda-bot-teams.zip
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

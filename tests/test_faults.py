@@ -227,7 +227,9 @@ def poll(check: Callable[[], bool], timeout: float, every: float = 0.2) -> bool:
 CUT_CHANNELS = [f"C0CUT{n:02d}" for n in range(10)]
 CUT_SECONDS = 3.0
 CUT_POST_SECONDS = 1.0  # the mock holds each post this long, so one is on its way at the cut
-REAL_WAIT = 8.0  # seconds after the restore that run on the real clock, before the clock moves on
+# Seconds after the restore that run on the real clock, before the clock moves on: a retry every
+# second, with room for a loaded CI machine.
+REAL_WAIT = 12.0
 
 
 @dataclass

@@ -65,6 +65,9 @@ def handle(store: Store, inbox_id: int, now: datetime) -> list[Outgoing] | None:
         store.save_reference(msg.conversation, msg.platform, msg.reference, now)
         if msg.direct:
             store.save_reference(msg.sender, msg.platform, msg.reference, now)
+    # Never over a personal chat already known (or a removal): only where there is nothing yet.
+    if msg.sender_reference is not None and store.reference(msg.sender) is None:
+        store.save_reference(msg.sender, msg.platform, msg.sender_reference, now)
     outgoing = dispatch(store, msg, now)
     _enqueue_replies(store, msg, outgoing, now)
     _close(store, row, InboxStatus.done, now)

@@ -38,6 +38,10 @@ class InboundMessage(BaseModel):
     reference: dict[str, Any] | None = Field(
         default=None, description="what the adapter needs to message this conversation later"
     )
+    sender_reference: dict[str, Any] | None = Field(
+        default=None,
+        description="how to reach the sender privately, kept only while nothing is stored for them",
+    )
     reply_context: dict[str, Any] | None = Field(
         default=None,
         description="where a reply goes within the platform (a thread, a response URL), for the adapter",

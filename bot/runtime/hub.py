@@ -3,6 +3,8 @@ returns), and the one deliverer that sends every reply and unprompted message th
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -10,6 +12,7 @@ from bot.core.clock import Clock
 from bot.core.messages import Adapter, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
 from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
+from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.hub")
 
@@ -55,6 +58,21 @@ class Hub:
                 extra={"platform": message.platform, "error": type(error).__name__},
             )
             raise Unavailable("database unavailable") from None
+
+    async def record(self, write: Callable[[Store, datetime], None]) -> None:
+        """A write an adapter needs durable before it answers its platform (an installation, a
+        removal), bounded and refused like `accept`; what it queued is sent at once."""
+
+        def run() -> None:
+            with open_store(self.engine) as store:
+                write(store, self.clock.now())
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(run), ACCEPT_SECONDS)
+        except Exception as error:
+            log.warning("write not stored", extra={"error": type(error).__name__})
+            raise Unavailable("database unavailable") from None
+        self.deliverer.wake()
 
     @property
     def backlog(self) -> dict[str, int]:

@@ -10,6 +10,8 @@ from starlette.applications import Starlette
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.config import SlackConfigError, slack_config
+from adapters.teams.adapter import TeamsAdapter
+from adapters.teams.config import TeamsConfigError, teams_config
 from bot.core.clock import Clock
 from bot.runtime import logs
 from bot.runtime.hub import Hub
@@ -56,7 +58,16 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
     else:
         adapters.append(SlackAdapter(slack, hub))
         status.append(slack.describe())
-    # Teams and WhatsApp join here, each as a PlatformAdapter with its routes.
+    try:
+        teams = teams_config(settings)
+    except TeamsConfigError as error:
+        raise ConfigError(str(error)) from None
+    if teams is None:
+        status.append("teams: off (no credentials)")
+    else:
+        adapters.append(TeamsAdapter(teams, hub))
+        status.append(teams.describe())
+    # WhatsApp joins here, as a PlatformAdapter with its routes.
     services = []
     if scheduler:
         services.append(SchedulerService(PassRunner(engine, hub.deliverer, clock)))

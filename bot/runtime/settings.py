@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     microsoft_app_password: SecretStr | None = None
     microsoft_app_type: str | None = None
     microsoft_app_tenant_id: str | None = None
+    microsoft_local_development: bool | None = None  # no app id: the Agents Playground or Emulator here
+    microsoft_openid_metadata_url: str | None = None  # where the Bot Framework's signing keys are published
+    microsoft_authority_url: str | None = None  # the Entra authority the bot's own tokens come from
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None

@@ -1,0 +1,237 @@
+"""Microsoft Teams on the common message path: `POST /api/messages` lets in what the Bot Framework
+signed (see `auth`), turns a message into an inbound message and answers 200 once the hub has stored
+it (503 with Retry-After when it could not be). Installing the bot stores the conversation's reference
+and queues a greeting; removing it marks the reference gone. Replies and unprompted messages come back
+through `send`, as Adaptive Cards or text, posted with the bot's Entra token."""
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from microsoft_agents.activity import Activity
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from adapters.teams import parse, render
+from adapters.teams.auth import (
+    KeySet,
+    Refused,
+    TokenGate,
+    Verified,
+    check_local_client,
+    check_local_service,
+    is_loopback_url,
+)
+from adapters.teams.config import ROUTE, TeamsConfig
+from adapters.teams.connector import Connector
+from adapters.teams.parse import PLATFORM, Lifecycle
+from adapters.teams.tokens import BotTokens
+from bot.core import conversations
+from bot.core.messages import DeliveryError, Reply
+from bot.runtime.http_input import BodyError, read_body
+from bot.runtime.hub import Hub, Unavailable
+from handlers.welcome import welcome
+from store.repo import Store
+
+log = logging.getLogger("cda_bot.teams")
+
+MAX_BODY_BYTES = 1_000_000  # Teams' own activities stay far below this
+BODY_TIMEOUT_SECONDS = 10.0  # Teams waits 15 s for its answer
+
+
+def refusal(status: int, error: str, retry_after: int | None = None) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse({"error": error[:200]}, status_code=status, headers=headers)
+
+
+def accepted() -> Response:
+    return Response(status_code=200)
+
+
+class TeamsAdapter:
+    platform = PLATFORM
+
+    def __init__(self, config: TeamsConfig, hub: Hub) -> None:
+        self.config = config
+        self.hub = hub
+        self.keys: KeySet | None = None
+        self.gate: TokenGate | None = None
+        tokens: BotTokens | None = None
+        if config.app_id is not None:
+            self.keys = KeySet(config.openid_metadata_url)
+            self.gate = TokenGate(config.app_id, self.keys)
+            assert config.app_password is not None
+            tokens = BotTokens(config.app_id, config.app_password, config.authority_url)
+        self.connector = Connector(tokens)
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(ROUTE, self._messages, methods=["POST"])]
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.keys is not None:
+            await self.keys.prefetch()  # a failure is logged; the first request tries again
+
+    async def stop(self) -> None:
+        if self.keys is not None:
+            await self.keys.close()
+        await self.connector.close()
+
+    # -- in ---------------------------------------------------------------------------------------------
+    async def _messages(self, request: Request) -> Response:
+        try:
+            verified = await self._caller(request)
+            try:
+                body = await read_body(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS)
+            except BodyError as error:
+                if error.disconnected:
+                    log.info("teams client went away before its body arrived")
+                else:
+                    log.warning("teams body refused", extra={"status": error.status, "reason": error.error})
+                return JSONResponse(
+                    {"error": error.error}, status_code=error.status, headers={"Connection": "close"}
+                )
+            activity = parse.read_activity(body)
+            if verified is not None:
+                # The base channel (`msteams` of `msteams:…`) is what keys are endorsed for.
+                channel = str(activity.channel_id or "").split(":", 1)[0]
+                TokenGate.check_activity(verified, activity.service_url, channel)
+            else:
+                check_local_service(activity.service_url)
+            return await self._handle(activity)
+        except Refused as refused:
+            log.warning("teams request refused", extra={"status": refused.status, "reason": refused.error})
+            return refusal(refused.status, refused.error, refused.retry_after)
+        except parse.PayloadError as error:
+            log.warning("teams payload refused", extra={"reason": str(error)[:200]})
+            return refusal(400, str(error))
+        except ValidationError as error:
+            # A shape the parser did not foresee still fails on the SDK's models: the body's fault.
+            log.warning("teams payload refused", extra={"reason": f"unreadable activity: {error.title}"})
+            return refusal(400, "unreadable activity")
+        except Unavailable as unavailable:
+            return refusal(503, "temporarily unavailable", unavailable.retry_after)
+
+    async def _caller(self, request: Request) -> Verified | None:
+        """The verified token; None in local development, where only this machine may post."""
+        if self.gate is not None:
+            return await self.gate.verify(request.headers)
+        check_local_client(request.client.host if request.client else None, request.headers)
+        return None
+
+    async def _handle(self, activity: Activity) -> Response:
+        local = self.config.local
+        if activity.type == "message":
+            message = parse.from_message(activity, self.hub.clock.now(), local)
+            if message is None:
+                return accepted()
+            await self.hub.accept(message)  # Unavailable: 503, and Teams sends it again
+            return accepted()
+        event = parse.lifecycle(activity, local)
+        if event is not None:
+            await self.hub.record(self._installed(event) if event.installed else self._removed(event))
+        # Typing, reactions, invokes the bot does not use: acknowledged, nothing stored.
+        return accepted()
+
+    def _installed(self, event: Lifecycle) -> Callable[[Store, datetime], None]:
+        greeting = welcome(event.conversation, event.person, event.locale) if event.greet else None
+        log.info("teams installed", extra={"conversation": event.conversation, "channel": event.channel})
+        return partial(
+            conversations.installed,
+            platform=PLATFORM,
+            conversation=event.conversation,
+            person=event.person,
+            reference=event.reference,
+            greeting=greeting,
+            event_id=event.activity_id,
+        )
+
+    def _removed(self, event: Lifecycle) -> Callable[[Store, datetime], None]:
+        log.info("teams removed", extra={"conversation": event.conversation})
+        return partial(
+            conversations.removed,
+            platform=PLATFORM,
+            keys=[k for k in (event.conversation, event.person) if k is not None],
+            reference=event.reference,
+            reason="the bot was removed from this conversation",
+        )
+
+    # -- out --------------------------------------------------------------------------------------------
+    async def send(
+        self,
+        recipient: str,
+        reply: Reply,
+        reference: dict[str, Any] | None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """Post `reply` to `recipient`: within `context` when it answers a message (a channel post's
+        thread, a chat), else to the stored reference (a channel, a chat, a person's personal chat)."""
+        found = (context or {}).get("reference") or reference
+        reply_to = (context or {}).get("replyToId") if context else None
+        if not isinstance(found, dict):
+            raise DeliveryError(
+                f"teams: no conversation with {recipient} yet (they message the bot or install the app first)"
+            )
+        gone = conversations.gone_reason(found)
+        if gone is not None:
+            raise DeliveryError(f"teams: {gone}", permanent=True)
+        service_url = found.get("serviceUrl")
+        conversation = found.get("conversation") if isinstance(found.get("conversation"), dict) else {}
+        bot = found.get("bot") if isinstance(found.get("bot"), dict) else None
+        if not isinstance(service_url, str) or not service_url or bot is None:
+            raise DeliveryError("teams: the stored reference has no serviceUrl or bot", permanent=True)
+        if self.config.local and not is_loopback_url(service_url):
+            raise DeliveryError("teams: without MICROSOFT_APP_ID only loopback services are sent to")
+        conversation_id = conversation.get("id")
+        if not conversation_id:
+            conversation_id = await self._open_personal(recipient, found, service_url, bot, conversation)
+        activity = render.activity(reply)
+        activity.update(
+            {
+                "from": bot,
+                "conversation": {"id": conversation_id},
+                "channelId": found.get("channelId") or "msteams",
+            }
+        )
+        if reply_to:
+            activity["replyToId"] = reply_to
+        await self.connector.post(service_url, conversation_id, activity, reply_to)
+
+    async def _open_personal(
+        self,
+        recipient: str,
+        found: dict[str, Any],
+        service_url: str,
+        bot: dict[str, Any],
+        conversation: dict[str, Any],
+    ) -> str:
+        """A person known only from a channel: open (or find) their personal chat, and keep it."""
+        user = found.get("user") if isinstance(found.get("user"), dict) else None
+        tenant = conversation.get("tenantId")
+        if user is None or not user.get("id") or not tenant:
+            raise DeliveryError("teams: the stored reference names no person to write to", permanent=True)
+        opened = await self.connector.create_personal(service_url, bot, user, tenant)
+        personal = {
+            **found,
+            "conversation": {"id": opened, "conversationType": "personal", "tenantId": tenant},
+        }
+        try:
+            await self.hub.record(partial(_keep, key=recipient, reference=personal))
+        except Unavailable:  # the next send opens it again: Teams gives the same chat
+            log.warning("teams personal chat not stored")
+        return opened
+
+
+def _keep(store: Store, now: datetime, key: str, reference: dict[str, Any]) -> None:
+    store.save_reference(key, PLATFORM, reference, now)
