@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -38,14 +39,21 @@ SLACK_ENV = [
 
 
 @contextmanager
-def serving(app: Any, graceful_seconds: float = 10) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread; yields its base URL once it has started."""
+def serving(app: Any, graceful_seconds: float = 10, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread (over https with `tls`: cert, key); yields its base URL
+    once it has started."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    https = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls is not None else {}
     config = uvicorn.Config(
-        app, log_config=None, lifespan="on", timeout_graceful_shutdown=graceful_seconds, access_log=False
+        app,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_seconds,
+        access_log=False,
+        **https,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -56,7 +64,7 @@ def serving(app: Any, graceful_seconds: float = 10) -> Iterator[str]:
             raise RuntimeError("server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(30)

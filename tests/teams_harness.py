@@ -6,7 +6,6 @@ internet."""
 import datetime as dt
 import ipaddress
 import json
-import socket
 import threading
 import time
 import uuid
@@ -20,7 +19,6 @@ from urllib.parse import parse_qsl
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -37,6 +35,7 @@ from bot.runtime.settings import Settings
 from store.models import InboxMessage, OutboxMessage
 from tests.conftest import TestBot
 from tests.slack_harness import SLACK_ENV, wait_until
+from tests.slack_harness import serving as slack_serving
 
 APP_ID = "11111111-2222-4333-8444-555555555555"
 APP_PASSWORD = "test-client-secret-not-real"
@@ -77,38 +76,9 @@ class TeamsSettings(Settings):
 # -- uvicorn, plain and https ----------------------------------------------------------------------
 
 
-@contextmanager
-def serving(app: Any, tls: tuple[Path, Path] | None = None, graceful_seconds: float = 2) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread (over https with `tls`: cert, key); yields its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    extra: dict[str, Any] = {}
-    if tls is not None:
-        extra = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=graceful_seconds,
-        access_log=False,
-        **extra,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+def serving(app: Any, tls: tuple[Path, Path] | None = None, graceful_seconds: float = 2) -> Any:
+    """The Slack harness's server, with the shorter shutdown these tests want."""
+    return slack_serving(app, graceful_seconds, tls)
 
 
 # -- keys and tokens -------------------------------------------------------------------------------

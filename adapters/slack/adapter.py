@@ -28,12 +28,12 @@ from starlette.routing import BaseRoute, Route
 from adapters.slack import parse, render
 from adapters.slack.client import TIMEOUT_SECONDS, web_client
 from adapters.slack.config import SlackConfig, SlackConfigError
-from adapters.slack.gate import BODY_TIMEOUT_SECONDS, COMMAND, MAX_BODY_BYTES, Gate, bolt_request, refusal
+from adapters.slack.gate import BODY_TIMEOUT_SECONDS, COMMAND, MAX_BODY_BYTES, Gate, bolt_request
 from adapters.slack.oauth_stores import InstallationStore, StateStore
 from adapters.slack.parse import PLATFORM, RESOLVE_ACTION
 from adapters.slack.token_crypto import TokenDecryptionError
 from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, InboundMessage, Reply
-from bot.runtime.http_input import BodyError, read_body
+from bot.runtime.http_input import body_or_refusal
 from bot.runtime.hub import Hub, Unavailable
 
 log = logging.getLogger("cda_bot.slack")
@@ -165,15 +165,9 @@ class SlackAdapter:
         # Unsigned or stale: refused on the headers alone, before a byte of the body is read.
         refused = self.gate.check_headers(request.headers)
         if refused is None:
-            try:
-                body = await read_body(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS)
-            except BodyError as error:
-                if error.disconnected:
-                    log.info("slack client went away before its body arrived")
-                else:
-                    log.warning("slack body refused", extra={"status": error.status, "reason": error.error})
-                # Half a body is still on the wire: this connection can take no further request.
-                return refusal(error.status, error.error, headers={"Connection": "close"})
+            body = await body_or_refusal(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS, log)
+            if isinstance(body, Response):
+                return body
             refused = self.gate.check(body, request.headers)
         if refused is not None:
             log.warning(

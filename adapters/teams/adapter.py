@@ -32,7 +32,7 @@ from adapters.teams.parse import PLATFORM, Lifecycle
 from adapters.teams.tokens import BotTokens
 from bot.core import conversations
 from bot.core.messages import DeliveryError, Reply
-from bot.runtime.http_input import BodyError, read_body
+from bot.runtime.http_input import body_or_refusal
 from bot.runtime.hub import Hub, Unavailable
 from handlers.welcome import welcome
 from store.repo import Store
@@ -92,16 +92,9 @@ class TeamsAdapter:
     async def _messages(self, request: Request) -> Response:
         try:
             verified = await self._caller(request)
-            try:
-                body = await read_body(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS)
-            except BodyError as error:
-                if error.disconnected:
-                    log.info("teams client went away before its body arrived")
-                else:
-                    log.warning("teams body refused", extra={"status": error.status, "reason": error.error})
-                return JSONResponse(
-                    {"error": error.error}, status_code=error.status, headers={"Connection": "close"}
-                )
+            body = await body_or_refusal(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS, log)
+            if isinstance(body, Response):
+                return body
             activity = parse.read_activity(body)
             if verified is not None:
                 # The base channel (`msteams` of `msteams:…`) is what keys are endorsed for.

@@ -3,10 +3,11 @@ and a body that has not arrived within `timeout` seconds is given up on. For eve
 (Slack, Teams, Twilio), before its signature is checked, since the signature covers the body."""
 
 import asyncio
+import logging
 from contextlib import aclosing
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Message
+from starlette.responses import JSONResponse, Response
 
 
 class BodyError(Exception):
@@ -55,16 +56,16 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-def with_body(request: Request, body: bytes) -> Request:
-    """The same request for a handler that reads the body itself (Bolt's): its stream is spent, so the
-    new request hands over `body` first, then whatever the server says next (a disconnect)."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await request.receive()
-
-    return Request(request.scope, receive)
+async def body_or_refusal(
+    request: Request, limit: int, timeout: float, log: logging.Logger
+) -> bytes | Response:
+    """The body, or the JSON refusal to answer with: a client that hung up is logged quietly, and a
+    refused connection is closed (half a body may still be on the wire)."""
+    try:
+        return await read_body(request, limit, timeout)
+    except BodyError as error:
+        if error.disconnected:
+            log.info("client went away before its body arrived")
+        else:
+            log.warning("body refused", extra={"status": error.status, "reason": error.error})
+        return JSONResponse({"error": error.error}, status_code=error.status, headers={"Connection": "close"})
