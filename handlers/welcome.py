@@ -27,3 +27,14 @@ def welcome(conversation: str, person: str | None, locale: str | None = None) ->
     else:
         text = t.gettext(WELCOME_SHARED).format(conversation=conversation)
     return Reply(text=text, language=t.language)
+
+
+# A number not on any roster: the bot cannot know its language, so all three are said.
+JOIN_HINT = (
+    "Hi! This number is not on a City Data Alliance city team yet, so nothing you send is saved. "
+    "Ask your coach to add this number to your city's roster.\n"
+    "¡Hola! Este número aún no está en un equipo de ciudad de City Data Alliance: no se guarda nada de "
+    "lo que envías. Pide a tu coach que lo agregue a la lista de tu ciudad.\n"
+    "Olá! Este número ainda não está em uma equipe de cidade da City Data Alliance: nada do que você "
+    "envia é salvo. Peça ao seu coach para adicioná-lo à lista da sua cidade."
+)

@@ -8,7 +8,7 @@ from sqlmodel import select
 from bot import admin
 from bot.core.dispatcher import dispatch, resolve_speaker
 from bot.core.messages import InboundMessage
-from store.models import Blocker, BlockerStatus, Update
+from store.models import Blocker, BlockerStatus, InboxMessage, Update
 from tests.conftest import TestBot
 
 OTHER_CITY_MARKS = ("BETA", "Beta", "GAMMA", "Gamma")
@@ -179,9 +179,12 @@ def test_anyone_in_a_bound_channel_counts_as_its_member(world: TestBot) -> None:
 
 def test_whatsapp_number_must_be_on_the_roster(world: TestBot) -> None:
     reply = world.say("whatsapp:+573009998877", "update: hola")
-    assert "don't know which city" in reply
+    assert "not on a City Data Alliance city team yet" in reply and "Ask your coach" in reply
+    assert world.say("whatsapp:+573009998877", "update: again") == ""  # told once a day
     with world.store() as store:
         assert len(store.session.exec(select(Update)).all()) == 3
+        # Nothing the number sent is kept, not even in the inbox.
+        assert store.session.exec(select(InboxMessage).where(InboxMessage.platform == "whatsapp")).all() == []
 
 
 def test_help_lists_what_each_role_may_do(world: TestBot) -> None:

@@ -64,6 +64,9 @@ COMMANDS: dict[str, Spec] = {
 TOO_LONG = N_(
     "That message has {count} characters; the limit is 8,000. Please shorten it: nothing was saved."
 )
+TEXT_ONLY = N_(
+    "Text only for now: photos, voice notes and files are not saved. Please type your update or question."
+)
 EMPTY = N_("I got an empty message. Say `/cda help` to see what I can do.")
 FAILED = N_(
     "Sorry, something went wrong on my side and nothing was saved. The error is logged for the bot's admins."
@@ -247,6 +250,17 @@ def _replies(
     t: Translator,
 ) -> list[Reply]:
     text = msg.text.strip()
+    if msg.media:
+        # What was attached is not read; a caption still is.
+        notice = Reply(text=t.gettext(TEXT_ONLY))
+        return [
+            notice,
+            *(
+                _replies(store, msg.model_copy(update={"media": []}), speaker, channel_city, now, t)
+                if text
+                else []
+            ),
+        ]
     # Chatter in a shared channel never gets here (`inbox.accept` leaves it alone); what does is a
     # command or a question, and whatever is said to the bot gets an answer.
     command = parse(text[: MAX_TEXT + 16], msg.addressed)

@@ -6,6 +6,7 @@ retries and duplicates. `handle` runs the dispatcher and writes the message's ef
 either pending (handled again, by this process or another replica) or fully handled, never half."""
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -14,6 +15,7 @@ from bot.core.clock import Clock
 from bot.core.commands import parse
 from bot.core.dispatcher import dispatch, failure_notice
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
+from handlers.welcome import JOIN_HINT
 from store.db import is_transient
 from store.models import InboxMessage, InboxStatus, OutboxMessage
 from store.repo import Store, open_store
@@ -24,14 +26,27 @@ log = logging.getLogger("cda_bot.inbox")
 # this long, when that process has probably died.
 HANDOFF = timedelta(seconds=30)
 REPLY_KIND = "reply"
+# Platforms where anyone can write to the bot's number: nothing is stored from a sender until an admin
+# has put them on a roster (the spec's rule for WhatsApp).
+ROSTER_FIRST = frozenset({"whatsapp"})
+JOIN_HINT_EXPIRES = timedelta(hours=1)
 
 
-def accept(store: Store, msg: InboundMessage, now: datetime) -> tuple[int | None, bool]:
-    """Store `msg` for handling: the inbox id to handle (None when there is nothing to do) and whether
-    it is new. A duplicate of a message still pending gives its id, so a platform's retry of a message
-    that was stored but never handled is not left waiting; chatter the bot keeps out of is not stored."""
+@dataclass
+class Accepted:
+    inbox_id: int | None  # the message to handle; None when there is nothing to handle
+    new: bool
+    answered: list[Outgoing] = field(default_factory=list)  # said at once instead (in the outbox)
+
+
+def accept(store: Store, msg: InboundMessage, now: datetime) -> Accepted:
+    """Store `msg` for handling. A duplicate of a message still pending gives its id, so a platform's
+    retry of a message that was stored but never handled is not left waiting; chatter the bot keeps
+    out of is not stored, nor anything from a sender who must be on a roster first."""
     if not msg.addressed and not _may_concern_bot(store, msg):
-        return None, False
+        return Accepted(None, False)
+    if msg.platform in ROSTER_FIRST and store.person(msg.sender) is None:
+        return Accepted(None, False, _tell_how_to_join(store, msg, now))
     inbox_id = store.receive(
         InboxMessage(
             platform=msg.platform,
@@ -43,9 +58,29 @@ def accept(store: Store, msg: InboundMessage, now: datetime) -> tuple[int | None
         )
     )
     if inbox_id is not None:
-        return inbox_id, True
+        return Accepted(inbox_id, True)
     log.info("duplicate dropped", extra={"platform": msg.platform, "message_id": msg.message_id})
-    return store.pending_inbox_id(msg.platform, msg.message_id), False
+    return Accepted(store.pending_inbox_id(msg.platform, msg.message_id), False)
+
+
+def _tell_how_to_join(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
+    """Once a day at most, so a stranger's messages cost one reply; nothing they sent is kept."""
+    log.info("message from a number not on the roster", extra={"platform": msg.platform})
+    hint = Outgoing(recipient=msg.sender, reply=Reply(text=JOIN_HINT), context=msg.reply_context)
+    queued = store.enqueue(
+        OutboxMessage(
+            key=f"{REPLY_KIND}|{msg.platform}|join|{msg.sender}|{now.date().isoformat()}",
+            recipient=hint.recipient,
+            kind=REPLY_KIND,
+            payload=hint.reply.model_dump(mode="json"),
+            context=hint.context,
+            due_at=now,
+            next_attempt_at=now,
+            expires_at=now + JOIN_HINT_EXPIRES,
+            created_at=now,
+        )
+    )
+    return [hint] if queued else []
 
 
 def _may_concern_bot(store: Store, msg: InboundMessage) -> bool:
@@ -146,10 +181,11 @@ class Dispatcher:
     def handle_addressed(self, msg: InboundMessage) -> list[Outgoing]:
         now = self.clock.now()
         with open_store(self.engine) as store:
-            inbox_id, _new = accept(store, msg, now)
-        if inbox_id is None:
-            return []
-        outgoing = handle_or_fail(self.engine, inbox_id, now)
+            accepted = accept(store, msg, now)
+        if accepted.inbox_id is None:
+            outgoing = accepted.answered
+        else:
+            outgoing = handle_or_fail(self.engine, accepted.inbox_id, now)
         with open_store(self.engine) as store:
             store.settle(f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|", now)
         return [o.model_copy(update={"reply": o.reply.rendered(now)}) for o in outgoing]

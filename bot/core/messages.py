@@ -35,6 +35,9 @@ class InboundMessage(BaseModel):
     sender: Id = Field(description="identity of the person, e.g. slack:T1:U1")
     text: Clean
     received_at: datetime
+    media: list[str] = Field(
+        default_factory=list, description="what was attached (URLs): the bot reads text only, for now"
+    )
     reference: dict[str, Any] | None = Field(
         default=None, description="what the adapter needs to message this conversation later"
     )

@@ -57,12 +57,14 @@ class Intake:
         False for a duplicate or chatter. Raises Busy past the backlog bound, or the database's error."""
         if self.backlog >= MAX_BACKLOG:
             raise Busy(f"{self.backlog} messages waiting")
-        inbox_id, new = await asyncio.to_thread(self._accept, message)
-        if inbox_id is not None:
-            self._add(inbox_id)  # a retry of one stored but never handled is picked up now too
-        return new
+        accepted = await asyncio.to_thread(self._accept, message)
+        if accepted.inbox_id is not None:
+            self._add(accepted.inbox_id)  # a retry of one stored but never handled is picked up now too
+        elif accepted.answered:
+            self.handled()  # what it was told waits in the outbox
+        return accepted.new
 
-    def _accept(self, message: InboundMessage) -> tuple[int | None, bool]:
+    def _accept(self, message: InboundMessage) -> inbox.Accepted:
         with open_store(self.engine) as store:
             return inbox.accept(store, message, self.clock.now())
 

@@ -12,6 +12,8 @@ from adapters.slack.adapter import SlackAdapter
 from adapters.slack.config import SlackConfigError, slack_config
 from adapters.teams.adapter import TeamsAdapter
 from adapters.teams.config import TeamsConfigError, teams_config
+from adapters.whatsapp.adapter import WhatsAppAdapter
+from adapters.whatsapp.config import WhatsAppConfigError, whatsapp_config
 from bot.core.clock import Clock
 from bot.runtime import logs
 from bot.runtime.hub import Hub
@@ -67,7 +69,15 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
     else:
         adapters.append(TeamsAdapter(teams, hub))
         status.append(teams.describe())
-    # WhatsApp joins here, as a PlatformAdapter with its routes.
+    try:
+        whatsapp = whatsapp_config(settings)
+    except WhatsAppConfigError as error:
+        raise ConfigError(str(error)) from None
+    if whatsapp is None:
+        status.append("whatsapp: off (no credentials)")
+    else:
+        adapters.append(WhatsAppAdapter(whatsapp, hub))
+        status.append(whatsapp.describe())
     services = []
     if scheduler:
         services.append(SchedulerService(PassRunner(engine, hub.deliverer, clock)))

@@ -1,0 +1,255 @@
+"""WhatsApp through Twilio on the common message path: `POST /twilio/whatsapp` lets in what Twilio
+signed with the account's auth token, turns a message from a rostered number into an inbound message
+and answers empty TwiML once the hub has stored it (503 with Retry-After when it could not be).
+Replies and unprompted messages come back through `send`, posted to the Messages API with twilio's
+async client. `POST /twilio/status` takes delivery status callbacks."""
+
+import base64
+import contextvars
+import hashlib
+import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from adapters.whatsapp import parse, render
+from adapters.whatsapp.config import ROUTE, STATUS_ROUTE, WhatsAppConfig
+from adapters.whatsapp.parse import PLATFORM, PayloadError
+from bot.core.identity import IdentityError, normalize_identity
+from bot.core.messages import DeliveryError, Reply
+from bot.runtime.http_input import BodyError, read_body
+from bot.runtime.hub import Hub, Unavailable
+
+log = logging.getLogger("cda_bot.whatsapp")
+
+MAX_BODY_BYTES = 256_000  # a WhatsApp form is a few kilobytes, a 1,600-character body included
+BODY_TIMEOUT_SECONDS = 10.0  # Twilio waits 15 s for its answer
+SEND_TIMEOUT_SECONDS = 20.0
+SIGNATURE_HEADER = "X-Twilio-Signature"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+# Twilio error codes that no retry will cure: the number, the sender or the recipient's choice.
+PERMANENT_CODES = frozenset(
+    {
+        21211,  # 'To' is no valid phone number
+        21408,  # sending to this region is not enabled
+        21610,  # the recipient replied STOP
+        21612,  # this 'To' cannot be reached from this 'From'
+        21614,  # 'To' is no mobile number
+        63003,  # the channel could not find the recipient (no WhatsApp)
+        63016,  # outside the 24-hour window: free text refused, only a template may go
+        63024,  # invalid message recipient
+    }
+)
+RETRYABLE_CODES = frozenset({20429, 63018})  # too many requests; the sender's rate exceeded
+# The Retry-After of the last answer Twilio gave in this task (TwilioRestException has no headers).
+_retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "twilio_retry_after", default=None
+)
+
+
+class TwilioHttp(AsyncTwilioHttpClient):
+    """twilio's async client, pointed at `base_url` for every Twilio host when one is set (a test
+    double, a regional edge), and keeping each answer's Retry-After for the delivery's retry."""
+
+    def __init__(self, base_url: str | None, timeout: float = SEND_TIMEOUT_SECONDS) -> None:
+        super().__init__(timeout=timeout)
+        self.base = urlsplit(base_url) if base_url else None
+
+    def _rebased(self, url: str) -> str:
+        if self.base is None:
+            return url
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host != "twilio.com" and not host.endswith(".twilio.com"):
+            return url
+        path = self.base.path.rstrip("/") + parts.path
+        return urlunsplit((self.base.scheme, self.base.netloc, path, parts.query, parts.fragment))
+
+    async def request(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> TwilioResponse:
+        _retry_after.set(None)
+        auth = kwargs.pop("auth", None)
+        if auth is not None:
+            # As a header: aiohttp deprecates its `auth` parameter, which the SDK would pass.
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {token}"}
+        response = await super().request(method, self._rebased(url), *args, **kwargs)
+        _retry_after.set(_seconds(response.headers.get("Retry-After") if response.headers else None))
+        return response
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: the delivery's own backoff is good enough
+
+
+def twiml() -> Response:
+    return Response(EMPTY_TWIML, media_type="application/xml")
+
+
+def refusal(status: int, error: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return JSONResponse({"error": error[:200]}, status_code=status, headers=headers)
+
+
+def delivery_error(error: TwilioRestException, retry_after: float | None) -> DeliveryError:
+    """What the deliverer should do about a refused send: wait and retry, or give up for good."""
+    code = error.code if isinstance(error.code, int) else None
+    message = f"twilio {error.status} error {code}: {error.msg}"[:500]
+    if error.status == 429 or (code in RETRYABLE_CODES):
+        return DeliveryError(message, retry_after=retry_after)
+    if error.status >= 500:
+        return DeliveryError(message, retry_after=retry_after)
+    if code in PERMANENT_CODES:
+        return DeliveryError(message, permanent=True)
+    # Credentials or account trouble (401, 403, 404) is the operator's to fix: tried again meanwhile.
+    if error.status in (401, 403, 404):
+        return DeliveryError(message, retry_after=retry_after)
+    return DeliveryError(message, permanent=True)  # another 400: the same request fails the same way
+
+
+class WhatsAppAdapter:
+    platform = PLATFORM
+
+    def __init__(self, config: WhatsAppConfig, hub: Hub) -> None:
+        self.config = config
+        self.hub = hub
+        self.validator = RequestValidator(config.auth_token)
+        self.http: TwilioHttp | None = None
+        self.client: Client | None = None
+        # Parts of a long reply already posted, so a retry after part 2 failed starts at part 2
+        # (in this process: see the report on keeping it in the outbox row).
+        self._posted: dict[str, int] = {}
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(ROUTE, self._messages, methods=["POST"]),
+            Route(STATUS_ROUTE, self._status, methods=["POST"]),
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._client()  # the aiohttp session must be made on the running loop
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        self.http, self.client = None, None
+
+    def _client(self) -> Client:
+        if self.client is None:
+            self.http = TwilioHttp(self.config.api_base_url)
+            self.client = Client(self.config.account_sid, self.config.auth_token, http_client=self.http)
+        return self.client
+
+    # -- in ---------------------------------------------------------------------------------------------
+    async def _signed_form(self, request: Request) -> parse.Form | Response:
+        """The form, if Twilio signed it; else the refusal to answer with."""
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not signature:
+            log.warning("twilio request without a signature", extra={"path": request.url.path})
+            return refusal(403, "missing signature")
+        try:
+            body = await read_body(request, MAX_BODY_BYTES, BODY_TIMEOUT_SECONDS)
+        except BodyError as error:
+            if error.disconnected:
+                log.info("twilio client went away before its body arrived")
+            return JSONResponse(
+                {"error": error.error}, status_code=error.status, headers={"Connection": "close"}
+            )
+        try:
+            form = parse.read_form(body)
+        except PayloadError:
+            return refusal(403, "bad signature")  # nothing Twilio signs looks like this
+        url = parse.signed_url(self.config.public_base_url, request.url.path, request.url.query)
+        if not self.validator.validate(url, form, signature):
+            log.warning("twilio signature refused", extra={"path": request.url.path})
+            return refusal(403, "bad signature")
+        return form
+
+    async def _messages(self, request: Request) -> Response:
+        found = await self._signed_form(request)
+        if isinstance(found, Response):
+            return found
+        try:
+            message = parse.incoming(found)
+        except PayloadError as error:
+            return refusal(400, str(error))
+        if message is None:
+            return twiml()  # an SMS to the same number, say: not ours to answer
+        try:
+            # Whether the number may talk, and what to say to a photo, is the core's to decide.
+            await self.hub.accept(message.inbound(self.hub.clock.now()))
+        except PayloadError as error:
+            return refusal(400, str(error))
+        except Unavailable as unavailable:
+            return refusal(503, "temporarily unavailable", unavailable.retry_after)
+        return twiml()
+
+    async def _status(self, request: Request) -> Response:
+        found = await self._signed_form(request)
+        if isinstance(found, Response):
+            return found
+        try:
+            update = parse.status(found)
+        except PayloadError as error:
+            return refusal(400, str(error))
+        # Until the outbox keeps message SIDs, a status is logged: a failure with its Twilio code.
+        level = logging.WARNING if update.status in ("failed", "undelivered") else logging.INFO
+        log.log(
+            level,
+            "whatsapp delivery status",
+            extra={"sid": update.sid, "status": update.status, "error_code": update.error_code},
+        )
+        return Response(status_code=204)
+
+    # -- out --------------------------------------------------------------------------------------------
+    async def send(
+        self,
+        recipient: str,
+        reply: Reply,
+        reference: dict[str, Any] | None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """Post `reply` to `recipient` (whatsapp:+E164), in as many messages as its length needs."""
+        try:
+            to = normalize_identity(recipient)
+        except IdentityError:
+            raise DeliveryError(f"whatsapp: {recipient!r} is no WhatsApp number", permanent=True) from None
+        if not to.startswith(f"{PLATFORM}:"):
+            raise DeliveryError(f"whatsapp: {recipient!r} is no WhatsApp number", permanent=True)
+        text = render.render(reply)
+        pieces = render.parts(text)
+        key = hashlib.sha256(f"{to}\n{text}".encode()).hexdigest()
+        client = self._client()
+        callback = f"{self.config.public_base_url}{STATUS_ROUTE}"
+        for index in range(self._posted.get(key, 0), len(pieces)):
+            try:
+                sent = await client.messages.create_async(
+                    to=to, from_=self.config.sender, body=pieces[index], status_callback=callback
+                )
+            except TwilioRestException as error:
+                failure = delivery_error(error, _retry_after.get())
+                if failure.permanent:
+                    self._posted.pop(key, None)  # never tried again: nothing to resume
+                raise failure from None
+            except (aiohttp.ClientError, TimeoutError, TwilioException) as error:
+                raise DeliveryError(f"whatsapp: Twilio not reached: {type(error).__name__}") from None
+            self._posted[key] = index + 1
+            log.info("whatsapp message sent", extra={"sid": sent.sid, "part": index + 1, "of": len(pieces)})
+        self._posted.pop(key, None)

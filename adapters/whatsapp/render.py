@@ -1,0 +1,71 @@
+"""Replies as WhatsApp text: a *bold* title, fields as `*label*: value` lines, short bullet lists, and
+buttons as the command to type; then cut into messages of at most 1,600 characters, Twilio's limit
+for one WhatsApp body."""
+
+import re
+
+from bot.core.messages import Reply
+
+MAX_PART = 1600
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+_MARKDOWN_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def _bold(text: str) -> str:
+    text = text.strip()
+    return f"*{text}*" if text and not (text.startswith("*") and text.endswith("*")) else text
+
+
+def render(reply: Reply) -> str:
+    """The whole reply as one WhatsApp text (split later by `parts`)."""
+    lines: list[str] = []
+    body = reply.text
+    if reply.title:
+        lines.append(_bold(reply.title))
+        if body.startswith(reply.title):
+            body = body[len(reply.title) :].strip()  # the title already says it
+    structured = bool(reply.fields or reply.items)
+    if reply.fields:
+        lines += [f"*{f.label}*: {f.value}" for f in reply.fields]
+    if reply.items:
+        lines += [f"• {item}" for item in reply.items]
+    if not structured and body:
+        lines.append(body)
+    lines += [f"→ {button.label}: reply `{button.command}`" for button in reply.buttons]
+    if reply.attachment is not None:
+        lines.append(f"*{reply.attachment.filename}*\n```\n{reply.attachment.content.rstrip()}\n```")
+    text = "\n".join(lines) if lines else (reply.text or " ")
+    # WhatsApp's bold is one asterisk; a Markdown `**x**` would show its stars.
+    return _MARKDOWN_BOLD.sub(r"*\1*", text)
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    """`text` in pieces no longer than `limit`: whole lines, else whole sentences, else words, and
+    only a word longer than `limit` is cut."""
+    if len(text) <= limit:
+        return [text]
+    for pattern in ("\n", _SENTENCE_END, " "):
+        units = text.split(pattern) if isinstance(pattern, str) else pattern.split(text)
+        if len(units) > 1:
+            joiner = pattern if isinstance(pattern, str) else " "
+            out: list[str] = []
+            current = ""
+            for unit in units:
+                for piece in _pieces(unit, limit) if len(unit) > limit else [unit]:
+                    candidate = f"{current}{joiner}{piece}" if current else piece
+                    if len(candidate) <= limit:
+                        current = candidate
+                    else:
+                        if current:
+                            out.append(current)
+                        current = piece
+            if current:
+                out.append(current)
+            return out
+    return [text[i : i + limit] for i in range(0, len(text), limit)]
+
+
+def parts(text: str, limit: int = MAX_PART) -> list[str]:
+    """The messages to send for `text`, in order, none empty and none over `limit` characters."""
+    found = [piece.strip("\n") for piece in _pieces(text, limit)]
+    return [piece for piece in found if piece.strip()] or [text[:limit] or " "]

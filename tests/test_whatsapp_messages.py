@@ -1,0 +1,237 @@
+"""WhatsApp end to end: forms signed as Twilio signs them through the real server, replies posted by
+twilio's async client to the local fake of the Messages API."""
+
+import time
+from datetime import UTC, timedelta
+
+import pytest
+from sqlmodel import select
+
+from bot.runtime.hub import Unavailable
+from store.models import OutboxMessage, Update
+from tests.conftest import NOW
+from tests.slack_harness import wait_until
+from tests.whatsapp_harness import (
+    ACCOUNT_SID,
+    ALPHA_NUMBER,
+    GAMMA_NUMBER,
+    PUBLIC_BASE_URL,
+    SENDER,
+    STRANGER,
+    FakeTwilio,
+    WhatsApp,
+    fake_twilio,
+    inbound,
+    running_whatsapp,
+    sign,
+    whatsapp,
+    whatsapp_world,
+)
+
+__all__ = ["fake_twilio", "whatsapp", "whatsapp_world"]
+
+
+def _updates(run: WhatsApp) -> list[Update]:
+    with run.bot.store() as store:
+        return list(store.session.exec(select(Update).where(Update.platform == "whatsapp")))
+
+
+def test_a_rostered_number_posts_an_update_and_gets_its_reply_through_the_messages_api(
+    whatsapp: WhatsApp,
+) -> None:
+    response = whatsapp.post(inbound(ALPHA_NUMBER, "update: tested the intake form"))
+    assert response.status_code == 200
+    # Empty TwiML at once: the reply goes through the REST API, not the webhook's answer.
+    assert response.headers["content-type"].startswith("application/xml")
+    assert response.text.endswith("<Response></Response>")
+    [sent] = whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert sent.account == ACCOUNT_SID
+    assert sent.form["To"] == ALPHA_NUMBER and sent.form["From"] == SENDER
+    assert "recorded for Alpha" in sent.body
+    assert sent.form["StatusCallback"] == f"{PUBLIC_BASE_URL}/twilio/status"
+    [update] = _updates(whatsapp)
+    assert update.text == "tested the intake form"
+    assert update.author == ALPHA_NUMBER
+    [row] = whatsapp.outbox()
+    assert row.status == "sent"
+
+
+def test_a_forged_or_missing_signature_gets_403_and_nothing_is_stored(whatsapp: WhatsApp) -> None:
+    form = inbound(ALPHA_NUMBER, "update: forged")
+    assert whatsapp.post(form, signature="bm90IGEgc2lnbmF0dXJl").status_code == 403
+    assert whatsapp.post(form, signature=None).status_code == 403
+    # Signed with another token, and signed over a form one field of which was changed afterwards.
+    other = sign(f"{PUBLIC_BASE_URL}/twilio/whatsapp", form, token="someone-elses-token")
+    assert whatsapp.post(form, signature=other).status_code == 403
+    good = sign(f"{PUBLIC_BASE_URL}/twilio/whatsapp", form)
+    tampered = {**form, "Body": "update: tampered"}
+    assert whatsapp.post(tampered, signature=good).status_code == 403
+    # Signed over the address the server listens on, not the public one Twilio calls.
+    local = sign(f"{whatsapp.url}/twilio/whatsapp", form)
+    assert whatsapp.post(form, signature=local).status_code == 403
+    time.sleep(0.2)
+    assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == [] and whatsapp.outbox() == []
+    assert whatsapp.twilio.sent == []
+
+
+def test_a_field_twilio_adds_without_notice_is_signed_and_accepted(whatsapp: WhatsApp) -> None:
+    form = inbound(ALPHA_NUMBER, "update: with a new field", ChannelMetadata='{"type":"whatsapp"}')
+    assert whatsapp.post(form).status_code == 200
+    whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert [u.text for u in _updates(whatsapp)] == ["with a new field"]
+
+
+def test_behind_a_proxy_the_signed_public_url_counts_not_the_forwarded_one(whatsapp: WhatsApp) -> None:
+    form = inbound(ALPHA_NUMBER, "update: through the proxy")
+    response = whatsapp.post(form, headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"})
+    assert response.status_code == 200
+    whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert len(_updates(whatsapp)) == 1
+
+
+@pytest.mark.parametrize("public", ["https://bot.example.org:8443", "https://bot.example.org/base"])
+def test_a_public_base_url_with_a_port_or_a_path_is_what_is_signed(
+    whatsapp_world: object, fake_twilio: FakeTwilio, public: str
+) -> None:
+    with running_whatsapp(whatsapp_world, fake_twilio, public_base_url=public) as run:  # type: ignore[arg-type]
+        assert run.post(inbound(ALPHA_NUMBER, "update: port or path")).status_code == 200
+        fake_twilio.wait_for(1)
+        run.settle()
+        assert len(_updates(run)) == 1
+        forged = sign(f"{PUBLIC_BASE_URL}/twilio/whatsapp", inbound(ALPHA_NUMBER, "x"))
+        assert run.post(inbound(ALPHA_NUMBER, "x"), signature=forged).status_code == 403
+
+
+def test_the_same_message_sid_twice_is_stored_and_answered_once(whatsapp: WhatsApp) -> None:
+    form = inbound(ALPHA_NUMBER, "update: sent twice", sid="SM" + "1" * 32)
+    assert whatsapp.post(form).status_code == 200
+    assert whatsapp.post(form).status_code == 200
+    whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    time.sleep(0.3)
+    assert len(whatsapp.twilio.sent) == 1
+    assert len(_updates(whatsapp)) == 1
+    assert whatsapp.inbox_count() == 1
+
+
+def test_an_unknown_number_is_told_how_to_join_and_nothing_it_sent_is_stored(whatsapp: WhatsApp) -> None:
+    assert whatsapp.post(inbound(STRANGER, "update: SECRET-FROM-A-STRANGER")).status_code == 200
+    [sent] = whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert sent.to == STRANGER
+    assert "coach" in sent.body  # English, Spanish and Portuguese: the bot cannot know theirs
+    assert "Pide a tu coach" in sent.body and "Peça ao seu coach" in sent.body
+    assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == []
+    rows = whatsapp.outbox()
+    assert all("SECRET-FROM-A-STRANGER" not in str(r.payload) for r in rows)
+    # A stranger's further messages that day cost no further reply.
+    assert whatsapp.post(inbound(STRANGER, "hello?")).status_code == 200
+    whatsapp.settle()
+    time.sleep(0.2)
+    assert len(whatsapp.twilio.sent) == 1
+
+
+def test_a_photo_gets_text_only_for_now_and_its_caption_is_still_handled(whatsapp: WhatsApp) -> None:
+    form = inbound(ALPHA_NUMBER, "update: photo of the form", media=["https://api.twilio.com/media/ME1"])
+    assert whatsapp.post(form).status_code == 200
+    sent = whatsapp.twilio.wait_for(2)
+    whatsapp.settle()
+    bodies = " | ".join(s.body for s in sent)
+    assert "Text only for now" in bodies and "recorded for Alpha" in bodies
+    [media] = [r for r in whatsapp.outbox() if "Text only" in r.payload["text"]]
+    assert media.context == {"media": ["https://api.twilio.com/media/ME1"]}
+
+
+def test_an_empty_body_gets_the_help_hint(whatsapp: WhatsApp) -> None:
+    assert whatsapp.post(inbound(GAMMA_NUMBER, "")).status_code == 200
+    [sent] = whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert "/cda help" in sent.body
+
+
+def test_a_long_reply_goes_out_in_parts_of_at_most_1600_characters_in_order(whatsapp: WhatsApp) -> None:
+    with whatsapp.bot.store() as store:
+        now = whatsapp.bot.clock.now()
+        for n in range(40):
+            store.session.add(
+                Update(
+                    city_id=store.city_by_slug("alpha").id,  # type: ignore[union-attr]
+                    author=ALPHA_NUMBER,
+                    platform="whatsapp",
+                    text=f"UPDATE-{n:02d} " + "mapped the bus stops and checked the intake form. " * 2,
+                    created_at=now - timedelta(minutes=n + 1),
+                )
+            )
+    assert whatsapp.post(inbound(ALPHA_NUMBER, "/cda updates")).status_code == 200
+    whatsapp.settle()
+    sent = whatsapp.twilio.to(ALPHA_NUMBER)
+    assert len(sent) >= 3
+    assert all(len(s.body) <= 1600 for s in sent)
+    # Cut at line boundaries: every part but the first starts with a whole item.
+    assert all(s.body.startswith("• #") for s in sent[1:])
+    text = "\n".join(s.body for s in sent)
+    # The listing shows the newest ones (the handler caps it); the parts keep its order.
+    positions = [text.index(f"UPDATE-{n:02d}") for n in range(20)]
+    assert positions == sorted(positions)  # newest first, in order across the parts
+
+
+def test_a_429_then_201_is_delivered_once_after_retry_after(whatsapp: WhatsApp) -> None:
+    whatsapp.twilio.fail = [429]
+    whatsapp.twilio.retry_after = 7
+    assert whatsapp.post(inbound(ALPHA_NUMBER, "update: throttled")).status_code == 200
+
+    def throttled() -> list[OutboxMessage]:
+        return [r for r in whatsapp.outbox() if r.attempts == 1 and r.status == "pending"]
+
+    wait_until(lambda: bool(throttled()), 10, "the 429 recorded")
+    [row] = throttled()
+    assert row.next_attempt_at.replace(tzinfo=UTC) == NOW + timedelta(seconds=7)  # Twilio's word
+    assert "429" in (row.last_error or "")
+    assert whatsapp.twilio.sent == []
+    whatsapp.bot.clock.set(NOW + timedelta(seconds=8))
+    whatsapp.server.hub.deliverer.wake()
+    [sent] = whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert "recorded for Alpha" in sent.body
+    time.sleep(0.3)
+    assert len(whatsapp.twilio.sent) == 1
+    assert whatsapp.row(row.key, lambda r: r.status == "sent").attempts == 2
+
+
+def test_a_bad_number_fails_for_good_without_retrying(whatsapp: WhatsApp) -> None:
+    whatsapp.twilio.fail = [400]
+    whatsapp.twilio.fail_code = 21211
+    assert whatsapp.post(inbound(ALPHA_NUMBER, "update: to a bad number")).status_code == 200
+    wait_until(lambda: bool(whatsapp.outbox()), 10, "the reply queued")
+    [queued] = whatsapp.outbox()
+    row = whatsapp.row(queued.key, lambda r: r.status == "failed")
+    assert "21211" in (row.last_error or "")
+    assert row.attempts == 1
+
+
+def test_a_database_that_cannot_store_gets_twilio_a_503_and_nothing_is_kept(
+    whatsapp: WhatsApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unavailable(_: object) -> bool:
+        raise Unavailable("database unavailable", retry_after=5)
+
+    monkeypatch.setattr(whatsapp.server.hub, "accept", unavailable)
+    response = whatsapp.post(inbound(ALPHA_NUMBER, "update: into the void"))
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == []
+
+
+def test_a_signed_status_callback_is_taken_and_a_forged_one_refused(whatsapp: WhatsApp) -> None:
+    form = {
+        "MessageSid": "SM" + "2" * 32,
+        "MessageStatus": "failed",
+        "ErrorCode": "63016",
+        "To": ALPHA_NUMBER,
+        "From": SENDER,
+        "AccountSid": ACCOUNT_SID,
+    }
+    assert whatsapp.post(form, path="/twilio/status").status_code == 204
+    assert whatsapp.post(form, path="/twilio/status", signature="Zm9yZ2Vk").status_code == 403
