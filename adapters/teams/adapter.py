@@ -5,8 +5,6 @@ and queues a greeting; removing it marks the reference gone. Replies and unpromp
 through `send`, as Adaptive Cards or text, posted with the bot's Entra token."""
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -33,9 +31,8 @@ from adapters.teams.tokens import BotTokens
 from bot.core import conversations
 from bot.core.messages import DeliveryError, Reply
 from bot.runtime.http_input import body_or_refusal
-from bot.runtime.hub import Hub, Unavailable
+from bot.runtime.hub import Hub, Unavailable, Write
 from handlers.welcome import welcome
-from store.repo import Store
 
 log = logging.getLogger("cda_bot.teams")
 
@@ -137,7 +134,7 @@ class TeamsAdapter:
         # Typing, reactions, invokes the bot does not use: acknowledged, nothing stored.
         return accepted()
 
-    def _installed(self, event: Lifecycle) -> Callable[[Store, datetime], None]:
+    def _installed(self, event: Lifecycle) -> Write:
         greeting = welcome(event.conversation, event.person, event.locale) if event.greet else None
         log.info("teams installed", extra={"conversation": event.conversation, "channel": event.channel})
         return partial(
@@ -150,7 +147,7 @@ class TeamsAdapter:
             event_id=event.activity_id,
         )
 
-    def _removed(self, event: Lifecycle) -> Callable[[Store, datetime], None]:
+    def _removed(self, event: Lifecycle) -> Write:
         log.info("teams removed", extra={"conversation": event.conversation})
         return partial(
             conversations.removed,
@@ -220,11 +217,9 @@ class TeamsAdapter:
             "conversation": {"id": opened, "conversationType": "personal", "tenantId": tenant},
         }
         try:
-            await self.hub.record(partial(_keep, key=recipient, reference=personal))
+            await self.hub.record(
+                partial(conversations.remember, platform=PLATFORM, key=recipient, reference=personal)
+            )
         except Unavailable:  # the next send opens it again: Teams gives the same chat
             log.warning("teams personal chat not stored")
         return opened
-
-
-def _keep(store: Store, now: datetime, key: str, reference: dict[str, Any]) -> None:
-    store.save_reference(key, PLATFORM, reference, now)

@@ -23,6 +23,11 @@ def gone_reason(reference: dict[str, Any]) -> str | None:
     return f"{gone.get('reason', 'the bot was removed')} ({str(gone.get('at', ''))[:10]})"
 
 
+def remember(store: Store, now: datetime, *, platform: str, key: str, reference: dict[str, Any]) -> None:
+    """A way to reach `key` that the platform just gave (a personal chat it opened)."""
+    store.save_reference(key, platform, reference, now)
+
+
 def installed(
     store: Store,
     now: datetime,

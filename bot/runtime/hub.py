@@ -17,6 +17,7 @@ from store.repo import Store, open_store
 log = logging.getLogger("cda_bot.hub")
 
 
+Write = Callable[[Store, datetime], None]  # a transaction an adapter needs before it answers
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
 
 
@@ -59,7 +60,7 @@ class Hub:
             )
             raise Unavailable("database unavailable") from None
 
-    async def record(self, write: Callable[[Store, datetime], None]) -> None:
+    async def record(self, write: Write) -> None:
         """A write an adapter needs durable before it answers its platform (an installation, a
         removal), bounded and refused like `accept`; what it queued is sent at once."""
 
