@@ -13,6 +13,7 @@ from bot import admin
 from bot.runtime.serve import Server, build_server
 from bot.runtime.settings import Settings
 from tests.conftest import TestBot
+from tests.platform_run import settle
 from tests.slack_harness import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -21,7 +22,6 @@ from tests.slack_harness import (
     mock_slack,
     serving,
     signature_headers,
-    wait_until,
 )
 
 MEMBER = f"slack:{TEAM}:UMEMBER1"
@@ -52,15 +52,7 @@ class Running:
 
     def settle(self, timeout: float = 15) -> None:
         """Wait until every acknowledged message is handled and every due reply sent (or given up)."""
-
-        def quiet() -> bool:
-            if any(self.server.hub.backlog.values()):
-                return False
-            with self.bot.store() as store:
-                due = store.claimable(self.bot.clock.now(), ["slack"])
-            return due == 0
-
-        wait_until(quiet, timeout, "messages handled and replies sent")
+        settle(self.server, self.bot, "slack", timeout)
 
 
 @pytest.fixture

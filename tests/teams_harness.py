@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from sqlmodel import col, func, select
+from sqlmodel import func, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,6 +34,7 @@ from bot.runtime.serve import Server, build_server
 from bot.runtime.settings import Settings
 from store.models import InboxMessage, OutboxMessage
 from tests.conftest import TestBot
+from tests.platform_run import outbox_of, outbox_row, settle
 from tests.slack_harness import SLACK_ENV, wait_until
 from tests.slack_harness import serving as slack_serving
 
@@ -416,26 +417,10 @@ class Teams:
         )
 
     def settle(self, timeout: float = 15) -> None:
-        """Wait until every acknowledged message is handled and every due message sent (or given up)."""
-
-        def quiet() -> bool:
-            if any(self.server.hub.backlog.values()):
-                return False
-            with self.bot.store() as store:
-                return store.claimable(self.bot.clock.now(), ["teams"]) == 0
-
-        wait_until(quiet, timeout, "messages handled and replies sent")
+        settle(self.server, self.bot, "teams", timeout)
 
     def row(self, key: str, done: Callable[[OutboxMessage], bool], timeout: float = 10) -> OutboxMessage:
-        """The outbox row `key` once `done` holds for it (a send was tried and recorded, say)."""
-        found: list[OutboxMessage] = []
-
-        def check() -> bool:
-            found[:] = [r for r in self.outbox() if r.key == key and done(r)]
-            return bool(found)
-
-        wait_until(check, timeout, f"outbox row {key}")
-        return found[0]
+        return outbox_row(self.bot, "teams", key, done, timeout)
 
     def inbox(self) -> int:
         with self.bot.store() as store:
@@ -443,9 +428,7 @@ class Teams:
             return store.session.exec(query).one()
 
     def outbox(self) -> list[OutboxMessage]:
-        with self.bot.store() as store:
-            query = select(OutboxMessage).where(col(OutboxMessage.recipient).startswith("teams:"))
-            return list(store.session.exec(query.order_by(col(OutboxMessage.id))))
+        return outbox_of(self.bot, "teams")
 
 
 def add_teams_people(bot: TestBot) -> None:

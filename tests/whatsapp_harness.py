@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
-from sqlmodel import col, func, select
+from sqlmodel import func, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +26,7 @@ from bot.runtime.serve import Server, build_server
 from bot.runtime.settings import Settings
 from store.models import InboxMessage, OutboxMessage
 from tests.conftest import TestBot
+from tests.platform_run import outbox_of, outbox_row, settle
 from tests.slack_harness import SLACK_ENV, wait_until
 from tests.teams_harness import TEAMS_ENV, serving
 
@@ -196,25 +197,10 @@ class WhatsApp:
         )
 
     def settle(self, timeout: float = 15) -> None:
-        """Wait until every acknowledged message is handled and every due message sent (or given up)."""
-
-        def quiet() -> bool:
-            if any(self.server.hub.backlog.values()):
-                return False
-            with self.bot.store() as store:
-                return store.claimable(self.bot.clock.now(), ["whatsapp"]) == 0
-
-        wait_until(quiet, timeout, "messages handled and replies sent")
+        settle(self.server, self.bot, "whatsapp", timeout)
 
     def row(self, key: str, done: Callable[[OutboxMessage], bool], timeout: float = 10) -> OutboxMessage:
-        found: list[OutboxMessage] = []
-
-        def check() -> bool:
-            found[:] = [r for r in self.outbox() if r.key == key and done(r)]
-            return bool(found)
-
-        wait_until(check, timeout, f"outbox row {key}")
-        return found[0]
+        return outbox_row(self.bot, "whatsapp", key, done, timeout)
 
     def inbox(self) -> list[InboxMessage]:
         with self.bot.store() as store:
@@ -227,9 +213,7 @@ class WhatsApp:
             return store.session.exec(query).one()
 
     def outbox(self) -> list[OutboxMessage]:
-        with self.bot.store() as store:
-            query = select(OutboxMessage).where(col(OutboxMessage.recipient).startswith("whatsapp:"))
-            return list(store.session.exec(query.order_by(col(OutboxMessage.id))))
+        return outbox_of(self.bot, "whatsapp")
 
 
 def add_whatsapp_people(bot: TestBot) -> None:
