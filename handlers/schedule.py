@@ -384,7 +384,7 @@ def _month(a: Ask, first: date) -> list[str]:
     lines += _program_events(a, first, last, with_phase_bound=True)
     sessions = _sessions_lines(a, first, following)
     if sessions:
-        lines.append(_("Your coaching sessions ({count}):").format(count=len(sessions)))
+        lines.append(_("Your coaching sessions ({count}):").format(count=a.t.number(len(sessions))))
         lines += sessions
     if len(lines) == 1:
         return [_headed(a, _("Nothing on the program calendar in {month}.").format(month=a.t.month(first)))]

@@ -145,7 +145,9 @@ def reminder_reply(
             title=session, soon=SOON, date=t.date(local.date()), time=t.time(local)
         ),
         _("Phase: {phase}").format(phase=program.phase_label(local.date(), city.pathway, t.language)),
-        t.ngettext("{count} open blocker", "{count} open blockers", blockers).format(count=blockers),
+        t.ngettext("{count} open blocker", "{count} open blockers", blockers).format(
+            count=t.number(blockers)
+        ),
     ]
     previous = last_before(sessions, city.zone, occurrence.start)
     last_update = store.last_update(city.id)
@@ -201,7 +203,7 @@ def _momentum_nudge(store: Store, city: City, targets: list[str], now: datetime,
         "No update from {city} in {count} day. What moved this week? Reply `update: …`",
         "No update from {city} in {count} days. What moved this week? Reply `update: …`",
         quiet_days,
-    ).format(city=city.name, count=quiet_days)
+    ).format(city=city.name, count=t.number(quiet_days))
     reply = Reply(text=text)
     for recipient, key in keys.items():
         if key not in planned:

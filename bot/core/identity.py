@@ -19,6 +19,9 @@ _EXAMPLES = {
 }
 
 
+_GUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
 class IdentityError(ValueError):
     pass
 
@@ -36,6 +39,11 @@ def normalize_identity(text: str) -> str:
         rest = rest.upper()
     elif platform == "console":
         rest = rest.lower()
+    elif platform == "teams":
+        # Teams sends its GUIDs (tenant, AAD object ids) in lower case; an admin may paste them in upper
+        # case. Conversation ids are left alone: some are case-sensitive.
+        tenant, colon, local = rest.partition(":")
+        rest = tenant.lower() + colon + (local.lower() if _GUID.match(local) else local)
     value = f"{platform}:{rest}"
     if not _PATTERNS[platform].match(value):
         raise IdentityError(f"'{text}' is not a valid {platform} identity (like {_EXAMPLES[platform]})")
