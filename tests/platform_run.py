@@ -1,10 +1,14 @@
-"""What the end-to-end tests of every platform wait on and read: the server quiet, the platform's
-outbox rows."""
+"""What the end-to-end tests of every platform share: waiting for the server to be quiet, reading the
+platform's outbox rows, and `serve` refusing a half-configured platform."""
 
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from sqlmodel import col, select
+from typer.testing import CliRunner
 
+from bot.cli import app
 from bot.runtime.serve import Server
 from store.models import OutboxMessage
 from tests.conftest import TestBot
@@ -41,3 +45,19 @@ def outbox_row(
 
     wait_until(check, timeout, f"outbox row {key}")
     return found[0]
+
+
+def serve_refusal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cleared: list[str], env: dict[str, str]
+) -> str:
+    """`cda-bot serve` with only `env` of the platform's variables set: it must stop before binding the
+    port, exit 1 and say why in one line (returned)."""
+    monkeypatch.chdir(tmp_path)
+    for name in cleared:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["serve", "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--port", "1"])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    return str(result.stderr)

@@ -17,10 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
-from typer.testing import CliRunner
 
 from bot import admin
-from bot.cli import app
 from bot.core.clock import FixedClock
 from bot.core.messages import InboundMessage, Reply
 from bot.runtime import logs
@@ -30,6 +28,7 @@ from store.db import make_engine
 from store.models import Update
 from store.repo import open_store
 from tests.conftest import NOW, TestBot
+from tests.platform_run import serve_refusal
 from tests.slack_fixtures import CHANNEL, mock, slack_world  # noqa: F401
 from tests.slack_harness import (
     BOT_TOKEN,
@@ -140,17 +139,11 @@ def test_shutdown_handles_and_sends_what_was_accepted(engine: Engine) -> None:
 def test_serve_refuses_a_half_configured_slack(
     env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in SLACK_ENV:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    result = CliRunner().invoke(app, ["serve", "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--port", "1"])
-    assert result.exit_code == 1
-    assert message in result.stderr and result.stderr.count("\n") == 1
+    stderr = serve_refusal(monkeypatch, tmp_path, SLACK_ENV, env)
+    assert message in stderr
     for value in env.values():
         if len(value) > 2:
-            assert value not in result.stderr
+            assert value not in stderr
 
 
 def _free_port() -> int:

@@ -4,11 +4,10 @@ registration with one; a half-configured Teams stops `serve` with one line."""
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from adapters.teams.config import TeamsConfigError, teams_config
-from bot.cli import app
 from bot.runtime.settings import Settings
+from tests.platform_run import serve_refusal
 from tests.teams_harness import TEAMS_ENV, TeamsSettings
 
 TENANT = "0f0f0f0f-1111-4222-8333-444444444444"
@@ -108,14 +107,8 @@ def test_a_half_configured_teams_is_refused(env: dict[str, str], message: str) -
 def test_serve_refuses_a_half_configured_teams_in_one_line(
     env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in TEAMS_ENV:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    result = CliRunner().invoke(app, ["serve", "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--port", "1"])
-    assert result.exit_code == 1
-    assert message in result.stderr and result.stderr.count("\n") == 1
+    stderr = serve_refusal(monkeypatch, tmp_path, TEAMS_ENV, env)
+    assert message in stderr
     for value in env.values():
         if value.startswith("secret"):
-            assert value not in result.stderr
+            assert value not in stderr
