@@ -68,6 +68,9 @@ class Person(SQLModel, table=True):
     city_id: int | None = Field(default=None, foreign_key="cities.id", index=True)
     all_cities: bool = Field(default=False)
     zone: str | None = Field(default=None, max_length=64)  # a coach's own zone, for the weekly digest
+    # Set when the person said `stop`: nothing unprompted (reminders, nudges, digests, notices) goes to
+    # them until they say `start`; replies to what they say still do.
+    stopped_at: datetime | None = utc_column(nullable=True)
     created_at: datetime = utc_column()
 
 
@@ -76,6 +79,21 @@ class CoachCity(SQLModel, table=True):
 
     person_id: int = Field(foreign_key="people.id", primary_key=True)
     city_id: int = Field(foreign_key="cities.id", primary_key=True, index=True)
+
+
+class JoinCode(SQLModel, table=True):
+    """A code an admin hands a city team: `join CODE` from a WhatsApp number puts it on the roster."""
+
+    __tablename__ = "join_codes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=20, unique=True)
+    city_id: int = Field(foreign_key="cities.id", index=True)
+    expires_at: datetime = utc_column()
+    max_uses: int | None = Field(default=None)  # None: any number of people until it expires
+    uses: int = Field(default=0)
+    revoked_at: datetime | None = utc_column(nullable=True)
+    created_at: datetime = utc_column()
 
 
 class ChannelBinding(SQLModel, table=True):
@@ -211,6 +229,24 @@ class OutboxMessage(SQLModel, table=True):
     # Where a reply goes within the platform (thread, response URL), as its adapter described it.
     context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     sent_at: datetime | None = utc_column(nullable=True)
+    # What the platform reported after the send (delivered, read, undelivered, failed) and its error code.
+    delivery: str | None = Field(default=None, max_length=20)
+    delivery_code: str | None = Field(default=None, max_length=20)
+    created_at: datetime = utc_column()
+
+
+class OutboxReceipt(SQLModel, table=True):
+    """The platform's id of each message a row went out as (a long WhatsApp reply is several), so a
+    delivery status reported later finds its row."""
+
+    __tablename__ = "outbox_receipts"
+    __table_args__ = (UniqueConstraint("platform", "platform_id", name="uq_receipts_platform_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=20)
+    platform_id: str = Field(max_length=200)
+    outbox_id: int = Field(foreign_key="outbox.id", index=True)
+    part: int = Field(default=1)
     created_at: datetime = utc_column()
 
 
