@@ -5,6 +5,7 @@ the caller's unit of work then rolls back, so a refused command changes nothing.
 """
 
 import re
+import secrets
 from datetime import date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
@@ -13,7 +14,16 @@ from sqlmodel import select
 
 from bot.calendar.sessions import DEFAULT_TITLE, Fields, SessionError, between, check_session, local_start
 from bot.core.identity import IdentityError, normalize_identity
-from store.models import ChannelBinding, City, CoachCity, CoachingSession, Pathway, Person, Role
+from store.models import (
+    ChannelBinding,
+    City,
+    CoachCity,
+    CoachingSession,
+    JoinCode,
+    Pathway,
+    Person,
+    Role,
+)
 from store.repo import Store
 
 LANGUAGES = ("en", "es", "pt")
@@ -375,3 +385,56 @@ def remove_session(store: Store, city_slug: str, session_id: int) -> CoachingSes
     store.session.delete(session)
     store.session.flush()
     return session
+
+
+# -- join codes ---------------------------------------------------------------------------------------
+# No 0/O, 1/I/L: a code is read off a screen or a slide and typed on a phone.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+DEFAULT_CODE_DAYS = 14
+
+
+def new_code() -> str:
+    """Eight characters (40 bits): guessing one by messaging the bot is hopeless."""
+    letters = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+    return f"{letters[:4]}-{letters[4:]}"
+
+
+def add_join_code(
+    store: Store, city_slug: str, now: datetime, days: int = DEFAULT_CODE_DAYS, uses: int | None = None
+) -> JoinCode:
+    city = city_of(store, city_slug)
+    days = _within(days, "--expires", 1, 366, "1 to 366 days")
+    if uses is not None:
+        uses = _within(uses, "--uses", 1, 10_000, "1 to 10000 people")
+    assert city.id is not None
+    return store.add_join_code(
+        JoinCode(
+            code=new_code(),
+            city_id=city.id,
+            expires_at=now + timedelta(days=days),
+            max_uses=uses,
+            created_at=now,
+        )
+    )
+
+
+def join_code_state(code: JoinCode, now: datetime) -> str:
+    if code.revoked_at is not None:
+        return "revoked"
+    if code.expires_at <= now:
+        return "expired"
+    if code.max_uses is not None and code.uses >= code.max_uses:
+        return "used up"
+    return "active"
+
+
+def revoke_join_code(store: Store, text: str, now: datetime) -> JoinCode:
+    code = store.join_code(text.strip().upper())
+    if code is None:
+        raise AdminError(f"no join code '{text}' (see `cda-bot city join-codes`)")
+    if code.revoked_at is not None:
+        raise AdminError(f"join code {code.code} was revoked already")
+    code.revoked_at = now
+    store.session.add(code)
+    store.session.flush()
+    return code

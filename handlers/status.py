@@ -31,9 +31,9 @@ def status(req: Request, store: Store) -> Reply:
     program = program_from(store.program_document())
     states = [city_state(store, city, req.now, t.language, program) for city in req.cities]
     # Undelivered reminders and notices are the business of those who run the program, not the team.
-    failed = (
-        {s.city.id: store.count_failed(s.city.id) for s in states} if req.speaker.role != "member" else {}
-    )
+    seen = [s.city.id for s in states if s.city.id is not None]
+    failures = store.failed_deliveries(seen) if req.speaker.role != "member" else {}
+    failed = {city_id: count for city_id, (count, _) in failures.items()}
     if len(states) == 1:
         s = states[0]
         fields = [
@@ -44,11 +44,12 @@ def status(req: Request, store: Store) -> Reply:
             ReplyField(label=_("Next session"), value=_next_session(t, s, req.now)),
         ]
         if failed.get(s.city.id):
-            fields.append(
-                ReplyField(
-                    label=_("Failed deliveries"), value=_FAILED_HINT.format(count=t.number(failed[s.city.id]))
-                )
-            )
+            value = _FAILED_HINT.format(count=t.number(failed[s.city.id]))
+            last_error = failures[s.city.id][1]
+            if req.speaker.role == "admin" and last_error:
+                # What the platform said (a WhatsApp error code, say) is for whoever can fix it.
+                value = _("{count}; the last: {error}").format(count=value, error=last_error[:300])
+            fields.append(ReplyField(label=_("Failed deliveries"), value=value))
         title = _("Status — {city}").format(city=s.city.name)
         text = title + "\n" + "\n".join(f"{f.label}: {f.value}" for f in fields)
         return Reply(text=text, title=title, fields=fields)

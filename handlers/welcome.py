@@ -32,9 +32,12 @@ def welcome(conversation: str, person: str | None, locale: str | None = None) ->
 # A number not on any roster: the bot cannot know its language, so all three are said.
 JOIN_HINT = (
     "Hi! This number is not on a City Data Alliance city team yet, so nothing you send is saved. "
-    "Ask your coach to add this number to your city's roster.\n"
+    "Ask your coach for your city's join code and send `join CODE`, or to add this number to the "
+    "roster.\n"
     "¡Hola! Este número aún no está en un equipo de ciudad de City Data Alliance: no se guarda nada de "
-    "lo que envías. Pide a tu coach que lo agregue a la lista de tu ciudad.\n"
+    "lo que envías. Pide a tu coach el código de tu ciudad y envía `join CÓDIGO`, o que agregue este "
+    "número a la lista.\n"
     "Olá! Este número ainda não está em uma equipe de cidade da City Data Alliance: nada do que você "
-    "envia é salvo. Peça ao seu coach para adicioná-lo à lista da sua cidade."
+    "envia é salvo. Peça ao seu coach o código da sua cidade e envie `join CÓDIGO`, ou que adicione "
+    "este número à lista."
 )

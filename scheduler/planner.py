@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from bot.calendar.program import Program, program_from
 from bot.calendar.sessions import Occurrence, between, last_before, session_title
 from bot.core.i18n import Translator, translator
+from bot.core.identity import platform_of
 from bot.core.messages import SOON, Button, Reply
 from handlers.status import digest_reply
 from store.models import City, CoachingSession, OutboxMessage, OutboxStatus, Person
@@ -42,9 +43,18 @@ def plan(store: Store, now: datetime) -> PlanReport:
 
 
 def recipients(store: Store, city: City) -> list[str]:
-    """A city is reached in its bound channels; a city without one, through its members directly."""
+    """A city is reached in its bound channels, and its members directly where none of those channels
+    reaches them: on a platform the city has no channel on (WhatsApp has no groups at all). A person
+    who said `stop` is left out."""
     assert city.id is not None
-    return store.bindings_of(city.id) or [m.identity for m in store.members_of(city.id)]
+    channels = store.bindings_of(city.id)
+    platforms = {platform_of(channel) for channel in channels}
+    members = [
+        m.identity
+        for m in store.members_of(city.id)
+        if m.stopped_at is None and platform_of(m.identity) not in platforms
+    ]
+    return channels + members
 
 
 def _record(

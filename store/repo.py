@@ -19,7 +19,9 @@ from store.models import (
     ConversationReference,
     InboxMessage,
     InboxStatus,
+    JoinCode,
     OutboxMessage,
+    OutboxReceipt,
     OutboxStatus,
     Person,
     ProgramCalendar,
@@ -97,6 +99,48 @@ class Store:
     def members_of(self, city_id: int) -> list[Person]:
         query = select(Person).where(Person.role == Role.member, Person.city_id == city_id)
         return list(self.session.exec(query.order_by(Person.identity)))
+
+    def set_stopped(self, identity: str, stopped_at: datetime | None) -> bool:
+        """Stop (a time) or resume (None) unprompted messages to a person; False if no such person."""
+        result = self.session.execute(
+            update(Person).where(col(Person.identity) == identity).values(stopped_at=stopped_at)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def has_stopped(self, identity: str) -> bool:
+        query = select(Person.stopped_at).where(Person.identity == identity)
+        return self.session.exec(query).first() is not None
+
+    # -- join codes -----------------------------------------------------------------------------
+    def add_join_code(self, code: JoinCode) -> JoinCode:
+        self.session.add(code)
+        self.session.flush()
+        return code
+
+    def join_codes(self, city_ids: Sequence[int] | None = None) -> list[JoinCode]:
+        query = select(JoinCode).order_by(JoinCode.created_at, JoinCode.id)
+        if city_ids is not None:
+            query = query.where(col(JoinCode.city_id).in_(list(city_ids)))
+        return list(self.session.exec(query))
+
+    def join_code(self, code: str) -> JoinCode | None:
+        return self.session.exec(select(JoinCode).where(JoinCode.code == code)).first()
+
+    def use_join_code(self, code: str, now: datetime) -> int | None:
+        """Count one use of a code that is still good, in one statement (two phones sending the last
+        use of a code at once cannot both get it); the code's city, or None."""
+        result = self.session.execute(
+            update(JoinCode)
+            .where(
+                col(JoinCode.code) == code,
+                col(JoinCode.revoked_at).is_(None),
+                JoinCode.expires_at > now,
+                or_(col(JoinCode.max_uses).is_(None), JoinCode.uses < JoinCode.max_uses),
+            )
+            .values(uses=JoinCode.uses + 1)
+            .returning(JoinCode.city_id)
+        ).first()
+        return int(result[0]) if result else None
 
     # -- channel bindings -----------------------------------------------------------------------
     def bind(self, conversation: str, city_id: int, now: datetime) -> ChannelBinding:
@@ -380,13 +424,40 @@ class Store:
         )
         return list(dropped.scalars())
 
-    def count_failed(self, city_id: int) -> int:
+    def add_receipts(self, outbox_id: int, platform: str, platform_ids: Sequence[str], now: datetime) -> None:
+        for part, platform_id in enumerate(platform_ids, start=1):
+            self._insert_once(
+                OutboxReceipt(
+                    platform=platform, platform_id=platform_id, outbox_id=outbox_id, part=part, created_at=now
+                )
+            )
+
+    def sent_as(self, platform: str, platform_id: str) -> OutboxMessage | None:
+        """The outbox row a platform's message id belongs to."""
         query = (
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(OutboxMessage.city_id == city_id, OutboxMessage.status == OutboxStatus.failed)
+            select(OutboxMessage)
+            .join(OutboxReceipt, col(OutboxReceipt.outbox_id) == OutboxMessage.id)
+            .where(OutboxReceipt.platform == platform, OutboxReceipt.platform_id == platform_id)
         )
-        return self.session.exec(query).one()
+        return self.session.exec(query.with_for_update()).first()
+
+    def failed_deliveries(self, city_ids: Sequence[int]) -> dict[int, tuple[int, str | None]]:
+        """Per city with any: how many messages to it failed for good, and the latest one's error."""
+        if not city_ids:
+            return {}
+        failed = (col(OutboxMessage.city_id).in_(list(city_ids)), OutboxMessage.status == OutboxStatus.failed)
+        counts = self.session.exec(
+            select(OutboxMessage.city_id, func.count(), func.max(OutboxMessage.id))
+            .where(*failed)
+            .group_by(OutboxMessage.city_id)
+        ).all()
+        latest = {row_id for _, _, row_id in counts}
+        errors = dict(
+            self.session.exec(
+                select(OutboxMessage.id, OutboxMessage.last_error).where(col(OutboxMessage.id).in_(latest))
+            ).all()
+        )
+        return {city_id: (count, errors.get(row_id)) for city_id, count, row_id in counts if city_id}
 
     def finish(
         self,
@@ -398,7 +469,7 @@ class Store:
     ) -> None:
         values: dict[str, Any] = {"status": status, "last_error": error}
         if status == OutboxStatus.sent:
-            values["sent_at"] = now
+            values.update(sent_at=now, delivery=None, delivery_code=None)  # what is reported next is news
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
         self.session.execute(

@@ -142,7 +142,7 @@ def test_a_photo_gets_text_only_for_now_and_its_caption_is_still_handled(whatsap
     bodies = " | ".join(s.body for s in sent)
     assert "Text only for now" in bodies and "recorded for Alpha" in bodies
     [media] = [r for r in whatsapp.outbox() if "Text only" in r.payload["text"]]
-    assert media.context == {"media": ["https://api.twilio.com/media/ME1"]}
+    assert media.context is not None and media.context["media"] == ["https://api.twilio.com/media/ME1"]
 
 
 def test_an_empty_body_gets_the_help_hint(whatsapp: WhatsApp) -> None:

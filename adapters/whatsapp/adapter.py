@@ -7,7 +7,9 @@ async client. `POST /twilio/status` takes delivery status callbacks."""
 import base64
 import contextvars
 import hashlib
+import json
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,12 +46,41 @@ PERMANENT_CODES = frozenset(
         21610,  # the recipient replied STOP
         21612,  # this 'To' cannot be reached from this 'From'
         21614,  # 'To' is no mobile number
+        30003,  # unreachable destination
+        30005,  # unknown destination
+        30006,  # landline or unreachable carrier
+        30007,  # filtered by the carrier
         63003,  # the channel could not find the recipient (no WhatsApp)
         63016,  # outside the 24-hour window: free text refused, only a template may go
         63024,  # invalid message recipient
     }
 )
-RETRYABLE_CODES = frozenset({20429, 63018})  # too many requests; the sender's rate exceeded
+RETRYABLE_CODES = frozenset({20429, 30001, 30008, 63018})  # too many requests, queue overflow, unknown
+# What an admin reads beside the code (in `reminders list` and `/cda status`), for the usual ones.
+EXPLAINED = {
+    20429: "too many requests",
+    21211: "not a valid phone number",
+    21408: "sending to this region is not enabled in Twilio",
+    21610: "the recipient replied STOP to Twilio",
+    21612: "this number cannot be reached from the sender",
+    21614: "not a mobile number",
+    30003: "the phone is unreachable",
+    30005: "unknown number",
+    30006: "landline or unreachable carrier",
+    30007: "filtered by the carrier",
+    30008: "unknown error",
+    63003: "this number is not on WhatsApp",
+    63016: "outside the 24-hour window: only an approved template may go (TWILIO_CONTENT_SIDS)",
+    63018: "the sender's rate limit was exceeded",
+    63024: "invalid recipient",
+}
+# A number that wrote within this long may get free text; a little under WhatsApp's 24 hours, so a
+# message that waits a moment in Twilio's queue is still inside when it leaves.
+WINDOW = timedelta(hours=24) - timedelta(minutes=10)
+MAX_TEMPLATE_TITLE = 100
+MAX_TEMPLATE_TEXT = 900  # a template's body is at most 1,024 characters, its own words included
+
+
 # The Retry-After of the last answer Twilio gave in this task (TwilioRestException has no headers).
 _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "twilio_retry_after", default=None
@@ -104,10 +135,17 @@ def refusal(status: int, error: str, retry_after: int | None = None) -> JSONResp
     return JSONResponse({"error": error[:200]}, status_code=status, headers=headers)
 
 
+def error_text(code: int | None, detail: str) -> str:
+    """The same words for an error whether `create` returned it or a status callback reported it."""
+    if code is None:
+        return f"whatsapp: {detail}"[:500]
+    return f"whatsapp error {code}: {EXPLAINED.get(code, detail)}"[:500]
+
+
 def delivery_error(error: TwilioRestException, retry_after: float | None) -> DeliveryError:
     """What the deliverer should do about a refused send: wait and retry, or give up for good."""
     code = error.code if isinstance(error.code, int) else None
-    message = f"twilio {error.status} error {code}: {error.msg}"[:500]
+    message = error_text(code, f"Twilio answered {error.status}: {error.msg}")
     if error.status == 429 or (code in RETRYABLE_CODES):
         return DeliveryError(message, retry_after=retry_after)
     if error.status >= 500:
@@ -120,18 +158,51 @@ def delivery_error(error: TwilioRestException, retry_after: float | None) -> Del
     return DeliveryError(message, permanent=True)  # another 400: the same request fails the same way
 
 
+def reported_error(code: int | None) -> DeliveryError:
+    """A failure a status callback reports, judged as the same code returned by `create` would be."""
+    message = error_text(code, "failed after Twilio accepted it")
+    return DeliveryError(message, permanent=code not in RETRYABLE_CODES)
+
+
+def window_opened(*sources: dict[str, Any] | None) -> datetime | None:
+    """When the number last wrote, from the reply's context or the stored reference; None if never."""
+    found: list[datetime] = []
+    for source in sources:
+        value = (source or {}).get(parse.WINDOW_OPENED)
+        if isinstance(value, str):
+            try:
+                found.append(datetime.fromisoformat(value))
+            except ValueError:
+                continue
+    return max(found) if found else None
+
+
+def template_variables(reply: Reply) -> dict[str, str]:
+    """The template's {{1}} (what it is about) and {{2}} (what it says), as WhatsApp takes parameters:
+    one line each, no tabs or runs of spaces, never empty."""
+    lines = [" ".join(line.split()) for line in render.render(reply).splitlines()]
+    lines = [line for line in lines if line]
+    title = " ".join((reply.title or (lines[0] if lines else "cda-bot")).split()).strip("*")
+    rest = [line for line in lines if line.strip("*") != title]
+    body = " · ".join(rest) or title
+    if len(body) > MAX_TEMPLATE_TEXT:
+        body = body[: MAX_TEMPLATE_TEXT - 1].rstrip() + "…"
+    return {"1": title[:MAX_TEMPLATE_TITLE], "2": body}
+
+
 class WhatsAppAdapter:
     platform = PLATFORM
 
     def __init__(self, config: WhatsAppConfig, hub: Hub) -> None:
         self.config = config
         self.hub = hub
+        self.messages_per_second = config.messages_per_second  # the hub spaces sends by it
         self.validator = RequestValidator(config.auth_token)
         self.http: TwilioHttp | None = None
         self.client: Client | None = None
-        # Parts of a long reply already posted, so a retry after part 2 failed starts at part 2
-        # (in this process: see the report on keeping it in the outbox row).
-        self._posted: dict[str, int] = {}
+        # SIDs of the parts of a long reply already posted, so a retry after part 2 failed starts at
+        # part 2 (in this process; after a restart the whole reply goes again).
+        self._posted: dict[str, list[str]] = {}
 
     def describe(self) -> str:
         return self.config.describe()
@@ -209,13 +280,21 @@ class WhatsAppAdapter:
             update = parse.status(found)
         except PayloadError as error:
             return refusal(400, str(error))
-        # Until the outbox keeps message SIDs, a status is logged: a failure with its Twilio code.
-        level = logging.WARNING if update.status in ("failed", "undelivered") else logging.INFO
+        delivery = update.delivery
+        if delivery is None:
+            return Response(status_code=204)  # queued, sending…: nothing the outbox keeps
+        failed = delivery in ("failed", "undelivered")
+        level = logging.WARNING if failed else logging.INFO
         log.log(
             level,
             "whatsapp delivery status",
             extra={"sid": update.sid, "status": update.status, "error_code": update.error_code},
         )
+        error = reported_error(update.code) if failed else None
+        try:
+            await self.hub.report_delivery(PLATFORM, update.sid, delivery, update.error_code, error)
+        except Unavailable as unavailable:
+            return refusal(503, "temporarily unavailable", unavailable.retry_after)
         return Response(status_code=204)
 
     # -- out --------------------------------------------------------------------------------------------
@@ -225,31 +304,58 @@ class WhatsAppAdapter:
         reply: Reply,
         reference: dict[str, Any] | None,
         context: dict[str, Any] | None = None,
-    ) -> None:
-        """Post `reply` to `recipient` (whatsapp:+E164), in as many messages as its length needs."""
+    ) -> list[str]:
+        """Post `reply` to `recipient` (whatsapp:+E164): as free text in as many messages as its length
+        needs while the number's 24-hour window is open, else as the approved template in the reply's
+        language. The SIDs Twilio gave what went out, in order."""
         try:
             to = normalize_identity(recipient)
         except IdentityError:
             raise DeliveryError(f"whatsapp: {recipient!r} is no WhatsApp number", permanent=True) from None
         if not to.startswith(f"{PLATFORM}:"):
             raise DeliveryError(f"whatsapp: {recipient!r} is no WhatsApp number", permanent=True)
+        opened = window_opened(context, reference)
+        if opened is None or self.hub.clock.now() - opened >= WINDOW:
+            return [await self._template(to, reply, opened)]
         text = render.render(reply)
         pieces = render.parts(text)
         key = hashlib.sha256(f"{to}\n{text}".encode()).hexdigest()
-        client = self._client()
-        callback = f"{self.config.public_base_url}{STATUS_ROUTE}"
-        for index in range(self._posted.get(key, 0), len(pieces)):
+        sids = self._posted.setdefault(key, [])
+        for index in range(len(sids), len(pieces)):
             try:
-                sent = await client.messages.create_async(
-                    to=to, from_=self.config.sender, body=pieces[index], status_callback=callback
-                )
-            except TwilioRestException as error:
-                failure = delivery_error(error, _retry_after.get())
+                sids.append(await self._create(to=to, body=pieces[index]))
+            except DeliveryError as failure:
                 if failure.permanent:
                     self._posted.pop(key, None)  # never tried again: nothing to resume
-                raise failure from None
-            except (aiohttp.ClientError, TimeoutError, TwilioException) as error:
-                raise DeliveryError(f"whatsapp: Twilio not reached: {type(error).__name__}") from None
-            self._posted[key] = index + 1
-            log.info("whatsapp message sent", extra={"sid": sent.sid, "part": index + 1, "of": len(pieces)})
-        self._posted.pop(key, None)
+                raise
+            log.info("whatsapp message sent", extra={"sid": sids[-1], "part": index + 1, "of": len(pieces)})
+        return self._posted.pop(key, sids)
+
+    async def _template(self, to: str, reply: Reply, opened: datetime | None) -> str:
+        """Outside the window WhatsApp takes only a template Meta approved: ours, in the reply's language."""
+        sids = self.config.content_sids
+        content_sid = sids.get(reply.language) or sids.get("en")
+        if content_sid is None:
+            since = f"last wrote {opened:%Y-%m-%d %H:%M} UTC" if opened else "has never written"
+            raise DeliveryError(
+                f"whatsapp: {to} {since}, outside the 24-hour window, and no approved template is set "
+                "(TWILIO_CONTENT_SIDS)",
+                permanent=True,
+            )
+        variables = json.dumps(template_variables(reply), ensure_ascii=False)
+        sid = await self._create(to=to, content_sid=content_sid, content_variables=variables)
+        log.info("whatsapp template sent", extra={"sid": sid, "language": reply.language})
+        return sid
+
+    async def _create(self, **message: str) -> str:
+        client = self._client()
+        callback = f"{self.config.public_base_url}{STATUS_ROUTE}"
+        try:
+            sent = await client.messages.create_async(
+                from_=self.config.sender, status_callback=callback, **message
+            )
+        except TwilioRestException as error:
+            raise delivery_error(error, _retry_after.get()) from None
+        except (aiohttp.ClientError, TimeoutError, TwilioException) as error:
+            raise DeliveryError(f"whatsapp: Twilio not reached: {type(error).__name__}") from None
+        return str(sent.sid)

@@ -13,6 +13,7 @@ from bot.core.messages import InboundMessage
 
 PLATFORM = "whatsapp"
 MAX_MEDIA = 10  # WhatsApp sends at most one; Twilio's form numbers them MediaUrl0…
+WINDOW_OPENED = "last_inbound_at"
 
 
 class PayloadError(ValueError):
@@ -59,6 +60,12 @@ class Incoming:
     profile_name: str | None = None
 
     def inbound(self, received_at: datetime) -> InboundMessage:
+        # When the number last wrote opens WhatsApp's 24-hour window for free text: kept as the way to
+        # reach it unprompted, and with the reply.
+        opened = received_at.isoformat()
+        context: dict[str, object] = {WINDOW_OPENED: opened}
+        if self.media:
+            context["media"] = self.media  # what was attached stays with the answer to it
         try:
             return InboundMessage(
                 platform=PLATFORM,
@@ -68,8 +75,8 @@ class Incoming:
                 text=self.text,
                 media=self.media,
                 received_at=received_at,
-                # The media URLs stay with the answer to them, for whoever wants to look later.
-                reply_context={"media": self.media} if self.media else {},
+                reference={WINDOW_OPENED: opened},
+                reply_context=context,
                 direct=True,
                 private=True,
                 addressed=True,
@@ -111,6 +118,17 @@ def incoming(form: Form) -> Incoming | None:
     )
 
 
+# Twilio's message statuses as the outbox keeps them; the rest (queued, accepted, sending, scheduled,
+# receiving, received, canceled…) says nothing the outbox needs.
+STATUSES = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "undelivered": "undelivered",
+    "failed": "failed",
+}
+
+
 @dataclass(frozen=True)
 class Status:
     """A delivery status callback: `sid` moved to `status`, with Twilio's error code when it failed."""
@@ -119,6 +137,17 @@ class Status:
     status: str
     recipient: str | None
     error_code: str | None
+
+    @property
+    def delivery(self) -> str | None:
+        return STATUSES.get(self.status.lower())
+
+    @property
+    def code(self) -> int | None:
+        try:
+            return int(self.error_code) if self.error_code else None
+        except ValueError:
+            return None
 
 
 def status(form: Form) -> Status:

@@ -5,8 +5,8 @@ from typing import Annotated
 import typer
 
 from bot import admin
-from bot.cli.common import Db, admin_write, engine_for
-from bot.cli.listing import AsJson, Value, print_rows
+from bot.cli.common import Db, admin_write, engine_for, fail, instant_when
+from bot.cli.listing import AsJson, Shown, Value, print_rows
 from bot.core.clock import SystemClock
 from store.models import Role
 from store.repo import Store, open_store
@@ -95,6 +95,79 @@ def city_set(
             f"{admin.describe_days(found.working_days)}, quiet {found.quiet_start}:00–{found.quiet_end}:00, "
             f"blockers flagged after {found.stale_blocker_days} days"
         )
+
+    admin_write(db, action)
+
+
+@city_app.command("join-code")
+def city_join_code(
+    slug: str,
+    expires: Annotated[
+        int, typer.Option("--expires", help="Days it works (1 to 366)")
+    ] = admin.DEFAULT_CODE_DAYS,
+    uses: Annotated[int | None, typer.Option("--uses", help="How many numbers may join with it")] = None,
+    db: Db = None,
+) -> None:
+    """Make a code a city's team sends from WhatsApp (`join CODE`) to join the city's roster."""
+
+    def action(store: Store) -> str:
+        code = admin.add_join_code(store, slug, SystemClock().now(), expires, uses)
+        city = store.city(code.city_id)
+        assert city is not None
+        limit = f", for {uses} {'number' if uses == 1 else 'numbers'}" if uses else ""
+        return (
+            f"{code.code}\n"
+            f"join code for {city.slug}: send `join {code.code}` to the bot's WhatsApp number; works until "
+            f"{instant_when(code.expires_at, city.zone)}{limit} "
+            f"(revoke: cda-bot city revoke-code {code.code})"
+        )
+
+    admin_write(db, action)
+
+
+@city_app.command("join-codes")
+def city_join_codes(
+    slug: Annotated[str | None, typer.Argument(help="Only this city's codes")] = None,
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """List join codes.
+
+    Columns (tab-separated when piped): code, city, state (active, expired, used up, revoked), uses,
+    limit, expires (in the city's time; ISO-8601 UTC with --json)."""
+    engine = engine_for(db)
+    now = SystemClock().now()
+    rows: list[list[Value]] = []
+    with open_store(engine) as store:
+        cities = {c.id: c for c in store.cities()}
+        ids = None
+        if slug is not None:
+            try:
+                ids = [admin.city_of(store, slug).id]
+            except admin.AdminError as error:
+                raise fail(str(error)) from None
+        for code in store.join_codes(ids):  # type: ignore[arg-type]
+            city = cities[code.city_id]
+            rows.append(
+                [
+                    code.code,
+                    city.slug,
+                    admin.join_code_state(code, now),
+                    code.uses,
+                    code.max_uses,
+                    Shown(instant_when(code.expires_at, city.zone), code.expires_at.isoformat()),
+                ]
+            )
+    print_rows(["code", "city", "state", "uses", "limit", "expires"], rows, as_json)
+
+
+@city_app.command("revoke-code")
+def city_revoke_code(code: str, db: Db = None) -> None:
+    """Stop a join code from working (numbers that joined with it stay on the roster)."""
+
+    def action(store: Store) -> str:
+        revoked = admin.revoke_join_code(store, code, SystemClock().now())
+        return f"revoked join code {revoked.code}"
 
     admin_write(db, action)
 

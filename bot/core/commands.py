@@ -20,11 +20,18 @@ NAMES = frozenset(
         "export",
         "next",
         "help",
+        "join",
+        "stop",
+        "start",
     }
 )
 WRITES = ("update", "blocker")  # the commands that store something: never run on a guess
 
 _SHORT = re.compile(r"^(update|blocker)\s*[:：]\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_JOIN = re.compile(r"^join\s+(\S.{0,40})$", re.IGNORECASE)
+# Said on their own, to the bot: what people reply to stop (or resume) messages, in the three languages.
+STOP_WORDS = frozenset({"stop", "parar", "sair", "baja"})
+START_WORDS = frozenset({"start", "iniciar"})
 _SHORT_LIKE = re.compile(r"^([^\W\d_]+)\s*[:：]", re.IGNORECASE)
 PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
 
@@ -60,6 +67,15 @@ def parse(text: str, addressed: bool = True) -> Command:
         if asks_schedule(rest):
             return Command("ask", rest)
         return Command("unknown", rest, f"/cda {guess}" if guess else None)
+    if addressed:
+        joining = _JOIN.match(text)
+        if joining:
+            return Command("join", joining.group(1).strip())
+        word = text.lower().strip(" .!¡")
+        if word in STOP_WORDS:
+            return Command("stop")
+        if word in START_WORDS:
+            return Command("start")
     mistyped = _SHORT_LIKE.match(text)
     guess = closest(mistyped.group(1).lower(), WRITES) if mistyped else None
     if guess is not None:

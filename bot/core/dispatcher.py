@@ -22,7 +22,7 @@ from bot.core.i18n import N_, Translator, translator
 from bot.core.identity import platform_of
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from bot.core.request import Request, Speaker, SpeakerRole
-from handlers import blockers, export, help, schedule, status, updates
+from handlers import blockers, export, help, join, schedule, status, stop, updates
 from store.models import City
 from store.repo import Store
 
@@ -59,6 +59,9 @@ COMMANDS: dict[str, Spec] = {
     "digest": Spec(status.digest, COACHES, "accessible"),
     "export": Spec(export.export, COACHES, "accessible"),
     "help": Spec(help.help_reply, ANYONE, "none"),
+    "join": Spec(join.join, ANYONE, "none"),
+    "stop": Spec(stop.stop, SEERS, "none"),
+    "start": Spec(stop.start, SEERS, "none"),
 }
 
 TOO_LONG = N_(

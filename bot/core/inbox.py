@@ -45,7 +45,7 @@ def accept(store: Store, msg: InboundMessage, now: datetime) -> Accepted:
     out of is not stored, nor anything from a sender who must be on a roster first."""
     if not msg.addressed and not _may_concern_bot(store, msg):
         return Accepted(None, False)
-    if msg.platform in ROSTER_FIRST and store.person(msg.sender) is None:
+    if msg.platform in ROSTER_FIRST and store.person(msg.sender) is None and not _joins(msg):
         return Accepted(None, False, _tell_how_to_join(store, msg, now))
     inbox_id = store.receive(
         InboxMessage(
@@ -83,6 +83,11 @@ def _tell_how_to_join(store: Store, msg: InboundMessage, now: datetime) -> list[
     return [hint] if queued else []
 
 
+def _joins(msg: InboundMessage) -> bool:
+    """`join CODE`: the one thing a number on no roster may say that is stored (and handled)."""
+    return parse(msg.text[: MAX_TEXT + 16], msg.addressed).name == "join"
+
+
 def _may_concern_bot(store: Store, msg: InboundMessage) -> bool:
     """Chatter in a shared channel: only a command or a question, in a channel bound to a city."""
     if parse(msg.text[: MAX_TEXT + 16], addressed=False).name in ("unknown", "empty"):
@@ -98,7 +103,7 @@ def handle(store: Store, inbox_id: int, now: datetime) -> list[Outgoing] | None:
     msg = InboundMessage.model_validate(row.message)
     if msg.reference is not None:
         store.save_reference(msg.conversation, msg.platform, msg.reference, now)
-        if msg.direct:
+        if msg.direct and msg.sender != msg.conversation:
             store.save_reference(msg.sender, msg.platform, msg.reference, now)
     # Never over a personal chat already known (or a removal): only where there is nothing yet.
     if msg.sender_reference is not None and store.reference(msg.sender) is None:

@@ -149,7 +149,8 @@ class Adapter(Protocol):
         reply: Reply,
         reference: dict[str, Any] | None,
         context: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> list[str] | None:
         """Deliver `reply` to `recipient` (an identity): unprompted, or as an answer within `context`;
-        raise DeliveryError on failure."""
+        raise DeliveryError on failure. Where the platform reports on a message later (WhatsApp's
+        delivery status), the ids it gave what went out, in order."""
         ...

@@ -39,6 +39,20 @@ MAX_IN_FLIGHT = 1000  # rows held in lanes at once; past this the loop claims no
 RECORD_TRIES = 3
 
 
+STOPPED = "the recipient said stop"
+# How far a sent message got, as platforms report it; a failure is final.
+DELIVERY_ORDER = {"sent": 1, "delivered": 2, "read": 3}
+FINAL = frozenset({"failed", "undelivered"})
+
+
+@dataclass(frozen=True)
+class Receipts:
+    """The ids a platform gave the messages a row went out as."""
+
+    platform: str
+    ids: tuple[str, ...]
+
+
 @dataclass
 class DeliveryReport:
     sent: list[int] = field(default_factory=list)
@@ -208,7 +222,16 @@ class Deliverer:
             report.dropped.append(row.id)
             return
         # A reply knows where it goes; only an unprompted message needs the stored reference.
-        reference = None if row.context else await asyncio.to_thread(self._reference, row.recipient)
+        reference = None
+        if row.kind != REPLY_KIND:
+            reference, stopped = await asyncio.to_thread(self._reference, row.recipient)
+            if stopped:
+                log.info("recipient said stop, not sent", extra={"outbox_id": row.id, "kind": row.kind})
+                await self._record(row.id, OutboxStatus.dropped, now, STOPPED, None)
+                report.dropped.append(row.id)
+                return
+        elif not row.context:
+            reference, _ = await asyncio.to_thread(self._reference, row.recipient)
         # The wait comes last, right before the send, so the spacing holds between actual sends.
         await self.limiter.wait(row.recipient)
         await self._send(row, reference, report)
@@ -220,7 +243,7 @@ class Deliverer:
         adapter = self.adapters[platform_of(row.recipient)]
         try:
             reply = Reply.model_validate(row.payload).rendered(self.clock.now())
-            await adapter.send(row.recipient, reply, reference, row.context)
+            receipts = await adapter.send(row.recipient, reply, reference, row.context)
         except Exception as error:
             now = self.clock.now()
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None
@@ -239,7 +262,8 @@ class Deliverer:
                 report.retrying.append(row.id)
                 self.wake()  # so the loop sleeps until this retry is due, not a whole poll
             return
-        await self._record(row.id, OutboxStatus.sent, self.clock.now(), None, None)
+        sent = Receipts(platform_of(row.recipient), tuple(receipts or ()))
+        await self._record(row.id, OutboxStatus.sent, self.clock.now(), None, None, sent)
         report.sent.append(row.id)
 
     async def _record(
@@ -249,13 +273,14 @@ class Deliverer:
         now: datetime,
         error: str | None,
         retry_at: datetime | None,
+        receipts: Receipts | None = None,
     ) -> None:
         """Record what a send did, however long the database is away: a row sent but recorded as still
         claimed would go out again when its lease ran out. Meanwhile the row stays in its lane, whose
         lease the loop keeps renewing. A one-off round (`deliver_due`) gives up after a few tries."""
         for attempt in itertools.count(1):
             try:
-                await asyncio.to_thread(self._finish, outbox_id, status, now, error, retry_at)
+                await asyncio.to_thread(self._finish, outbox_id, status, now, error, retry_at, receipts)
                 self._held.discard(outbox_id)
                 return
             except Exception as failure:
@@ -266,6 +291,46 @@ class Deliverer:
                     extra={"outbox_id": outbox_id, "error": type(failure).__name__},
                 )
                 await asyncio.sleep(min(0.5 * attempt, 5.0))
+
+    # -- what the platform reports later -------------------------------------------------------------
+    async def reported(
+        self, platform: str, platform_id: str, delivery: str, code: str | None, error: DeliveryError | None
+    ) -> bool:
+        """A platform's later word on a message it accepted (WhatsApp: delivered, read, failed with an
+        error code): kept on its row, and a failure treated as one the send itself returned would be —
+        retried if it may pass, failed for good if not. False if no row went out under that id."""
+        found = await asyncio.to_thread(self._report, platform, platform_id, delivery, code, error)
+        if found:
+            self.wake()
+        return found
+
+    def _report(
+        self, platform: str, platform_id: str, delivery: str, code: str | None, error: DeliveryError | None
+    ) -> bool:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            row = store.sent_as(platform, platform_id)
+            if row is None:
+                return False
+            behind = delivery not in FINAL and DELIVERY_ORDER.get(delivery, 0) < DELIVERY_ORDER.get(
+                row.delivery or "", 0
+            )
+            if row.delivery in FINAL or behind:
+                return True  # callbacks arrive out of order: "delivered" after "read" changes nothing
+            row.delivery, row.delivery_code = delivery, code
+            if error is not None and row.status == OutboxStatus.sent:
+                row.last_error = str(error)[:1000]
+                if error.permanent or row.attempts >= MAX_ATTEMPTS:
+                    row.status = OutboxStatus.failed
+                    log.warning(
+                        "outbox message failed after it was sent",
+                        extra={"outbox_id": row.id, "error": row.last_error},
+                    )
+                else:
+                    row.status = OutboxStatus.pending
+                    row.next_attempt_at = now + retry_delay(row.kind, row.attempts, error.retry_after)
+            store.session.add(row)
+        return True
 
     # -- the database -------------------------------------------------------------------------------
     def _claim(self, now: datetime, limit: int) -> list[OutboxMessage]:
@@ -289,10 +354,14 @@ class Deliverer:
         now: datetime,
         error: str | None,
         retry_at: datetime | None,
+        receipts: Receipts | None = None,
     ) -> None:
         with open_store(self.engine) as store:
             store.finish(outbox_id, status, now, error, retry_at)
+            if receipts is not None and receipts.ids:
+                store.add_receipts(outbox_id, receipts.platform, receipts.ids, now)
 
-    def _reference(self, recipient: str) -> dict[str, Any] | None:
+    def _reference(self, recipient: str) -> tuple[dict[str, Any] | None, bool]:
+        """How to reach `recipient` unprompted, and whether they said `stop`."""
         with open_store(self.engine) as store:
-            return store.reference(recipient)
+            return store.reference(recipient), store.has_stopped(recipient)

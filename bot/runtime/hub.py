@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from bot.core.clock import Clock
-from bot.core.messages import Adapter, InboundMessage
+from bot.core.messages import Adapter, DeliveryError, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
 from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
 from store.repo import Store, open_store
@@ -19,6 +19,7 @@ log = logging.getLogger("cda_bot.hub")
 
 Write = Callable[[Store, datetime], None]  # a transaction an adapter needs before it answers
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
+REPORT_PAUSES = (0.2, 0.5, 1.0)
 
 
 class Unavailable(Exception):
@@ -40,8 +41,11 @@ class Hub:
         self.intake = Intake(engine, clock, handled=self.deliverer.wake)
 
     def register(self, adapter: Adapter) -> None:
-        """An adapter that can deliver to its platform's identities."""
+        """An adapter that can deliver to its platform's identities, at the rate it asks for if any."""
         self.adapters[adapter.platform] = adapter
+        rate = getattr(adapter, "messages_per_second", None)
+        if rate:
+            self.deliverer.limiter.set_rate(adapter.platform, rate)
 
     async def accept(self, message: InboundMessage) -> bool:
         """Store `message` durably for handling; True if new, False for a duplicate or chatter.
@@ -74,6 +78,26 @@ class Hub:
             log.warning("write not stored", extra={"error": type(error).__name__})
             raise Unavailable("database unavailable") from None
         self.deliverer.wake()
+
+    async def report_delivery(
+        self, platform: str, platform_id: str, delivery: str, code: str | None, error: DeliveryError | None
+    ) -> bool:
+        """A platform's later word on a message it accepted, kept on its outbox row (see
+        `Deliverer.reported`). A report can overtake the record of the send it is about, so an unknown
+        id is looked for again for a moment. Raises Unavailable when the database cannot take it."""
+        try:
+            for pause in REPORT_PAUSES:
+                found = await asyncio.wait_for(
+                    self.deliverer.reported(platform, platform_id, delivery, code, error), ACCEPT_SECONDS
+                )
+                if found:
+                    return True
+                await asyncio.sleep(pause)
+        except Exception as failure:
+            log.warning("delivery report not stored", extra={"error": type(failure).__name__})
+            raise Unavailable("database unavailable") from None
+        log.info("delivery report for no known message", extra={"platform": platform, "id": platform_id})
+        return False
 
     @property
     def backlog(self) -> dict[str, int]:

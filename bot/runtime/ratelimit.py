@@ -33,12 +33,16 @@ class RateLimiter:
     ) -> None:
         # Given intervals alone (tests), no windows apply unless given too.
         self.windows = windows if windows is not None else (WINDOWS if intervals is None else {})
-        self.intervals = INTERVALS if intervals is None else intervals
+        self.intervals = dict(INTERVALS if intervals is None else intervals)
         self.monotonic = monotonic
         self.sleep = sleep
         self._next: dict[str, float] = {}
         self._sent: dict[str, deque[float]] = {}  # recent send times per key, for the windows
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def set_rate(self, platform: str, per_second: float) -> None:
+        """A platform's own rate where the operator set one (Twilio raises a sender's on request)."""
+        self.intervals[platform] = 1 / per_second
 
     async def wait(self, recipient: str) -> None:
         """Return when a message to `recipient` may go; other keys are never delayed by this one."""

@@ -43,7 +43,7 @@ class PlatformAdapter(Protocol):
         reply: Reply,
         reference: dict[str, Any] | None,
         context: dict[str, Any] | None = None,
-    ) -> None: ...
+    ) -> list[str] | None: ...
 
 
 class Service(Protocol):

@@ -33,9 +33,11 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = None
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str | None = None
-    twilio_reminder_content_sid: str | None = None
+    twilio_content_sids: str | None = None  # approved templates by language: en:HX…,es:HX…,pt:HX…
+    twilio_messages_per_second: float | None = None  # the sender's rate (Twilio: 80 unless raised)
 
     public_base_url: str | None = None
+    dashboard_secret: SecretStr | None = None  # signs the coaches' page links; else one kept in the database
 
     @field_validator("*", mode="before")
     @classmethod
