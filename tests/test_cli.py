@@ -237,7 +237,7 @@ def test_reminders_list_gives_whole_errors_and_the_bots_dates(seeded: str, engin
     code, out, _ = run(seeded, "reminders", "list", "--city", "denver")
     assert code == 0
     assert out.splitlines() == [
-        f"1\tdenver\tThu 4 Feb 2027, 09:00 MST\ttest\tslack:T0001:C0999\tfailed\t6\t{error}"
+        f"1\tdenver\tThu 4 Feb 2027, 09:00 MST\ttest\tslack:T0001:C0999\tfailed\t6\t\t{error}"
     ]
     (listed,) = json.loads(run(seeded, "reminders", "list", "--json")[1])
     assert (listed["due"], listed["error"]) == ("2027-02-04T16:00:00+00:00", error)

@@ -79,7 +79,7 @@ async def test_failure_is_retried_with_backoff_then_marked_failed(world: TestBot
     assert len(report.failed) == 6
     row = _rows(world)[0]
     assert (row.status, row.attempts) == ("failed", MAX_ATTEMPTS)
-    assert row.last_error == "DeliveryError: rate limited"
+    assert row.last_error == "rate limited"
 
 
 async def test_permanent_error_fails_at_once(world: TestBot) -> None:

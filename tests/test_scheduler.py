@@ -228,7 +228,7 @@ def test_a_failed_send_is_retried_then_marked_failed_and_shown_to_coaches(world:
     assert (row.status, row.attempts, row.last_error) == (
         "failed",
         MAX_ATTEMPTS,
-        "DeliveryError: slack rate limited",
+        "slack rate limited",
     )
     assert "Failed deliveries: 1 (cda-bot reminders list)" in world.say(
         "console:coach-a", "/cda status alpha"

@@ -55,6 +55,7 @@ class Sent:
     account: str
     form: dict[str, str]
     authorization: str
+    sid: str = ""
 
     @property
     def to(self) -> str:
@@ -86,12 +87,13 @@ class FakeTwilio:
             if authorization != expected or account != ACCOUNT_SID:
                 return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, 401)
             form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            sid = "SM" + uuid.uuid4().hex
             with self.lock:
                 status = self.fail.pop(0) if self.fail else 0
                 if status:
                     self.refused += 1
                 else:
-                    self.sent.append(Sent(account, form, authorization))
+                    self.sent.append(Sent(account, form, authorization, sid))
             if status:
                 code = 20429 if status == 429 else (self.fail_code if status < 500 else 20500)
                 return JSONResponse(
@@ -99,7 +101,6 @@ class FakeTwilio:
                     status_code=status,
                     headers={"Retry-After": str(self.retry_after)} if status == 429 else {},
                 )
-            sid = "SM" + uuid.uuid4().hex
             return JSONResponse(
                 {
                     "sid": sid,

@@ -71,7 +71,8 @@ def reminders_list(
     """Show outbox messages: reminders, nudges, digests and notices, planned, sent, dropped or failed.
 
     Columns (tab-separated when piped): id, city, due (in the city's time, else UTC), kind, to, status,
-    tries, error. With --json, `due` is ISO-8601 in UTC."""
+    tries, delivery (what the platform reported after the send: delivered, read, failed, with its error
+    code), error. With --json, `due` is ISO-8601 in UTC."""
     engine = engine_for(db)
     rows: list[list[Value]] = []
     with open_store(engine) as store:
@@ -93,10 +94,12 @@ def reminders_list(
                     row.recipient,
                     row.status,
                     row.attempts,
+                    f"{row.delivery} {row.delivery_code}" if row.delivery_code else row.delivery,
                     row.last_error,
                 ]
             )
-    print_rows(["id", "city", "due", "kind", "to", "status", "tries", "error"], rows, as_json)
+    columns = ["id", "city", "due", "kind", "to", "status", "tries", "delivery", "error"]
+    print_rows(columns, rows, as_json)
 
 
 @db_app.command("upgrade")

@@ -248,7 +248,10 @@ class Deliverer:
             now = self.clock.now()
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None
             permanent = isinstance(error, DeliveryError) and error.permanent
-            reason = f"{type(error).__name__}: {error}"[:1000]
+            # A platform's refusal reads the same whether the send or a later report brought it.
+            reason = (str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}")[
+                :1000
+            ]
             if permanent or row.attempts >= MAX_ATTEMPTS:
                 log.warning(
                     "outbox message failed",
