@@ -41,6 +41,8 @@ def test_a_bare_number_is_taken_as_a_whatsapp_sender() -> None:
         ({"public_base_url": None}, "PUBLIC_BASE_URL"),
         ({"public_base_url": "bot.example.org"}, "PUBLIC_BASE_URL"),
         ({"twilio_api_base_url": "ftp://x"}, "TWILIO_API_BASE_URL"),
+        ({"twilio_messages_per_second": 0}, "TWILIO_MESSAGES_PER_SECOND"),
+        ({"twilio_content_sids": "klingon:HX" + "0" * 32}, "TWILIO_CONTENT_SIDS"),
     ],
 )
 def test_half_a_configuration_is_an_error_that_names_what_is_wrong(
@@ -57,3 +59,23 @@ def test_serve_says_whatsapp_is_off_or_on_and_refuses_half(testbot: TestBot) -> 
     assert any(line.startswith("whatsapp: on") for line in on.status)
     with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
         build_server(whatsapp_settings(None, twilio_auth_token=None), testbot.engine, testbot.clock)
+
+
+def test_templates_or_a_rate_without_credentials_is_an_error_not_off() -> None:
+    with pytest.raises(WhatsAppConfigError, match="TWILIO_CONTENT_SIDS set but"):
+        whatsapp_config(Settings(_env_file=None, twilio_content_sids="en:HX" + "0" * 32))  # type: ignore[call-arg]
+
+
+def test_the_senders_rate_spaces_whatsapp_sends_and_only_them(testbot: TestBot) -> None:
+    default = build_server(whatsapp_settings(None), testbot.engine, testbot.clock, scheduler=False)
+    assert default.hub.deliverer.limiter.intervals["whatsapp"] == pytest.approx(1 / 80)
+    raised = build_server(
+        whatsapp_settings(None, twilio_messages_per_second=200),
+        testbot.engine,
+        testbot.clock,
+        scheduler=False,
+    )
+    limiter = raised.hub.deliverer.limiter
+    assert limiter.intervals["whatsapp"] == pytest.approx(1 / 200)
+    assert limiter.intervals["slack"] == 1.0  # another platform's spacing is its own
+    assert any("at most 200 messages a second" in line for line in raised.status)
