@@ -22,6 +22,9 @@ log = logging.getLogger("cda_bot.intake")
 
 WORKERS = 2
 MAX_BACKLOG = 500  # messages accepted and not yet handled in this process; past it, 503
+# Messages stored, or handled, in one transaction: what arrives while one commits goes in the next
+# (a group commit), so a burst costs a few transactions, not one or three per message.
+MAX_BATCH = 100
 SWEEP_SECONDS = 5.0
 STARTUP_HORIZON = timedelta(days=366)
 RETRY_AFTER_SECONDS = 5  # what a refused platform is told to wait
@@ -47,6 +50,8 @@ class Intake:
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
         self._failures: dict[int, int] = {}  # database failures per message, for its backoff
         self._tasks: list[asyncio.Task[None]] = []
+        self._arriving: list[tuple[InboundMessage, asyncio.Future[inbox.Accepted]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def backlog(self) -> int:
@@ -55,18 +60,40 @@ class Intake:
     async def submit(self, message: InboundMessage) -> bool:
         """Store `message` for handling: True once it is durable (the platform may be acknowledged),
         False for a duplicate or chatter. Raises Busy past the backlog bound, or the database's error."""
-        if self.backlog >= MAX_BACKLOG:
+        if self.backlog + len(self._arriving) >= MAX_BACKLOG:
             raise Busy(f"{self.backlog} messages waiting")
-        accepted = await asyncio.to_thread(self._accept, message)
-        if accepted.inbox_id is not None:
-            self._add(accepted.inbox_id)  # a retry of one stored but never handled is picked up now too
-        elif accepted.answered:
-            self.handled()  # what it was told waits in the outbox
+        stored: asyncio.Future[inbox.Accepted] = asyncio.get_running_loop().create_future()
+        self._arriving.append((message, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._store_arriving(), name="intake-store")
+        accepted = await stored
         return accepted.new
 
-    def _accept(self, message: InboundMessage) -> inbox.Accepted:
+    async def _store_arriving(self) -> None:
+        """Store what arrived, a batch a transaction, until nothing waits; each sender hears once its
+        batch has committed (or the database's error, and its platform gets a 503)."""
+        while self._arriving:
+            batch, self._arriving = self._arriving[:MAX_BATCH], self._arriving[MAX_BATCH:]
+            try:
+                results = await asyncio.to_thread(self._accept_all, [message for message, _ in batch])
+            except Exception as error:
+                for _, stored in batch:
+                    if not stored.done():
+                        stored.set_exception(error)
+                continue
+            answered = False
+            for (_, stored), accepted in zip(batch, results, strict=True):
+                if accepted.inbox_id is not None:
+                    self._add(accepted.inbox_id)  # a retry of one stored but never handled is picked up too
+                answered = answered or bool(accepted.answered)
+                if not stored.done():
+                    stored.set_result(accepted)
+            if answered:
+                self.handled()  # what they were told waits in the outbox
+
+    def _accept_all(self, messages: list[InboundMessage]) -> list[inbox.Accepted]:
         with open_store(self.engine) as store:
-            return inbox.accept(store, message, self.clock.now())
+            return [inbox.accept(store, message, self.clock.now()) for message in messages]
 
     def _add(self, inbox_id: int) -> None:
         if inbox_id not in self._known:
@@ -92,22 +119,27 @@ class Intake:
     # -- workers ------------------------------------------------------------------------------------
     async def _work(self) -> None:
         while True:
-            inbox_id = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             retry_in: timedelta | None = None
             try:
-                retry_in = await asyncio.to_thread(self._handle, inbox_id)
+                retry_in = await asyncio.to_thread(self._handle, batch)
             except Exception:
-                log.exception("handling a message failed", extra={"inbox_id": inbox_id})
+                log.exception("handling messages failed", extra={"inbox_ids": str(batch)})
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            for inbox_id in batch:
+                if retry_in is None:
+                    self._known.discard(inbox_id)
+                    self._failures.pop(inbox_id, None)
+                else:
+                    # Still ours: tried again here in a moment, whether or not the postponement could
+                    # be written (the sweep is the fallback for when this process dies meanwhile).
+                    asyncio.get_running_loop().call_later(retry_in.total_seconds(), self._requeue, inbox_id)
             if retry_in is None:
-                self._known.discard(inbox_id)
-                self._failures.pop(inbox_id, None)
                 self.handled()
-            else:
-                # Still ours: tried again here in a moment, whether or not the postponement could be
-                # written (the sweep is the fallback for when this process dies meanwhile).
-                asyncio.get_running_loop().call_later(retry_in.total_seconds(), self._requeue, inbox_id)
 
     def _requeue(self, inbox_id: int) -> None:
         if self._tasks:
@@ -115,20 +147,38 @@ class Intake:
         else:
             self._known.discard(inbox_id)
 
-    def _handle(self, inbox_id: int) -> timedelta | None:
-        """Handle one message; how long to wait before trying again when the database failed."""
+    def _handle(self, batch: list[int]) -> timedelta | None:
+        """Handle messages in one transaction, each in a savepoint: one whose handler raises is undone
+        alone and marked failed (its sender told). How long to wait before trying them all again when
+        the database failed (then nothing of the batch was written)."""
         now = self.clock.now()
         try:
-            inbox.handle_or_fail(self.engine, inbox_id, now)
+            with open_store(self.engine) as store:
+                broken: list[tuple[int, Exception]] = []
+                for inbox_id in batch:
+                    try:
+                        with store.session.begin_nested():
+                            inbox.handle(store, inbox_id, now)
+                    except Exception as error:
+                        if is_transient(error):
+                            raise
+                        broken.append((inbox_id, error))
+                for inbox_id, error in broken:
+                    log.error("handling failed", exc_info=error, extra={"inbox_id": inbox_id})
+                    inbox.fail(store, inbox_id, f"{type(error).__name__}: {error}", now)
             return None
         except Exception as error:
             if not is_transient(error):
                 raise
-            # The database went away mid-message: nothing of it was written.
-            log.warning("database unavailable, message postponed", extra={"inbox_id": inbox_id})
-            self._failures[inbox_id] = attempts = self._failures.get(inbox_id, 0) + 1
+            # The database went away mid-batch: nothing of it was written.
+            log.warning("database unavailable, messages postponed", extra={"inbox_ids": str(batch)})
+            attempts = 0
+            for inbox_id in batch:
+                self._failures[inbox_id] = self._failures.get(inbox_id, 0) + 1
+                attempts = max(attempts, self._failures[inbox_id])
             with contextlib.suppress(Exception), open_store(self.engine) as store:
-                store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
+                for inbox_id in batch:
+                    store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
             return backoff(attempts)
 
     async def _sweep(self) -> None:
