@@ -1,12 +1,12 @@
-"""Blockers: open one (and tell the city's coaches), resolve one, list them."""
+"""Blockers: open one (and tell the city's coaches), resolve one (and tell the others), list them."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from bot.core.i18n import translator
+from bot.core.i18n import Translator, translator
 from bot.core.messages import Button, Reply
-from bot.core.request import Request
+from bot.core.request import Request, Speaker
 from handlers.common import city_names, day_of, display_names
-from store.models import Blocker, BlockerStatus, OutboxMessage
+from store.models import Blocker, BlockerStatus, City, OutboxMessage
 from store.repo import Store
 
 NOTICE_EXPIRES = timedelta(days=14)
@@ -65,11 +65,19 @@ def resolve_blocker(req: Request, store: Store) -> Reply:
         return Reply(
             text=_("Which blocker? Say `/cda resolve <number> [note]`, e.g. `/cda resolve 12 data arrived`.")
         )
+    return resolve_numbered(store, req.speaker, number, note, req.now, req.t)
+
+
+def resolve_numbered(
+    store: Store, speaker: Speaker, number: str, note: str, now: datetime, t: Translator
+) -> Reply:
+    """Resolve blocker `number` (digits) with the speaker's rights; chat and the coaches' page alike."""
+    _ = t.gettext
     # Past the largest id a database can hold there is no such blocker; asking would be an error.
     blocker = store.blocker(int(number)) if len(number) <= MAX_ID_DIGITS else None
-    if blocker is None or blocker.city_id not in req.speaker.accessible_ids:
+    if blocker is None or blocker.city_id not in speaker.accessible_ids:
         # Same answer whether the blocker exists elsewhere or not at all: other cities stay invisible.
-        if req.speaker.city:
+        if speaker.city:
             return Reply(text=_("There is no blocker #{number} in your city.").format(number=number))
         return Reply(text=_("There is no blocker #{number} in your cities.").format(number=number))
     city = store.city(blocker.city_id)
@@ -78,16 +86,45 @@ def resolve_blocker(req: Request, store: Store) -> Reply:
         assert blocker.resolved_at is not None
         return Reply(
             text=_("Blocker #{number} was already resolved on {date}.").format(
-                number=blocker.id, date=day_of(req.t, blocker.resolved_at, city)
+                number=blocker.id, date=day_of(t, blocker.resolved_at, city)
             ),
             about=[city.id],  # type: ignore[list-item]
         )
-    store.resolve_blocker(blocker, req.speaker.identity, note or None, req.now)
+    store.resolve_blocker(blocker, speaker.identity, note or None, now)
+    _tell_coaches_resolved(store, blocker, city, speaker, now)
     if note:
         text = _("Blocker #{number} resolved. Note: {note}").format(number=blocker.id, note=note)
     else:
         text = _("Blocker #{number} resolved.").format(number=blocker.id)
     return Reply(text=text, about=[city.id])  # type: ignore[list-item]
+
+
+def _tell_coaches_resolved(store: Store, blocker: Blocker, city: City, by: Speaker, now: datetime) -> None:
+    """The city's other coaches learn that a blocker they were told about is out of the way."""
+    c = translator("en").gettext
+    text = c("Blocker #{number} in {city} resolved by {who}: {text}").format(
+        number=blocker.id, city=city.name, who=by.display, text=blocker.text
+    )
+    if blocker.resolution_note:
+        text += "\n" + c("Note: {note}").format(note=blocker.resolution_note)
+    title = c("Blocker #{number} resolved — {city}").format(number=blocker.id, city=city.name)
+    notice = Reply(text=text, title=title)
+    for coach in store.coaches_of(city.id):  # type: ignore[arg-type]
+        if coach.identity == by.identity:
+            continue
+        store.enqueue(
+            OutboxMessage(
+                key=f"blocker_resolved:{blocker.id}:{coach.identity}",
+                recipient=coach.identity,
+                kind="blocker_resolved",
+                city_id=city.id,
+                payload=notice.model_dump(mode="json"),
+                due_at=now,
+                next_attempt_at=now,
+                expires_at=now + NOTICE_EXPIRES,
+                created_at=now,
+            )
+        )
 
 
 def list_blockers(req: Request, store: Store) -> Reply:

@@ -23,6 +23,7 @@ COACH = [
     N_("`/cda quiet [days]` — cities with no update in N days (default 7)"),
     N_("`/cda digest` — the weekly digest now"),
     N_("`/cda export updates|blockers` — CSV of your cities"),
+    N_("`/cda dashboard` — a sign-in link to the page of your cities, sent to you alone"),
     N_("`/cda next` — next coaching sessions"),
 ]
 UNKNOWN = N_("I don't know which city you are with yet: ask your coach or an admin to add you to the roster.")

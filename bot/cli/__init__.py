@@ -4,7 +4,7 @@ import sys
 
 import typer
 
-from bot.cli import calendar, ops, roster, talk
+from bot.cli import calendar, dashboard, ops, roster, talk
 from bot.cli.common import Db, root_db
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ for sub, name in [
     (calendar.program_app, "program"),
     (ops.reminders_app, "reminders"),
     (ops.db_app, "db"),
+    (dashboard.dashboard_app, "dashboard"),
 ]:
     app.add_typer(sub, name=name)
 

@@ -2,13 +2,15 @@
 
 A reply is posted in a conversation only if everyone there may see all of it: a channel bound to a city
 sees that city's data only, any other shared conversation sees no city's data. Anything else goes
-privately to the person who asked, with a short line in the conversation saying so."""
+privately to the person who asked, with a short line in the conversation saying so. A personal reply
+(a sign-in link) always goes privately, whoever else may see the conversation."""
 
 from bot.core.i18n import N_, Translator
 from bot.core.messages import InboundMessage, Outgoing, Reply
 from store.models import City
 
 SENT_PRIVATELY = N_("I've sent you the answer in a direct message: it shows data this channel doesn't see.")
+SENT_PERSONALLY = N_("I've sent you the answer in a direct message: it is for you alone.")
 
 
 def visible_cities(channel_city: City | None) -> set[int]:
@@ -27,13 +29,15 @@ def address(
     visible = visible_cities(channel_city)
     outgoing: list[Outgoing] = []
     for reply in replies:
-        if set(reply.about) <= visible:
+        if not reply.personal and set(reply.about) <= visible:
             outgoing.append(
                 Outgoing(recipient=message.conversation, reply=reply, context=message.reply_context)
             )
         else:
             outgoing.append(Outgoing(recipient=message.sender, reply=reply))
-    if any(o.recipient == message.sender for o in outgoing):
-        note = Reply(text=t.gettext(SENT_PRIVATELY))
+    diverted = [o.reply for o in outgoing if o.recipient == message.sender]
+    if diverted:
+        why = SENT_PERSONALLY if all(r.personal for r in diverted) else SENT_PRIVATELY
+        note = Reply(text=t.gettext(why))
         outgoing.append(Outgoing(recipient=message.conversation, reply=note, context=message.reply_context))
     return outgoing

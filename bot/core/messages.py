@@ -105,6 +105,10 @@ class Reply(BaseModel):
         default=None, description="the instant `{soon}` in the text counts down to, rendered when sent"
     )
     language: str = "en"
+    personal: bool = Field(
+        default=False,
+        description="for the sender alone wherever they asked (a sign-in link), never in a conversation",
+    )
 
     def rendered(self, now: datetime) -> "Reply":
         """The reply as it reads at `now`: "starts in 52 minutes" is true when it is sent, not planned."""

@@ -1,0 +1,165 @@
+"""The coaches' page in a real browser: Playwright driving Debian's chromium against the bot's app served
+by uvicorn on 127.0.0.1, signed in with the link `/cda dashboard` gives in chat. The portfolio of 80
+generated cities is saved as screenshots in tests/artifacts/ (on a desktop and on a phone)."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from benchmarks.dashboard import seed_portfolio
+from store.models import BlockerStatus
+from tests.conftest import TestBot
+from tests.dashboard_site import blocker_status, dashboard_app, link_for, notices, open_blocker_id
+from tests.slack_harness import serving
+from web.signin import WebConfig
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"no chromium at {CHROMIUM}: `apt-get install chromium` (.ci/run does it when it is missing)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Debian's own chromium: Playwright's browser downloads are not reachable from here.
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Served:
+    bot: TestBot
+    base: str
+    browser: Browser
+
+    def link(self, who: str) -> str:
+        return link_for(self.bot, who)
+
+    def page(self, width: int = 1280, height: int = 900) -> Page:
+        """A fresh browser profile: no cookies from another page."""
+        return self.browser.new_context(viewport={"width": width, "height": height}).new_page()
+
+    def signed_in(self, who: str, width: int = 1280, height: int = 900) -> Page:
+        page = self.page(width, height)
+        response = page.goto(self.link(who))
+        assert response is not None and response.status == 200 and page.url == f"{self.base}/dashboard"
+        return page
+
+
+@pytest.fixture
+def served(world: TestBot, browser: Browser, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    monkeypatch.delenv("DASHBOARD_SECRET", raising=False)
+    with serving(dashboard_app(world, WebConfig())) as base:
+        monkeypatch.setenv("PUBLIC_BASE_URL", base)  # the links chat gives point at this server
+        yield Served(world, base, browser)
+
+
+def shown_cities(page: Page) -> list[str | None]:
+    return [row.get_attribute("data-city") for row in page.locator("tr.city").all()]
+
+
+def test_a_coachs_link_opens_a_page_of_exactly_their_cities_with_a_sparkline_each(served: Served) -> None:
+    page = served.signed_in("console:coach-ab")
+    assert page.title().startswith("Your cities")
+    assert shown_cities(page) == ["alpha", "beta"]
+    for row in page.locator("tr.city").all():
+        sparkline = row.locator("svg.sparkline")
+        assert sparkline.count() == 1 and sparkline.is_visible()
+        assert sparkline.get_attribute("aria-label", timeout=1000).startswith("Updates per week")  # type: ignore[union-attr]
+    assert "Gamma" not in page.content()
+    [cookie] = page.context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/dashboard"
+    assert not cookie["secure"]  # served over http here; over https it is Secure (test_dashboard_http)
+
+
+def test_the_same_link_opened_a_second_time_is_refused(served: Served) -> None:
+    link = served.link("console:coach-ab")
+    first = served.page()
+    assert first.goto(link).status == 200  # type: ignore[union-attr]
+    for page in (served.page(), first):  # another browser, and the same one
+        again = page.goto(link)
+        assert again is not None and again.status == 403
+        assert "used already" in page.locator("main").inner_text()
+    assert served.page().goto(f"{served.base}/dashboard").status == 403  # type: ignore[union-attr]
+
+
+def test_a_link_opened_after_15_minutes_is_refused(served: Served) -> None:
+    link = served.link("console:coach-a")
+    served.bot.clock.set(served.bot.clock.now() + timedelta(minutes=15))
+    page = served.page()
+    response = page.goto(link)
+    assert response is not None and response.status == 403
+    assert "expired" in page.locator("main").inner_text()
+
+
+def test_a_guessed_url_of_another_coachs_city_is_not_found(served: Served) -> None:
+    page = served.signed_in("console:coach-a")
+    for slug in ("beta", "gamma"):
+        response = page.goto(f"{served.base}/dashboard/city/{slug}")
+        assert response is not None and response.status == 404
+        assert slug.upper() not in page.content()
+    assert page.goto(f"{served.base}/dashboard/city/alpha").status == 200  # type: ignore[union-attr]
+
+
+def test_resolve_from_the_page(served: Served) -> None:
+    alpha = open_blocker_id(served.bot, "alpha")
+    page = served.signed_in("console:coach-a")
+    page.get_by_role("link", name="Alpha").click()
+    page.wait_for_url(f"{served.base}/dashboard/city/alpha")
+    blocker = page.locator(f"#blocker-{alpha}")
+    assert "ALPHA-BLOCKER-TEXT" in blocker.inner_text()
+    blocker.get_by_label("Note (optional)").fill("the export arrived")
+    blocker.get_by_role("button", name="Resolve").click()
+    page.wait_for_url(f"{served.base}/dashboard/city/alpha?resolved={alpha}")
+    assert page.locator(".flash").inner_text() == f"Blocker #{alpha} resolved."
+    assert page.locator(f"#blocker-{alpha}").count() == 0
+    assert "the export arrived" in page.locator(".timeline").inner_text()
+    assert blocker_status(served.bot, alpha) == BlockerStatus.resolved
+    told = sorted(
+        row.recipient for row in notices(served.bot) if row.key.startswith(f"blocker_resolved:{alpha}:")
+    )
+    assert told == ["console:coach-ab", "console:coach-all"]  # Alpha's other coaches, as chat tells them
+
+
+def test_a_resolve_without_its_csrf_token_is_refused(served: Served) -> None:
+    alpha = open_blocker_id(served.bot, "alpha")
+    page = served.signed_in("console:coach-a")
+    page.goto(f"{served.base}/dashboard/city/alpha")
+    form = page.locator(f"#blocker-{alpha} form")
+    form.locator("input[name=csrf]").evaluate("input => input.remove()")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        form.get_by_role("button", name="Resolve").click()
+    assert posted.value.status == 403
+    assert "Reload the page" in page.locator("main").inner_text()
+    assert blocker_status(served.bot, alpha) == BlockerStatus.open
+    assert notices(served.bot) == []
+
+
+def test_the_portfolio_of_80_cities_on_a_desktop_and_a_phone(served: Served) -> None:
+    with served.bot.store() as store:
+        seed_portfolio(store, 80, served.bot.clock.now(), coach="console:coach-80", every=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    backend = served.bot.engine.dialect.name
+    desktop = served.signed_in("console:coach-80")
+    assert len(shown_cities(desktop)) == 80
+    assert desktop.locator("tr.city svg.sparkline").count() == 80
+    assert "Showing 80 of your 80 cities." in desktop.locator("#scope").inner_text()
+    wide = ARTIFACTS / f"dashboard-portfolio-80-cities-{backend}.png"
+    desktop.screenshot(path=str(wide), full_page=True)
+    phone = served.signed_in("console:coach-80", width=390, height=844)
+    # Usable on a phone: each city a card, nothing wider than the screen.
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert phone.locator("tr.city").first.bounding_box()["width"] <= 390  # type: ignore[index]
+    narrow = ARTIFACTS / f"dashboard-portfolio-80-cities-phone-{backend}.png"
+    phone.screenshot(path=str(narrow))
+    for shot in (wide, narrow):
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

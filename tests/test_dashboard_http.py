@@ -1,0 +1,403 @@
+# ruff: noqa: F811  (the fixtures are imported from tests.dashboard_site, then requested by name)
+"""The coaches' page through an HTTP client against the bot's Starlette app: signing in by the chat link,
+links and sessions that end, and a coach never seeing a city they do not coach — not in the portfolio,
+not by a guessed URL, not through the CSV or the Resolve form, not after being taken off the roster."""
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from bot import admin
+from bot.cli import app as cli
+from bot.core.i18n import translator
+from store.models import DashboardLink, DashboardSecret, Role
+from tests.conftest import TestBot
+from tests.dashboard_site import (
+    BASE,
+    Site,
+    blocker_status,
+    cities_on,
+    csrf_of,
+    link_for,
+    notices,
+    open_blocker_id,
+    public_base,  # noqa: F401
+    site,  # noqa: F401
+)
+from web.signin import WebConfig
+
+# -- signing in ---------------------------------------------------------------------------------------
+
+
+async def test_a_coachs_link_signs_in_and_the_portfolio_shows_exactly_their_cities(site: Site) -> None:
+    link = link_for(site.bot, "console:coach-ab")
+    assert link.startswith(f"{BASE}/dashboard/signin/")
+    async with site.client() as client:
+        opened = await client.get(link)
+        assert opened.status_code == 303 and opened.headers["location"] == "/dashboard"
+        cookie = opened.headers["set-cookie"]
+        for attribute in ("HttpOnly", "SameSite=lax", "Path=/dashboard", "Max-Age=28800"):
+            assert attribute in cookie, cookie
+        assert "Secure" not in cookie  # the page is served over plain http here: the cookie must come back
+        page = await client.get("/dashboard")
+    assert page.status_code == 200
+    assert cities_on(page.text) == ["alpha", "beta"]
+    assert page.text.count('<svg class="sparkline"') == 2
+    assert "Gamma" not in page.text and "GAMMA" not in page.text
+
+
+async def test_the_cookie_is_secure_when_the_page_is_served_over_https(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://cda.example.org")
+    monkeypatch.delenv("DASHBOARD_SECRET", raising=False)
+    site = Site(world, WebConfig("https://cda.example.org"))
+    link = link_for(world, "console:coach-a")
+    assert link.startswith("https://cda.example.org/dashboard/signin/")
+    async with site.client() as client:
+        opened = await client.get(link)
+        assert opened.status_code == 303
+        assert "Secure" in opened.headers["set-cookie"]
+        assert cities_on((await client.get("/dashboard")).text) == ["alpha"]
+
+
+async def test_a_link_works_once(site: Site) -> None:
+    link = link_for(site.bot, "console:coach-a")
+    async with site.client() as first:
+        assert (await first.get(link)).status_code == 303
+    async with site.client() as second:
+        again = await second.get(link)
+        assert again.status_code == 403
+        assert "used already" in again.text
+        assert "set-cookie" not in again.headers
+        assert (await second.get("/dashboard")).status_code == 403
+
+
+@pytest.mark.parametrize(("minutes", "works"), [(14.9, True), (15, False), (60 * 24, False)])
+async def test_a_link_works_for_15_minutes(site: Site, minutes: float, works: bool) -> None:
+    link = link_for(site.bot, "console:coach-a")
+    site.bot.clock.set(site.bot.clock.now() + timedelta(minutes=minutes))
+    async with site.client() as client:
+        response = await client.get(link)
+    if works:
+        assert response.status_code == 303
+    else:
+        assert response.status_code == 403 and "expired" in response.text
+
+
+async def test_a_link_that_was_not_signed_here_is_refused(site: Site) -> None:
+    link = link_for(site.bot, "console:coach-a")
+    nonce, mac = link.rsplit("/", 1)[1].split(".")
+    forged = mac[:-2] + ("AA" if not mac.endswith("AA") else "BB")
+    async with site.client() as client:
+        for token in (f"{nonce}.{forged}", nonce, "x" * 500, f"{nonce[:-1]}Z.{mac}"):
+            response = await client.get(f"/dashboard/signin/{token}")
+            assert response.status_code == 403 and "not valid" in response.text, token
+        assert (await client.get(link)).status_code == 303  # the forgeries did not spend it
+
+
+async def test_a_chat_apps_link_preview_does_not_spend_the_link(site: Site) -> None:
+    link = link_for(site.bot, "console:coach-a")
+    async with site.client() as client:
+        for agent in ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "WhatsApp/2.23.20.0"):
+            preview = await client.get(link, headers={"user-agent": agent})
+            assert preview.status_code == 200 and "set-cookie" not in preview.headers
+        assert (await client.head(link)).status_code == 200
+        assert (await client.get(link)).status_code == 303
+
+
+async def test_the_key_from_the_environment_signs_and_checks_links(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", BASE)
+    monkeypatch.setenv("DASHBOARD_SECRET", "a-key-from-the-environment")
+    link = link_for(world, "console:coach-a")
+    async with Site(world, WebConfig(BASE, "another-key")).client() as client:
+        assert (await client.get(link)).status_code == 403  # a replica with another key
+    async with Site(world, WebConfig(BASE, "a-key-from-the-environment")).client() as client:
+        assert (await client.get(link)).status_code == 303
+    with world.store() as store:
+        assert store.session.exec(select(DashboardSecret)).all() == []  # nothing of it in the database
+
+
+async def test_without_a_key_in_the_environment_one_is_made_once_and_kept(site: Site) -> None:
+    first, second = link_for(site.bot, "console:coach-a"), link_for(site.bot, "console:coach-ab")
+    with site.bot.store() as store:
+        assert len(store.session.exec(select(DashboardSecret)).all()) == 1
+    # Another replica (another app on the same database) checks both.
+    for link in (first, second):
+        async with site.client() as client:
+            assert (await client.get(link)).status_code == 303
+
+
+async def test_a_session_lasts_8_hours(site: Site) -> None:
+    async with site.signed_in("console:coach-a") as client:
+        site.bot.clock.set(site.bot.clock.now() + timedelta(hours=8) - timedelta(seconds=1))
+        assert (await client.get("/dashboard")).status_code == 200
+        site.bot.clock.set(site.bot.clock.now() + timedelta(seconds=1))
+        ended = await client.get("/dashboard")
+        assert ended.status_code == 403 and "/cda dashboard" in ended.text
+
+
+async def test_without_a_session_every_page_is_refused(site: Site) -> None:
+    async with site.client() as client:
+        for path in ("/dashboard", "/dashboard/city/alpha", "/dashboard/city/alpha/export.csv"):
+            response = await client.get(path)
+            assert response.status_code == 403 and "ALPHA" not in response.text, path
+        client.cookies.set("cda_dashboard", "made-up", path="/dashboard")
+        assert (await client.get("/dashboard")).status_code == 403
+
+
+# -- a member asks ------------------------------------------------------------------------------------
+
+
+def test_a_member_asking_for_the_page_is_refused_and_gets_no_link(world: TestBot) -> None:
+    reply = world.say("console:a1", "/cda dashboard")
+    assert reply == "`/cda dashboard` is for coaches. Say `/cda help` to see what you can do."
+    with world.store() as store:
+        assert store.session.exec(select(DashboardLink)).all() == []
+
+
+def test_a_coach_without_cities_is_told_so(world: TestBot) -> None:
+    with world.store() as store:
+        admin.add_city(store, "delta", "Delta", "UTC", world.clock.now())
+        admin.add_coach(store, "console:coach-d", ["delta"], world.clock.now())
+        admin.remove_person(store, "console:coach-d", Role.coach, ["delta"])
+    assert "You don't coach any city yet" in world.say("console:coach-d", "/cda dashboard")
+
+
+# -- isolation ----------------------------------------------------------------------------------------
+
+
+async def test_a_guessed_city_url_of_another_coachs_city_is_not_found(site: Site) -> None:
+    async with site.signed_in("console:coach-a") as client:
+        own = await client.get("/dashboard/city/alpha")
+        assert own.status_code == 200 and "ALPHA-UPDATE-TEXT" in own.text
+        other = await client.get("/dashboard/city/beta")
+        missing = await client.get("/dashboard/city/atlantis")
+    assert other.status_code == missing.status_code == 404
+    assert other.text == missing.text  # a city that exists elsewhere reads as one that does not
+    assert "BETA" not in other.text and "Beta" not in other.text
+
+
+async def test_the_csv_of_another_city_is_not_found_and_ones_own_is_formula_safe(site: Site) -> None:
+    site.bot.say("console:a1", 'update: =HYPERLINK("http://evil.example", "click")')
+    async with site.signed_in("console:coach-a") as client:
+        other = await client.get("/dashboard/city/beta/export.csv")
+        own = await client.get("/dashboard/city/alpha/export.csv")
+    assert other.status_code == 404 and "BETA" not in other.text
+    assert own.status_code == 200 and own.headers["content-type"].startswith("text/csv")
+    assert "attachment" in own.headers["content-disposition"]
+    lines = own.text.splitlines()
+    assert lines[0] == "section,kind,number,local_time,time_zone,text,who"
+    assert any(line.startswith("open blocker,blocker,") and "ALPHA-BLOCKER-TEXT" in line for line in lines)
+    assert any(line.startswith("next session,session,") for line in lines)
+    assert any("ALPHA-UPDATE-TEXT" in line for line in lines)
+    assert "'=HYPERLINK" in own.text and ",=HYPERLINK" not in own.text and '"=HYPERLINK' not in own.text
+
+
+async def test_a_coach_taken_off_the_roster_is_refused_at_the_next_request(site: Site) -> None:
+    async with site.signed_in("console:coach-ab") as client:
+        assert (await client.get("/dashboard")).status_code == 200
+        with site.bot.store() as store:
+            admin.remove_person(store, "console:coach-ab", Role.coach)
+        for path in ("/dashboard", "/dashboard/city/alpha", "/dashboard/city/alpha/export.csv"):
+            response = await client.get(path)
+            assert response.status_code == 403 and "ALPHA" not in response.text, path
+
+
+async def test_a_coach_taken_off_one_city_no_longer_sees_it(site: Site) -> None:
+    async with site.signed_in("console:coach-ab") as client:
+        with site.bot.store() as store:
+            admin.remove_person(store, "console:coach-ab", Role.coach, ["beta"])
+        assert cities_on((await client.get("/dashboard")).text) == ["alpha"]
+        assert (await client.get("/dashboard/city/beta")).status_code == 404
+        assert (await client.get("/dashboard/city/beta/export.csv")).status_code == 404
+
+
+async def test_revoke_from_the_command_line_ends_every_session_of_that_person(site: Site) -> None:
+    url = site.bot.engine.url.render_as_string(hide_password=False)
+    async with (
+        site.signed_in("console:coach-a") as first,
+        site.signed_in("console:coach-a") as second,
+        site.signed_in("console:coach-ab") as other,
+    ):
+        unopened = link_for(site.bot, "console:coach-a")
+        result = CliRunner().invoke(cli, ["dashboard", "revoke", "console:coach-a", "--db", url])
+        assert result.exit_code == 0, result.output
+        assert "ended 2 sessions of console:coach-a" in result.output
+        assert (await first.get("/dashboard")).status_code == 403
+        assert (await second.get("/dashboard")).status_code == 403
+        assert (await other.get("/dashboard")).status_code == 200  # someone else's stays
+        assert (await other.get(unopened)).status_code == 403  # nor can a link from before be opened
+
+
+async def test_signing_out_ends_the_session(site: Site) -> None:
+    async with site.signed_in("console:coach-a") as client:
+        page = await client.get("/dashboard")
+        assert (await client.post("/dashboard/signout", data={})).status_code == 403  # no token: refused
+        out = await client.post("/dashboard/signout", data={"csrf": csrf_of(page.text)})
+        assert out.status_code == 200
+        assert (await client.get("/dashboard")).status_code == 403
+
+
+# -- resolving from the page --------------------------------------------------------------------------
+
+
+async def test_resolve_from_the_page_resolves_and_queues_the_same_notice_as_chat(site: Site) -> None:
+    alpha, beta = open_blocker_id(site.bot, "alpha"), open_blocker_id(site.bot, "beta")
+    async with site.signed_in("console:coach-ab") as client:
+        page = await client.get("/dashboard/city/alpha")
+        assert f'name="blocker" value="{alpha}"' in page.text
+        done = await client.post(
+            "/dashboard/city/alpha/resolve",
+            data={"csrf": csrf_of(page.text), "blocker": str(alpha), "note": "data arrived"},
+        )
+        assert (
+            done.status_code == 303 and done.headers["location"] == f"/dashboard/city/alpha?resolved={alpha}"
+        )
+        after = await client.get(done.headers["location"])
+    assert f"Blocker #{alpha} resolved." in after.text
+    assert f'name="blocker" value="{alpha}"' not in after.text
+    assert blocker_status(site.bot, alpha) == "resolved"
+    assert site.woken, "the deliverer is told a notice is waiting"
+    # The same blocker's chat resolve, for comparison: Beta's, resolved by the same coach in chat.
+    assert f"Blocker #{beta} resolved" in site.bot.say(
+        "console:coach-ab", f"/cda resolve {beta} data arrived"
+    )
+    by_blocker: dict[str, list[tuple[str, str]]] = {}
+    for row in notices(site.bot):
+        blocker = row.key.split(":")[1]
+        by_blocker.setdefault(blocker, []).append((row.recipient, row.payload["text"]))
+    # Every coach of the city but the one who resolved it: Alpha has coach-a, coach-ab and coach-all.
+    assert sorted(r for r, _ in by_blocker[str(alpha)]) == ["console:coach-a", "console:coach-all"]
+    assert sorted(r for r, _ in by_blocker[str(beta)]) == ["console:coach-all"]
+    web_text, chat_text = by_blocker[str(alpha)][0][1], by_blocker[str(beta)][0][1]
+    assert (
+        web_text == f"Blocker #{alpha} in Alpha resolved by Coach AB: ALPHA-BLOCKER-TEXT\nNote: data arrived"
+    )
+    assert chat_text == web_text.replace(str(alpha), str(beta)).replace("Alpha", "Beta").replace(
+        "ALPHA", "BETA"
+    )
+
+
+@pytest.mark.parametrize("token", [None, "", "not-the-token"])
+async def test_resolve_without_the_csrf_token_is_refused(site: Site, token: str | None) -> None:
+    alpha = open_blocker_id(site.bot, "alpha")
+    async with site.signed_in("console:coach-a") as client:
+        form = {"blocker": str(alpha)} | ({} if token is None else {"csrf": token})
+        refused = await client.post("/dashboard/city/alpha/resolve", data=form)
+    assert refused.status_code == 403 and "Reload the page" in refused.text
+    assert blocker_status(site.bot, alpha) == "open"
+    assert notices(site.bot) == []
+
+
+async def test_another_sessions_csrf_token_is_refused(site: Site) -> None:
+    alpha = open_blocker_id(site.bot, "alpha")
+    async with site.signed_in("console:coach-a") as mine, site.signed_in("console:coach-ab") as theirs:
+        their_token = csrf_of((await theirs.get("/dashboard")).text)
+        refused = await mine.post(
+            "/dashboard/city/alpha/resolve", data={"csrf": their_token, "blocker": alpha}
+        )
+    assert refused.status_code == 403 and blocker_status(site.bot, alpha) == "open"
+
+
+async def test_resolve_of_another_coachs_city_is_not_found(site: Site) -> None:
+    beta = open_blocker_id(site.bot, "beta")
+    async with site.signed_in("console:coach-a") as client:
+        token = csrf_of((await client.get("/dashboard")).text)
+        for path in ("/dashboard/city/beta/resolve", "/dashboard/city/alpha/resolve"):
+            response = await client.post(path, data={"csrf": token, "blocker": str(beta)})
+            assert response.status_code == 404, path
+    assert blocker_status(site.bot, beta) == "open"
+    assert notices(site.bot) == []
+
+
+async def test_an_oversized_form_is_refused_unread(site: Site) -> None:
+    async with site.signed_in("console:coach-a") as client:
+        response = await client.post("/dashboard/city/alpha/resolve", content=b"x=" + b"y" * 20_000)
+    assert response.status_code == 413
+
+
+# -- what the pages say -------------------------------------------------------------------------------
+
+
+async def test_every_page_says_which_cities_it_shows_and_in_which_time_zone(site: Site) -> None:
+    async with site.signed_in("console:coach-ab") as client:
+        portfolio = html.unescape((await client.get("/dashboard")).text)
+        city = html.unescape((await client.get("/dashboard/city/alpha")).text)
+    assert "Showing 2 of your 2 cities." in portfolio
+    assert "each city's own time zone" in portfolio and "Sat 28 Nov 2026, 12:00 UTC" in portfolio
+    assert "Alpha, Beta" in portfolio  # the list of what is shown
+    assert "This page shows Alpha only. Times are in the city's time zone, America/Chicago (CST)." in city
+
+
+async def test_filters_and_sorting_come_from_the_query_string(site: Site) -> None:
+    async with site.signed_in("console:coach-all") as client:
+
+        async def shown(query: str) -> list[str]:
+            response = await client.get(f"/dashboard{query}")
+            assert response.status_code == 200
+            return cities_on(response.text)
+
+        assert await shown("") == ["alpha", "beta", "gamma"]
+        assert await shown("?sort=-name") == ["gamma", "beta", "alpha"]
+        assert await shown("?country=CO") == ["gamma"]
+        assert await shown("?country=co&pathway=capacity") == ["gamma"]
+        assert await shown("?pathway=implementation&sort=-country") == ["alpha", "beta"]  # US, GB
+        assert await shown("?blockers=yes") == ["alpha", "beta", "gamma"]
+        assert await shown("?blockers=no") == []
+        assert await shown("?quiet=yes") == []
+        assert await shown("?phase=ll2") == ["alpha", "beta"]  # capacity cities follow their own phase
+        assert await shown("?sort=nonsense&country=") == ["alpha", "beta", "gamma"]
+        filtered = (await client.get("/dashboard?country=GB")).text
+    assert "Showing 1 of your 3 cities." in filtered and "No city matches" not in filtered
+
+
+async def test_cities_gone_quiet_are_flagged_and_filtered(site: Site) -> None:
+    site.bot.clock.set(site.bot.clock.now() + timedelta(days=8))
+    site.bot.say("console:b1", "update: still moving")
+    async with site.signed_in("console:coach-all") as client:
+        quiet = (await client.get("/dashboard?quiet=yes")).text
+        moving = (await client.get("/dashboard?quiet=no")).text
+    assert cities_on(quiet) == ["alpha", "gamma"] and quiet.count('class="badge quiet"') == 2
+    assert cities_on(moving) == ["beta"]
+
+
+async def test_what_people_typed_is_shown_as_text(site: Site) -> None:
+    site.bot.say("console:a1", "update: <script>alert('x')</script> & <b>bold</b>")
+    async with site.signed_in("console:coach-a") as client:
+        page = await client.get("/dashboard/city/alpha")
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page.text
+    assert "<script" not in page.text
+
+
+async def test_the_pages_load_nothing_from_elsewhere_and_run_no_script(site: Site) -> None:
+    async with site.signed_in("console:coach-a") as client:
+        pages = [await client.get("/dashboard"), await client.get("/dashboard/city/alpha")]
+        css = await client.get("/dashboard/static/dashboard.css")
+    assert css.status_code == 200 and "sparkline" in css.text
+    for page in pages:
+        assert "<script" not in page.text
+        for url in re.findall(r'(?:src|href|action)="([^"]*)"', page.text):
+            assert url.startswith(("/", "?")), url
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
+
+
+async def test_the_page_speaks_the_language_the_coach_was_answered_in(site: Site) -> None:
+    es = translator("es").gettext
+    with site.bot.store() as store:
+        admin.bind(store, "slack:T0001:C0GAMMA", "gamma", site.bot.clock.now())
+    text = site.bot.say("console:coach-all", "/cda dashboard", conversation="slack:T0001:C0GAMMA")
+    link = re.search(r"http://testserver/dashboard/signin/\S+", text)
+    assert link is not None, text
+    async with site.client() as client:
+        assert (await client.get(link.group(0))).status_code == 303
+        page = (await client.get("/dashboard")).text
+    assert '<html lang="es">' in page
+    assert f">{es('Phase')}<" in page and f">{es('Last update')}<" in page

@@ -1,0 +1,489 @@
+"""The coaches' page on the bot's own Starlette app: `dashboard_routes` gives the routes `build_app` mounts.
+
+Every request finds its session and the person's role and cities in the database again, off the event
+loop, and renders on the server: Jinja2 templates (autoescaped), charts as inline SVG, one stylesheet.
+A city the viewer does not coach is "not found", whether it exists or not, on every route that names one."""
+
+import asyncio
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from functools import cache, lru_cache
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+from sqlalchemy import Engine
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from bot.calendar.sessions import Occurrence, session_title
+from bot.core.clock import Clock
+from bot.core.i18n import N_, Translator, translator, zone_abbreviation
+from bot.core.request import Speaker, SpeakerRole
+from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
+from handlers.common import day_of, session_line
+from handlers.export import csv_text
+from store.models import BlockerStatus, City
+from store.repo import Store, open_store
+from web import charts, portfolio
+from web.portfolio import CityView, Event, Filters, Row
+from web.signin import (
+    COOKIE,
+    COOKIE_PATH,
+    REFUSALS,
+    SESSION_LIFETIME,
+    Opened,
+    Refusal,
+    Refused,
+    Viewer,
+    WebConfig,
+    csrf_matches,
+    is_link_preview,
+    redeem,
+    sign_out,
+    viewer,
+)
+
+HERE = Path(__file__).parent
+STATIC = "/dashboard/static"
+MAX_FORM = 16 * 1024  # a Resolve form is a few hundred bytes
+# Pages show data of cities: never kept by a cache, never framed, no script, nothing loaded from elsewhere.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+NOT_FOUND = N_("There is no such city among the ones you coach.")
+BAD_FORM = N_("This form has expired or did not come from this page. Reload the page and try again.")
+PREVIEW = N_("Open this link in your browser to sign in to the coaches' page. It works once.")
+SIGNED_OUT = N_("You are signed out. Say `/cda dashboard` to the bot to sign in again.")
+SIGN_IN_REFUSED = N_("This link does not sign you in")
+REFUSAL_TITLES = {Refusal.signed_out: N_("Not signed in"), Refusal.not_allowed: N_("Not for you")}
+PATHWAYS = {"implementation": N_("implementation"), "capacity": N_("capacity-building")}
+EVENT_LABELS = {
+    "update": N_("Update #{number}"),
+    "blocker_opened": N_("Blocker #{number} opened"),
+    "blocker_resolved": N_("Blocker #{number} resolved"),
+}
+CSV_COLUMNS = ["section", "kind", "number", "local_time", "time_zone", "text", "who"]
+
+
+@cache
+def templates() -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["code"] = code
+    return environment
+
+
+def code(text: str) -> Markup:
+    """The texts are shared with chat, where `/cda dashboard` in backticks reads as code; so it does
+    here, after everything else in the text is escaped."""
+    return Markup(re.sub(r"`([^`\n]+)`", r"<code>\1</code>", str(escape(text))))
+
+
+@lru_cache(maxsize=4096)
+def _number(language: str, value: int) -> str:
+    # Babel takes ~0.1 ms a number, and a portfolio writes a dozen small counts per city.
+    return translator(language).number(value)
+
+
+@dataclass(frozen=True)
+class Formats:
+    """How the templates write instants, ages and sessions: in the viewer's language, each city's zone."""
+
+    t: Translator
+    now: datetime
+
+    def number(self, value: int) -> str:
+        return _number(self.t.language, value)
+
+    def ago(self, instant: datetime, city: City) -> str:
+        return self.t.relative(instant, self.now, city.zone)
+
+    def age(self, instant: datetime | None) -> str:
+        days = max((self.now - instant).days, 0) if instant else 0
+        return self.t.ngettext("{count} day", "{count} days", days).format(count=self.number(days))
+
+    def day(self, instant: datetime, city: City) -> str:
+        return day_of(self.t, instant, city)
+
+    def time(self, instant: datetime, city: City) -> str:
+        return f"{instant.astimezone(portfolio.zone(city.zone)):%H:%M}"
+
+    def session(self, occurrence: Occurrence, city: City) -> str:
+        today = self.now.astimezone(portfolio.zone(city.zone)).date()
+        return _session_text(self.t.language, occurrence, city.zone, today)
+
+    def pathway(self, pathway: str | None) -> str:
+        return self.t.gettext(PATHWAYS[pathway]) if pathway in PATHWAYS else "—"
+
+    def sparkline(self, row: Row) -> Markup:
+        counts = ", ".join(self.number(v) for v in row.weekly)
+        label = self.t.gettext("Updates per week, last 12 weeks: {counts}").format(counts=counts)
+        return charts.sparkline(row.weekly, label)
+
+    def cells(self, row: Row) -> "Cells":
+        _ = self.t.gettext
+        updates = self.t.ngettext("{count} update in 7 days", "{count} updates in 7 days", row.updates_7d)
+        nxt = row.next_session
+        return Cells(
+            row=row,
+            pathway=self.pathway(row.city.pathway),
+            sparkline=self.sparkline(row),
+            updates=updates.format(count=self.number(row.updates_7d)),
+            last_update=self.ago(row.last_update, row.city) if row.last_update else _("none yet"),
+            blockers=self.number(row.open_blockers),
+            oldest=_("oldest {age}").format(age=self.age(row.oldest_blocker)) if row.open_blockers else "",
+            next_session=self.session(nxt, row.city) if nxt else _("none scheduled"),
+        )
+
+    def event_label(self, event: Event) -> str:
+        if event.kind == "session":
+            return session_title(event.text, self.t)
+        return self.t.gettext(EVENT_LABELS[event.kind]).format(number=event.number)
+
+    def event_text(self, event: Event) -> str:
+        return "" if event.kind == "session" else event.text
+
+
+@dataclass(frozen=True)
+class Cells:
+    """A portfolio row as the page writes it, worked out before the template runs (a template calling a
+    dozen helpers for each of 1,000 cities spends more time in the calls than in the work)."""
+
+    row: Row
+    pathway: str
+    sparkline: Markup
+    updates: str
+    last_update: str
+    blockers: str
+    oldest: str
+    next_session: str
+
+
+@lru_cache(maxsize=8192)
+def _session_text(language: str, occurrence: Occurrence, zone: str, today: date) -> str:
+    """`session_line`, remembered for the day: what it says of now ("in 3 days") counts the city's
+    calendar days, so any instant of the city's `today` reads the same."""
+    noon = datetime.combine(today, time(12), tzinfo=portfolio.zone(zone))
+    return session_line(translator(language), occurrence, City(slug="-", name="-", zone=zone), noon)
+
+
+def _speaker(who: Viewer) -> Speaker:
+    return Speaker(who.identity, SpeakerRole(who.role), who.name, None, list(who.city_ids))
+
+
+def _timeline(view: CityView, formats: Formats) -> list[tuple[str, list[Event]]]:
+    zone = portfolio.zone(view.row.city.zone)
+    days = groupby(view.timeline, key=lambda e: e.at.astimezone(zone).date())
+    return [(formats.t.date(day), list(events)) for day, events in days]
+
+
+def _choices(rows: list[Row], t: Translator) -> dict[str, list[Any]]:
+    return {
+        "countries": sorted({r.city.country.upper() for r in rows if r.city.country}),
+        "pathways": [
+            (k, t.gettext(v)) for k, v in PATHWAYS.items() if any(r.city.pathway == k for r in rows)
+        ],
+        "phases": sorted({(r.phase_key, r.phase) for r in rows}, key=lambda choice: choice[1]),
+    }
+
+
+def city_csv(view: CityView) -> str:
+    """What the city's page shows, section by section, every cell made inert for spreadsheets."""
+    city = view.row.city
+    zone = portfolio.zone(city.zone)
+
+    def local(instant: datetime) -> str:
+        return instant.astimezone(zone).isoformat(timespec="minutes")
+
+    table: list[Iterable[object]] = [CSV_COLUMNS]
+    table += [
+        ["open blocker", "blocker", b.id, local(b.opened_at), city.zone, b.text, view.names.get(b.author)]
+        for b in view.open_blockers
+    ]
+    table += [
+        ["next session", "session", "", local(s.start), city.zone, s.title, ""] for s in view.next_sessions
+    ]
+    table += [
+        ["timeline", e.kind, e.number or "", local(e.at), city.zone, e.text, view.names.get(e.who or "", "")]
+        for e in view.timeline
+    ]
+    return csv_text(table)
+
+
+class Pages:
+    def __init__(self, engine: Engine, clock: Clock, config: WebConfig, wake: Callable[[], None]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.config = config
+        self.wake = wake
+
+    # -- rendering ------------------------------------------------------------------------------------
+    def render(
+        self, template: str, t: Translator, who: Viewer | None, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        html = (
+            templates()
+            .get_template(template)
+            .render(
+                _=t.gettext,
+                ngettext=t.ngettext,
+                t=t,
+                viewer=who,
+                static=STATIC,
+                **context,
+            )
+        )
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def message(
+        self, t: Translator, who: Viewer | None, title: str, text: str, status: int, back: bool = False
+    ) -> HTMLResponse:
+        tone = "refused" if status >= 400 else "info"
+        back_to = "/dashboard" if back else None
+        return self.render("message.html", t, who, status, title=title, text=text, tone=tone, back=back_to)
+
+    def refused(self, refusal: Refused) -> HTMLResponse:
+        t = translator(refusal.language)
+        title = t.gettext(REFUSAL_TITLES.get(refusal.reason, SIGN_IN_REFUSED))
+        return self.message(t, None, title, t.gettext(REFUSALS[refusal.reason]), 403)
+
+    def not_found(self, who: Viewer) -> HTMLResponse:
+        t = translator(who.language)
+        return self.message(t, who, t.gettext("Not found"), t.gettext(NOT_FOUND), 404, back=True)
+
+    # -- sign in and out ------------------------------------------------------------------------------
+    async def signin(self, request: Request) -> Response:
+        if request.method == "HEAD" or is_link_preview(request.headers.get("user-agent")):
+            t = translator("en")
+            return self.message(t, None, t.gettext("Sign in"), t.gettext(PREVIEW), 200)
+        token = request.path_params["token"]
+        outcome = await asyncio.to_thread(self._redeem, token)
+        if isinstance(outcome, Refused):
+            return self.refused(outcome)
+        response = RedirectResponse("/dashboard", status_code=303, headers={"Cache-Control": "no-store"})
+        response.set_cookie(
+            COOKIE,
+            outcome.token,
+            max_age=int(SESSION_LIFETIME.total_seconds()),
+            path=COOKIE_PATH,
+            secure=self.config.secure,
+            httponly=True,
+            samesite="lax",
+        )
+        return response
+
+    def _redeem(self, token: str) -> Opened | Refused:
+        with open_store(self.engine) as store:
+            return redeem(store, token, self.clock.now(), self.config)
+
+    async def signout(self, request: Request) -> Response:
+        form = await _form(request)
+        if form is None:
+            return Response(status_code=413)
+        return await asyncio.to_thread(self._signout, request.cookies.get(COOKIE), form)
+
+    def _signout(self, cookie: str | None, form: dict[str, str]) -> Response:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            who = viewer(store, cookie, now, self.config)
+            if isinstance(who, Refused):
+                return self.refused(who)
+            t = translator(who.language)
+            if not csrf_matches(form.get("csrf"), who.csrf):
+                return self.message(t, who, t.gettext("Refused"), t.gettext(BAD_FORM), 403, back=True)
+            sign_out(store, who, now)
+        response = self.message(t, None, t.gettext("Signed out"), t.gettext(SIGNED_OUT), 200)
+        response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=self.config.secure, httponly=True)
+        return response
+
+    # -- the portfolio --------------------------------------------------------------------------------
+    async def portfolio(self, request: Request) -> Response:
+        params = dict(request.query_params)
+        return await asyncio.to_thread(self._portfolio, request.cookies.get(COOKIE), params)
+
+    def _portfolio(self, cookie: str | None, params: dict[str, str]) -> Response:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            who = viewer(store, cookie, now, self.config)
+            if isinstance(who, Refused):
+                return self.refused(who)
+            all_rows = portfolio.rows(store, who.scope, now, who.language)
+        return self.render_portfolio(who, all_rows, Filters.parse(params), now)
+
+    def render_portfolio(self, who: Viewer, all_rows: list[Row], filters: Filters, now: datetime) -> Response:
+        t = translator(who.language)
+        _ = t.gettext
+        shown = portfolio.chosen(all_rows, filters)
+        columns = {
+            "name": _("City"),
+            "country": _("Country"),
+            "pathway": _("Pathway"),
+            "phase": _("Phase"),
+            "momentum": _("Momentum"),
+            "last_update": _("Last update"),
+            "blockers": _("Open blockers"),
+            "next_session": _("Next session"),
+        }
+        formats = Formats(t, now)
+        return self.render(
+            "portfolio.html",
+            t,
+            who,
+            title=_("Your cities"),
+            cells=[formats.cells(row) for row in shown],
+            all_count=len(all_rows),
+            totals=portfolio.totals(shown),
+            filters=filters,
+            choices=_choices(all_rows, t),
+            columns=list(columns.items()),
+            label={**columns, "quiet": _("quiet")},
+            f=formats,
+            now_text=t.instant(now, "UTC"),
+        )
+
+    # -- a city ---------------------------------------------------------------------------------------
+    async def city(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        params = dict(request.query_params)
+        return await asyncio.to_thread(self._city, request.cookies.get(COOKIE), slug, params, csv=False)
+
+    async def city_csv(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        params = dict(request.query_params)
+        return await asyncio.to_thread(self._city, request.cookies.get(COOKIE), slug, params, csv=True)
+
+    def _city(self, cookie: str | None, slug: str, params: dict[str, str], csv: bool) -> Response:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            who = viewer(store, cookie, now, self.config)
+            if isinstance(who, Refused):
+                return self.refused(who)
+            city = _coached_city(store, who, slug)
+            if city is None or city.id is None:
+                return self.not_found(who)
+            days = portfolio.days_param(params.get("days"))
+            view = portfolio.city_view(store, city.id, now, who.language, days)
+            flash = _flash(store, who, city, params.get("resolved"))
+        if view is None:
+            return self.not_found(who)
+        if csv:
+            filename = f"cda-{city.slug}-{now:%Y%m%d}.csv"
+            return Response(
+                city_csv(view),
+                media_type="text/csv; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="{filename}"',
+                    "Cache-Control": "no-store",
+                    "X-Content-Type-Options": "nosniff",
+                },
+            )
+        t = translator(who.language)
+        formats = Formats(t, now)
+        return self.render(
+            "city.html",
+            t,
+            who,
+            title=city.name,
+            city=city,
+            row=view.row,
+            view=view,
+            timeline=_timeline(view, formats),
+            flash=flash,
+            f=formats,
+            abbreviation=zone_abbreviation(now.astimezone(portfolio.zone(city.zone))),
+        )
+
+    async def resolve(self, request: Request) -> Response:
+        form = await _form(request)
+        if form is None:
+            return Response(status_code=413)
+        slug = request.path_params["slug"]
+        response = await asyncio.to_thread(self._resolve, request.cookies.get(COOKIE), slug, form)
+        if response.status_code == 303:
+            self.wake()  # the coaches' notice is in the outbox: sent now, not at the next pass
+        return response
+
+    def _resolve(self, cookie: str | None, slug: str, form: dict[str, str]) -> Response:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            who = viewer(store, cookie, now, self.config)
+            if isinstance(who, Refused):
+                return self.refused(who)
+            t = translator(who.language)
+            if not csrf_matches(form.get("csrf"), who.csrf):
+                return self.message(t, who, t.gettext("Refused"), t.gettext(BAD_FORM), 403, back=True)
+            city = _coached_city(store, who, slug)
+            number = (form.get("blocker") or "").strip()
+            wellformed = number.isascii() and number.isdigit() and len(number) <= MAX_ID_DIGITS
+            blocker = store.blocker(int(number)) if wellformed else None
+            if city is None or blocker is None or blocker.city_id != city.id:
+                return self.not_found(who)
+            # The chat command's own logic: the same rights, the same notice to the city's coaches.
+            resolve_numbered(store, _speaker(who), number, (form.get("note") or "").strip()[:500], now, t)
+        return RedirectResponse(f"/dashboard/city/{city.slug}?resolved={blocker.id}", status_code=303)
+
+
+def _coached_city(store: Store, who: Viewer, slug: str) -> City | None:
+    city = store.city_by_slug(slug) if len(slug) <= 64 else None
+    return city if city is not None and city.id in who.city_ids else None
+
+
+def _flash(store: Store, who: Viewer, city: City, resolved: str | None) -> str | None:
+    """After a Resolve, the page says so; only about a blocker of this city, so a crafted link cannot
+    make the page claim anything of another."""
+    number = (resolved or "").strip()
+    if not (number.isascii() and number.isdigit()) or len(number) > MAX_ID_DIGITS:
+        return None
+    blocker = store.blocker(int(number))
+    if blocker is None or blocker.city_id != city.id or blocker.status != BlockerStatus.resolved:
+        return None
+    return translator(who.language).gettext("Blocker #{number} resolved.").format(number=blocker.id)
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """A urlencoded form's fields (the first value of each); None when it is too large to be ours."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return None
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=20)
+    except ValueError:  # more fields than any form of ours has
+        return None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def dashboard_routes(
+    engine: Engine, clock: Clock, config: WebConfig, wake: Callable[[], None] = lambda: None
+) -> list[BaseRoute]:
+    """The coaches' page; `wake` tells the deliverer a notice was queued."""
+    pages = Pages(engine, clock, config, wake)
+    return [
+        Route("/dashboard", pages.portfolio, methods=["GET"]),
+        Route("/dashboard/signin/{token}", pages.signin, methods=["GET", "HEAD"]),
+        Route("/dashboard/signout", pages.signout, methods=["POST"]),
+        Route("/dashboard/city/{slug}", pages.city, methods=["GET"]),
+        Route("/dashboard/city/{slug}/export.csv", pages.city_csv, methods=["GET"]),
+        Route("/dashboard/city/{slug}/resolve", pages.resolve, methods=["POST"]),
+        Mount(STATIC, app=StaticFiles(directory=HERE / "static"), name="dashboard-static"),
+    ]
