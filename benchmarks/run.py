@@ -1,35 +1,38 @@
-"""`make bench`: how the core holds up at the program's size (80 cities), printed as figures.
+"""`make bench`: every benchmark in one go, one table of figures beside their targets or floors, and
+the same figures as JSON in bench/results/<timestamp>.json.
 
-Runs on SQLite, and on PostgreSQL too where TEST_DATABASE_URL names a server (a scratch database is
-created and dropped). Nothing here passes or fails; compare the figures between changes.
+Runs on SQLite, and on PostgreSQL too where TEST_DATABASE_URL names a server. Each benchmark is a
+function returning its figures (benchmarks.common.figure); add one by adding it to BENCHMARKS.
 """
 
 import asyncio
+import json
 import os
+import platform
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from benchmarks import dashboard, inbound, peer, scheduler, views
+from benchmarks.common import ROOT, Figure, backends, figure, fresh_database, label, table_line
 from bot import admin
 from bot.core.clock import FixedClock, SystemClock
 from bot.core.inbox import Dispatcher
 from bot.core.messages import InboundMessage, Reply
 from bot.runtime.hub import Hub
-from scheduler.planner import plan
-from store.db import make_engine, upgrade
 from store.repo import open_store
-from store.scratch import scratch_postgres_database
 
 CITIES = 80
 MEMBERS_PER_CITY = 3
 NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # a Monday afternoon: reminders and digests are due
 ZONES = ["America/Chicago", "America/Bogota", "America/Sao_Paulo", "Europe/London", "America/Santiago"]
+RESULTS = ROOT / "bench" / "results"
 
 
 def seed(engine: Engine) -> None:
@@ -78,63 +81,43 @@ def message(sender: str, words: str) -> InboundMessage:
     )
 
 
-def report(name: str, spent: list[float]) -> None:
-    spent = sorted(spent)
-    p95 = spent[int(len(spent) * 0.95) - 1] if len(spent) > 1 else spent[0]
-    print(
-        f"  {name:<42} n={len(spent):>4}  median {statistics.median(spent):7.2f} ms  p95 {p95:7.2f} ms"
-        f"  ({1000 / statistics.mean(spent):7.1f}/s)"
-    )
+def core() -> list[Figure]:
+    """The message path at the program's size (80 cities): medians of each kind of message."""
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for backend in backends():
+            name = label(backend)
+            print(
+                f"Core, {name}: {CITIES} cities, {CITIES * MEMBERS_PER_CITY} members, 9 coaches", flush=True
+            )
+            with fresh_database(backend, Path(folder), "core") as engine:
+                seed(engine)
+                dispatcher = Dispatcher(engine, FixedClock(NOW))
+                members = [f"console:city-{n:02d}-{n % MEMBERS_PER_CITY}" for n in range(CITIES)]
+                count = iter(range(10**6))
 
+                def say(
+                    words: str,
+                    dispatcher: Dispatcher = dispatcher,
+                    members: list[str] = members,
+                    count: Iterator[int] = count,
+                ) -> None:
+                    dispatcher.handle(message(members[next(count) % CITIES], words))
 
-def bench(label: str, url: str) -> None:
-    engine = make_engine(url)
-    upgrade(engine)
-    seed(engine)
-    clock = FixedClock(NOW)
-    dispatcher = Dispatcher(engine, clock)
-    print(f"{label}: {CITIES} cities, {CITIES * MEMBERS_PER_CITY} members, 9 coaches")
-    members = [f"console:city-{n:02d}-{n % MEMBERS_PER_CITY}" for n in range(CITIES)]
-    count = iter(range(10**6))
-    report(
-        "update from a member",
-        timed(
-            lambda: dispatcher.handle(
-                message(members[next(count) % CITIES], "update: tested the intake form")
-            ),
-            400,
-        ),
-    )
-    report(
-        "blocker from a member (3 outbox rows)",
-        timed(
-            lambda: dispatcher.handle(message(members[next(count) % CITIES], "blocker: waiting on data")), 200
-        ),
-    )
-    report(
-        "schedule question",
-        timed(
-            lambda: dispatcher.handle(message(members[next(count) % CITIES], "when is our next session?")),
-            200,
-        ),
-    )
-    report(
-        "/cda status, coach of 10 cities",
-        timed(lambda: dispatcher.handle(message("console:coach-3", "/cda status")), 50),
-    )
-    report(
-        "/cda status, coach of all 80 cities",
-        timed(lambda: dispatcher.handle(message("console:lead", "/cda status")), 10),
-    )
-
-    def one_pass() -> None:
-        with open_store(engine) as store:
-            plan(store, clock.now())
-
-    report("scheduler pass, first (plans reminders)", timed(one_pass, 1))
-    report("scheduler pass, nothing new", timed(one_pass, 20))
-    report("acknowledged → reply handed to the platform", asyncio.run(reply_latency(engine, members)))
-    engine.dispose()
+                cases: list[tuple[str, Callable[[], object], int]] = [
+                    ("update from a member", lambda: say("update: tested the intake form"), 400),
+                    ("blocker from a member (3 outbox rows)", lambda: say("blocker: waiting on data"), 200),
+                    ("schedule question", lambda: say("when is our next session?"), 200),
+                ]
+                for title, action, times in cases:
+                    action()
+                    spent = statistics.median(timed(action, times))
+                    figures.append(figure(f"core {name}: {title}", spent, "ms"))
+                latency = statistics.median(asyncio.run(reply_latency(engine, members)))
+                figures.append(
+                    figure(f"core {name}: acknowledged → reply handed to the platform", latency, "ms")
+                )
+    return figures
 
 
 class Stopwatch:
@@ -180,15 +163,45 @@ async def reply_latency(engine: Engine, members: list[str], times: int = 100) ->
     return spent
 
 
+# Each returns its figures; they run in this order and make one table.
+BENCHMARKS: list[Callable[[], list[Figure]]] = [
+    core,
+    views.bench,
+    scheduler.bench,
+    peer.bench,
+    dashboard.bench,
+    inbound.figures,
+]
+
+
 def main() -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        bench("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}")
-    server = os.environ.get("TEST_DATABASE_URL")
-    if server:
-        with scratch_postgres_database(server, "cda_bench") as url:
-            bench("PostgreSQL", url)
-    else:
+    started = datetime.now(UTC)
+    if not os.environ.get("TEST_DATABASE_URL"):
         print("PostgreSQL: skipped (set TEST_DATABASE_URL to a server to include it)")
+    figures: list[Figure] = []
+    for benchmark in BENCHMARKS:
+        figures += benchmark()
+    print()
+    print(f"{'figure':<64} {'value':>10} {'unit':<6} {'target/floor':<14} met")
+    for row in figures:
+        print(table_line(row))
+    missed = [row for row in figures if row["met"] is False]
+    print(f"\n{sum(1 for r in figures if r['met'])} targets met, {len(missed)} missed")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(),
+                "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
+                "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                "backends": backends(),
+                "figures": figures,
+            },
+            indent=2,
+        )
+    )
+    print(f"written to {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

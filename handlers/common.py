@@ -3,13 +3,26 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.calendar.program import Program
 from bot.calendar.sessions import Occurrence, session_title, upcoming
 from bot.core.i18n import Translator, time_span
+from store import views
 from store.models import City
 from store.repo import Store
+
+
+class Zoned(Protocol):
+    """A city as dates and times need it: a stored `City`, or a lighter row naming it."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def zone(self) -> str: ...
 
 
 def display_names(store: Store, identities: Iterable[str]) -> dict[str, str]:
@@ -23,16 +36,16 @@ def city_names(cities: Iterable[City]) -> str:
     return ", ".join(c.name for c in cities)
 
 
-def when(t: Translator, instant: datetime, city: City, now: datetime) -> str:
+def when(t: Translator, instant: datetime, city: Zoned, now: datetime) -> str:
     """`Tue 1 Dec 2026, 10:00 CST (in 3 days)`."""
     return f"{t.instant(instant, city.zone)} ({t.relative(instant, now, city.zone)})"
 
 
-def day_of(t: Translator, instant: datetime, city: City) -> str:
+def day_of(t: Translator, instant: datetime, city: Zoned) -> str:
     return t.date(instant.astimezone(ZoneInfo(city.zone)).date())
 
 
-def session_line(t: Translator, occurrence: Occurrence, city: City, now: datetime) -> str:
+def session_line(t: Translator, occurrence: Occurrence, city: Zoned, now: datetime) -> str:
     """`Weekly coaching: Tue 1 Dec 2026, 10:00–11:00 CST (in 3 days)`."""
     local = occurrence.local_start(city.zone)
     end = occurrence.end.astimezone(ZoneInfo(city.zone))
@@ -52,15 +65,30 @@ class CityState:
 
 
 def city_state(store: Store, city: City, now: datetime, language: str, program: Program) -> CityState:
-    assert city.id is not None
-    today = now.astimezone(ZoneInfo(city.zone)).date()
-    last = store.last_update(city.id)
-    sessions = upcoming(store.sessions_of(city.id), city.zone, now, count=1)
-    return CityState(
-        city=city,
-        phase=program.phase_label(today, city.pathway, language),
-        last_update=last.created_at if last else None,
-        updates_7d=store.count_updates(city.id, now - timedelta(days=7)),
-        open_blockers=store.count_open_blockers(city.id),
-        next_session=sessions[0] if sessions else None,
-    )
+    return city_states(store, [city], now, language, program)[0]
+
+
+def city_states(
+    store: Store, cities: list[City], now: datetime, language: str, program: Program
+) -> list[CityState]:
+    """Every city's state in a fixed number of statements, however many cities there are."""
+    ids = [city.id for city in cities if city.id is not None]
+    figures = views.city_figures(store, ids, now - timedelta(days=7))
+    sessions = views.sessions_by_city(store, ids)
+    states = []
+    for city in cities:
+        assert city.id is not None
+        today = now.astimezone(ZoneInfo(city.zone)).date()
+        figure = figures[city.id]
+        nxt = upcoming(sessions.get(city.id, []), city.zone, now, count=1)
+        states.append(
+            CityState(
+                city=city,
+                phase=program.phase_label(today, city.pathway, language),
+                last_update=figure.last_update,
+                updates_7d=figure.updates_since,
+                open_blockers=figure.open_blockers,
+                next_session=nxt[0] if nxt else None,
+            )
+        )
+    return states

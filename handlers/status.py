@@ -1,17 +1,22 @@
 """Coach views across cities: status, quiet cities, the weekly digest."""
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from bot.calendar.program import program_from
 from bot.calendar.sessions import upcoming
 from bot.core.i18n import Translator
 from bot.core.messages import Reply, ReplyField
 from bot.core.request import Request
-from handlers.common import CityState, city_state, day_of, session_line, when
+from handlers.common import CityState, Zoned, city_states, day_of, session_line, when
+from store import views
 from store.models import City
 from store.repo import Store
+from web.signin import dashboard_url
 
 DEFAULT_QUIET_DAYS = 7
+Z = TypeVar("Z", bound=Zoned)
 DIGEST_SHOWN = 5  # updates and blockers a digest shows per city; the counts cover them all
 _FAILED_HINT = "{count} (cda-bot reminders list)"
 
@@ -28,8 +33,7 @@ def _next_session(t: Translator, state: CityState, now: datetime) -> str:
 
 def status(req: Request, store: Store) -> Reply:
     _, t = req.t.gettext, req.t
-    program = program_from(store.program_document())
-    states = [city_state(store, city, req.now, t.language, program) for city in req.cities]
+    states = city_states(store, req.cities, req.now, t.language, views.program(store))
     # Undelivered reminders and notices are the business of those who run the program, not the team.
     seen = [s.city.id for s in states if s.city.id is not None]
     failures = store.failed_deliveries(seen) if req.speaker.role != "member" else {}
@@ -87,12 +91,19 @@ def status(req: Request, store: Store) -> Reply:
 def quiet_cities(
     store: Store, cities: list[City], now: datetime, days: int
 ) -> list[tuple[City, datetime | None]]:
+    last = views.last_updates(store, [city.id for city in cities if city.id is not None])
+    return _gone_quiet(cities, last, now, days)
+
+
+def _gone_quiet(
+    cities: Sequence[Z], last: dict[int, datetime | None], now: datetime, days: int
+) -> list[tuple[Z, datetime | None]]:
     since = now - timedelta(days=days)
     found = []
     for city in cities:
-        last = store.last_update(city.id)  # type: ignore[arg-type]
-        if last is None or last.created_at < since:
-            found.append((city, last.created_at if last else None))
+        at = last.get(city.id)  # type: ignore[arg-type]
+        if at is None or at < since:
+            found.append((city, at))
     return found
 
 
@@ -125,37 +136,71 @@ def digest(req: Request, store: Store) -> Reply:
 
 def digest_reply(t: Translator, store: Store, cities: list[City], now: datetime) -> Reply:
     """Per city: updates this week, open blockers (oldest first), next session; then cities gone quiet."""
+    return digest_of(t, DigestData.read(store, cities, now), cities, now)
+
+
+@dataclass
+class DigestData:
+    """What the digest of any of `cities` shows, read in a fixed number of statements."""
+
+    figures: dict[int, views.CityFigures]
+    updates: dict[int, list[views.Posted]]
+    blockers: dict[int, list[views.Posted]]
+    sessions: dict[int, list[views.SessionRow]]
+
+    @classmethod
+    def read(cls, store: Store, cities: Sequence[Zoned], now: datetime) -> "DigestData":
+        ids = [city.id for city in cities if city.id is not None]
+        week_ago = now - timedelta(days=7)
+        return cls(
+            # Counted, not taken from the lists: the lists stop at the few they show.
+            figures=views.city_figures(store, ids, week_ago),
+            updates=views.newest_updates(store, ids, week_ago, DIGEST_SHOWN),
+            blockers=views.oldest_open_blockers(store, ids, DIGEST_SHOWN),
+            sessions=views.sessions_by_city(store, ids),
+        )
+
+
+def digest_section(t: Translator, data: DigestData, city: Zoned, now: datetime) -> str:
+    """One city's part of the digest (the same in every coach's digest that names the city)."""
     _ = t.gettext
-    week_ago = now - timedelta(days=7)
-    items: list[str] = []
-    for city in cities:
-        assert city.id is not None
-        # Counted, not taken from the list: the list stops at the few it shows.
-        updated = store.count_updates(city.id, week_ago)
-        updates = store.updates([city.id], week_ago, limit=DIGEST_SHOWN)
-        blockers = store.blockers([city.id])
-        nxt = upcoming(store.sessions_of(city.id), city.zone, now, count=1)
-        count = t.ngettext("{count} update this week", "{count} updates this week", updated)
-        lines = [f"*{city.name}* — " + count.format(count=t.number(updated))]
-        lines += [f"  • #{u.id} {day_of(t, u.created_at, city)}: {u.text}" for u in updates]
-        if blockers:
-            oldest = _("Open blockers (oldest first): {count}").format(count=t.number(len(blockers)))
-            lines.append("  " + oldest)
-            lines += [
-                "  • "
-                + _("#{number} since {date}: {text}").format(
-                    number=b.id, date=day_of(t, b.opened_at, city), text=b.text
-                )
-                for b in blockers[:DIGEST_SHOWN]
-            ]
-        else:
-            lines.append("  " + _("No open blockers"))
-        session = session_line(t, nxt[0], city, now) if nxt else _("none scheduled")
-        lines.append("  " + _("Next session: {session}").format(session=session))
-        items.append("\n".join(lines))
-    gone_quiet = quiet_cities(store, cities, now, DEFAULT_QUIET_DAYS)
+    assert city.id is not None
+    figure = data.figures[city.id]
+    updated = figure.updates_since
+    count = t.ngettext("{count} update this week", "{count} updates this week", updated)
+    lines = [f"*{city.name}* — " + count.format(count=t.number(updated))]
+    lines += [f"  • #{u.id} {day_of(t, u.at, city)}: {u.text}" for u in data.updates.get(city.id, [])]
+    if figure.open_blockers:
+        oldest = _("Open blockers (oldest first): {count}").format(count=t.number(figure.open_blockers))
+        lines.append("  " + oldest)
+        lines += [
+            "  • "
+            + _("#{number} since {date}: {text}").format(number=b.id, date=day_of(t, b.at, city), text=b.text)
+            for b in data.blockers.get(city.id, [])
+        ]
+    else:
+        lines.append("  " + _("No open blockers"))
+    nxt = upcoming(data.sessions.get(city.id, []), city.zone, now, count=1)
+    session = session_line(t, nxt[0], city, now) if nxt else _("none scheduled")
+    lines.append("  " + _("Next session: {session}").format(session=session))
+    return "\n".join(lines)
+
+
+def digest_of(
+    t: Translator,
+    data: DigestData,
+    cities: Sequence[Z],
+    now: datetime,
+    section: Callable[[Z], str] | None = None,
+) -> Reply:
+    _ = t.gettext
+    items = [section(city) if section else digest_section(t, data, city, now) for city in cities]
+    last = {c.id: data.figures[c.id].last_update for c in cities if c.id in data.figures}
+    gone_quiet = _gone_quiet(cities, last, now, DEFAULT_QUIET_DAYS)
     if gone_quiet:
         names = ", ".join(c.name for c, _last in gone_quiet)
         items.append(_("Gone quiet (no update in 7 days): {cities}").format(cities=names))
+    page = _("All your cities at a glance: {url} (say `/cda dashboard` for a sign-in link)")
+    items.append(page.format(url=dashboard_url()))
     title = _("Weekly digest")
     return Reply(text=title + "\n" + "\n".join(items), title=title, items=items)

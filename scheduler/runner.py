@@ -2,15 +2,17 @@
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import Engine
 
 from bot.core.clock import Clock
+from bot.runtime import metrics
 from bot.runtime.delivery import Deliverer, DeliveryReport
-from scheduler.planner import PlanReport, plan
-from store.repo import open_store
+from scheduler.planner import PlanReport, plan_pass
+from store import agenda
 
 log = logging.getLogger("cda_bot.scheduler")
 
@@ -36,7 +38,9 @@ class PassRunner:
 
     async def run(self) -> PassReport:
         async with self._running:
+            started = time.perf_counter()
             planned = await asyncio.to_thread(self._plan)
+            metrics.SCHEDULER_PASS_SECONDS.observe(time.perf_counter() - started)
             if self.deliverer.running:
                 # The server's delivery loop sends it, in the same lanes as every reply.
                 self.deliverer.wake()
@@ -44,12 +48,13 @@ class PassRunner:
             return PassReport(planned, await self.deliverer.deliver_due())
 
     def _plan(self) -> PlanReport:
-        with open_store(self.engine) as store:
-            now = self.clock.now()
-            store.forget_processed(now - KEEP_PROCESSED)
-            report = plan(store, now)
-            # Also rows for a platform whose adapter is not running here: they would wait forever.
-            for key in store.drop_expired(now, EXPIRED):
-                log.info("outbox message dropped: %s", EXPIRED, extra={"key": key})
-                report.dropped.append(key)
-            return report
+        # Short transactions throughout: SQLite has one writer, and an inbound message must not wait
+        # for a pass to finish.
+        now = self.clock.now()
+        agenda.forget_processed(self.engine, now - KEEP_PROCESSED)
+        report = plan_pass(self.engine, now)
+        # Also rows for a platform whose adapter is not running here: they would wait forever.
+        for key in agenda.drop_expired(self.engine, now, EXPIRED):
+            log.info("outbox message dropped: %s", EXPIRED, extra={"key": key})
+            report.dropped.append(key)
+        return report

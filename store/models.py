@@ -54,6 +54,7 @@ class City(SQLModel, table=True):
     quiet_end: int = Field(default=8, sa_column_kwargs={"server_default": text("8")})
     stale_blocker_days: int = Field(default=14, sa_column_kwargs={"server_default": text("14")})
     created_at: datetime = utc_column()
+    plan_at: datetime | None = utc_column(nullable=True, index=True)  # the scheduler's agenda (0007)
 
 
 class Person(SQLModel, table=True):
@@ -72,6 +73,7 @@ class Person(SQLModel, table=True):
     # them until they say `start`; replies to what they say still do.
     stopped_at: datetime | None = utc_column(nullable=True)
     created_at: datetime = utc_column()
+    plan_at: datetime | None = utc_column(nullable=True, index=True)  # a coach's next digest (0007)
 
 
 class CoachCity(SQLModel, table=True):
@@ -212,7 +214,11 @@ class OutboxMessage(SQLModel, table=True):
     """A message to send unprompted. `key` (recipient, kind, occurrence) makes planning idempotent."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        Index("ix_outbox_status_expires", "status", "expires_at"),
+        Index("ix_outbox_city_status", "city_id", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=400, unique=True)
@@ -259,6 +265,46 @@ class ProgramCalendar(SQLModel, table=True):
     cohort: str = Field(max_length=100)
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     loaded_at: datetime = utc_column()
+
+
+class DashboardSecret(SQLModel, table=True):
+    """The key that signs the coaches' page links, made on first use when DASHBOARD_SECRET is not set:
+    kept in the database so that every replica signs and checks with the same one."""
+
+    __tablename__ = "dashboard_secrets"
+
+    name: str = Field(max_length=40, primary_key=True)
+    value: str = Field(max_length=200)
+    created_at: datetime = utc_column()
+
+
+class DashboardLink(SQLModel, table=True):
+    """A one-time sign-in link `/cda dashboard` gave someone; `used_at` makes it single-use."""
+
+    __tablename__ = "dashboard_links"
+
+    id: int | None = Field(default=None, primary_key=True)
+    nonce: str = Field(max_length=64, unique=True)
+    identity: str = Field(max_length=200, index=True)
+    language: str = Field(default="en", max_length=5)
+    created_at: datetime = utc_column()
+    expires_at: datetime = utc_column()
+    used_at: datetime | None = utc_column(nullable=True)
+
+
+class DashboardSession(SQLModel, table=True):
+    """A browser signed in to the coaches' page. Only a hash of the cookie is kept, so a copy of the
+    database opens no session."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    identity: str = Field(max_length=200, index=True)
+    language: str = Field(default="en", max_length=5)
+    created_at: datetime = utc_column()
+    expires_at: datetime = utc_column()
+    revoked_at: datetime | None = utc_column(nullable=True)
 
 
 # Registered on the same metadata so migrations, tests and truncation see every table.

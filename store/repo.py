@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, or_, update
@@ -177,6 +178,24 @@ class Store:
         )
         return self.session.exec(query).first()
 
+    def take_inboxes(self, inbox_ids: Sequence[int]) -> list[InboxMessage]:
+        """`take_inbox` for many, in the order they arrived."""
+        query = (
+            select(InboxMessage)
+            .where(col(InboxMessage.id).in_(list(inbox_ids)), InboxMessage.status == InboxStatus.pending)
+            .order_by(col(InboxMessage.id))
+            .with_for_update(skip_locked=True)
+        )
+        return list(self.session.exec(query))
+
+    def close_inboxes(self, inbox_ids: Sequence[int], now: datetime) -> None:
+        """Mark messages handled; what they said now lives in updates and blockers, not twice."""
+        self.session.execute(
+            update(InboxMessage)
+            .where(col(InboxMessage.id).in_(list(inbox_ids)))
+            .values(status=InboxStatus.done, handled_at=now, message=None)
+        )
+
     def pending_inbox_id(self, platform: str, message_id: str) -> int | None:
         query = select(InboxMessage.id).where(
             InboxMessage.platform == platform,
@@ -224,9 +243,8 @@ class Store:
         statement, no savepoint; the new id, or None where the key was taken."""
         table = type(row).__table__  # type: ignore[attr-defined]
         values = {c.name: getattr(row, c.name) for c in table.columns if getattr(row, c.name) is not None}
-        inserted = self.session.execute(
-            _insert(self.session, table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-        ).first()
+        statement = _insert_ignoring(self.session.get_bind().dialect.name, table)
+        inserted = self.session.connection().execute(statement, values).first()
         if inserted is None:
             return None
         row.id = inserted[0]  # type: ignore[attr-defined]
@@ -326,6 +344,12 @@ class Store:
                 set_={"reference": statement.excluded.reference, "updated_at": statement.excluded.updated_at},
             )
         )
+
+    def references(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        query = select(ConversationReference.key, ConversationReference.reference).where(
+            col(ConversationReference.key).in_(list(keys))
+        )
+        return dict(self.session.exec(query).all())  # type: ignore[arg-type]
 
     def reference(self, key: str) -> dict[str, Any] | None:
         row = self.session.exec(select(ConversationReference).where(ConversationReference.key == key)).first()
@@ -498,6 +522,13 @@ def _insert(session: Session, table: Any) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+@cache
+def _insert_ignoring(dialect: str, table: Any) -> Any:
+    # Built once per table: building the statement with its values cost more than running it.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing().returning(table.c.id)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 message, acknowledged once the hub has stored it; replies and notices come back through `send`, posted
 in the message's thread, privately through a slash command's response URL, or as a DM (Block Kit)."""
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -109,6 +110,8 @@ class SlackAdapter:
         self.hub = hub
         self.client = web_client(config.api_base_url)
         self._clients: dict[str, AsyncWebClient] = {}  # one per token: connections are reused
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self.installations = (
             InstallationStore(config.client_id, hub.engine, config.token_encryption_key)
             if config.client_id is not None
@@ -180,6 +183,13 @@ class SlackAdapter:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
+        # One HTTP session for every Web API call, made on the running loop: without it the SDK opens
+        # (and closes) a connection per call.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
+        self._session_loop = asyncio.get_running_loop()
+        self.client.session = self._session
+        for client in self._clients.values():
+            client.session = self._session
         if self.config.bot_token is not None:
             await self._learn_identity()
         if self.installations is not None:
@@ -194,6 +204,12 @@ class SlackAdapter:
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self.client.session = None
+            for client in self._clients.values():
+                client.session = None
 
     async def _learn_identity(self) -> None:
         try:
@@ -351,7 +367,8 @@ class SlackAdapter:
             client = await self._client_for(team_id)
             opened = await client.conversations_open(users=user)
             await self._upload(client, opened["channel"]["id"], None, reply.attachment, None)
-        webhook = AsyncWebhookClient(response_url, timeout=TIMEOUT_SECONDS)
+        shared = self._session if self._session_loop is asyncio.get_running_loop() else None
+        webhook = AsyncWebhookClient(response_url, timeout=TIMEOUT_SECONDS, session=shared)
         answered = await webhook.send(
             text=render.fallback_text(reply),
             blocks=render.render_blocks(reply),
@@ -395,9 +412,12 @@ class SlackAdapter:
         token = await self._token_for(team_id)
         if token is None:
             raise DeliveryError(f"no Slack installation for team {team_id}", permanent=True)
+        if self._session is None or self._session_loop is not asyncio.get_running_loop():
+            return web_client(self.config.api_base_url, token)  # a session serves only its own loop
         client = self._clients.get(token)
         if client is None:
             client = self._clients[token] = web_client(self.config.api_base_url, token)
+            client.session = self._session
         return client
 
 

@@ -18,6 +18,7 @@ NAMES = frozenset(
         "quiet",
         "digest",
         "export",
+        "dashboard",
         "next",
         "help",
         "join",

@@ -22,7 +22,8 @@ from bot.core.i18n import N_, Translator, translator
 from bot.core.identity import platform_of
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from bot.core.request import Request, Speaker, SpeakerRole
-from handlers import blockers, export, help, join, schedule, status, stop, updates
+from handlers import blockers, dashboard, export, help, join, schedule, status, stop, updates
+from store import views
 from store.models import City
 from store.repo import Store
 
@@ -58,6 +59,7 @@ COMMANDS: dict[str, Spec] = {
     "quiet": Spec(status.quiet, COACHES, "accessible"),
     "digest": Spec(status.digest, COACHES, "accessible"),
     "export": Spec(export.export, COACHES, "accessible"),
+    "dashboard": Spec(dashboard.dashboard_link, COACHES, "accessible"),
     "help": Spec(help.help_reply, ANYONE, "none"),
     "join": Spec(join.join, ANYONE, "none"),
     "stop": Spec(stop.stop, SEERS, "none"),
@@ -84,14 +86,14 @@ class Refusal(Exception):
 
 def resolve_speaker(store: Store, msg: InboundMessage) -> tuple[Speaker, City | None]:
     channel_city = None if msg.conversation == msg.sender else store.bound_city(msg.conversation)
-    person = store.person(msg.sender)
+    person, city = views.person_and_city(store, msg.sender)
     if person is not None:
         role = SpeakerRole(person.role)
         if role == MEMBER:
-            city = store.city(person.city_id) if person.city_id is not None else None
             ids = [city.id] if city and city.id is not None else []
             return Speaker(msg.sender, role, person.name, city, ids), channel_city
-        return Speaker(msg.sender, role, person.name, None, store.coached_city_ids(person)), channel_city
+        accessible = views.accessible_city_ids(store, person)
+        return Speaker(msg.sender, role, person.name, None, accessible), channel_city
     # Anyone speaking in a bound channel counts as a member of its city, except on WhatsApp,
     # where a number must be on the roster before anything it sends is stored.
     if channel_city is not None and channel_city.id is not None and platform_of(msg.sender) != "whatsapp":
@@ -207,7 +209,7 @@ def question_scope(
 
 
 def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
-    cities = store.cities(speaker.accessible_ids)
+    cities = views.cities(store, speaker.accessible_ids)
     if not cities:
         raise Refusal(
             t.gettext("You don't coach any city yet: ask an admin to add you with `cda-bot coach add`.")
@@ -220,7 +222,7 @@ def context_scope(store: Store, speaker: Speaker, channel_city: City | None) -> 
         return [speaker.city]
     if channel_city is not None and channel_city.id in speaker.accessible_ids:
         return [channel_city]
-    return store.cities(speaker.accessible_ids) if speaker.accessible_ids else []
+    return views.cities(store, speaker.accessible_ids) if speaker.accessible_ids else []
 
 
 def dispatch(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:

@@ -8,6 +8,7 @@ either pending (handled again, by this process or another replica) or fully hand
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -16,8 +17,9 @@ from bot.core.commands import parse
 from bot.core.dispatcher import dispatch, failure_notice
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from handlers.welcome import JOIN_HINT
+from store import bulk
 from store.db import is_transient
-from store.models import InboxMessage, InboxStatus, OutboxMessage
+from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus
 from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.inbox")
@@ -101,6 +103,14 @@ def handle(store: Store, inbox_id: int, now: datetime) -> list[Outgoing] | None:
     if row is None or row.message is None:
         return None
     msg = InboundMessage.model_validate(row.message)
+    outgoing = _answer(store, msg, now)
+    _enqueue_replies(store, msg, outgoing, now)
+    _close(store, row, InboxStatus.done, now)
+    return outgoing
+
+
+def _answer(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
+    """What a message causes, in the caller's transaction, and the replies to it."""
     if msg.reference is not None:
         store.save_reference(msg.conversation, msg.platform, msg.reference, now)
         if msg.direct and msg.sender != msg.conversation:
@@ -108,10 +118,43 @@ def handle(store: Store, inbox_id: int, now: datetime) -> list[Outgoing] | None:
     # Never over a personal chat already known (or a removal): only where there is nothing yet.
     if msg.sender_reference is not None and store.reference(msg.sender) is None:
         store.save_reference(msg.sender, msg.platform, msg.sender_reference, now)
-    outgoing = dispatch(store, msg, now)
-    _enqueue_replies(store, msg, outgoing, now)
-    _close(store, row, InboxStatus.done, now)
-    return outgoing
+    return dispatch(store, msg, now)
+
+
+def handle_all(store: Store, inbox_ids: list[int], now: datetime) -> None:
+    """`handle` for many messages in the caller's transaction, with a few statements for all of them
+    where one each would do (the rows, the references, marking them done). All or nothing: on an
+    error the caller handles them one by one, to find the one that fails."""
+    rows = [row for row in store.take_inboxes(inbox_ids) if row.message is not None]
+    messages = [InboundMessage.model_validate(row.message) for row in rows]
+    _remember(store, messages, now)
+    for msg in messages:
+        _enqueue_replies(store, msg, dispatch(store, msg, now), now)
+    store.close_inboxes([row.id for row in rows if row.id is not None], now)
+
+
+def _remember(store: Store, messages: list[InboundMessage], now: datetime) -> None:
+    """Keep how to reach each conversation (and a direct message's sender), writing only what changed:
+    the same channel's reference arrives with every message."""
+    wanted: dict[str, tuple[str, dict[str, Any]]] = {}
+    first_contact: dict[str, tuple[str, dict[str, Any]]] = {}
+    for msg in messages:
+        if msg.reference is not None:
+            wanted[msg.conversation] = (msg.platform, msg.reference)
+            if msg.direct:
+                wanted[msg.sender] = (msg.platform, msg.reference)
+        if msg.sender_reference is not None:
+            first_contact.setdefault(msg.sender, (msg.platform, msg.sender_reference))
+    if not wanted and not first_contact:
+        return
+    known = store.references([*wanted, *first_contact])
+    for key, (platform, reference) in wanted.items():
+        if known.get(key) != reference:
+            store.save_reference(key, platform, reference, now)
+    # Never over a personal chat already known (or a removal): only where there is nothing yet.
+    for key, (platform, reference) in first_contact.items():
+        if key not in known and key not in wanted:
+            store.save_reference(key, platform, reference, now)
 
 
 def fail(store: Store, inbox_id: int, error: str, now: datetime) -> list[Outgoing]:
@@ -142,22 +185,39 @@ def handle_or_fail(engine: Engine, inbox_id: int, now: datetime) -> list[Outgoin
             return fail(store, inbox_id, f"{type(error).__name__}: {error}", now)
 
 
-def _enqueue_replies(store: Store, msg: InboundMessage, outgoing: list[Outgoing], now: datetime) -> None:
-    for index, out in enumerate(outgoing):
-        store.enqueue(
-            OutboxMessage(
-                key=f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|{index}",
-                recipient=out.recipient,
-                kind=REPLY_KIND,
-                city_id=out.reply.about[0] if len(out.reply.about) == 1 else None,
-                payload=out.reply.model_dump(mode="json"),
-                context=out.context,
-                due_at=now,
-                next_attempt_at=now,
-                expires_at=msg.reply_expires_at,
-                created_at=now,
-            )
-        )
+def _enqueue_replies(
+    store: Store, msg: InboundMessage, outgoing: list[Outgoing], now: datetime, shown: bool = False
+) -> None:
+    for row in _reply_rows(msg, outgoing, now, shown):
+        store.enqueue(OutboxMessage(**row))
+
+
+def _reply_rows(
+    msg: InboundMessage, outgoing: list[Outgoing], now: datetime, shown: bool
+) -> list[dict[str, Any]]:
+    """The outbox rows of the replies; `shown` ones (returned in-process) are written as sent."""
+    return [
+        {
+            "key": _reply_key(msg, index),
+            "recipient": out.recipient,
+            "kind": REPLY_KIND,
+            "city_id": out.reply.about[0] if len(out.reply.about) == 1 else None,
+            "payload": out.reply.model_dump(mode="json"),
+            "context": out.context,
+            "status": OutboxStatus.sent if shown else OutboxStatus.pending,
+            "attempts": 0,
+            "due_at": now,
+            "next_attempt_at": now,
+            "expires_at": msg.reply_expires_at,
+            "sent_at": now if shown else None,
+            "created_at": now,
+        }
+        for index, out in enumerate(outgoing)
+    ]
+
+
+def _reply_key(msg: InboundMessage, index: int) -> str:
+    return f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|{index}"
 
 
 def _close(
@@ -185,6 +245,47 @@ class Dispatcher:
 
     def handle_addressed(self, msg: InboundMessage) -> list[Outgoing]:
         now = self.clock.now()
+        outgoing = self._at_once(msg, now)
+        if outgoing is None:
+            outgoing = self._durably(msg, now)
+        return [o.model_copy(update={"reply": o.reply.rendered(now)}) for o in outgoing]
+
+    def _at_once(self, msg: InboundMessage, now: datetime) -> list[Outgoing] | None:
+        """The message stored (as handled), handled, and its replies written (as shown) in one
+        transaction instead of three: it is still stored before it is answered, since the answer is
+        returned only once that transaction has committed. None where the three-step path must
+        decide: a duplicate, a message that may not be stored, a handler that raised (rolled back
+        whole, then handled again there, which records the failure). A database that cannot be
+        reached raises, with nothing stored."""
+        try:
+            with open_store(self.engine) as store:
+                if not msg.addressed or msg.platform in ROSTER_FIRST:
+                    raise _Durably  # what is stored, if anything, is `accept`'s to decide
+                # Handled in this very transaction: stored as done, with nothing left to hand off.
+                # Both rows are written without the ORM, whose work per row was most of the path's.
+                row = {
+                    "platform": msg.platform,
+                    "message_id": msg.message_id,
+                    "status": InboxStatus.done,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "received_at": now,
+                    "handled_at": now,
+                }
+                if not bulk.insert_ignoring(store, "inbox", list(row), [row]):
+                    raise _Durably  # a duplicate
+                outgoing = _answer(store, msg, now)
+                rows = _reply_rows(msg, outgoing, now, shown=True)
+                bulk.insert_ignoring(store, "outbox", list(rows[0]) if rows else [], rows)
+                return outgoing
+        except _Durably:
+            return None
+        except Exception as error:
+            if is_transient(error):
+                raise
+            return None  # the three-step path handles it again and records the failure
+
+    def _durably(self, msg: InboundMessage, now: datetime) -> list[Outgoing]:
         with open_store(self.engine) as store:
             accepted = accept(store, msg, now)
         if accepted.inbox_id is None:
@@ -193,4 +294,8 @@ class Dispatcher:
             outgoing = handle_or_fail(self.engine, accepted.inbox_id, now)
         with open_store(self.engine) as store:
             store.settle(f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|", now)
-        return [o.model_copy(update={"reply": o.reply.rendered(now)}) for o in outgoing]
+        return outgoing
+
+
+class _Durably(Exception):
+    """Leave the one-transaction path for the three-step one."""

@@ -21,6 +21,7 @@ from bot.core.clock import Clock
 from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND
 from bot.core.messages import Adapter, DeliveryError, Reply
+from bot.runtime import metrics
 from bot.runtime.ratelimit import RateLimiter, limit_key
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import open_store
@@ -51,6 +52,18 @@ class Receipts:
 
     platform: str
     ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one send did, to be recorded on its row."""
+
+    outbox_id: int
+    status: OutboxStatus
+    now: datetime
+    error: str | None
+    retry_at: datetime | None
+    receipts: Receipts | None = None
 
 
 @dataclass
@@ -86,6 +99,8 @@ class Deliverer:
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = False
         self._held: set[int] = set()  # claimed here and not yet recorded: their leases are renewed
+        self._finishing: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._finisher: asyncio.Task[None] | None = None
 
     # -- one round ----------------------------------------------------------------------------------
     async def deliver_due(self, limit: int = 500) -> DeliveryReport:
@@ -257,15 +272,18 @@ class Deliverer:
                     "outbox message failed",
                     extra={"outbox_id": row.id, "attempts": row.attempts, "error": reason},
                 )
+                metrics.send_failed(platform_of(row.recipient), final=True)
                 await self._record(row.id, OutboxStatus.failed, now, reason, None)
                 report.failed.append(row.id)
             else:
                 retry_at = now + retry_delay(row.kind, row.attempts, retry_after)
+                metrics.send_failed(platform_of(row.recipient), final=False)
                 await self._record(row.id, OutboxStatus.pending, now, reason, retry_at)
                 report.retrying.append(row.id)
                 self.wake()  # so the loop sleeps until this retry is due, not a whole poll
             return
         sent = Receipts(platform_of(row.recipient), tuple(receipts or ()))
+        metrics.SENDS.labels(sent.platform).inc()
         await self._record(row.id, OutboxStatus.sent, self.clock.now(), None, None, sent)
         report.sent.append(row.id)
 
@@ -283,7 +301,7 @@ class Deliverer:
         lease the loop keeps renewing. A one-off round (`deliver_due`) gives up after a few tries."""
         for attempt in itertools.count(1):
             try:
-                await asyncio.to_thread(self._finish, outbox_id, status, now, error, retry_at, receipts)
+                await self._finish_together(Outcome(outbox_id, status, now, error, retry_at, receipts))
                 self._held.discard(outbox_id)
                 return
             except Exception as failure:
@@ -324,12 +342,14 @@ class Deliverer:
             if error is not None and row.status == OutboxStatus.sent:
                 row.last_error = str(error)[:1000]
                 if error.permanent or row.attempts >= MAX_ATTEMPTS:
+                    metrics.send_failed(platform, final=True)
                     row.status = OutboxStatus.failed
                     log.warning(
                         "outbox message failed after it was sent",
                         extra={"outbox_id": row.id, "error": row.last_error},
                     )
                 else:
+                    metrics.send_failed(platform, final=False)
                     row.status = OutboxStatus.pending
                     row.next_attempt_at = now + retry_delay(row.kind, row.attempts, error.retry_after)
             store.session.add(row)
@@ -350,19 +370,35 @@ class Deliverer:
         with open_store(self.engine) as store:
             store.extend_lease(ids, until)
 
-    def _finish(
-        self,
-        outbox_id: int,
-        status: OutboxStatus,
-        now: datetime,
-        error: str | None,
-        retry_at: datetime | None,
-        receipts: Receipts | None = None,
-    ) -> None:
+    async def _finish_together(self, outcome: Outcome) -> None:
+        """Write `outcome` with whatever other sends finished meanwhile, in one transaction (a group
+        commit): a write per send would keep every lane queueing for the database's write lock."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finishing.append((outcome, written))
+        if self._finisher is None or self._finisher.done():
+            self._finisher = asyncio.get_running_loop().create_task(self._write_outcomes(), name="finisher")
+        await written
+
+    async def _write_outcomes(self) -> None:
+        while self._finishing:
+            batch, self._finishing = self._finishing, []
+            try:
+                await asyncio.to_thread(self._finish, [outcome for outcome, _ in batch])
+            except Exception as error:
+                for _, written in batch:
+                    if not written.done():
+                        written.set_exception(error)
+                continue
+            for _, written in batch:
+                if not written.done():
+                    written.set_result(None)
+
+    def _finish(self, outcomes: list[Outcome]) -> None:
         with open_store(self.engine) as store:
-            store.finish(outbox_id, status, now, error, retry_at)
-            if receipts is not None and receipts.ids:
-                store.add_receipts(outbox_id, receipts.platform, receipts.ids, now)
+            for o in outcomes:
+                store.finish(o.outbox_id, o.status, o.now, o.error, o.retry_at)
+                if o.receipts is not None and o.receipts.ids:
+                    store.add_receipts(o.outbox_id, o.receipts.platform, o.receipts.ids, o.now)
 
     def _reference(self, recipient: str) -> tuple[dict[str, Any] | None, bool]:
         """How to reach `recipient` unprompted, and whether they said `stop`."""

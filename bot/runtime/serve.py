@@ -8,11 +8,8 @@ import uvicorn
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
-from adapters.slack.adapter import SlackAdapter
 from adapters.slack.config import SlackConfigError, slack_config
-from adapters.teams.adapter import TeamsAdapter
 from adapters.teams.config import TeamsConfigError, teams_config
-from adapters.whatsapp.adapter import WhatsAppAdapter
 from adapters.whatsapp.config import WhatsAppConfigError, whatsapp_config
 from bot.core.clock import Clock
 from bot.runtime import logs
@@ -21,6 +18,8 @@ from bot.runtime.server import PlatformAdapter, build_app
 from bot.runtime.settings import Settings
 from scheduler.runner import PassRunner
 from scheduler.service import PASS_SECONDS, SchedulerService
+from web.routes import dashboard_routes
+from web.signin import WebConfig
 
 log = logging.getLogger("cda_bot.serve")
 
@@ -58,6 +57,9 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
     if slack is None:
         status.append("slack: off (no credentials)")
     else:
+        # Each platform's SDK is imported only when it is on: Teams' alone weighs 30 MB.
+        from adapters.slack.adapter import SlackAdapter
+
         adapters.append(SlackAdapter(slack, hub))
         status.append(slack.describe())
     try:
@@ -67,6 +69,8 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
     if teams is None:
         status.append("teams: off (no credentials)")
     else:
+        from adapters.teams.adapter import TeamsAdapter
+
         adapters.append(TeamsAdapter(teams, hub))
         status.append(teams.describe())
     try:
@@ -76,6 +80,8 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
     if whatsapp is None:
         status.append("whatsapp: off (no credentials)")
     else:
+        from adapters.whatsapp.adapter import WhatsAppAdapter
+
         adapters.append(WhatsAppAdapter(whatsapp, hub))
         status.append(whatsapp.describe())
     services = []
@@ -84,7 +90,13 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
         status.append(f"scheduler: on (a pass every {PASS_SECONDS} s)")
     else:
         status.append("scheduler: off (run `cda-bot tick` from cron)")
-    return Server(build_app(hub, adapters, services), hub, adapters, status)
+    web = WebConfig.from_settings(settings)
+    status.append(f"coaches' page: on ({web.base_url}/dashboard, sign in with `/cda dashboard`)")
+    pages = dashboard_routes(engine, clock, web, hub.deliverer.wake)
+    metrics = settings.metrics_enabled is not False
+    status.append("metrics: on (GET /metrics, not for the public)" if metrics else "metrics: off")
+    app = build_app(hub, adapters, services, pages=pages, metrics=metrics)
+    return Server(app, hub, adapters, status)
 
 
 def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[[str], None]) -> None:
@@ -100,4 +112,7 @@ def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
         proxy_headers=True,
+        # A line per request costs more than the request (platforms send thousands a minute): requests
+        # are counted at /metrics, and refusals and failures are logged where they happen.
+        access_log=False,
     )

@@ -13,12 +13,14 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.core.messages import Reply
 from bot.runtime.hub import Hub
+from bot.runtime.metrics import RequestMetrics, metrics_route
 
 log = logging.getLogger("cda_bot.server")
 
@@ -59,7 +61,11 @@ def build_app(
     adapters: Sequence[PlatformAdapter],
     services: Sequence[Service] = (),
     drain_seconds: float = DRAIN_SECONDS,
+    pages: Sequence[BaseRoute] = (),
+    metrics: bool = True,
 ) -> Starlette:
+    """`pages`: routes of the bot's own (the coaches' page), mounted beside the adapters'. `metrics`:
+    `GET /metrics` and the request metrics behind it (bot/runtime/metrics.py)."""
     for adapter in adapters:
         hub.register(adapter)
 
@@ -118,12 +124,19 @@ def build_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
+    if metrics:
+        routes.append(metrics_route(hub.engine, lambda: hub.backlog))
+    platforms: dict[int, str] = {}  # which adapter's route it is, for the metrics' `platform` label
     for adapter in adapters:
-        routes.extend(adapter.routes())
+        own = adapter.routes()
+        routes.extend(own)
+        platforms.update((id(route), adapter.platform) for route in own)
+    routes.extend(pages)
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(RequestMetrics, routes=routes, platforms=platforms)] if metrics else [],
     )
 
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
 
     public_base_url: str | None = None
     dashboard_secret: SecretStr | None = None  # signs the coaches' page links; else one kept in the database
+    metrics_enabled: bool | None = None  # GET /metrics; unset means on, false turns it off
 
     @field_validator("*", mode="before")
     @classmethod

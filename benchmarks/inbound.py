@@ -1,0 +1,440 @@
+"""Inbound through the real server: signed Slack `message` events with unique ids, sent over keep-alive
+HTTP/1.1 to three apps in the same run, interleaved — a bare Starlette endpoint that only checks the
+signature, a Bolt app whose handler does nothing, and `cda-bot serve` with its full path (stored before
+the acknowledgement, reply through the outbox to a local fake Web API).
+
+Saturation: events/s with 64 connections kept busy. Acknowledgement: p50/p99 at a fixed offered rate
+(open loop: each event is due at its own instant and its latency counts from then, so queueing shows).
+At the end every event cda-bot acknowledged must be stored once and answered once."""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+from sqlalchemy import Engine, text
+from twilio.request_validator import RequestValidator
+
+from benchmarks.common import Figure, backends, figure, fresh_database, label
+from bot import admin
+from store.db import make_engine, upgrade
+from store.repo import open_store
+
+SECRET = "bench-signing-secret"
+TEAM = "T0001"
+CHANNELS = 2000  # Slack takes one message a second per channel: the replies need channels to go to
+CONNECTIONS = 64
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def signed_request(n: int, stamp: str) -> tuple[str, bytes]:
+    channel = f"C{n % CHANNELS:05d}"
+    event_id = f"Ev{n:012d}"
+    body = json.dumps(
+        {
+            "token": "unused",
+            "team_id": TEAM,
+            "api_app_id": "A0001",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM, "user_id": "UBOT", "is_bot": True}],
+            "event": {
+                "type": "message",
+                "channel": channel,
+                "channel_type": "channel",
+                "user": f"U{n % 5000:05d}",
+                "text": f"update: bench event {n}",
+                "ts": f"{1_700_000_000 + n}.000100",
+                "event_ts": f"{1_700_000_000 + n}.000100",
+            },
+        }
+    ).encode()
+    digest = hmac.new(SECRET.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+    head = (
+        "POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"X-Slack-Request-Timestamp: {stamp}\r\nX-Slack-Signature: v0={digest}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return event_id, head.encode() + body
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "Connection":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Tally:
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # ms
+    acknowledged: list[str] = field(default_factory=list)  # event ids answered 200
+
+    def count(self, status: int, event_id: str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status == 200:
+            self.acknowledged.append(event_id)
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get(200, 0)
+
+
+async def saturate(port: int, requests: Iterator[tuple[str, bytes]], seconds: float) -> tuple[float, Tally]:
+    """Events/s with CONNECTIONS connections kept busy for `seconds`."""
+    tally = Tally()
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        conn = await Connection.open(port)
+        try:
+            while time.perf_counter() < deadline:
+                event_id, request = next(requests)
+                tally.count(await conn.send(request), event_id)
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    return sum(tally.statuses.values()) / (time.perf_counter() - started), tally
+
+
+async def offered(port: int, requests: Iterator[tuple[str, bytes]], rate: float, seconds: float) -> Tally:
+    """Open loop: event i is due at start + i/rate; its latency runs from then to its answer."""
+    tally = Tally()
+    idle: list[Connection] = [await Connection.open(port) for _ in range(CONNECTIONS)]
+    start = time.perf_counter() + 0.05
+    total = int(rate * seconds)
+
+    async def one(due: float, event: tuple[str, bytes]) -> None:
+        conn = idle.pop() if idle else await Connection.open(port)
+        status = await conn.send(event[1])
+        tally.latencies.append((time.perf_counter() - due) * 1000)
+        tally.count(status, event[0])
+        idle.append(conn)
+
+    tasks = []
+    for i in range(total):
+        due = start + i / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        tasks.append(asyncio.create_task(one(due, next(requests))))
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        conn.close()
+    return tally
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
+
+
+@contextmanager
+def process(
+    args: list[str], port: int, env: dict[str, str], cwd: Path, ready_path: str = ""
+) -> Iterator[None]:
+    # The server's log goes to a file: a pipe nobody reads fills up and stalls the server.
+    log = (cwd / f"{Path(args[2]).name}-{port}.log").open("wb")
+    child = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if ready_path:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1).read()
+                else:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{args[2:5]} did not start: {child.stderr.read().decode()[-2000:]}"
+                    ) from None  # type: ignore[union-attr]
+                time.sleep(0.1)
+        yield
+    finally:
+        child.terminate()
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        log.close()
+
+
+def uvicorn_args(app: str, port: int) -> list[str]:
+    return [PYTHON, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+
+
+def seed(url: str) -> None:
+    engine = make_engine(url)
+    upgrade(engine)
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    with open_store(engine) as store:
+        for n in range(CHANNELS):
+            slug = f"c{n:05d}"
+            admin.add_city(store, slug, f"City {n}", "America/Bogota", now, None, "implementation", "es")
+            admin.bind(store, f"slack:{TEAM}:C{n:05d}", slug, now)
+    engine.dispose()
+
+
+def missing(engine: Engine, acknowledged: list[str], platform: str = "slack") -> tuple[int, int]:
+    """Of the events acknowledged with 200: how many are not stored, and how many not answered."""
+    with engine.connect() as db:
+        query = text("select message_id from inbox where platform = :platform")
+        stored = set(db.execute(query, {"platform": platform}).scalars())
+        answered = {
+            key.split("|")[2]
+            for key in db.execute(
+                text("select key from outbox where status = 'sent' and kind = 'reply'")
+            ).scalars()
+        }
+    return sum(1 for e in acknowledged if e not in stored), sum(1 for e in acknowledged if e not in answered)
+
+
+def resident_mb(port: int) -> float:
+    """Resident memory of the server listening on `port` (Linux)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"serve --port {port}"], capture_output=True, text=True)
+    pid = found.stdout.split()[0]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def drain(engine: Engine, acknowledged: list[str], seconds: float = 120, platform: str = "slack") -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and missing(engine, acknowledged, platform)[1]:
+        time.sleep(1)
+
+
+def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2) -> list[Figure]:
+    """Slack inbound on one database, beside the floors, plus overload, memory and start-up."""
+    name = label(backend)
+    folder = Path(tempfile.mkdtemp(prefix="cda-inbound-"))
+    seed(url)
+    engine = make_engine(url)
+    fake_port = free_port()
+    ports = {"bare": free_port(), "bolt": free_port(), "cda": free_port()}
+    stamp = str(int(time.time()))
+    numbers = iter(range(10**9))
+    requests = (signed_request(next(numbers), stamp) for _ in iter(int, 1))
+    env = {
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_BOT_TOKEN": "xoxb-bench-not-real",
+        "SLACK_API_BASE_URL": f"http://127.0.0.1:{fake_port}/api/",
+        "PYTHONPATH": str(ROOT),
+    }
+    serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(ports["cda"]), "--no-scheduler"]
+    best: dict[str, float] = {}
+    acknowledged: list[str] = []
+    seen: dict[str, float] = {}
+    with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
+        for _ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
+            for app in ("bare", "bolt", "cda"):
+                port = ports[app]
+                started = time.perf_counter()
+                if app == "cda":
+                    context = process(serve, port, env, folder, "/readyz")
+                else:
+                    context = process(uvicorn_args(f"benchmarks.floors:{app}_app", port), port, env, folder)
+                with context:
+                    if app != "cda":
+                        best[app] = max(best.get(app, 0.0), asyncio.run(saturate(port, requests, seconds))[0])
+                        continue
+                    seen["start_s"] = time.perf_counter() - started
+                    seen["idle_mb"] = resident_mb(port)
+                    _, tally = asyncio.run(saturate(port, requests, seconds))
+                    seen["loaded_mb"] = resident_mb(port)
+                    best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
+                    acknowledged += tally.acknowledged
+                    time.sleep(1)
+                    ack = asyncio.run(offered(port, requests, rate, seconds))
+                    acknowledged += ack.acknowledged
+                    seen["p50"], seen["p99"] = (
+                        statistics.median(ack.latencies),
+                        percentile(ack.latencies, 0.99),
+                    )
+                    seen["refused"] = sum(v for k, v in ack.statuses.items() if k != 200)
+                    # Twice what it sustains: refused early with 503, never answered late, nothing lost.
+                    over = asyncio.run(offered(port, requests, max(2 * best["cda"], 50.0), seconds))
+                    acknowledged += over.acknowledged
+                    seen["over_late"] = sum(1 for v in over.latencies if v > 3000)
+                    seen["over_refused"] = sum(v for k, v in over.statuses.items() if k != 200)
+                    time.sleep(2)
+                    after = asyncio.run(offered(port, requests, 20, 2))
+                    acknowledged += after.acknowledged
+                    seen["recovered"] = after.ok / max(1, sum(after.statuses.values()))
+                    drain(engine, acknowledged)
+    lost, unanswered = missing(engine, acknowledged)
+    engine.dispose()
+    target = 1500 if backend == "sqlite" else 1000
+    return [
+        figure(f"inbound {name}: bare signature check", best["bare"], "ev/s", note="floor"),
+        figure(f"inbound {name}: do-nothing Bolt app", best["bolt"], "ev/s", note="floor"),
+        figure(f"inbound {name}: cda-bot, stored and answered", best["cda"], "ev/s", target, floor=True),
+        figure(f"inbound {name}: cda-bot / Bolt", best["cda"] / best["bolt"], "x", 0.25, floor=True),
+        figure(f"inbound {name}: ack p50 at {rate:g}/s offered", seen["p50"], "ms"),
+        figure(f"inbound {name}: ack p99 at {rate:g}/s offered", seen["p99"], "ms", 50),
+        figure(f"inbound {name}: refused (503) at {rate:g}/s offered", seen["refused"], "events"),
+        figure(f"inbound {name}: at 2x capacity, answered after 3 s", seen["over_late"], "events", 0),
+        figure(f"inbound {name}: at 2x capacity, refused with 503", seen["over_refused"], "events"),
+        figure(
+            f"inbound {name}: after overload, share answered 200", seen["recovered"], "x", 1.0, floor=True
+        ),
+        figure(f"inbound {name}: acknowledged, all runs", len(acknowledged), "events"),
+        figure(f"inbound {name}: acknowledged but not stored", lost, "events", 0),
+        figure(f"inbound {name}: acknowledged but not answered", unanswered, "events", 0),
+        figure(f"serve {name}: start-up to ready", seen["start_s"], "s"),
+        figure(f"serve {name}: resident memory idle", seen["idle_mb"], "MB", 120),
+        figure(f"serve {name}: resident memory under load", seen["loaded_mb"], "MB"),
+    ]
+
+
+TWILIO_TOKEN = "bench-twilio-token"
+PUBLIC = "https://bot.example.org"
+ACCOUNT = "AC" + "0" * 32
+NUMBERS = 2000
+
+
+def number(n: int) -> str:
+    return f"whatsapp:+1555{n % NUMBERS:07d}"
+
+
+def signed_form(n: int) -> tuple[str, bytes]:
+    """A WhatsApp message's webhook, signed as Twilio signs it (over the public URL and the form)."""
+    sid = f"SM{n:032d}"
+    form = {
+        "MessageSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": ACCOUNT,
+        "From": number(n),
+        "To": "whatsapp:+14155238886",
+        "Body": f"update: bench message {n}",
+        "NumMedia": "0",
+        "ProfileName": "Bench",
+        "ApiVersion": "2010-04-01",
+    }
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(f"{PUBLIC}/twilio/whatsapp", form)
+    body = urlencode(form).encode()
+    head = (
+        "POST /twilio/whatsapp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"X-Twilio-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return sid, head.encode() + body
+
+
+def seed_numbers(url: str) -> None:
+    engine = make_engine(url)
+    upgrade(engine)
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    with open_store(engine) as store:
+        for n in range(NUMBERS):
+            slug = f"w{n:05d}"
+            admin.add_city(store, slug, f"Town {n}", "America/Sao_Paulo", now, None, "implementation", "pt")
+            admin.add_member(store, number(n), slug, now)
+    engine.dispose()
+
+
+def whatsapp(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> list[Figure]:
+    """WhatsApp inbound on one database, beside a bare endpoint checking Twilio's signature."""
+    name = label(backend)
+    folder = Path(tempfile.mkdtemp(prefix="cda-inbound-wa-"))
+    seed_numbers(url)
+    engine = make_engine(url)
+    fake_port, bare_port, cda_port = free_port(), free_port(), free_port()
+    numbers = iter(range(10**9))
+    requests = (signed_form(next(numbers)) for _ in iter(int, 1))
+    env = {
+        "TWILIO_ACCOUNT_SID": ACCOUNT,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886",
+        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{fake_port}",
+        "TWILIO_MESSAGES_PER_SECOND": "1000",  # raised, as Twilio does on request: the drain is not measured
+        "PUBLIC_BASE_URL": PUBLIC,
+        "PYTHONPATH": str(ROOT),
+    }
+    serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
+    best: dict[str, float] = {}
+    acknowledged: list[str] = []
+    with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
+        for _ in range(rounds):
+            with process(uvicorn_args("benchmarks.floors:twilio_app", bare_port), bare_port, env, folder):
+                best["bare"] = max(
+                    best.get("bare", 0.0), asyncio.run(saturate(bare_port, requests, seconds))[0]
+                )
+            with process(serve, cda_port, env, folder, "/readyz"):
+                _, tally = asyncio.run(saturate(cda_port, requests, seconds))
+                best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
+                acknowledged += tally.acknowledged
+                drain(engine, acknowledged, platform="whatsapp")
+    lost, unanswered = missing(engine, acknowledged, platform="whatsapp")
+    engine.dispose()
+    return [
+        figure(f"inbound WhatsApp {name}: bare Twilio signature check", best["bare"], "ev/s", note="floor"),
+        figure(f"inbound WhatsApp {name}: cda-bot, stored and answered", best["cda"], "ev/s"),
+        figure(f"inbound WhatsApp {name}: cda-bot / bare", best["cda"] / best["bare"], "x"),
+        figure(f"inbound WhatsApp {name}: acknowledged but not stored", lost, "events", 0),
+        figure(f"inbound WhatsApp {name}: acknowledged but not answered", unanswered, "events", 0),
+    ]
+
+
+def figures() -> list[Figure]:
+    """Slack inbound on SQLite, and on PostgreSQL where TEST_DATABASE_URL names a server."""
+    found: list[Figure] = []
+    for backend in backends():
+        with tempfile.TemporaryDirectory() as folder, fresh_database(backend, Path(folder), "inbound") as db:
+            found += slack(backend, db.url.render_as_string(hide_password=False))
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            fresh_database(backend, Path(folder), "inbound_wa") as db,
+        ):
+            found += whatsapp(backend, db.url.render_as_string(hide_password=False))
+    return found
+
+
+if __name__ == "__main__":
+    figures()
