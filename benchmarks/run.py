@@ -12,6 +12,7 @@ import platform
 import statistics
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -180,7 +181,13 @@ def main() -> None:
         print("PostgreSQL: skipped (set TEST_DATABASE_URL to a server to include it)")
     figures: list[Figure] = []
     for benchmark in BENCHMARKS:
-        figures += benchmark()
+        try:
+            figures += benchmark()
+        except Exception as error:
+            # One broken benchmark must not cost the others' figures: it shows as a missed row.
+            traceback.print_exc()
+            name = f"{benchmark.__module__}.{benchmark.__name__} failed: {type(error).__name__}"
+            figures.append(figure(name, 1, "run", 0))
     print()
     print(f"{'figure':<64} {'value':>10} {'unit':<6} {'target/floor':<14} met")
     for row in figures:
