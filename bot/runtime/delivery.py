@@ -23,6 +23,7 @@ from bot.core.inbox import REPLY_KIND
 from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime import metrics
 from bot.runtime.ratelimit import RateLimiter, limit_key
+from store.db import reader
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import open_store
 
@@ -401,6 +402,6 @@ class Deliverer:
                     store.add_receipts(o.outbox_id, o.receipts.platform, o.receipts.ids, o.now)
 
     def _reference(self, recipient: str) -> tuple[dict[str, Any] | None, bool]:
-        """How to reach `recipient` unprompted, and whether they said `stop`."""
-        with open_store(self.engine) as store:
+        """How to reach `recipient` unprompted, and whether they said `stop` (a read: no write lock)."""
+        with open_store(reader(self.engine)) as store:
             return store.reference(recipient), store.has_stopped(recipient)
