@@ -70,6 +70,10 @@ class Terminal:
             self.read(0.005)
 
     def close(self) -> None:
+        # Ctrl-D ends the chat only on an empty line: wait for the prompt after the last reply first.
+        deadline = time.monotonic() + 5
+        while not self.output.endswith("> ") and time.monotonic() < deadline:
+            self.read(0.1)
         os.write(self.master, b"\x04")  # Ctrl-D: the chat ends
         self.read(1)
         self.process.wait(timeout=20)

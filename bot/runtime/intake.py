@@ -80,6 +80,10 @@ class Intake:
             try:
                 results = await asyncio.to_thread(self._accept_all, [message for message, _ in batch])
             except Exception as error:
+                if is_transient(error):
+                    # The database is away: what arrived meanwhile would only wait to fail the same way,
+                    # past the platform's patience. Each is refused now (503); the platform retries.
+                    batch, self._arriving = batch + self._arriving, []
                 for _, stored in batch:
                     if not stored.done():
                         stored.set_exception(error)
