@@ -475,6 +475,8 @@ class Store:
             .where(*failed)
             .group_by(OutboxMessage.city_id)
         ).all()
+        if not counts:
+            return {}  # the usual case: no second query for the errors
         latest = {row_id for _, _, row_id in counts}
         errors = dict(
             self.session.exec(

@@ -93,6 +93,8 @@ class Hub:
                 if found:
                     return True
                 await asyncio.sleep(pause)
+            if await self.deliverer.reported(platform, platform_id, delivery, code, error):
+                return True  # the last look, after the last pause
         except Exception as failure:
             log.warning("delivery report not stored", extra={"error": type(failure).__name__})
             raise Unavailable("database unavailable") from None
