@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, or_, update
+from sqlalchemy import Engine, bindparam, delete, func, or_, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
@@ -156,8 +157,19 @@ class Store:
         return binding
 
     def bound_city(self, conversation: str) -> City | None:
-        query = select(City).join(ChannelBinding).where(ChannelBinding.conversation == conversation)
-        return self.session.exec(query).first()
+        """The city a conversation is bound to, as a detached row: read it, never change it (asked of
+        nearly every message, so read without the ORM, whose work was most of the statement's)."""
+        row = (
+            self.session.connection().execute(_BOUND_CITY, {"conversation": conversation}).mappings().first()
+        )
+        return None if row is None else City.model_construct(**row)
+
+    def bound_conversations(self, conversations: Sequence[str]) -> set[str]:
+        """Which of these conversations are bound to a city, in one statement."""
+        if not conversations:
+            return set()
+        query = core_select(_BINDINGS.c.conversation).where(_BINDINGS.c.conversation.in_(set(conversations)))
+        return set(self.session.connection().execute(query).scalars())
 
     def bindings_of(self, city_id: int) -> list[str]:
         query = select(ChannelBinding.conversation).where(ChannelBinding.city_id == city_id)
@@ -167,6 +179,15 @@ class Store:
     def receive(self, row: InboxMessage) -> int | None:
         """Store a platform message once; None if its id was stored before (a retry or a duplicate)."""
         return self._insert_once(row)
+
+    def receive_all(self, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
+        """`receive` for many rows (an inbox row's columns each): the ids of those stored now, by
+        (platform, message id); one already stored is left out. One statement for a few hundred."""
+        if not rows:
+            return {}
+        statement = _receive_all(self.session.get_bind().dialect.name)
+        stored = self.session.connection().execute(statement, list(rows))
+        return {(platform, message_id): id_ for id_, platform, message_id in stored}
 
     def take_inbox(self, inbox_id: int) -> InboxMessage | None:
         """The pending message `inbox_id`, locked for this transaction; None if it is handled or another
@@ -178,15 +199,15 @@ class Store:
         )
         return self.session.exec(query).first()
 
-    def take_inboxes(self, inbox_ids: Sequence[int]) -> list[InboxMessage]:
-        """`take_inbox` for many, in the order they arrived."""
+    def take_inboxes(self, inbox_ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
+        """`take_inbox` for many, in the order they arrived: each one's id and what it said."""
         query = (
-            select(InboxMessage)
-            .where(col(InboxMessage.id).in_(list(inbox_ids)), InboxMessage.status == InboxStatus.pending)
-            .order_by(col(InboxMessage.id))
+            core_select(_INBOX.c.id, _INBOX.c.message)
+            .where(_INBOX.c.id.in_(list(inbox_ids)), _INBOX.c.status == InboxStatus.pending)
+            .order_by(_INBOX.c.id)
             .with_for_update(skip_locked=True)
         )
-        return list(self.session.exec(query))
+        return [(id_, message) for id_, message in self.session.connection().execute(query) if message]
 
     def close_inboxes(self, inbox_ids: Sequence[int], now: datetime) -> None:
         """Mark messages handled; what they said now lives in updates and blockers, not twice."""
@@ -195,6 +216,17 @@ class Store:
             .where(col(InboxMessage.id).in_(list(inbox_ids)))
             .values(status=InboxStatus.done, handled_at=now, message=None)
         )
+
+    def pending_inbox_ids(self, platform: str, message_ids: Sequence[str]) -> dict[str, int]:
+        """`pending_inbox_id` for many messages of one platform: message id → inbox id."""
+        if not message_ids:
+            return {}
+        query = core_select(_INBOX.c.message_id, _INBOX.c.id).where(
+            _INBOX.c.platform == platform,
+            _INBOX.c.message_id.in_(set(message_ids)),
+            _INBOX.c.status == InboxStatus.pending,
+        )
+        return {message_id: inbox_id for message_id, inbox_id in self.session.connection().execute(query)}
 
     def pending_inbox_id(self, platform: str, message_id: str) -> int | None:
         query = select(InboxMessage.id).where(
@@ -252,8 +284,9 @@ class Store:
 
     # -- updates --------------------------------------------------------------------------------
     def add_update(self, update: Update) -> Update:
-        self.session.add(update)
-        self.session.flush()
+        """Written without the ORM's unit of work (every `update:` comes here); `update` gets its id."""
+        values = {c.name: getattr(update, c.name) for c in _UPDATES.c if c.name != "id"}
+        update.id = self.session.connection().execute(_ADD_UPDATE, values).scalar_one()
         return update
 
     def updates(self, city_ids: Sequence[int], since: datetime, limit: int = 50) -> list[Update]:
@@ -332,6 +365,13 @@ class Store:
         return list(self.session.exec(query.order_by(CoachingSession.start_local)))
 
     # -- conversation references ----------------------------------------------------------------
+    def save_references(self, rows: Sequence[tuple[str, str, dict[str, Any]]], now: datetime) -> None:
+        """`save_reference` for many (key, platform, reference), keys all different, in one statement."""
+        if not rows:
+            return
+        values = [{"key": k, "platform": p, "reference": r, "updated_at": now} for k, p, r in rows]
+        self.session.connection().execute(_upsert_reference(self.session.get_bind().dialect.name), values)
+
     def save_reference(self, key: str, platform: str, reference: dict[str, Any], now: datetime) -> None:
         """Insert or refresh in one statement: the first messages of a new channel arrive together."""
         table = ConversationReference.__table__  # type: ignore[attr-defined]
@@ -376,25 +416,37 @@ class Store:
         deliverer died). PostgreSQL skips rows another deliverer has locked; SQLite has one writer."""
         if not platforms:
             return []
-        due = (col(OutboxMessage.status) == OutboxStatus.pending) | (
-            col(OutboxMessage.status) == OutboxStatus.sending
-        )
-        reachable = or_(*(col(OutboxMessage.recipient).startswith(f"{p}:") for p in platforms))
+        outbox = _OUTBOX.c
+        reachable = or_(*(outbox.recipient.startswith(f"{p}:") for p in platforms))
         query = (
-            select(OutboxMessage)
-            .where(due, reachable, OutboxMessage.next_attempt_at <= now)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            core_select(_OUTBOX)
+            .where(outbox.status.in_(_DUE), reachable, outbox.next_attempt_at <= now)
+            .order_by(outbox.next_attempt_at, outbox.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        rows = list(self.session.exec(query))
-        for row in rows:
-            row.status = OutboxStatus.sending
-            row.attempts += 1
-            row.next_attempt_at = now + lease
-            self.session.add(row)
-        self.session.flush()
-        return rows
+        connection = self.session.connection()
+        rows = connection.execute(query).mappings().all()
+        if not rows:
+            return []
+        # Without the ORM: its bookkeeping for each claimed row cost more than the two statements.
+        until = now + lease
+        connection.execute(
+            update(_OUTBOX)
+            .where(outbox.id.in_([row["id"] for row in rows]))
+            .values(status=OutboxStatus.sending, attempts=outbox.attempts + 1, next_attempt_at=until)
+        )
+        return [
+            OutboxMessage.model_construct(
+                **{
+                    **row,
+                    "status": OutboxStatus.sending,
+                    "attempts": row["attempts"] + 1,
+                    "next_attempt_at": until,
+                }
+            )
+            for row in rows
+        ]
 
     def claimable(self, now: datetime, platforms: Sequence[str]) -> int:
         """How many rows a deliverer for these platforms could claim at `now`."""
@@ -498,9 +550,9 @@ class Store:
             values.update(sent_at=now, delivery=None, delivery_code=None)  # what is reported next is news
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
-        self.session.execute(
-            update(OutboxMessage).where(col(OutboxMessage.id) == message_id).values(**values)
-        )
+        # On the table, not the ORM class: nothing loaded here needs to learn of it, and the ORM's
+        # bookkeeping per statement cost more than the statement.
+        self.session.connection().execute(update(_OUTBOX).where(_OUTBOX.c.id == message_id).values(**values))
 
     def outbox(self, city_ids: Sequence[int] | None = None) -> list[OutboxMessage]:
         query = select(OutboxMessage).order_by(OutboxMessage.due_at, OutboxMessage.id)
@@ -524,6 +576,38 @@ def _insert(session: Session, table: Any) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+_CITIES, _BINDINGS, _INBOX, _OUTBOX, _UPDATES, _REFERENCES = (
+    model.__table__  # type: ignore[attr-defined]
+    for model in (City, ChannelBinding, InboxMessage, OutboxMessage, Update, ConversationReference)
+)
+_BOUND_CITY = (
+    core_select(*_CITIES.c)
+    .select_from(_CITIES.join(_BINDINGS, _BINDINGS.c.city_id == _CITIES.c.id))
+    .where(_BINDINGS.c.conversation == bindparam("conversation"))
+)
+_ADD_UPDATE = _UPDATES.insert().returning(_UPDATES.c.id)
+_DUE = (OutboxStatus.pending, OutboxStatus.sending)
+
+
+@cache
+def _upsert_reference(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_REFERENCES)
+    return statement.on_conflict_do_update(
+        index_elements=[_REFERENCES.c.key],
+        set_={"reference": statement.excluded.reference, "updated_at": statement.excluded.updated_at},
+    )
+
+
+@cache
+def _receive_all(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Given many rows, SQLAlchemy sends them as one multi-row INSERT ("insertmanyvalues").
+    return (
+        insert(_INBOX).on_conflict_do_nothing().returning(_INBOX.c.id, _INBOX.c.platform, _INBOX.c.message_id)
+    )
 
 
 @cache

@@ -52,6 +52,7 @@ BOT_SCOPES = [
     "reactions:write",
 ]
 SLASH_COMMAND = COMMAND  # the gate refuses any other
+EVENTS_ROUTE = "/slack/events"
 UPDATE_REACTION = "white_check_mark"
 NOT_STORED = "I couldn't record that just now, so nothing was saved. Please try again in a minute."
 # Errors that another attempt cannot fix: the outbox stops retrying these.
@@ -104,6 +105,7 @@ class _Authorize(AsyncAuthorize):
 
 class SlackAdapter:
     platform = PLATFORM
+    intake_paths = (EVENTS_ROUTE,)  # refused at the door past capacity
 
     def __init__(self, config: SlackConfig, hub: Hub) -> None:
         self.config = config
@@ -157,7 +159,7 @@ class SlackAdapter:
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
         if self.gate is not None:
-            routes.append(Route("/slack/events", self._events, methods=["POST"]))
+            routes.append(Route(EVENTS_ROUTE, self._events, methods=["POST"]))
         if self.installations is not None:
             routes.append(Route("/slack/install", self.handler.handle, methods=["GET"]))
             routes.append(Route("/slack/oauth_redirect", self.handler.handle, methods=["GET"]))

@@ -55,6 +55,7 @@ def accepted() -> Response:
 
 class TeamsAdapter:
     platform = PLATFORM
+    intake_paths = (ROUTE,)  # refused at the door past capacity
 
     def __init__(self, config: TeamsConfig, hub: Hub) -> None:
         self.config = config

@@ -192,6 +192,7 @@ def template_variables(reply: Reply) -> dict[str, str]:
 
 class WhatsAppAdapter:
     platform = PLATFORM
+    intake_paths = (ROUTE,)  # refused at the door past capacity
 
     def __init__(self, config: WhatsAppConfig, hub: Hub) -> None:
         self.config = config

@@ -65,6 +65,63 @@ def accept(store: Store, msg: InboundMessage, now: datetime) -> Accepted:
     return Accepted(store.pending_inbox_id(msg.platform, msg.message_id), False)
 
 
+def accept_all(store: Store, messages: list[InboundMessage], now: datetime) -> list[Accepted]:
+    """`accept` for the messages of one group commit, in their order, with a few statements for all of
+    them where one each would do: which channels are bound, the inserts, the duplicates' ids."""
+    concern = [m for m in messages if not m.addressed and _command_or_question(m)]
+    bound = store.bound_conversations([m.conversation for m in concern])
+    decided: list[Accepted | None] = []  # None: to be stored below
+    rows: list[dict[str, Any]] = []
+    for msg in messages:
+        if not msg.addressed and (msg.conversation not in bound or not _command_or_question(msg)):
+            decided.append(Accepted(None, False))
+        elif msg.platform in ROSTER_FIRST:
+            decided.append(accept(store, msg, now))  # a roster to read first: one at a time
+        else:
+            decided.append(None)
+            rows.append(_inbox_row(msg, now))
+    stored = store.receive_all(rows)
+    earlier = _pending_ids(store, [key for key in _keys(rows) if key not in stored])
+    fresh = dict(stored)  # the first of a message sent twice in one batch is the new one
+    keys = iter(_keys(rows))
+    accepted: list[Accepted] = []
+    for result in decided:
+        if result is None:
+            key = next(keys)
+            if key in fresh:
+                result = Accepted(fresh.pop(key), True)
+            else:
+                log.info("duplicate dropped", extra={"platform": key[0], "message_id": key[1]})
+                result = Accepted(earlier.get(key, stored.get(key)), False)
+        accepted.append(result)
+    return accepted
+
+
+def _keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(row["platform"], row["message_id"]) for row in rows]
+
+
+def _pending_ids(store: Store, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The inbox ids of messages stored before and still pending (a retry is not left waiting)."""
+    found: dict[tuple[str, str], int] = {}
+    for platform in {platform for platform, _ in keys}:
+        ids = store.pending_inbox_ids(platform, [message_id for p, message_id in keys if p == platform])
+        found.update(((platform, message_id), inbox_id) for message_id, inbox_id in ids.items())
+    return found
+
+
+def _inbox_row(msg: InboundMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "platform": msg.platform,
+        "message_id": msg.message_id,
+        "message": msg.model_dump(mode="json"),
+        "status": InboxStatus.pending,
+        "attempts": 0,
+        "next_attempt_at": now + HANDOFF,
+        "received_at": now,
+    }
+
+
 def _tell_how_to_join(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
     """Once a day at most, so a stranger's messages cost one reply; nothing they sent is kept."""
     log.info("message from a number not on the roster", extra={"platform": msg.platform})
@@ -92,9 +149,11 @@ def _joins(msg: InboundMessage) -> bool:
 
 def _may_concern_bot(store: Store, msg: InboundMessage) -> bool:
     """Chatter in a shared channel: only a command or a question, in a channel bound to a city."""
-    if parse(msg.text[: MAX_TEXT + 16], addressed=False).name in ("unknown", "empty"):
-        return False
-    return store.bound_city(msg.conversation) is not None
+    return _command_or_question(msg) and store.bound_city(msg.conversation) is not None
+
+
+def _command_or_question(msg: InboundMessage) -> bool:
+    return parse(msg.text[: MAX_TEXT + 16], addressed=False).name not in ("unknown", "empty")
 
 
 def handle(store: Store, inbox_id: int, now: datetime) -> list[Outgoing] | None:
@@ -125,12 +184,13 @@ def handle_all(store: Store, inbox_ids: list[int], now: datetime) -> None:
     """`handle` for many messages in the caller's transaction, with a few statements for all of them
     where one each would do (the rows, the references, marking them done). All or nothing: on an
     error the caller handles them one by one, to find the one that fails."""
-    rows = [row for row in store.take_inboxes(inbox_ids) if row.message is not None]
-    messages = [InboundMessage.model_validate(row.message) for row in rows]
+    taken = store.take_inboxes(inbox_ids)
+    messages = [InboundMessage.model_validate(message) for _, message in taken]
     _remember(store, messages, now)
-    for msg in messages:
-        _enqueue_replies(store, msg, dispatch(store, msg, now), now)
-    store.close_inboxes([row.id for row in rows if row.id is not None], now)
+    replies = [row for msg in messages for row in _reply_rows(msg, dispatch(store, msg, now), now, False)]
+    if replies:
+        bulk.insert_ignoring(store, "outbox", list(replies[0]), replies)
+    store.close_inboxes([inbox_id for inbox_id, _ in taken], now)
 
 
 def _remember(store: Store, messages: list[InboundMessage], now: datetime) -> None:
@@ -148,13 +208,14 @@ def _remember(store: Store, messages: list[InboundMessage], now: datetime) -> No
     if not wanted and not first_contact:
         return
     known = store.references([*wanted, *first_contact])
-    for key, (platform, reference) in wanted.items():
-        if known.get(key) != reference:
-            store.save_reference(key, platform, reference, now)
+    changed = [(key, platform, ref) for key, (platform, ref) in wanted.items() if known.get(key) != ref]
     # Never over a personal chat already known (or a removal): only where there is nothing yet.
-    for key, (platform, reference) in first_contact.items():
-        if key not in known and key not in wanted:
-            store.save_reference(key, platform, reference, now)
+    changed += [
+        (key, platform, ref)
+        for key, (platform, ref) in first_contact.items()
+        if key not in known and key not in wanted
+    ]
+    store.save_references(changed, now)
 
 
 def fail(store: Store, inbox_id: int, error: str, now: datetime) -> list[Outgoing]:

@@ -23,6 +23,7 @@ from bot.core.inbox import REPLY_KIND
 from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime import metrics
 from bot.runtime.ratelimit import RateLimiter, limit_key
+from bot.runtime.turns import Turns
 from store.db import reader
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import open_store
@@ -88,8 +89,10 @@ class Deliverer:
         adapters: Mapping[str, Adapter],
         clock: Clock,
         limiter: RateLimiter | None = None,
+        turns: Turns | None = None,
     ) -> None:
         self.engine = engine
+        self.turns = turns or Turns(enabled=False)
         self.adapters = adapters
         self.clock = clock
         self.limiter = limiter or RateLimiter()
@@ -330,7 +333,7 @@ class Deliverer:
         self, platform: str, platform_id: str, delivery: str, code: str | None, error: DeliveryError | None
     ) -> bool:
         now = self.clock.now()
-        with open_store(self.engine) as store:
+        with self.turns.turn(), open_store(self.engine) as store:
             row = store.sent_as(platform, platform_id)
             if row is None:
                 return False
@@ -361,7 +364,7 @@ class Deliverer:
         return self._claim_and_peek(now, limit)[0]
 
     def _claim_and_peek(self, now: datetime, limit: int) -> tuple[list[OutboxMessage], datetime | None]:
-        with open_store(self.engine) as store:
+        with self.turns.turn(), open_store(self.engine) as store:
             rows = store.claim_due(now, list(self.adapters), LEASE, limit)
             next_due = store.next_due(list(self.adapters))
         self._held.update(row.id for row in rows if row.id is not None)
@@ -395,7 +398,7 @@ class Deliverer:
                     written.set_result(None)
 
     def _finish(self, outcomes: list[Outcome]) -> None:
-        with open_store(self.engine) as store:
+        with self.turns.turn(), open_store(self.engine) as store:
             for o in outcomes:
                 store.finish(o.outbox_id, o.status, o.now, o.error, o.retry_at)
                 if o.receipts is not None and o.receipts.ids:

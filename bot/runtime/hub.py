@@ -3,6 +3,7 @@ returns), and the one deliverer that sends every reply and unprompted message th
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -12,6 +13,7 @@ from bot.core.clock import Clock
 from bot.core.messages import Adapter, DeliveryError, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
 from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
+from bot.runtime.turns import Turns
 from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.hub")
@@ -20,6 +22,7 @@ log = logging.getLogger("cda_bot.hub")
 Write = Callable[[Store, datetime], None]  # a transaction an adapter needs before it answers
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
 REPORT_PAUSES = (0.2, 0.5, 1.0)
+REFUSAL_LOG_SECONDS = 10.0
 
 
 class Unavailable(Exception):
@@ -37,8 +40,12 @@ class Hub:
         self.clock = clock
         self.adapters: dict[str, Adapter] = {}
         # One deliverer for the process, so rate limits hold across replies and scheduler passes.
-        self.deliverer = Deliverer(engine, self.adapters, clock)
-        self.intake = Intake(engine, clock, handled=self.deliverer.wake)
+        # SQLite has one writer: this process's writers take turns, storing arrivals first.
+        self.turns = Turns(enabled=engine.dialect.name == "sqlite")
+        self.deliverer = Deliverer(engine, self.adapters, clock, turns=self.turns)
+        self.intake = Intake(engine, clock, handled=self.deliverer.wake, turns=self.turns)
+        self._refusals = 0
+        self._refusal_logged = -REFUSAL_LOG_SECONDS
 
     def register(self, adapter: Adapter) -> None:
         """An adapter that can deliver to its platform's identities, at the rate it asks for if any."""
@@ -55,7 +62,7 @@ class Hub:
             # the insert still commit later, the platform's retry finds it and it is handled once.
             return await asyncio.wait_for(self.intake.submit(message), ACCEPT_SECONDS)
         except Busy as busy:
-            log.warning("backlog full, message refused", extra={"platform": message.platform})
+            self._refused(message.platform)
             raise Unavailable(str(busy)) from None
         except Exception as error:
             log.warning(
@@ -64,12 +71,23 @@ class Hub:
             )
             raise Unavailable("database unavailable") from None
 
+    def _refused(self, platform: str) -> None:
+        """Log refusals once per REFUSAL_LOG_SECONDS with their count: under overload a line per
+        refused message would cost the time the refusal saves."""
+        self._refusals += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_SECONDS:
+            log.warning(
+                "backlog full, messages refused", extra={"platform": platform, "refused": self._refusals}
+            )
+            self._refusals, self._refusal_logged = 0, now
+
     async def record(self, write: Write) -> None:
         """A write an adapter needs durable before it answers its platform (an installation, a
         removal), bounded and refused like `accept`; what it queued is sent at once."""
 
         def run() -> None:
-            with open_store(self.engine) as store:
+            with self.turns.turn(urgent=True), open_store(self.engine) as store:
                 write(store, self.clock.now())
 
         try:
@@ -100,6 +118,11 @@ class Hub:
             raise Unavailable("database unavailable") from None
         log.info("delivery report for no known message", extra={"platform": platform, "id": platform_id})
         return False
+
+    @property
+    def full(self) -> bool:
+        """No room for another message: it would be refused (Busy) after its body was read."""
+        return self.intake.full
 
     @property
     def backlog(self) -> dict[str, int]:

@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 from bot.core import inbox
 from bot.core.clock import Clock
 from bot.core.messages import InboundMessage
-from store.db import is_transient
+from bot.runtime.turns import Turns
+from store.db import is_transient, reader
 from store.repo import open_store
 
 log = logging.getLogger("cda_bot.intake")
@@ -45,9 +46,12 @@ class Busy(Exception):
 
 
 class Intake:
-    def __init__(self, engine: Engine, clock: Clock, handled: Callable[[], None]) -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, handled: Callable[[], None], turns: Turns | None = None
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.turns = turns or Turns(enabled=False)
         self.handled = handled  # called after a message's replies are in the outbox
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
@@ -60,10 +64,14 @@ class Intake:
     def backlog(self) -> int:
         return len(self._known)
 
+    @property
+    def full(self) -> bool:
+        return self.backlog + len(self._arriving) >= MAX_BACKLOG
+
     async def submit(self, message: InboundMessage) -> bool:
         """Store `message` for handling: True once it is durable (the platform may be acknowledged),
         False for a duplicate or chatter. Raises Busy past the backlog bound, or the database's error."""
-        if self.backlog + len(self._arriving) >= MAX_BACKLOG:
+        if self.full:
             raise Busy(f"{self.backlog} messages waiting")
         stored: asyncio.Future[inbox.Accepted] = asyncio.get_running_loop().create_future()
         self._arriving.append((message, stored))
@@ -99,8 +107,9 @@ class Intake:
                 self.handled()  # what they were told waits in the outbox
 
     def _accept_all(self, messages: list[InboundMessage]) -> list[inbox.Accepted]:
-        with open_store(self.engine) as store:
-            return [inbox.accept(store, message, self.clock.now()) for message in messages]
+        # Urgent: each sender's platform waits for this commit before it is acknowledged.
+        with self.turns.turn(urgent=True), open_store(self.engine) as store:
+            return inbox.accept_all(store, messages, self.clock.now())
 
     def _add(self, inbox_id: int) -> None:
         if inbox_id not in self._known:
@@ -155,6 +164,10 @@ class Intake:
             self._known.discard(inbox_id)
 
     def _handle(self, batch: list[int]) -> timedelta | None:
+        with self.turns.turn():
+            return self._handle_in_turn(batch)
+
+    def _handle_in_turn(self, batch: list[int]) -> timedelta | None:
         """Handle messages in one transaction, each in a savepoint: one whose handler raises is undone
         alone and marked failed (its sender told). How long to wait before trying them all again when
         the database failed (then nothing of the batch was written)."""
@@ -213,5 +226,5 @@ class Intake:
             await asyncio.sleep(SWEEP_SECONDS)
 
     def _due(self, now: datetime) -> list[int]:
-        with open_store(self.engine) as store:
+        with open_store(reader(self.engine)) as store:
             return store.due_inbox(now, MAX_BACKLOG)

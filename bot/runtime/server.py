@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from bot.core.messages import Reply
 from bot.runtime.hub import Hub
 from bot.runtime.metrics import RequestMetrics, metrics_route
+from bot.runtime.shedding import Shedding
 
 log = logging.getLogger("cda_bot.server")
 
@@ -29,6 +30,9 @@ READY_SECONDS = 2.0  # a database that takes longer than this to say `1` is not 
 
 
 class PlatformAdapter(Protocol):
+    """Optionally `intake_paths`: the routes where its platform posts messages, refused at the door
+    past capacity (bot/runtime/shedding.py)."""
+
     platform: str
 
     def describe(self) -> str: ...
@@ -132,11 +136,14 @@ def build_app(
         routes.extend(own)
         platforms.update((id(route), adapter.platform) for route in own)
     routes.extend(pages)
+    middleware = [Middleware(RequestMetrics, routes=routes, platforms=platforms)] if metrics else []
+    intake = [path for adapter in adapters for path in getattr(adapter, "intake_paths", ())]
+    middleware.append(Middleware(Shedding, paths=intake, full=lambda: hub.full))
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
-        middleware=[Middleware(RequestMetrics, routes=routes, platforms=platforms)] if metrics else [],
+        middleware=middleware,
     )
 
 

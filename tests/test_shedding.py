@@ -1,0 +1,63 @@
+"""Past capacity a platform's message is refused at the door with 503 and Retry-After, before its
+body is read; other routes and methods pass, and the refusal never reaches the handler."""
+
+import asyncio
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.runtime.intake import RETRY_AFTER_SECONDS
+from bot.runtime.shedding import Shedding
+
+
+def _app(full: list[bool], limit: int, release: asyncio.Event, handled: list[str]) -> Starlette:
+    async def messages(request: Request) -> Response:
+        handled.append((await request.body()).decode())
+        await release.wait()
+        return JSONResponse({"ok": True})
+
+    async def page(_: Request) -> Response:
+        return JSONResponse({"page": True})
+
+    return Starlette(
+        routes=[Route("/in", messages, methods=["POST"]), Route("/page", page, methods=["GET", "POST"])],
+        middleware=[Middleware(Shedding, paths=["/in"], full=lambda: full[0], limit=limit)],
+    )
+
+
+def _client(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_a_full_backlog_refuses_messages_at_the_door() -> None:
+    full, release, handled = [True], asyncio.Event(), []
+    release.set()
+    async with _client(_app(full, 10, release, handled)) as client:
+        refused = await client.post("/in", content=b"m1")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+        assert refused.json() == {"error": "temporarily unavailable"}
+        assert handled == []
+        # Other routes are not the intake's: they go on.
+        assert (await client.post("/page")).status_code == 200
+        full[0] = False
+        assert (await client.post("/in", content=b"m2")).status_code == 200
+        assert handled == ["m2"]
+
+
+async def test_past_the_requests_in_flight_a_message_is_refused_and_the_next_accepted() -> None:
+    full, release, handled = [False], asyncio.Event(), []
+    async with _client(_app(full, 2, release, handled)) as client:
+        waiting = [asyncio.create_task(client.post("/in", content=f"m{n}".encode())) for n in range(2)]
+        while len(handled) < 2:
+            await asyncio.sleep(0.01)
+        third = await client.post("/in", content=b"m3")
+        assert third.status_code == 503
+        release.set()
+        assert [r.status_code for r in await asyncio.gather(*waiting)] == [200, 200]
+        assert (await client.post("/in", content=b"m4")).status_code == 200
+        assert sorted(handled) == ["m0", "m1", "m4"]
