@@ -27,6 +27,12 @@ def serve(
     scheduler: Annotated[
         bool, typer.Option("--scheduler/--no-scheduler", help="Run reminders, nudges and digests here")
     ] = True,
+    delivery_process: Annotated[
+        bool,
+        typer.Option(
+            "--delivery-process", help="Send replies and reminders from a second process (a second core)"
+        ),
+    ] = False,
     db: Db = None,
 ) -> None:
     """The HTTP server with every adapter whose credentials are set, and the scheduler."""
@@ -34,7 +40,7 @@ def serve(
 
     settings = Settings()
     try:
-        server = serving.build_server(settings, engine_for(db), SystemClock(), scheduler)
+        server = serving.build_server(settings, engine_for(db), SystemClock(), scheduler, delivery_process)
     except serving.ConfigError as error:
         raise fail(str(error)) from None
     serving.run(server, host, port, serving.secrets_of(settings), lambda line: err.print(line, markup=False))

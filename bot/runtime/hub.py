@@ -20,6 +20,7 @@ log = logging.getLogger("cda_bot.hub")
 
 
 Write = Callable[[Store, datetime], None]  # a transaction an adapter needs before it answers
+DelivererType = Callable[..., Deliverer]
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
 REPORT_PAUSES = (0.2, 0.5, 1.0)
 REFUSAL_LOG_SECONDS = 10.0
@@ -35,14 +36,16 @@ class Unavailable(Exception):
 
 
 class Hub:
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, deliverer: DelivererType = Deliverer) -> None:
+        """`deliverer`: how replies and unprompted messages go out; `Deliverer` sends from this
+        process, `DeliveryProcess` from a child (bot/runtime/delivery_process.py)."""
         self.engine = engine
         self.clock = clock
         self.adapters: dict[str, Adapter] = {}
         # One deliverer for the process, so rate limits hold across replies and scheduler passes.
         # SQLite has one writer: this process's writers take turns, storing arrivals first.
         self.turns = Turns(enabled=engine.dialect.name == "sqlite")
-        self.deliverer = Deliverer(engine, self.adapters, clock, turns=self.turns)
+        self.deliverer = deliverer(engine, self.adapters, clock, turns=self.turns)
         self.intake = Intake(engine, clock, handled=self.deliverer.wake, turns=self.turns)
         self._refusals = 0
         self._refusal_logged = -REFUSAL_LOG_SECONDS

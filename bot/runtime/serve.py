@@ -1,6 +1,8 @@
 """`cda-bot serve`: the adapters whose credentials are set, checked before the port is bound."""
 
+import functools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,7 +15,10 @@ from adapters.teams.config import TeamsConfigError, teams_config
 from adapters.whatsapp.config import WhatsAppConfigError, whatsapp_config
 from bot.core.clock import Clock
 from bot.runtime import logs
-from bot.runtime.hub import Hub
+from bot.runtime.delivery import Deliverer
+from bot.runtime.delivery_process import DeliveryProcess
+from bot.runtime.delivery_process import command as delivery_command
+from bot.runtime.hub import DelivererType, Hub
 from bot.runtime.server import PlatformAdapter, build_app
 from bot.runtime.settings import Settings
 from scheduler.runner import PassRunner
@@ -46,8 +51,36 @@ def secrets_of(settings: Settings) -> list[str]:
     ]
 
 
-def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bool = True) -> Server:
-    hub = Hub(engine, clock)
+def build_server(
+    settings: Settings, engine: Engine, clock: Clock, scheduler: bool = True, delivery_process: bool = False
+) -> Server:
+    """`delivery_process`: replies and unprompted messages are sent from a child process."""
+    deliverer: DelivererType = Deliverer
+    if delivery_process:
+        database = engine.url.render_as_string(hide_password=False)
+        env = {**os.environ, **settings.as_environment(), "DATABASE_URL": database}
+        deliverer = functools.partial(DeliveryProcess, delivery_command(), env)
+    hub = Hub(engine, clock, deliverer)
+    adapters, status = platform_adapters(settings, hub)
+    if delivery_process:
+        status.append("sending: from a process of its own")
+    services = []
+    if scheduler:
+        services.append(SchedulerService(PassRunner(engine, hub.deliverer, clock)))
+        status.append(f"scheduler: on (a pass every {PASS_SECONDS} s)")
+    else:
+        status.append("scheduler: off (run `cda-bot tick` from cron)")
+    web = WebConfig.from_settings(settings)
+    status.append(f"coaches' page: on ({web.base_url}/dashboard, sign in with `/cda dashboard`)")
+    pages = dashboard_routes(engine, clock, web, hub.deliverer.wake)
+    metrics = settings.metrics_enabled is not False
+    status.append("metrics: on (GET /metrics, not for the public)" if metrics else "metrics: off")
+    app = build_app(hub, adapters, services, pages=pages, metrics=metrics)
+    return Server(app, hub, adapters, status)
+
+
+def platform_adapters(settings: Settings, hub: Hub) -> tuple[list[PlatformAdapter], list[str]]:
+    """An adapter for each platform whose credentials are set, and a line per platform: on or off."""
     adapters: list[PlatformAdapter] = []
     status: list[str] = []
     try:
@@ -84,19 +117,7 @@ def build_server(settings: Settings, engine: Engine, clock: Clock, scheduler: bo
 
         adapters.append(WhatsAppAdapter(whatsapp, hub))
         status.append(whatsapp.describe())
-    services = []
-    if scheduler:
-        services.append(SchedulerService(PassRunner(engine, hub.deliverer, clock)))
-        status.append(f"scheduler: on (a pass every {PASS_SECONDS} s)")
-    else:
-        status.append("scheduler: off (run `cda-bot tick` from cron)")
-    web = WebConfig.from_settings(settings)
-    status.append(f"coaches' page: on ({web.base_url}/dashboard, sign in with `/cda dashboard`)")
-    pages = dashboard_routes(engine, clock, web, hub.deliverer.wake)
-    metrics = settings.metrics_enabled is not False
-    status.append("metrics: on (GET /metrics, not for the public)" if metrics else "metrics: off")
-    app = build_app(hub, adapters, services, pages=pages, metrics=metrics)
-    return Server(app, hub, adapters, status)
+    return adapters, status
 
 
 def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[[str], None]) -> None:

@@ -47,3 +47,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return DEFAULT_DATABASE_URL if info.field_name == "database_url" else None
         return value
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the environment that gives them (a blank value is an absent one): how a
+        child process gets exactly the server's settings, whatever the server was given."""
+        environment = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            environment[name.upper()] = "" if value is None else str(value)
+        return environment

@@ -1,0 +1,123 @@
+# ruff: noqa: F811  (the fixtures are imported from tests.slack_fixtures, then requested by name)
+"""`serve --delivery-process`: replies go out from a child process, which is started again if it dies
+and never outlives the server, stopped or killed."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from bot.runtime.delivery_process import DeliveryProcess
+from bot.runtime.serve import Server, build_server
+from tests.conftest import TestBot
+from tests.slack_fixtures import CHANNEL, Running, mock, slack_settings, slack_world  # noqa: F401
+from tests.slack_harness import SLACK_ENV, MockSlack, event_body, serving, wait_until
+
+
+def _message(text: str, ts: str) -> dict[str, str]:
+    return {
+        "type": "message",
+        "channel": CHANNEL,
+        "channel_type": "channel",
+        "user": "UMEMBER1",
+        "text": text,
+        "ts": ts,
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A child that ended but was not reaped yet is a zombie: gone for our purpose.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def _child(server: Server) -> int:
+    deliverer = server.hub.deliverer
+    assert isinstance(deliverer, DeliveryProcess)
+    wait_until(lambda: deliverer.child_pid is not None, 10, "the delivery process")
+    assert deliverer.child_pid is not None
+    return deliverer.child_pid
+
+
+def test_replies_go_out_from_the_child_which_comes_back_when_killed_and_ends_with_the_server(
+    slack_world: TestBot, mock: MockSlack
+) -> None:
+    server = build_server(slack_settings(mock), slack_world.engine, slack_world.clock, delivery_process=True)
+    with serving(server.app) as url:
+        run = Running(url, server, mock, slack_world)
+        first = _child(server)
+        assert first != os.getpid() and _alive(first)
+        assert (
+            run.event(
+                event_body(_message("update: mapped 40 bus stops", "1700000000.000100"), "Ev1")
+            ).status_code
+            == 200
+        )
+        [post] = mock.wait_for("chat.postMessage", timeout=15)
+        assert "recorded for Alpha" in post.params["text"]
+        run.settle()
+
+        os.kill(first, signal.SIGKILL)  # what it held goes out from the next one; here it held nothing
+        wait_until(lambda: _child(server) != first, 15, "a new delivery process")
+        assert (
+            run.event(event_body(_message("update: tested the form", "1700000000.000200"), "Ev2")).status_code
+            == 200
+        )
+        posts = mock.wait_for("chat.postMessage", count=2, timeout=15)
+        assert "recorded for Alpha" in posts[1].params["text"]
+        run.settle()
+        second = _child(server)
+    # The server stopped: its delivery process ended with it.
+    wait_until(lambda: not _alive(second), 15, "the delivery process to end")
+    assert len(mock.named("chat.postMessage")) == 2  # each reply once, whichever process sent it
+
+
+def test_a_killed_server_leaves_no_delivery_process_behind(tmp_path: Path, mock: MockSlack) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in SLACK_ENV}
+    env.update(
+        SLACK_SIGNING_SECRET=slack_settings(mock).slack_signing_secret.get_secret_value(),  # type: ignore[union-attr]
+        SLACK_BOT_TOKEN="xoxb-1111-2222-testtoken",
+        SLACK_API_BASE_URL=mock.api_url,
+    )
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'bot.db'}"
+    args = [sys.executable, "-m", "bot.cli", "--db", db, "serve", "--port", str(port), "--delivery-process"]
+    server = subprocess.Popen(
+        args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(lambda: _ready(port), 30, "the server")
+        wait_until(lambda: bool(_children(server.pid)), 15, "the delivery process")
+        [child] = _children(server.pid)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        wait_until(lambda: not _alive(child), 10, "the delivery process to end")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
