@@ -1,7 +1,12 @@
-"""Fast local stand-ins for Slack's Web API and Twilio's Messages API, for the inbound benchmark:
-every call answered at once, counted by method (GET /counts)."""
+"""Fast local stand-ins for Slack's Web API, Twilio's Messages API and, for Teams, the Bot Connector,
+the Bot Framework's OpenID metadata and keys, and Entra's token endpoint, for the inbound benchmark:
+every call answered at once, counted by method (GET /counts).
+
+Teams' keys: the public JWK the benchmark signs its tokens with comes in BENCH_TEAMS_JWK. Entra must be
+reached over https (MSAL insists): the benchmark runs a second copy of this app with a certificate."""
 
 import json
+import os
 from collections import Counter
 
 from starlette.applications import Starlette
@@ -10,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 calls: Counter[str] = Counter()
+TEAMS_ISSUER = "https://api.botframework.com"  # what the Bot Framework's tokens name as their issuer
 
 
 async def _api(request: Request) -> Response:
@@ -36,10 +42,61 @@ async def _twilio(request: Request) -> Response:
     )
 
 
+async def _teams_metadata(request: Request) -> Response:
+    keys = str(request.url_for("teams_keys"))
+    return JSONResponse(
+        {"issuer": TEAMS_ISSUER, "jwks_uri": keys, "id_token_signing_alg_values_supported": ["RS256"]}
+    )
+
+
+async def _teams_keys(_: Request) -> Response:
+    calls["teams_keys"] += 1
+    return JSONResponse({"keys": [json.loads(os.environ["BENCH_TEAMS_JWK"])]})
+
+
+async def _teams_activity(request: Request) -> Response:
+    calls["teams"] += 1
+    await request.body()
+    return JSONResponse({"id": f"reply-{calls['teams']}"}, status_code=201)
+
+
+async def _teams_conversation(request: Request) -> Response:
+    # A personal chat opened for a private answer: Teams gives one id per person.
+    calls["teams_conversation"] += 1
+    member = json.loads(await request.body())["members"][0]["id"]
+    return JSONResponse({"id": f"a:personal-{member}"}, status_code=201)
+
+
+async def _entra_configuration(request: Request) -> Response:
+    base = f"{request.url.scheme}://{request.url.netloc}/{request.path_params['tenant']}"
+    return JSONResponse(
+        {
+            "issuer": f"{base}/v2.0",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+        }
+    )
+
+
+async def _entra_token(request: Request) -> Response:
+    calls["entra"] += 1
+    await request.body()
+    return JSONResponse(
+        {"token_type": "Bearer", "expires_in": 3599, "access_token": f"bench-{calls['entra']}"}
+    )
+
+
 app = Starlette(
     routes=[
         Route("/api/{method}", _api, methods=["POST", "GET"]),
         Route("/2010-04-01/Accounts/{account}/Messages.json", _twilio, methods=["POST"]),
+        Route("/teams/openid", _teams_metadata, methods=["GET"]),
+        Route("/teams/keys", _teams_keys, methods=["GET"], name="teams_keys"),
+        Route("/v3/conversations", _teams_conversation, methods=["POST"]),
+        Route("/v3/conversations/{conversation}/activities", _teams_activity, methods=["POST"]),
+        Route("/v3/conversations/{conversation}/activities/{reply_to}", _teams_activity, methods=["POST"]),
+        Route("/{tenant}/v2.0/.well-known/openid-configuration", _entra_configuration, methods=["GET"]),
+        Route("/{tenant}/oauth2/v2.0/token", _entra_token, methods=["POST"]),
         Route("/counts", _counts, methods=["GET"]),
     ]
 )

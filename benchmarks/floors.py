@@ -1,10 +1,13 @@
 """The floors the inbound benchmark measures cda-bot against, served by uvicorn like cda-bot itself:
 a bare Starlette endpoint that only checks Slack's signature, a Bolt app whose handler does nothing,
-and for WhatsApp a bare endpoint that only checks Twilio's signature."""
+for WhatsApp a bare endpoint that only checks Twilio's signature, and for Teams one that only checks
+the Bot Framework token (signature, issuer, audience, expiry)."""
 
+import json
 import os
 from urllib.parse import parse_qsl
 
+import jwt
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -14,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
+
+from benchmarks.fake_platforms import TEAMS_ISSUER
 
 SECRET = os.environ.get("SLACK_SIGNING_SECRET", "bench-signing-secret")
 verifier = SignatureVerifier(SECRET)
@@ -67,3 +72,33 @@ async def _twilio_bare(request: Request) -> Response:
 
 
 twilio_app = Starlette(routes=[Route("/twilio/whatsapp", _twilio_bare, methods=["POST"])])
+
+
+# Teams' floor: the token checked as cda-bot checks it, with the key the local JWKS publishes (given here
+# directly: fetching it is start-up, not per request).
+TEAMS_APP_ID = os.environ.get("MICROSOFT_APP_ID", "")
+_teams_jwk = os.environ.get("BENCH_TEAMS_JWK")
+teams_key = jwt.PyJWK(json.loads(_teams_jwk), algorithm="RS256").key if _teams_jwk else None
+
+
+async def _teams_bare(request: Request) -> Response:
+    await request.body()
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or teams_key is None:
+        return Response(status_code=401)
+    try:
+        jwt.decode(
+            token,
+            teams_key,
+            algorithms=["RS256"],
+            audience=TEAMS_APP_ID,
+            issuer=TEAMS_ISSUER,
+            leeway=300,
+            options={"require": ["exp", "iss", "aud"]},
+        )
+    except jwt.InvalidTokenError:
+        return Response(status_code=401)
+    return Response(status_code=200)
+
+
+teams_app = Starlette(routes=[Route("/api/messages", _teams_bare, methods=["POST"])])

@@ -1,7 +1,8 @@
 """Inbound through the real server: signed Slack `message` events with unique ids, sent over keep-alive
-HTTP/1.1 to three apps in the same run, interleaved — a bare Starlette endpoint that only checks the
+HTTP/1.1 to the apps of one run, interleaved — a bare Starlette endpoint that only checks the
 signature, a Bolt app whose handler does nothing, and `cda-bot serve` with its full path (stored before
-the acknowledgement, reply through the outbox to a local fake Web API).
+the acknowledgement, reply through the outbox to a local fake Web API), alone and with
+`--delivery-process` (the sends in a second process).
 
 Saturation: events/s with 64 connections kept busy. Acknowledgement: p50/p99 at a fixed offered rate
 (open loop: each event is due at its own instant and its latency counts from then, so queueing shows).
@@ -10,6 +11,7 @@ At the end every event cda-bot acknowledged must be stored once and answered onc
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import socket
@@ -22,14 +24,20 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine, text
 from twilio.request_validator import RequestValidator
 
 from benchmarks.common import Figure, backends, figure, fresh_database, label
+from benchmarks.fake_platforms import TEAMS_ISSUER
 from bot import admin
 from store.db import make_engine, upgrade
 from store.repo import open_store
@@ -266,7 +274,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     seed(url)
     engine = make_engine(url)
     fake_port = free_port()
-    ports = {"bare": free_port(), "bolt": free_port(), "cda": free_port()}
+    ports = {"bare": free_port(), "bolt": free_port(), "cda": free_port(), "cda2": free_port()}
     stamp = str(int(time.time()))
     numbers = iter(range(10**9))
     requests = (signed_request(next(numbers), stamp) for _ in iter(int, 1))
@@ -277,14 +285,27 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         "PYTHONPATH": str(ROOT),
     }
     serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(ports["cda"]), "--no-scheduler"]
+    # The same with the sends in a process of their own (a second core).
+    serve2 = [*serve[:-3], "--port", str(ports["cda2"]), "--no-scheduler", "--delivery-process"]
     best: dict[str, float] = {}
     acknowledged: list[str] = []
     seen: dict[str, float] = {}
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
         for _ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
-            for app in ("bare", "bolt", "cda"):
+            for app in ("bare", "bolt", "cda", "cda2"):
                 port = ports[app]
                 started = time.perf_counter()
+                if app == "cda2":
+                    with process(serve2, port, env, folder, "/readyz"):
+                        _, tally = asyncio.run(saturate(port, requests, seconds))
+                        best["cda2"] = max(best.get("cda2", 0.0), tally.ok / seconds)
+                        acknowledged += tally.acknowledged
+                        time.sleep(1)
+                        ack = asyncio.run(offered(port, requests, rate, seconds))
+                        acknowledged += ack.acknowledged
+                        seen["p99_2"] = percentile(ack.latencies, 0.99)
+                        drain(engine, acknowledged)
+                    continue
                 if app == "cda":
                     context = process(serve, port, env, folder, "/readyz")
                 else:
@@ -325,8 +346,10 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         figure(f"inbound {name}: do-nothing Bolt app", best["bolt"], "ev/s", note="floor"),
         figure(f"inbound {name}: cda-bot, stored and answered", best["cda"], "ev/s", target, floor=True),
         figure(f"inbound {name}: cda-bot / Bolt", best["cda"] / best["bolt"], "x", 0.25, floor=True),
+        figure(f"inbound {name}: cda-bot --delivery-process, stored and answered", best["cda2"], "ev/s"),
         figure(f"inbound {name}: ack p50 at {rate:g}/s offered", seen["p50"], "ms"),
         figure(f"inbound {name}: ack p99 at {rate:g}/s offered", seen["p99"], "ms", 50),
+        figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --delivery-process", seen["p99_2"], "ms", 50),
         figure(f"inbound {name}: refused (503) at {rate:g}/s offered", seen["refused"], "events"),
         figure(f"inbound {name}: at 2x capacity, answered after 3 s", seen["over_late"], "events", 0),
         figure(f"inbound {name}: at 2x capacity, refused with 503", seen["over_refused"], "events"),
@@ -432,7 +455,8 @@ def whatsapp(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> l
 
 
 def figures() -> list[Figure]:
-    """Slack inbound on SQLite, and on PostgreSQL where TEST_DATABASE_URL names a server."""
+    """Slack, WhatsApp and Teams inbound on SQLite, and on PostgreSQL where TEST_DATABASE_URL names a
+    server."""
     found: list[Figure] = []
     for backend in backends():
         with tempfile.TemporaryDirectory() as folder, fresh_database(backend, Path(folder), "inbound") as db:
@@ -442,7 +466,194 @@ def figures() -> list[Figure]:
             fresh_database(backend, Path(folder), "inbound_wa") as db,
         ):
             found += whatsapp(backend, db.url.render_as_string(hide_password=False))
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            fresh_database(backend, Path(folder), "inbound_teams") as db,
+        ):
+            found += teams(backend, db.url.render_as_string(hide_password=False))
     return found
+
+
+# -- Teams ------------------------------------------------------------------------------------------
+
+TEAMS_APP_ID = "11111111-2222-4333-8444-555555555555"
+TEAMS_TENANT = "0f0f0f0f-1111-4222-8333-444444444444"
+TEAMS_BOT = {"id": f"28:{TEAMS_APP_ID}", "name": "cda-bot"}
+TEAMS_KID = "bench-key-1"
+TEAMS_REPLY = "reply|teams|"  # outbox keys of replies: reply|teams|<message id>|<n>
+
+
+def teams_channel(n: int) -> str:
+    return f"19:c{n % CHANNELS:05d}@thread.tacv2"
+
+
+def seed_teams(url: str) -> None:
+    engine = make_engine(url)
+    upgrade(engine)
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    with open_store(engine) as store:
+        for n in range(CHANNELS):
+            slug = f"t{n:05d}"
+            admin.add_city(store, slug, f"Team {n}", "America/Bogota", now, None, "implementation", "es")
+            admin.bind(store, f"teams:{TEAMS_TENANT}:{teams_channel(n)}", slug, now)
+    engine.dispose()
+
+
+def teams_token(key: rsa.RSAPrivateKey, service_url: str) -> str:
+    """A Bot Framework token for our app and this service URL, signed by the key the local JWKS has."""
+    now = int(time.time())
+    claims = {
+        "iss": TEAMS_ISSUER,
+        "aud": TEAMS_APP_ID,
+        "exp": now + 3600,
+        "nbf": now - 60,
+        "serviceurl": service_url,
+    }
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": TEAMS_KID})
+
+
+def teams_activity(n: int, service_url: str, token: str) -> tuple[str, bytes]:
+    """A channel post mentioning the bot, as Teams posts it; with it the id the inbox keeps it under."""
+    channel = teams_channel(n)
+    activity_id = str(1_700_000_000_000 + n)
+    user = f"00000000-0000-4000-8000-{n % 5000:012d}"
+    mention = "<at>cda-bot</at>"
+    body = json.dumps(
+        {
+            "type": "message",
+            "id": activity_id,
+            "timestamp": "2026-11-30T12:00:00.000Z",
+            "serviceUrl": service_url,
+            "channelId": "msteams",
+            "from": {"id": f"29:{user}", "name": "Bench", "aadObjectId": user},
+            "conversation": {
+                "isGroup": True,
+                "conversationType": "channel",
+                "id": f"{channel};messageid={activity_id}",
+                "tenantId": TEAMS_TENANT,
+            },
+            "recipient": TEAMS_BOT,
+            "textFormat": "plain",
+            "text": f"{mention} update: bench event {n}",
+            "locale": "es-CO",
+            "entities": [{"type": "mention", "text": mention, "mentioned": TEAMS_BOT}],
+            "channelData": {
+                "tenant": {"id": TEAMS_TENANT},
+                "channel": {"id": channel},
+                "team": {"id": "19:team@thread.tacv2"},
+            },
+        }
+    ).encode()
+    head = (
+        "POST /api/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return f"{channel}|{activity_id}", head.encode() + body
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files): MSAL reaches Entra over https only."""
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def missing_teams(engine: Engine, acknowledged: list[str]) -> tuple[int, int]:
+    """`missing` for Teams, whose message ids hold a `|` themselves (conversation|activity)."""
+    with engine.connect() as db:
+        stored = set(db.execute(text("select message_id from inbox where platform = 'teams'")).scalars())
+        query = text("select key from outbox where status = 'sent' and kind = 'reply' and key like :prefix")
+        answered = {
+            key[len(TEAMS_REPLY) :].rsplit("|", 1)[0]
+            for key in db.execute(query, {"prefix": TEAMS_REPLY + "%"}).scalars()
+        }
+    return sum(1 for e in acknowledged if e not in stored), sum(1 for e in acknowledged if e not in answered)
+
+
+def teams(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> list[Figure]:
+    """Teams inbound on one database: channel posts with a Bot Framework token signed by a local key
+    (published by a local OpenID metadata and JWKS), beside a bare endpoint that only checks that
+    token; replies go to a local Bot Connector with a token from a local Entra."""
+    name = label(backend)
+    folder = Path(tempfile.mkdtemp(prefix="cda-inbound-teams-"))
+    seed_teams(url)
+    engine = make_engine(url)
+    fake_port, entra_port, bare_port, cda_port = free_port(), free_port(), free_port(), free_port()
+    key = rsa.generate_private_key(65537, 2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": TEAMS_KID, "use": "sig", "alg": "RS256", "endorsements": ["msteams"]})
+    service_url = f"http://127.0.0.1:{fake_port}"
+    # One token for every request, as the Bot Framework reuses its tokens until they expire.
+    token = teams_token(key, service_url)
+    numbers = iter(range(10**9))
+    requests = (teams_activity(next(numbers), service_url, token) for _ in iter(int, 1))
+    cert, cert_key = self_signed(folder)
+    env = {
+        "MICROSOFT_APP_ID": TEAMS_APP_ID,
+        "MICROSOFT_APP_PASSWORD": "bench-client-secret-not-real",
+        "MICROSOFT_APP_TYPE": "MultiTenant",
+        "MICROSOFT_OPENID_METADATA_URL": f"{service_url}/teams/openid",
+        "MICROSOFT_AUTHORITY_URL": f"https://127.0.0.1:{entra_port}/botframework.com",
+        "REQUESTS_CA_BUNDLE": str(cert),  # MSAL (requests) trusts the local Entra's certificate
+        "BENCH_TEAMS_JWK": json.dumps(jwk),
+        "PYTHONPATH": str(ROOT),
+    }
+    fake = uvicorn_args("benchmarks.fake_platforms:app", fake_port)
+    entra = uvicorn_args("benchmarks.fake_platforms:app", entra_port)
+    entra += ["--ssl-keyfile", str(cert_key), "--ssl-certfile", str(cert)]
+    serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
+    best: dict[str, float] = {}
+    acknowledged: list[str] = []
+    with process(fake, fake_port, env, folder), process(entra, entra_port, env, folder):
+        for _ in range(rounds):
+            with process(uvicorn_args("benchmarks.floors:teams_app", bare_port), bare_port, env, folder):
+                rate, floor = asyncio.run(saturate(bare_port, requests, seconds))
+                best["bare"] = max(best.get("bare", 0.0), rate)
+            with process(serve, cda_port, env, folder, "/readyz"):
+                _, tally = asyncio.run(saturate(cda_port, requests, seconds))
+                best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
+                acknowledged += tally.acknowledged
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline and missing_teams(engine, acknowledged)[1]:
+                    time.sleep(1)
+            # A refused token means the set-up is wrong, not that a server is slow: no figure from it.
+            if set(floor.statuses) != {200} or set(tally.statuses) - {200, 503}:
+                raise RuntimeError(
+                    f"Teams: unexpected answers, floor {floor.statuses}, cda-bot {tally.statuses}"
+                )
+    lost, unanswered = missing_teams(engine, acknowledged)
+    engine.dispose()
+    target = 1500 if backend == "sqlite" else 1000
+    return [
+        figure(f"inbound {name}: Teams, bare token check", best["bare"], "ev/s", note="floor"),
+        figure(f"inbound {name}: Teams, stored and answered", best["cda"], "ev/s", target, floor=True),
+        figure(f"inbound {name}: Teams, cda-bot / bare", best["cda"] / best["bare"], "x"),
+        figure(f"inbound {name}: Teams, acknowledged, all runs", len(acknowledged), "events"),
+        figure(f"inbound {name}: Teams, acknowledged but not stored", lost, "events", 0),
+        figure(f"inbound {name}: Teams, acknowledged but not answered", unanswered, "events", 0),
+    ]
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Engines and migrations: SQLite (WAL) by default, PostgreSQL through DATABASE_URL."""
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -70,7 +71,11 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(**{READER: True})
 
 
-def alembic_config(engine: Engine) -> Config:
+# Alembic is imported only to migrate: with Mako and Pygments it weighs about 9 MB, which a running
+# server would otherwise keep for nothing.
+def alembic_config(engine: Engine) -> "Config":
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -78,4 +83,6 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)

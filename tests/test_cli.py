@@ -352,6 +352,23 @@ def test_db_upgrade(db_url: str) -> None:
     assert run(db_url, "db", "upgrade")[:2] == (0, "database is up to date\n")
 
 
+def test_commands_skip_alembic_only_at_its_own_head(engine: Engine, tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from bot.cli.common import at_head, migration_head
+    from store.db import alembic_config, make_engine, upgrade
+
+    assert migration_head() == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    assert at_head(engine)
+    empty = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    assert not at_head(empty)
+    upgrade(empty, "0003")
+    assert not at_head(empty)
+    upgrade(empty)
+    assert at_head(empty)
+    empty.dispose()
+
+
 def test_removing_people_bindings_and_sessions(seeded: str, engine: Engine) -> None:
     from store.repo import open_store
 

@@ -12,10 +12,9 @@ from datetime import date, datetime, time
 from functools import cache, lru_cache
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from sqlalchemy import Engine
 from starlette.requests import Request
@@ -51,6 +50,9 @@ from web.signin import (
     viewer,
 )
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
 HERE = Path(__file__).parent
 STATIC = "/dashboard/static"
 MAX_FORM = 16 * 1024  # a Resolve form is a few hundred bytes
@@ -81,7 +83,10 @@ CSV_COLUMNS = ["section", "kind", "number", "local_time", "time_zone", "text", "
 
 
 @cache
-def templates() -> Environment:
+def templates() -> "Environment":
+    # Jinja2 loads with the first page shown: a bot nobody opens the page of never needs it.
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
     environment = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(["html"], default=True),

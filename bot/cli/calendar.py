@@ -11,7 +11,6 @@ import typer
 
 from bot import admin
 from bot.admin import AdminError
-from bot.calendar.ics import IcsError, export_calendar, import_calendar
 from bot.calendar.program import (
     Event,
     ProgramFileError,
@@ -129,6 +128,9 @@ def calendar_import(
     db: Db = None,
 ) -> None:
     """Import sessions from an iCalendar file; importing it again updates them by UID."""
+    # iCalendar (2 MB) loads only for the commands that use it, not for every command or `serve`.
+    from bot.calendar.ics import IcsError, import_calendar
+
     try:
         data = file.read_bytes()
     except OSError as error:
@@ -151,6 +153,8 @@ def calendar_import(
 @calendar_app.command("export")
 def calendar_export(city: Annotated[str, typer.Option("--city")], db: Db = None) -> None:
     """Write a city's sessions as iCalendar to stdout."""
+    from bot.calendar.ics import export_calendar
+
     engine = engine_for(db)
     with open_store(engine) as store:
         try:

@@ -1,6 +1,7 @@
 """What every `cda-bot` command shares: the consoles, the --db and --now options, error exits, and dates
 written as the bot writes them."""
 
+import ast
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import datetime
@@ -9,14 +10,14 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from bot.admin import AdminError
 from bot.core.clock import Clock, FixedClock, SystemClock, parse_instant
 from bot.core.i18n import translator
 from bot.core.identity import IdentityError, normalize_identity
 from bot.runtime.settings import Settings
-from store.db import make_engine, upgrade
+from store.db import MIGRATIONS, make_engine, reader, upgrade
 from store.repo import Store, open_store
 
 out = Console(highlight=False, soft_wrap=True)
@@ -48,8 +49,48 @@ def database_url(db: str | None) -> str:
 
 def engine_for(db: str | None) -> Engine:
     engine = make_engine(database_url(db))
-    upgrade(engine)
+    # Alembic loads only when there is something to migrate: `serve` would keep it (9 MB) for nothing.
+    if not at_head(engine):
+        upgrade(engine)
     return engine
+
+
+def migration_head() -> str | None:
+    """The one revision no migration revises (what `upgrade` leads to), read from the migration files
+    without importing Alembic; None when that is not plain (several heads, a revision not named)."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        values = {
+            target.id: ast.literal_eval(node.value)
+            for node in ast.parse(path.read_bytes()).body
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision")
+        }
+        revision, down = values.get("revision"), values.get("down_revision")
+        if not isinstance(revision, str):
+            return None
+        revisions.add(revision)
+        revised.update([down] if isinstance(down, str) else [str(d) for d in down or ()])
+    heads = revisions - revised
+    return heads.pop() if len(heads) == 1 else None
+
+
+def at_head(engine: Engine) -> bool:
+    """The database is at the migrations' head already; False when unsure (Alembic then decides). A
+    database that does not answer raises here as it would in Alembic."""
+    try:
+        head = migration_head()
+    except (OSError, SyntaxError, ValueError):
+        return False
+    if head is None:
+        return False
+    with reader(engine).connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return False
+        current = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return current == [head]
 
 
 def clock_for(now: str | None) -> Clock:

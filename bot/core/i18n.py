@@ -12,8 +12,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_skeleton
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -27,6 +25,10 @@ def _catalog(language: str) -> gettext.NullTranslations:
     path = LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
     if language == DEFAULT_LANGUAGE or not path.exists():
         return gettext.NullTranslations()
+    # Babel's catalog reader loads only when a catalog is compiled, not in every process that speaks English.
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
     with path.open("rb") as handle:
         catalog = read_po(handle, locale=language)
     buffer = io.BytesIO()
