@@ -20,10 +20,17 @@ class Writers:
                 self.log.append(name)
                 self.release.wait(5)
 
+        # Waits for the line to form (or the write to happen), not for a timer.
+        holding, queued, written = self.turns._busy, self.turns._waiting[urgent], len(self.log)
         thread = threading.Thread(target=write)
         thread.start()
         self.threads.append(thread)
-        time.sleep(0.05)  # queued in this order
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.turns._waiting[urgent] > queued if holding else len(self.log) > written:
+                return
+            time.sleep(0.001)
+        raise AssertionError(f"{name} neither wrote nor queued")
 
     def finish(self) -> None:
         self.release.set()
@@ -40,9 +47,10 @@ def test_arrivals_go_first_and_handling_gets_every_other_turn() -> None:
     writers.start("store-3", urgent=True)
     assert writers.log == ["handle-1"]  # one writer at a time
     writers.finish()
-    # The waiting arrival goes next; then handling and arrivals alternate while both wait.
-    assert writers.log[:3] == ["handle-1", "store-1", "handle-2"]
-    assert sorted(writers.log[3:]) == ["store-2", "store-3"]
+    # An arrival goes next; then handling, before the other arrivals waiting.
+    assert writers.log[0] == "handle-1" and writers.log[1].startswith("store-")
+    assert writers.log[2] == "handle-2"
+    assert sorted(writers.log) == ["handle-1", "handle-2", "store-1", "store-2", "store-3"]
 
 
 def test_a_writer_raising_gives_its_turn_back() -> None:
@@ -61,6 +69,6 @@ def test_a_writer_raising_gives_its_turn_back() -> None:
 def test_turns_off_lets_writers_run_together() -> None:
     writers = Writers(Turns(enabled=False))
     for n in range(3):
-        writers.start(str(n), urgent=False)
+        writers.start(str(n), urgent=False)  # returns once it writes: none waits for another
     assert writers.log == ["0", "1", "2"]
     writers.finish()
