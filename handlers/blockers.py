@@ -5,7 +5,8 @@ from datetime import datetime, timedelta
 from bot.core.i18n import Translator, translator
 from bot.core.messages import Button, Reply
 from bot.core.request import Request, Speaker
-from handlers.common import city_names, day_of, display_names
+from handlers.common import city_names, day_of
+from store import views
 from store.models import Blocker, BlockerStatus, City, OutboxMessage
 from store.repo import Store
 
@@ -130,7 +131,7 @@ def _tell_coaches_resolved(store: Store, blocker: Blocker, city: City, by: Speak
 def list_blockers(req: Request, store: Store) -> Reply:
     _ = req.t.gettext
     ids = [c.id for c in req.cities if c.id is not None]
-    blockers = store.blockers(ids, include_resolved=req.include_all)
+    blockers = views.listed_blockers(store, ids, include_resolved=req.include_all)
     scope = city_names(req.cities)
     title = (_("All blockers — {cities}") if req.include_all else _("Open blockers — {cities}")).format(
         cities=scope
@@ -139,7 +140,6 @@ def list_blockers(req: Request, store: Store) -> Reply:
         none = _("No blockers for {cities}.") if req.include_all else _("No open blockers for {cities}.")
         return Reply(text=none.format(cities=scope), title=title)
     by_id = {c.id: c for c in req.cities}
-    names = display_names(store, (b.author for b in blockers))
     several = len(req.cities) > 1
     items = []
     for b in blockers:
@@ -152,6 +152,6 @@ def list_blockers(req: Request, store: Store) -> Reply:
             state = _("resolved {date}").format(date=day_of(req.t, b.resolved_at, city))  # type: ignore[arg-type]
         opened = req.t.ngettext(
             "opened {date} ({count} day) by {who}", "opened {date} ({count} days) by {who}", age
-        ).format(date=day_of(req.t, b.opened_at, city), count=req.t.number(age), who=names[b.author])
+        ).format(date=day_of(req.t, b.opened_at, city), count=req.t.number(age), who=b.name or b.author)
         items.append(f"#{b.id} {where}{state} · {opened}: {b.text}")
     return Reply(text=f"{title}\n" + "\n".join(items), title=title, items=items)

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from bot.calendar.program import Program
 from bot.calendar.sessions import Occurrence, session_title, upcoming
 from bot.core.i18n import Translator, time_span
 from store import views
@@ -62,18 +61,19 @@ class CityState:
     updates_7d: int
     open_blockers: int
     next_session: Occurrence | None
+    failed: int = 0  # messages to the city that failed for good
+    last_error: str | None = None  # the newest of those's error
 
 
-def city_state(store: Store, city: City, now: datetime, language: str, program: Program) -> CityState:
-    return city_states(store, [city], now, language, program)[0]
+def city_state(store: Store, city: City, now: datetime, language: str) -> CityState:
+    return city_states(store, [city], now, language)[0]
 
 
-def city_states(
-    store: Store, cities: list[City], now: datetime, language: str, program: Program
-) -> list[CityState]:
-    """Every city's state in a fixed number of statements, however many cities there are."""
+def city_states(store: Store, cities: list[City], now: datetime, language: str) -> list[CityState]:
+    """Every city's state in two statements, however many cities there are (the phase from the
+    program calendar in force)."""
     ids = [city.id for city in cities if city.id is not None]
-    figures = views.city_figures(store, ids, now - timedelta(days=7))
+    figures, program = views.city_status(store, ids, now - timedelta(days=7))
     sessions = views.sessions_by_city(store, ids)
     states = []
     for city in cities:
@@ -89,6 +89,8 @@ def city_states(
                 updates_7d=figure.updates_since,
                 open_blockers=figure.open_blockers,
                 next_session=nxt[0] if nxt else None,
+                failed=figure.failed,
+                last_error=figure.last_error,
             )
         )
     return states

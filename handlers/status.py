@@ -33,11 +33,10 @@ def _next_session(t: Translator, state: CityState, now: datetime) -> str:
 
 def status(req: Request, store: Store) -> Reply:
     _, t = req.t.gettext, req.t
-    states = city_states(store, req.cities, req.now, t.language, views.program(store))
+    states = city_states(store, req.cities, req.now, t.language)
     # Undelivered reminders and notices are the business of those who run the program, not the team.
-    seen = [s.city.id for s in states if s.city.id is not None]
-    failures = store.failed_deliveries(seen) if req.speaker.role != "member" else {}
-    failed = {city_id: count for city_id, (count, _) in failures.items()}
+    shown = req.speaker.role != "member"
+    failed = {s.city.id: s.failed for s in states if shown and s.failed}
     if len(states) == 1:
         s = states[0]
         fields = [
@@ -49,10 +48,9 @@ def status(req: Request, store: Store) -> Reply:
         ]
         if failed.get(s.city.id):
             value = _FAILED_HINT.format(count=t.number(failed[s.city.id]))
-            last_error = failures[s.city.id][1]
-            if req.speaker.role == "admin" and last_error:
+            if req.speaker.role == "admin" and s.last_error:
                 # What the platform said (a WhatsApp error code, say) is for whoever can fix it.
-                value = _("{count}; the last: {error}").format(count=value, error=last_error[:300])
+                value = _("{count}; the last: {error}").format(count=value, error=s.last_error[:300])
             fields.append(ReplyField(label=_("Failed deliveries"), value=value))
         title = _("Status — {city}").format(city=s.city.name)
         text = title + "\n" + "\n".join(f"{f.label}: {f.value}" for f in fields)

@@ -4,7 +4,8 @@ from datetime import timedelta
 
 from bot.core.messages import UPDATE_RECORDED, Reply
 from bot.core.request import Request
-from handlers.common import city_names, day_of, display_names
+from handlers.common import city_names, day_of
+from store import views
 from store.models import Update
 from store.repo import Store
 
@@ -39,7 +40,7 @@ def list_updates(req: Request, store: Store) -> Reply:
     _ = req.t.gettext
     days = req.days_or(DEFAULT_DAYS, MAX_DAYS)
     ids = [c.id for c in req.cities if c.id is not None]
-    updates = store.updates(ids, req.now - timedelta(days=days), limit=LIST_LIMIT)
+    updates = views.listed_updates(store, ids, req.now - timedelta(days=days), LIST_LIMIT)
     scope = city_names(req.cities)
     title = req.t.ngettext(
         "Updates in the last {days} day — {cities}", "Updates in the last {days} days — {cities}", days
@@ -52,13 +53,12 @@ def list_updates(req: Request, store: Store) -> Reply:
         )
         return Reply(text=none.format(days=req.t.number(days), cities=scope), title=title)
     by_id = {c.id: c for c in req.cities}
-    names = display_names(store, (u.author for u in updates))
     several = len(req.cities) > 1
     items = []
     for u in updates:
         city = by_id[u.city_id]
         where = f" · {city.name}" if several else ""
-        items.append(f"#{u.id} {day_of(req.t, u.created_at, city)}{where} · {names[u.author]}: {u.text}")
+        items.append(f"#{u.id} {day_of(req.t, u.created_at, city)}{where} · {u.name or u.author}: {u.text}")
     # LIST_LIMIT is a constant well above one, so the plural needs no ngettext.
     newest = _("(newest {count} shown)").format(count=req.t.number(LIST_LIMIT))
     more = " " + newest if len(updates) == LIST_LIMIT else ""
