@@ -49,12 +49,15 @@ class Store:
         return self.session.exec(select(City).where(City.slug == slug.lower())).first()
 
     def find_city(self, ref: str) -> City | None:
-        """A city by slug or by name, ignoring case."""
+        """A city by slug or by name, ignoring case, as a detached row: read it, never change it (a
+        command naming a city asks this for each run of its words, so it is read without the ORM)."""
         ref = ref.strip().lower()
-        found = self.city_by_slug(ref)
-        if found:
-            return found
-        return self.session.exec(select(City).where(func.lower(City.name) == ref)).first()
+        connection = self.session.connection()
+        for statement in (_CITY_BY_SLUG, _CITY_BY_NAME):
+            row = connection.execute(statement, {"ref": ref}).mappings().first()
+            if row is not None:
+                return City.model_construct(**row)
+        return None
 
     def cities(self, ids: Sequence[int] | None = None) -> list[City]:
         query = select(City).order_by(City.name)
@@ -587,6 +590,8 @@ _BOUND_CITY = (
     .select_from(_CITIES.join(_BINDINGS, _BINDINGS.c.city_id == _CITIES.c.id))
     .where(_BINDINGS.c.conversation == bindparam("conversation"))
 )
+_CITY_BY_SLUG = core_select(*_CITIES.c).where(_CITIES.c.slug == bindparam("ref"))
+_CITY_BY_NAME = core_select(*_CITIES.c).where(func.lower(_CITIES.c.name) == bindparam("ref")).limit(1)
 _ADD_UPDATE = _UPDATES.insert().returning(_UPDATES.c.id)
 _DUE = (OutboxStatus.pending, OutboxStatus.sending)
 
