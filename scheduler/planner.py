@@ -10,22 +10,30 @@ and the database clears when anything that could bring a message forward is writ
 the cities and coaches whose time has come, in batches of a fixed number of statements each.
 """
 
+import gc
+import json
 import logging
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
 from bot.calendar.program import Program
-from bot.calendar.sessions import Occurrence, SessionLike, between, last_before, session_title, upcoming
+from bot.calendar.sessions import Occurrence, between, last_before, session_title, upcoming
 from bot.core.i18n import Translator, translator
 from bot.core.identity import platform_of
 from bot.core.messages import SOON, Button, Reply
 from handlers.status import DigestData, digest_of, digest_section
-from store import agenda, views
+from store import agenda, bulk, views
+from store.agenda import CityRow, OutboxRow
 from store.db import reader
 from store.models import City, OutboxStatus, Person
 from store.repo import Store, open_store
@@ -33,11 +41,13 @@ from store.repo import Store, open_store
 log = logging.getLogger("cda_bot.scheduler")
 
 DIGEST_WEEKDAY, DIGEST_HOUR = 0, 8  # Monday 08:00 in the coach's zone
-CITY_BATCH = 200  # cities planned per batch: a few milliseconds of writing each
-COACH_BATCH = 100
+CITY_BATCH = 500  # cities planned per batch
+COACH_BATCH = 250
+CLAIM_BATCH = 1000  # cities or coaches marked in one transaction: a few milliseconds on SQLite
 # However far off a city's next message seems, it is looked at again within this: a plan time is an
 # optimisation, and a bounded one costs a few cities a minute.
 LONGEST_WAIT = timedelta(hours=12)
+_PENDING, _DROPPED = OutboxStatus.pending.value, OutboxStatus.dropped.value
 
 
 @dataclass
@@ -50,69 +60,149 @@ class PlanReport:
 class _Work:
     """What planning a batch decided: outbox rows to write, and when each city or coach is next due."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[OutboxRow] = field(default_factory=list)
     plans: dict[int, datetime] = field(default_factory=dict)
 
 
 def plan(store: Store, now: datetime) -> PlanReport:
     """One pass in the caller's transaction (a `tick`, a test)."""
     report = PlanReport()
-    program = views.program(store)
+    run = _Pass(now, views.program(store), store.session.get_bind().dialect.name == "postgresql")
     for ids in agenda.chunked(agenda.due_cities(store, now, now + LONGEST_WAIT), CITY_BATCH):
-        _apply(store, City, _plan_cities(store, ids, program, now), report, None)
-    sections = _Sections()
+        _apply(store, City, _plan_cities(store, ids, run), report, None)
     for ids in agenda.chunked(agenda.due_coaches(store, now, now + LONGEST_WAIT), COACH_BATCH):
-        _apply(store, Person, _plan_digests(store, ids, now, sections), report, None)
+        _apply(store, Person, _plan_digests(store, ids, run), report, None)
     return report
 
 
 def plan_pass(engine: Engine, now: datetime) -> PlanReport:
-    """One pass in short transactions: each batch is read without a lock and written in one short
-    transaction, so an inbound message never waits long for SQLite's one writer."""
+    """One pass in short transactions: each batch is read without a lock and written in short
+    transactions, so an inbound message never waits long for SQLite's one writer."""
+    with _no_cycle_collection():
+        return _plan_pass(engine, now)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """A pass makes tens of thousands of objects that live until it ends: Python's cycle collector
+    would walk them (and everything else in the process) again and again, a fifth of a large pass.
+    Reference counting still frees what the pass drops; the cycles made meanwhile, by this thread or
+    any other, are collected once it is over."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan_pass(engine: Engine, now: datetime) -> PlanReport:
     report = PlanReport()
     read = reader(engine)
+    postgres = engine.dialect.name == "postgresql"
     with open_store(read) as store:
-        program = views.program(store)
+        run = _Pass(now, views.program(store), postgres)
         cities = agenda.due_cities(store, now, now + LONGEST_WAIT)
         coaches = agenda.due_coaches(store, now, now + LONGEST_WAIT)
-    # SQLite has one writer: batches small enough that each write is over in milliseconds. PostgreSQL
-    # locks rows, not the database: there, fewer and larger batches save round trips.
-    scale = 5 if engine.dialect.name == "postgresql" else 1
-    for ids in agenda.chunked(cities, CITY_BATCH * scale):
-        _batch(engine, City, ids, now, report, lambda store, ids: _plan_cities(store, ids, program, now))
-    sections = _Sections()
-    for ids in agenda.chunked(coaches, COACH_BATCH * scale):
-        _batch(engine, Person, ids, now, report, lambda store, ids: _plan_digests(store, ids, now, sections))
+    if not cities and not coaches:
+        return report  # the pass of most minutes
+    # A batch is read and decided at once. PostgreSQL takes larger ones: fewer round trips, and its
+    # writes overlap the deciding of the next batch.
+    scale = 2 if postgres else 1
+
+    def decided(model: Any, ids: list[int], size: int) -> Iterator[_Work]:
+        # What is due is claimed first, in a few transactions rather than one a batch.
+        for chunk in agenda.chunked(ids, max(len(ids), 1) if postgres else CLAIM_BATCH):
+            with open_store(engine) as store:
+                agenda.claim(store, model, chunk, now)
+        for batch in agenda.chunked(ids, size):
+            with open_store(read) as store:
+                work = _plan_cities(store, batch, run) if model is City else _plan_digests(store, batch, run)
+            yield work  # with the reading transaction over
+
+    def write(model: Any, work: _Work) -> Callable[[], None]:
+        return lambda: _write(engine, model, work, now, report)
+
+    with _Writer(threaded=postgres) as writer:
+        if not postgres:
+            for work in decided(City, cities, CITY_BATCH):
+                writer.submit(write(City, work))
+            for work in decided(Person, coaches, COACH_BATCH):
+                writer.submit(write(Person, work))
+            return report
+        # The digests are decided in a second thread meanwhile (what one thread waits for from the
+        # server, the other spends in Python), and written after the cities' messages, as always.
+        with ThreadPoolExecutor(1, thread_name_prefix="scheduler-digests") as pool:
+            digests = pool.submit(lambda: list(decided(Person, coaches, COACH_BATCH * scale)))
+            for work in decided(City, cities, CITY_BATCH * scale):
+                writer.submit(write(City, work))
+            for work in digests.result():
+                writer.submit(write(Person, work))
     return report
 
 
-def _batch(
-    engine: Engine,
-    model: Any,
-    ids: list[int],
-    now: datetime,
-    report: PlanReport,
-    decide: Callable[[Store, list[int]], _Work],
-) -> None:
-    with open_store(engine) as store:
-        agenda.claim(store, model, ids, now)
-    with open_store(reader(engine)) as store:
-        work = decide(store, ids)
-    # A digest of every city is large: a few of them per transaction.
-    for rows in _by_size(work.rows):
+class _Writer:
+    """On PostgreSQL, writes each batch, in order, in a thread of its own while the pass decides the
+    next one: the server's share of the work overlaps Python's. Leaving the block waits for every
+    write and raises the first that failed. SQLite writes in the pass's own thread: there the writing
+    is Python's work too, and a thread that waits for Python's lock while it holds the database's
+    would hold that one for longer."""
+
+    def __init__(self, threaded: bool) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=2)
+        self._failed: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="scheduler-writes", daemon=True)
+
+    def __enter__(self) -> "_Writer":
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._thread is None:
+            job()
+            return
+        if self._failed is not None:
+            raise self._failed
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._failed is None:  # after a failure, nothing more is written
+                try:
+                    job()
+                except BaseException as error:  # raised in the pass's own thread
+                    self._failed = error
+
+    def __exit__(self, kind: type[BaseException] | None, *_rest: object) -> None:
+        if self._thread is None:
+            return
+        self._jobs.put(None)
+        self._thread.join()
+        if self._failed is not None and kind is None:
+            raise self._failed
+
+
+def _write(engine: Engine, model: Any, work: _Work, now: datetime, report: PlanReport) -> None:
+    # On SQLite up to a thousand rows per transaction, a few milliseconds (a digest of every city is
+    # large: alone); the plans go with the last of them.
+    postgres = engine.dialect.name == "postgresql"
+    groups = _by_size(work.rows, 50_000_000, 20_000) if postgres else _by_size(work.rows)
+    for index, rows in enumerate(groups or [[]]):
+        last = index == len(groups) - 1 or not groups
         with open_store(engine) as store:
-            _apply(store, model, _Work(rows, {}), report, now)
-    with open_store(engine) as store:
-        agenda.set_plans(store, model, work.plans, now)
+            _apply(store, model, _Work(rows, work.plans if last else {}), report, now)
 
 
-def _by_size(rows: list[dict[str, Any]], most: int = 500_000, count: int = 250) -> list[list[dict[str, Any]]]:
+def _by_size(rows: list[OutboxRow], most: int = 1_000_000, count: int = 1000) -> list[list[OutboxRow]]:
     """Rows in groups small enough to write in a few milliseconds each (`most`: bytes, roughly)."""
-    batches: list[list[dict[str, Any]]] = [[]]
+    batches: list[list[OutboxRow]] = [[]]
     size = 0
     for row in rows:
-        # A reply's text is in its payload twice over, as its text and as its lines.
-        weight = 2 * len(str(row["payload"].get("text", ""))) + 200
+        weight = len(row[4]) + 200  # the payload's JSON, and the rest
         if batches[-1] and (size + weight > most or len(batches[-1]) >= count):
             batches.append([])
             size = 0
@@ -124,42 +214,131 @@ def _by_size(rows: list[dict[str, Any]], most: int = 500_000, count: int = 250) 
 def _apply(store: Store, model: Any, work: _Work, report: PlanReport, claimed: datetime | None) -> None:
     written = agenda.insert_outbox(store, work.rows)
     for row in work.rows:
-        if row["key"] not in written:
+        key = row[0]
+        if key not in written:
             continue
-        if row["status"] == OutboxStatus.dropped:
-            log.info("reminder dropped: %s", row["last_error"], extra={"key": row["key"]})
-            report.dropped.append(row["key"])
+        if row[5] == _DROPPED:
+            log.info("reminder dropped: %s", row[10], extra={"key": key})
+            report.dropped.append(key)
         else:
-            report.planned.append(row["key"])
+            report.planned.append(key)
     agenda.set_plans(store, model, work.plans, claimed)
 
 
-def _row(
-    key: str,
-    recipient: str,
-    kind: str,
-    city_id: int | None,
-    due: datetime,
-    now: datetime,
-    payload: dict[str, Any] | None = None,
-    expires: datetime | None = None,
-    dropped: str | None = None,
-) -> dict[str, Any]:
-    """One message to plan, or the record that its moment passed while nobody was running (`dropped`)."""
-    return {
-        "key": key,
-        "recipient": recipient,
-        "kind": kind,
-        "city_id": city_id,
-        "due_at": due,
-        "next_attempt_at": now,
-        "expires_at": expires,
-        "created_at": now,
-        "payload": payload or {},
-        "status": OutboxStatus.dropped if dropped else OutboxStatus.pending,
-        "last_error": dropped,
-        "attempts": 0,
-    }
+class _Pass:
+    """What a pass works out once for every city it plans: instants as the database takes them, the
+    reminders of each distinct series of sessions, each distinct reminder text. It lives for one pass,
+    so nothing kept in it can go stale."""
+
+    def __init__(self, now: datetime, program: Program, postgres: bool) -> None:
+        self.now = now
+        self.program = program
+        self.postgres = postgres
+        self._instants: dict[datetime, Any] = {}
+        self._schedules: dict[tuple[Any, ...], _Schedule] = {}
+        self._reminders: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.created = self.instant(now)
+        # Payloads are made from these, as `Reply(…).model_dump(mode="json")` makes them: the plain
+        # reply (`Reply(text=…)`), and the button that resolves a blocker.
+        self.plain: dict[str, Any] = Reply(text="").model_dump(mode="json")
+        resolve = Button(label="Resolve", action="resolve_blocker", value="", command="")
+        self.button: dict[str, Any] = resolve.model_dump(mode="json")
+        self.sections = _Sections()
+        self._everywhere: set[str] | None = None
+        self._nudging: dict[tuple[Any, ...], tuple[bool, datetime, datetime]] = {}
+
+    def nudging(self, city: CityRow) -> tuple[bool, datetime, datetime]:
+        """Whether a nudge may go out now in the city, when one may next (if not now), and when the
+        city's quiet hours begin today: the same for every city with the same zone and settings."""
+        key = (city.zone, city.working_days, city.nudge_hour, city.quiet_start, city.quiet_end)
+        found = self._nudging.get(key)
+        if found is None:
+            local = self.now.astimezone(ZoneInfo(city.zone))
+            quiet_from = datetime.combine(local.date(), time(city.quiet_start % 24), ZoneInfo(city.zone))
+            may = _may_nudge(city, local)
+            found = self._nudging[key] = (
+                may,
+                self.now if may else _first_nudge_time(city, self.now),
+                quiet_from,
+            )
+        return found
+
+    def everywhere(self, store: Store) -> set[str]:
+        """The coaches of all cities, read once a pass (a scan of everyone on the roster)."""
+        if self._everywhere is None:
+            self._everywhere = agenda.coaches_everywhere(store)
+        return self._everywhere
+
+    def instant(self, at: datetime | None) -> Any:
+        if at is None:
+            return None
+        value = self._instants.get(at)
+        if value is None:
+            value = self._instants[at] = bulk.value(at, self.postgres, {})
+        return value
+
+    def row(
+        self,
+        key: str,
+        recipient: str,
+        kind: str,
+        city_id: int | None,
+        due: datetime,
+        payload: str,
+        expires: datetime | None = None,
+        dropped: str | None = None,
+    ) -> OutboxRow:
+        """One message to plan, or the record that its moment passed while nobody was running
+        (`dropped`), as `agenda.OUTBOX_COLUMNS` lists its columns."""
+        status = _DROPPED if dropped else _PENDING
+        due_at, expires_at = self.instant(due), self.instant(expires)
+        return (
+            key,
+            recipient,
+            kind,
+            city_id,
+            payload,
+            status,
+            0,
+            due_at,
+            self.created,
+            expires_at,
+            dropped,
+            self.created,
+        )
+
+    def schedule(
+        self, sessions: Sequence[views.SessionRow], zone: str, offsets: tuple[int, ...]
+    ) -> "_Schedule":
+        """The reminders due now of a city with these sessions, zone and offsets: the same for every
+        city that has them, whichever its sessions' ids (they are named by position)."""
+        key = (
+            zone,
+            offsets,
+            *(
+                (s.title, s.start_local, s.duration_min, s.rrule, s.until_local, tuple(s.exdates))
+                for s in sessions
+            ),
+        )
+        found = self._schedules.get(key)
+        if found is None:
+            found = self._schedules[key] = _schedule(sessions, zone, offsets, self.now)
+        return found
+
+    def reminder(self, city: CityRow, due: "_Due", open_blockers: int, last_update: datetime | None) -> str:
+        """The reminder's payload: one text for every city with the same language, zone, pathway,
+        session and figures; only the city's id differs."""
+        quiet = due.previous is not None and (last_update is None or last_update < due.previous)
+        start = due.occurrence.start
+        key = (city.language, city.zone, city.pathway, due.occurrence.title, start, open_blockers, quiet)
+        template = self._reminders.get(key)
+        if template is None:
+            t = translator(city.language)
+            reply = reminder_text(
+                t, city.zone, city.pathway, self.program, due.occurrence, open_blockers, quiet
+            )
+            template = self._reminders[key] = reply.model_dump(mode="json")
+        return json.dumps({**template, "about": [city.id]})
 
 
 # -- who hears about a city -------------------------------------------------------------------------------
@@ -168,111 +347,111 @@ def recipients(store: Store, city: City) -> list[str]:
     reaches them: on a platform the city has no channel on (WhatsApp has no groups at all). A person
     who said `stop` is left out."""
     assert city.id is not None
-    return _recipients(views.audiences(store, [city.id])[city.id])
+    return _recipients(*agenda.audiences(store, [city.id])[city.id])
 
 
-def _recipients(audience: views.Audience) -> list[str]:
-    platforms = {platform_of(channel) for channel in audience.channels}
-    members = [
-        identity
-        for identity, stopped_at in audience.members
-        if stopped_at is None and platform_of(identity) not in platforms
-    ]
-    return audience.channels + members
+def _recipients(channels: list[str], members: list[str]) -> list[str]:
+    """`members`: those who did not say `stop`."""
+    if not channels:
+        return members
+    platforms = {platform_of(channel) for channel in channels}
+    return channels + [identity for identity in members if platform_of(identity) not in platforms]
 
 
 # -- cities: reminders, nudges, stale blockers ------------------------------------------------------------
-@dataclass
-class _CityFacts:
-    city: City
-    targets: list[str]
-    sessions: list[views.SessionRow]
-    latest: views.LatestUpdate | None
-    blockers: list[views.OpenBlocker]
-    coaches: list[str]
+@dataclass(slots=True)
+class _Message:
+    """One reply a city may need now, for each of its recipients under their own key. Its payload is
+    made only if one of those keys is not taken (`build`: from the texts of stale blockers)."""
 
-
-def _plan_cities(store: Store, ids: list[int], program: Program, now: datetime) -> _Work:
-    """Plan a batch of cities in a fixed number of statements: read what they need at once, decide
-    each city's candidates, ask once which keys are taken, and build replies only for the rest."""
-    cities = views.cities(store, ids)
-    audiences = views.audiences(store, ids)
-    sessions = views.sessions_by_city(store, ids)
-    latest = views.latest_updates(store, ids)
-    blockers = views.open_blockers(store, ids)
-    coaches = views.coaches_by_city(store, ids)
-    facts = [
-        _CityFacts(
-            city,
-            _recipients(audiences[city.id]),  # type: ignore[index]
-            sessions.get(city.id, []),  # type: ignore[arg-type]
-            latest.get(city.id),  # type: ignore[arg-type]
-            blockers.get(city.id, []),  # type: ignore[arg-type]
-            coaches.get(city.id, []),  # type: ignore[arg-type]
-        )
-        for city in cities
-    ]
-    candidates: list[_Candidate] = []
-    work = _Work()
-    for fact in facts:
-        assert fact.city.id is not None
-        found, next_at = _reminders(fact, program, now)
-        candidates += found
-        found, nudge_at = _nudge(fact, now)
-        candidates += found
-        found, stale_at = _stale(fact, now)
-        candidates += found
-        work.plans[fact.city.id] = min(next_at, nudge_at, stale_at, now + LONGEST_WAIT)
-    taken = agenda.existing_keys(store, [c.key for c in candidates])
-    missing = [c for c in candidates if c.key not in taken]
-    stale_texts = views.blocker_texts(store, sorted({c.blocker for c in missing if c.blocker is not None}))
-    # One reply (and one payload) for every recipient of the same message.
-    payloads: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for c in missing:
-        if c.dropped is None and c.reply_of not in payloads:
-            payloads[c.reply_of] = c.make_reply(stale_texts).model_dump(mode="json")
-        payload = payloads[c.reply_of] if c.dropped is None else {}
-        work.rows.append(
-            _row(c.key, c.recipient, c.kind, c.city_id, c.due, now, payload, c.expires, c.dropped)
-        )
-    return work
-
-
-@dataclass
-class _Candidate:
-    """A message a city may need now, decided before asking whether its key is taken; its reply is
-    built only if it is not (`reply_of` names the reply, shared by every recipient)."""
-
-    key: str
-    recipient: str
     kind: str
-    city_id: int | None
+    city_id: int
     due: datetime
-    reply_of: tuple[Any, ...]
-    build: Callable[[dict[int, Any]], Reply]
+    keys: list[tuple[str, str]]  # (key, recipient)
+    build: Callable[[dict[int, str]], str] | None  # None: dropped, no payload
     expires: datetime | None = None
     dropped: str | None = None
     blocker: int | None = None
 
-    def make_reply(self, blockers: dict[int, Any]) -> Reply:
-        return self.build(blockers)
+
+def _plan_cities(store: Store, ids: list[int], run: _Pass) -> _Work:
+    """Plan a batch of cities in a fixed number of statements: read what they need at once, decide
+    each city's messages, ask once which keys are taken, and build replies only for the rest."""
+    now = run.now
+    cities = agenda.cities(store, ids)
+    audiences = agenda.audiences(store, ids)
+    sessions = agenda.sessions_by_city(store, ids)
+    latest = agenda.latest_updates(store, ids)
+    blockers = views.open_blockers(store, ids)
+    work = _Work()
+    messages: list[_Message] = []
+    for city in cities:
+        targets = _recipients(*audiences[city.id])
+        mine = blockers.get(city.id, [])
+        last = latest.get(city.id)
+        last_at = last.created_at if last else None
+        reminders, next_at = _reminders(city, sessions.get(city.id, []), targets, len(mine), last_at, run)
+        nudges, nudge_at = _nudge(city, last, targets, run)
+        stale, stale_at = _stale(city, mine, run)
+        messages += reminders + nudges + stale
+        work.plans[city.id] = min(next_at, nudge_at, stale_at, now + LONGEST_WAIT)
+    # Coaches are read only for the cities with a stale blocker to tell them about.
+    stale_in = sorted({m.city_id for m in messages if m.blocker is not None})
+    if stale_in:
+        coaches = agenda.coaches_by_city(store, stale_in, run.everywhere(store))
+        for m in messages:
+            if m.blocker is not None:
+                m.keys = [(f"{coach}|blocker_stale|{m.blocker}", coach) for coach in coaches[m.city_id]]
+    taken = agenda.existing_keys(store, [key for m in messages for key, _r in m.keys])
+    free = [(m, [(k, r) for k, r in m.keys if k not in taken] if taken else m.keys) for m in messages]
+    free = [(m, keys) for m, keys in free if keys]
+    texts = views.blocker_texts(store, sorted({m.blocker for m, _k in free if m.blocker is not None}))
+    for m, keys in free:
+        # One payload for every recipient of the same message.
+        payload = m.build(texts) if m.build is not None else "{}"
+        for key, recipient in keys:
+            work.rows.append(run.row(key, recipient, m.kind, m.city_id, m.due, payload, m.expires, m.dropped))
+    return work
 
 
-def _reminders(fact: _CityFacts, program: Program, now: datetime) -> tuple[list[_Candidate], datetime]:
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A reminder due now, as every city with the same sessions has it."""
+
+    position: int  # of the session among the city's
+    occurrence: Occurrence
+    kind: str
+    due: datetime
+    suffix: str  # of the key, after the session's id
+    expires: datetime | None
+    dropped: str | None
+    previous: datetime | None  # when the session before this one started
+
+
+@dataclass(frozen=True, slots=True)
+class _Schedule:
+    due: list[_Due]
+    next_at: datetime  # when the next reminder of any session falls due
+
+
+@lru_cache(maxsize=256)
+def _offsets(given: tuple[Any, ...]) -> tuple[int, ...]:
+    return tuple(sorted({int(o) for o in given if int(o) > 0}, reverse=True))
+
+
+def _schedule(
+    sessions: Sequence[views.SessionRow], zone: str, offsets: tuple[int, ...], now: datetime
+) -> _Schedule:
     """Reminders of sessions whose reminder time has come (each until the next one is due, the last
     one until the session starts), and when the next reminder of any session falls due."""
-    city = fact.city
-    offsets = sorted({int(o) for o in city.reminder_offsets if int(o) > 0}, reverse=True)
     never = now + LONGEST_WAIT
-    if not offsets or not fact.sessions or city.id is None:
-        return [], never
     horizon = now + timedelta(minutes=offsets[0])
-    window = between(
-        fact.sessions, city.zone, now + timedelta(microseconds=1), horizon + timedelta(seconds=1)
-    )
-    found: list[_Candidate] = []
+    window = between(sessions, zone, now + timedelta(microseconds=1), horizon + timedelta(seconds=1))
+    position = {s.id: index for index, s in enumerate(sessions)}
+    found: list[_Due] = []
     next_at = never
     for occurrence in window:
+        previous: Occurrence | None = None
         for index, offset in enumerate(offsets):
             due = occurrence.start - timedelta(minutes=offset)
             if due > now:
@@ -288,83 +467,96 @@ def _reminders(fact: _CityFacts, program: Program, now: datetime) -> tuple[list[
             dropped = None
             if now >= useful_until:
                 dropped = f"{kind} for session at {occurrence.start:%Y-%m-%d %H:%M}Z no longer useful"
-            reply_of = ("reminder", city.id, occurrence.session_id, occurrence.start)
-            for r in fact.targets:
-                found.append(
-                    _Candidate(
-                        key=f"{r}|{kind}|{occurrence.session_id}@{occurrence.start:%Y-%m-%dT%H:%MZ}",
-                        recipient=r,
-                        kind=kind,
-                        city_id=city.id,
-                        due=due,
-                        reply_of=reply_of,
-                        build=lambda _b, o=occurrence: _reminder(fact, program, o),
-                        expires=None if dropped else useful_until,
-                        dropped=dropped,
-                    )
+            previous = previous or last_before(sessions, zone, occurrence.start)
+            found.append(
+                _Due(
+                    position[occurrence.session_id],
+                    occurrence,
+                    kind,
+                    due,
+                    f"@{occurrence.start:%Y-%m-%dT%H:%MZ}",
+                    None if dropped else useful_until,
+                    dropped,
+                    previous.start if previous else None,
                 )
+            )
     # Past the window, the first session's earliest reminder (no later session has an earlier one).
-    later = upcoming(fact.sessions, city.zone, horizon + timedelta(seconds=1), count=1)
+    later = upcoming(sessions, zone, horizon + timedelta(seconds=1), count=1)
     if later:
         next_at = min(next_at, max(later[0].start - timedelta(minutes=offsets[0]), now))
-    return found, next_at
+    return _Schedule(found, next_at)
 
 
-def _reminder(fact: _CityFacts, program: Program, occurrence: Occurrence) -> Reply:
-    return reminder_text(
-        translator(fact.city.language),
-        fact.city,
-        program,
-        occurrence,
-        fact.sessions,
-        len(fact.blockers),
-        fact.latest.created_at if fact.latest else None,
-    )
+def _reminders(
+    city: CityRow,
+    sessions: list[views.SessionRow],
+    targets: list[str],
+    open_blockers: int,
+    last_update: datetime | None,
+    run: _Pass,
+) -> tuple[list[_Message], datetime]:
+    offsets = _offsets(tuple(city.reminder_offsets))
+    if not offsets or not sessions:
+        return [], run.now + LONGEST_WAIT
+    schedule = run.schedule(sessions, city.zone, offsets)
+    found: list[_Message] = []
+    for due in schedule.due:
+        session_id = sessions[due.position].id
+        keys = [(f"{r}|{due.kind}|{session_id}{due.suffix}", r) for r in targets]
+
+        def build(_texts: dict[int, str], due: _Due = due) -> str:
+            return run.reminder(city, due, open_blockers, last_update)
+
+        found.append(
+            _Message(
+                due.kind, city.id, due.due, keys, None if due.dropped else build, due.expires, due.dropped
+            )
+        )
+    return found, schedule.next_at
 
 
 def reminder_text(
     t: Translator,
-    city: City,
+    zone: str,
+    pathway: str | None,
     program: Program,
     occurrence: Occurrence,
-    sessions: Sequence[SessionLike],
     open_blockers: int,
-    last_update: datetime | None,
+    no_update: bool,
 ) -> Reply:
+    """A reminder of `occurrence` (`no_update`: the city posted none since its last session), for
+    any city: the caller names the city in `about`."""
     _ = t.gettext
-    assert city.id is not None
-    local = occurrence.local_start(city.zone)
+    local = occurrence.local_start(zone)
     session = session_title(occurrence.title, t)
     lines = [
         # `{soon}` stays in the text: the deliverer renders it when the reminder is sent.
         _("{title} starts {soon}: {date}, {time}.").format(
             title=session, soon=SOON, date=t.date(local.date()), time=t.time(local)
         ),
-        _("Phase: {phase}").format(phase=program.phase_label(local.date(), city.pathway, t.language)),
+        _("Phase: {phase}").format(phase=program.phase_label(local.date(), pathway, t.language)),
         t.ngettext("{count} open blocker", "{count} open blockers", open_blockers).format(
             count=t.number(open_blockers)
         ),
     ]
-    previous = last_before(sessions, city.zone, occurrence.start)
-    if previous is not None and (last_update is None or last_update < previous.start):
+    if no_update:
         lines.append(_("No update since your last session: post one before you meet, e.g. `update: …`"))
     title = _("Reminder: {title}").format(title=session)
     return Reply(
         text=title + "\n" + "\n".join(lines),
         title=title,
         items=lines,
-        about=[city.id],
+        about=[0],
         starts_at=occurrence.start,
         language=t.language,
     )
 
 
-def in_quiet_hours(city: City, local: datetime) -> bool:
-    return _quiet_hour(city, local.hour)
+def in_quiet_hours(city: City | CityRow, local: datetime) -> bool:
+    return _quiet_hour(city.quiet_start, city.quiet_end, local.hour)
 
 
-def _quiet_hour(city: City, hour: int) -> bool:
-    start, end = city.quiet_start, city.quiet_end
+def _quiet_hour(start: int, end: int, hour: int) -> bool:
     if start == end:
         return False
     if start > end:  # overnight, e.g. 20:00–08:00
@@ -372,22 +564,26 @@ def _quiet_hour(city: City, hour: int) -> bool:
     return start <= hour < end
 
 
-def _may_nudge(city: City, local: datetime) -> bool:
-    return (
-        local.weekday() in city.working_days
-        and not in_quiet_hours(city, local)
-        and local.hour >= city.nudge_hour
+@lru_cache(maxsize=256)
+def _nudge_hours(nudge_hour: int, quiet_start: int, quiet_end: int) -> tuple[int, ...]:
+    """The hours of a day a nudge may go out."""
+    return tuple(h for h in range(nudge_hour, 24) if not _quiet_hour(quiet_start, quiet_end, h))
+
+
+def _may_nudge(city: CityRow, local: datetime) -> bool:
+    return local.weekday() in city.working_days and local.hour in _nudge_hours(
+        city.nudge_hour, city.quiet_start, city.quiet_end
     )
 
 
-def _first_nudge_time(city: City, after: datetime) -> datetime:
+def _first_nudge_time(city: CityRow, after: datetime) -> datetime:
     """The first instant at or after `after` when a nudge may go out: a working day, from the nudge
     hour, outside quiet hours (a week ahead at most)."""
     tz = ZoneInfo(city.zone)
     local = after.astimezone(tz)
     if _may_nudge(city, local):
         return after
-    hours = [h for h in range(city.nudge_hour, 24) if not _quiet_hour(city, h)]
+    hours = _nudge_hours(city.nudge_hour, city.quiet_start, city.quiet_end)
     for days in range(8):
         day = local.date() + timedelta(days=days)
         if not hours or day.weekday() not in city.working_days:
@@ -399,12 +595,14 @@ def _first_nudge_time(city: City, after: datetime) -> datetime:
     return after + LONGEST_WAIT
 
 
-def _nudge(fact: _CityFacts, now: datetime) -> tuple[list[_Candidate], datetime]:
-    city = fact.city
+def _nudge(
+    city: CityRow, latest: agenda.LatestUpdate | None, targets: list[str], run: _Pass
+) -> tuple[list[_Message], datetime]:
+    now = run.now
     never = now + LONGEST_WAIT
-    if city.nudge_after_days <= 0 or city.id is None:
+    if city.nudge_after_days <= 0:
         return [], never
-    since = fact.latest.created_at if fact.latest else city.created_at
+    since = latest.created_at if latest else city.created_at
     every = timedelta(days=city.nudge_after_days)
     quiet_days = (now - since).days
     stretch = quiet_days // city.nudge_after_days
@@ -412,81 +610,54 @@ def _nudge(fact: _CityFacts, now: datetime) -> tuple[list[_Candidate], datetime]
     next_stretch = _first_nudge_time(city, since + every * (stretch + 1))
     if stretch < 1:
         return [], next_stretch
-    local = now.astimezone(ZoneInfo(city.zone))
-    if not _may_nudge(city, local):
-        return [], min(_first_nudge_time(city, now), next_stretch)
+    may_nudge, first_nudge, quiet_from = run.nudging(city)
+    if not may_nudge:
+        return [], min(first_nudge, next_stretch)
     # One nudge per stretch of N quiet days: the first after N days, the next after 2N, and so on.
-    occurrence = f"{city.slug}:{fact.latest.id if fact.latest else 0}:{stretch}"
-    quiet_from = datetime.combine(local.date(), time(city.quiet_start % 24), ZoneInfo(city.zone))
+    occurrence = f"{city.slug}:{latest.id if latest else 0}:{stretch}"
 
-    def build(_blockers: dict[int, Any]) -> Reply:
+    def build(_texts: dict[int, str]) -> str:
         t = translator(city.language)
         text = t.ngettext(
             "No update from {city} in {count} day. What moved this week? Reply `update: …`",
             "No update from {city} in {count} days. What moved this week? Reply `update: …`",
             quiet_days,
         ).format(city=city.name, count=t.number(quiet_days))
-        return Reply(text=text)
+        return json.dumps({**run.plain, "text": text})
 
-    found = [
-        _Candidate(
-            key=f"{r}|nudge|{occurrence}",
-            recipient=r,
-            kind="nudge",
-            city_id=city.id,
-            due=now,
-            reply_of=("nudge", city.id, occurrence),
-            build=build,
-            expires=max(quiet_from, now),
-        )
-        for r in fact.targets
-    ]
-    return found, next_stretch
+    keys = [(f"{r}|nudge|{occurrence}", r) for r in targets]
+    return [_Message("nudge", city.id, now, keys, build, max(quiet_from, now))], next_stretch
 
 
-def _stale(fact: _CityFacts, now: datetime) -> tuple[list[_Candidate], datetime]:
-    """Coaches hear once of each blocker open longer than the city's limit."""
-    city = fact.city
+def _stale(city: CityRow, blockers: list[views.OpenBlocker], run: _Pass) -> tuple[list[_Message], datetime]:
+    """Coaches hear once of each blocker open longer than the city's limit (their keys are added
+    once the coaches are read)."""
+    now = run.now
     never = now + LONGEST_WAIT
-    if city.stale_blocker_days <= 0 or city.id is None:
+    if city.stale_blocker_days <= 0:
         return [], never
     limit = timedelta(days=city.stale_blocker_days)
-    found: list[_Candidate] = []
+    found: list[_Message] = []
     next_at = never
-    for blocker in fact.blockers:
+    for blocker in blockers:
         if now - blocker.opened_at < limit:
             next_at = min(next_at, blocker.opened_at + limit)
             continue
         days = (now - blocker.opened_at).days
 
-        def build(texts: dict[int, Any], b: views.OpenBlocker = blocker, days: int = days) -> Reply:
-            text = texts[b.id]
-            return Reply(
-                text=f"Blocker #{b.id} in {city.name} has been open for {days} days: {text}",
-                title=f"Blocker #{b.id} open for {days} days — {city.name}",
-                buttons=[
-                    Button(
-                        label="Resolve",
-                        action="resolve_blocker",
-                        value=str(b.id),
-                        command=f"/cda resolve {b.id}",
-                    )
-                ],
+        def build(texts: dict[int, str], b: int = blocker.id, days: int = days) -> str:
+            # The payload of Reply(text=…, title=…, buttons=[Button(…)]), from the pass's templates.
+            resolve = {**run.button, "value": str(b), "command": f"/cda resolve {b}"}
+            return json.dumps(
+                {
+                    **run.plain,
+                    "text": f"Blocker #{b} in {city.name} has been open for {days} days: {texts[b]}",
+                    "title": f"Blocker #{b} open for {days} days — {city.name}",
+                    "buttons": [resolve],
+                }
             )
 
-        for coach in fact.coaches:
-            found.append(
-                _Candidate(
-                    key=f"{coach}|blocker_stale|{blocker.id}",
-                    recipient=coach,
-                    kind="blocker_stale",
-                    city_id=city.id,
-                    due=now,
-                    reply_of=("stale", blocker.id),
-                    build=build,
-                    blocker=blocker.id,
-                )
-            )
+        found.append(_Message("blocker_stale", city.id, now, [], build, blocker=blocker.id))
     return found, next_at
 
 
@@ -525,22 +696,23 @@ class _Sections:
 
     def of(self, store: Store, ids: list[int]) -> list[views.Place]:
         unknown = [i for i in ids if i not in self.places]
-        self.places.update({c.id: c for c in views.places(store, unknown)})
+        if unknown:
+            self.places.update({c.id: c for c in views.places(store, unknown)})
         return sorted((self.places[i] for i in ids if i in self.places), key=lambda c: (c.name, c.id))
 
 
-def _plan_digests(store: Store, ids: list[int], now: datetime, sections: _Sections) -> _Work:
+def _plan_digests(store: Store, ids: list[int], run: _Pass) -> _Work:
     """The week's digest of each coach whose Monday 08:00 has come; the digest of a city is written
     once a pass, whichever coaches' digests show it."""
+    now, sections = run.now, run.sections
     work = _Work()
-    coaches = [c for c in views.people(store, ids) if c.id is not None]
-    linked = views.coached_cities(store, [c.id for c in coaches])  # type: ignore[misc]
+    coaches = agenda.coaches(store, ids)
+    linked = views.coached_cities(store, [c.id for c in coaches])
     # A coach without a zone of their own keeps the zone of their first city by name.
     places = views.names_and_zones(store, sorted({i for ids in linked.values() for i in ids}))
     first_of_all = views.first_city_zone(store) if any(c.all_cities for c in coaches) else None
-    due: list[tuple[Person, str, datetime]] = []
+    due: list[tuple[agenda.CoachRow, str, datetime]] = []
     for coach in coaches:
-        assert coach.id is not None
         mine = sorted((places[i] for i in linked.get(coach.id, []) if i in places), key=lambda p: p[:2])
         fallback = first_of_all if coach.all_cities else (mine[0][2] if mine else None)
         local = now.astimezone(ZoneInfo(coach.zone or fallback or "UTC"))
@@ -556,9 +728,9 @@ def _plan_digests(store: Store, ids: list[int], now: datetime, sections: _Sectio
     if not due:
         return work
     t = translator("en")
-    sections.of(store, sorted({i for coach, _k, _l in due if not coach.all_cities for i in linked[coach.id]}))  # type: ignore[index]
+    sections.of(store, sorted({i for coach, _k, _l in due if not coach.all_cities for i in linked[coach.id]}))
     shown = {
-        coach.id: sections.all_cities(store) if coach.all_cities else sections.of(store, linked[coach.id])  # type: ignore[index]
+        coach.id: sections.all_cities(store) if coach.all_cities else sections.of(store, linked[coach.id])
         for coach, _k, _l in due
     }
     needed = {c.id: c for cities in shown.values() for c in cities if c.id not in sections.text}
@@ -569,26 +741,10 @@ def _plan_digests(store: Store, ids: list[int], now: datetime, sections: _Sectio
             sections.text[city.id] = digest_section(t, data, city, now)
     data = DigestData(sections.figures, {}, {}, {})
     for coach, key, local in due:
-        reply = digest_of(t, data, shown[coach.id], now, section=lambda c: sections.text[c.id])  # type: ignore[index]
+        reply = digest_of(t, data, shown[coach.id], now, section=lambda c: sections.text[c.id])
         when = datetime.combine(local.date(), time(DIGEST_HOUR), local.tzinfo)
-        payload = reply.model_dump(mode="json")
+        payload = json.dumps(reply.model_dump(mode="json"))
         work.rows.append(
-            _row(key, coach.identity, "digest", None, when, now, payload, when + timedelta(days=1))
-        )
-    return work
-    t = translator("en")
-    needed = {c.id: c for _coach, cities, _k, _l in due for c in cities if c.id not in sections.text}
-    if needed:
-        data = DigestData.read(store, list(needed.values()), now)
-        sections.figures.update(data.figures)
-        for city in needed.values():
-            sections.text[city.id] = digest_section(t, data, city, now)
-    for coach, cities, key, local in due:
-        data = DigestData(sections.figures, {}, {}, {})
-        reply = digest_of(t, data, cities, now, section=lambda c: sections.text[c.id])  # type: ignore[index]
-        when = datetime.combine(local.date(), time(DIGEST_HOUR), local.tzinfo)
-        payload = reply.model_dump(mode="json")
-        work.rows.append(
-            _row(key, coach.identity, "digest", None, when, now, payload, when + timedelta(days=1))
+            run.row(key, coach.identity, "digest", None, when, payload, when + timedelta(days=1))
         )
     return work

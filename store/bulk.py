@@ -1,6 +1,6 @@
-"""Rows written a few hundred to a statement, with values made ready here, where the ORM's work per
-row would cost more than the database's: the scheduler's outbox rows, the in-process message path's
-two inserts."""
+"""Rows written in bulk, with values made ready here, where the ORM's work per row would cost more
+than the database's: the in-process message path's two inserts (`insert_ignoring`, a few hundred rows
+to a statement) and the scheduler's outbox rows (`insert_rows`, thousands at a time)."""
 
 import json
 from collections.abc import Sequence
@@ -34,6 +34,48 @@ def insert_ignoring(store: Store, table: str, columns: Sequence[str], rows: Sequ
         statements.append((sql, tuple(value(row.get(c), postgres, done) for row in chunk for c in columns)))
     connection = store.session.connection()
     return sum(connection.exec_driver_sql(sql, values).rowcount for sql, values in statements)
+
+
+def insert_rows(
+    store: Store, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> int:
+    """Insert `rows`, each already as the driver takes it (`value`), leaving out any whose unique key
+    is taken; how many were written. For thousands of rows: SQLite binds each row to one prepared
+    statement (an executemany, no SQL text to build or parse), PostgreSQL takes them by binary COPY
+    (`types`: each column's type as PostgreSQL names it; a JSON column's binary form is its text)."""
+    if not rows:
+        return 0
+    connection = store.session.connection()
+    names = ", ".join(f'"{c}"' for c in columns)
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        copied = _copy(connection.connection.driver_connection, table, names, types, rows)
+        if copied is not None:
+            return copied
+    mark = "%s" if postgres else "?"
+    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(mark for _ in columns)}) ON CONFLICT DO NOTHING"
+    return connection.exec_driver_sql(sql, list(rows)).rowcount  # type: ignore[arg-type]
+
+
+def _copy(
+    driver: Any, table: str, names: str, types: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> int | None:
+    """COPY `rows` in, all of them; None (and nothing written) when a unique key is taken, which COPY
+    cannot skip. A savepoint keeps the caller's transaction usable after such a failure."""
+    from psycopg.errors import UniqueViolation  # PostgreSQL only
+
+    with driver.cursor() as cursor:
+        cursor.execute("SAVEPOINT bulk_copy")
+        try:
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        except UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT bulk_copy")
+            return None
+        cursor.execute("RELEASE SAVEPOINT bulk_copy")
+    return len(rows)
 
 
 def value(given: Any, postgres: bool, done: dict[Any, Any]) -> Any:

@@ -1,6 +1,8 @@
 """When a city's coaching sessions happen: one-off and recurring (RRULE) in the city's zone, and the
 rules every stored session keeps, whether `session add` or a calendar file made it."""
 
+import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -172,18 +174,101 @@ def _parsed_rule(rule: str, start_local: datetime, until_local: datetime | None)
     return parsed
 
 
+class _Series:
+    """A rule's wall-clock starts in order, generated as far as anyone has asked and kept. The first
+    start at or after an instant is then a binary search, where dateutil's `after` and `before` walk
+    from the series' first start on every call (a pass asks for thousands of cities)."""
+
+    def __init__(self, rule: rrule) -> None:
+        self.starts: list[datetime] = []
+        self._rest: Iterator[datetime] | None = iter(rule)
+        self._lock = threading.Lock()  # one generator, shared by every thread that asks
+
+    def _grow(self, past: datetime | None, size: int = 0) -> None:
+        """Generate starts until there are `size` of them and the last is at or after `past`."""
+        with self._lock:
+            starts = self.starts
+            while self._rest is not None and (
+                len(starts) < size or (past is not None and (not starts or starts[-1] < past))
+            ):
+                following = next(self._rest, None)
+                if following is None:
+                    self._rest = None
+                else:
+                    starts.append(following)
+
+    def index(self, local: datetime) -> int:
+        """The position of the first start at or after `local` (the number of starts when none is)."""
+        if self._rest is not None and (not self.starts or self.starts[-1] < local):
+            self._grow(local)
+        return bisect_left(self.starts, local)
+
+    def at(self, position: int) -> datetime | None:
+        if position >= len(self.starts) and self._rest is not None:
+            self._grow(None, position + 1)
+        return self.starts[position] if position < len(self.starts) else None
+
+
+class _Steps:
+    """A rule that only repeats every so many days or weeks (most sessions): its starts are counted,
+    not generated, which dateutil does at some microseconds a start."""
+
+    def __init__(self, first: datetime, step: timedelta, last: int | None) -> None:
+        self.first = first
+        self.step = step
+        self.last = last  # the position of the last start; None: no end
+
+    def index(self, local: datetime) -> int:
+        """The position of the first start at or after `local` (the number of starts when none is)."""
+        position = 0 if local <= self.first else -((self.first - local) // self.step)
+        return position if self.last is None else min(position, self.last + 1)
+
+    def at(self, position: int) -> datetime | None:
+        if self.last is not None and position > self.last:
+            return None
+        return self.first + position * self.step
+
+
+_STEPS = {"DAILY": timedelta(days=1), "WEEKLY": timedelta(weeks=1)}
+# Without any BY… part a daily or weekly rule repeats its first start (RFC 5545, 3.3.10); WKST only
+# matters to BYDAY.
+_PLAIN_PARTS = {"FREQ", "INTERVAL", "COUNT", "UNTIL", "WKST"}
+
+
+# Keyed like `_parsed_rule`, by everything the series is made of: it cannot go stale.
+@lru_cache(maxsize=12_288)
+def _series(rule: str, start_local: datetime, until_local: datetime | None) -> _Series | _Steps:
+    parsed = parse_rule(rule, start_local, until_local)
+    parts = dict(part.partition("=")[::2] for part in rule.upper().replace(" ", "").split(";") if part)
+    if parts.keys() <= _PLAIN_PARTS and parts.get("FREQ") in _STEPS:
+        # What dateutil made of the rule (it drops the start's microseconds, reads UNTIL and COUNT).
+        try:
+            first, interval = parsed._dtstart, parsed._interval
+            count, until = parsed._count, parsed._until
+        except AttributeError:  # a dateutil that keeps them elsewhere: generate the starts instead
+            return _Series(parsed)
+        step = _STEPS[parts["FREQ"]] * interval
+        ends = [count - 1] if count is not None else []
+        if until is not None:
+            ends.append((until - first) // step if until >= first else -1)
+        return _Steps(first, step, min(ends) if ends else None)
+    return _Series(parsed)
+
+
 def _local_starts(session: SessionLike, after_local: datetime) -> Iterator[datetime]:
     if not session.rrule:
         if session.start_local >= after_local:
             yield session.start_local
         return
-    rule = parse_rule(session.rrule, session.start_local, session.until_local)
+    series = _series(session.rrule, session.start_local, session.until_local)
     excluded = {datetime.fromisoformat(d) for d in session.exdates}
-    current = rule.after(after_local, inc=True)
+    position = series.index(after_local)
+    current = series.at(position)
     while current is not None:
         if current not in excluded:
             yield current
-        current = rule.after(current)
+        position += 1
+        current = series.at(position)
 
 
 def _occurrences(session: SessionLike, zone: str, after: datetime) -> Iterator[Occurrence]:
@@ -230,11 +315,13 @@ def last_before(sessions: Iterable[SessionLike], zone: str, instant: datetime) -
     for session in sessions:
         assert session.id is not None
         if session.rrule:
-            rule = parse_rule(session.rrule, session.start_local, session.until_local)
+            series = _series(session.rrule, session.start_local, session.until_local)
             excluded = {datetime.fromisoformat(d) for d in session.exdates}
-            local = rule.before(before_local)
+            position = series.index(before_local) - 1
+            local = series.at(position) if position >= 0 else None
             while local is not None and local in excluded:
-                local = rule.before(local)
+                position -= 1
+                local = series.at(position) if position >= 0 else None
         else:
             local = session.start_local if session.start_local < before_local else None
         if local is None:
