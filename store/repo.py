@@ -69,6 +69,13 @@ class Store:
     def person(self, identity: str) -> Person | None:
         return self.session.exec(select(Person).where(Person.identity == identity)).first()
 
+    def on_roster(self, identities: Sequence[str]) -> set[str]:
+        """Which of these identities are on a roster, in one statement."""
+        if not identities:
+            return set()
+        query = core_select(_PEOPLE.c.identity).where(_PEOPLE.c.identity.in_(set(identities)))
+        return set(self.session.connection().execute(query).scalars())
+
     def people(self, identities: Sequence[str]) -> list[Person]:
         return list(self.session.exec(select(Person).where(col(Person.identity).in_(list(identities)))))
 
@@ -581,9 +588,9 @@ def _insert(session: Session, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-_CITIES, _BINDINGS, _INBOX, _OUTBOX, _UPDATES, _REFERENCES = (
+_CITIES, _BINDINGS, _INBOX, _OUTBOX, _UPDATES, _REFERENCES, _PEOPLE = (
     model.__table__  # type: ignore[attr-defined]
-    for model in (City, ChannelBinding, InboxMessage, OutboxMessage, Update, ConversationReference)
+    for model in (City, ChannelBinding, InboxMessage, OutboxMessage, Update, ConversationReference, Person)
 )
 _BOUND_CITY = (
     core_select(*_CITIES.c)

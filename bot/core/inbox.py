@@ -67,16 +67,18 @@ def accept(store: Store, msg: InboundMessage, now: datetime) -> Accepted:
 
 def accept_all(store: Store, messages: list[InboundMessage], now: datetime) -> list[Accepted]:
     """`accept` for the messages of one group commit, in their order, with a few statements for all of
-    them where one each would do: which channels are bound, the inserts, the duplicates' ids."""
+    them where one each would do: which channels are bound, who is on a roster, the inserts, the
+    duplicates' ids."""
     concern = [m for m in messages if not m.addressed and _command_or_question(m)]
     bound = store.bound_conversations([m.conversation for m in concern])
+    rostered = store.on_roster([m.sender for m in messages if m.platform in ROSTER_FIRST])
     decided: list[Accepted | None] = []  # None: to be stored below
     rows: list[dict[str, Any]] = []
     for msg in messages:
         if not msg.addressed and (msg.conversation not in bound or not _command_or_question(msg)):
             decided.append(Accepted(None, False))
-        elif msg.platform in ROSTER_FIRST:
-            decided.append(accept(store, msg, now))  # a roster to read first: one at a time
+        elif msg.platform in ROSTER_FIRST and msg.sender not in rostered and not _joins(msg):
+            decided.append(Accepted(None, False, _tell_how_to_join(store, msg, now)))
         else:
             decided.append(None)
             rows.append(_inbox_row(msg, now))
