@@ -12,7 +12,6 @@ At the end every event cda-bot acknowledged must be stored once and answered onc
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import socket
@@ -22,18 +21,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine, text
 from twilio.request_validator import RequestValidator
 
@@ -41,7 +37,8 @@ from benchmarks.common import Figure, backends, figure, fresh_database, label
 from benchmarks.fake_platforms import TEAMS_ISSUER
 from bot import admin
 from store.db import make_engine, upgrade
-from store.repo import open_store
+from store.repo import Store, open_store
+from tests.tls import self_signed
 
 SECRET = "bench-signing-secret"
 TEAM = "T0001"
@@ -233,14 +230,34 @@ def uvicorn_args(app: str, port: int) -> list[str]:
 
 
 def seed(url: str) -> None:
+    """CHANNELS cities, each bound to a Slack channel the benchmark's events come from."""
+    seed_cities(
+        url,
+        CHANNELS,
+        "c",
+        "America/Bogota",
+        "es",
+        lambda store, n, slug, now: admin.bind(store, f"slack:{TEAM}:C{n:05d}", slug, now),
+    )
+
+
+def seed_cities(
+    url: str,
+    count: int,
+    place: str,
+    zone: str,
+    language: str,
+    join: Callable[[Store, int, str, datetime], object],
+) -> None:
+    """`count` cities on a migrated database, each with what `join` gives it (a channel, a member)."""
     engine = make_engine(url)
     upgrade(engine)
     now = datetime(2026, 11, 30, tzinfo=UTC)
     with open_store(engine) as store:
-        for n in range(CHANNELS):
-            slug = f"c{n:05d}"
-            admin.add_city(store, slug, f"City {n}", "America/Bogota", now, None, "implementation", "es")
-            admin.bind(store, f"slack:{TEAM}:C{n:05d}", slug, now)
+        for n in range(count):
+            slug = f"{place}{n:05d}"
+            admin.add_city(store, slug, f"City {n}", zone, now, None, "implementation", language)
+            join(store, n, slug, now)
     engine.dispose()
 
 
@@ -407,15 +424,14 @@ def signed_form(n: int) -> tuple[str, bytes]:
 
 
 def seed_numbers(url: str) -> None:
-    engine = make_engine(url)
-    upgrade(engine)
-    now = datetime(2026, 11, 30, tzinfo=UTC)
-    with open_store(engine) as store:
-        for n in range(NUMBERS):
-            slug = f"w{n:05d}"
-            admin.add_city(store, slug, f"Town {n}", "America/Sao_Paulo", now, None, "implementation", "pt")
-            admin.add_member(store, number(n), slug, now)
-    engine.dispose()
+    seed_cities(
+        url,
+        NUMBERS,
+        "w",
+        "America/Sao_Paulo",
+        "pt",
+        lambda store, n, slug, now: admin.add_member(store, number(n), slug, now),
+    )
 
 
 def whatsapp(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> list[Figure]:
@@ -495,15 +511,14 @@ def teams_channel(n: int) -> str:
 
 
 def seed_teams(url: str) -> None:
-    engine = make_engine(url)
-    upgrade(engine)
-    now = datetime(2026, 11, 30, tzinfo=UTC)
-    with open_store(engine) as store:
-        for n in range(CHANNELS):
-            slug = f"t{n:05d}"
-            admin.add_city(store, slug, f"Team {n}", "America/Bogota", now, None, "implementation", "es")
-            admin.bind(store, f"teams:{TEAMS_TENANT}:{teams_channel(n)}", slug, now)
-    engine.dispose()
+    seed_cities(
+        url,
+        CHANNELS,
+        "t",
+        "America/Bogota",
+        "es",
+        lambda store, n, slug, now: admin.bind(store, f"teams:{TEAMS_TENANT}:{teams_channel(n)}", slug, now),
+    )
 
 
 def teams_token(key: rsa.RSAPrivateKey, service_url: str) -> str:
@@ -556,35 +571,6 @@ def teams_activity(n: int, service_url: str, token: str) -> tuple[str, bytes]:
         f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return f"{channel}|{activity_id}", head.encode() + body
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (PEM files): MSAL reaches Entra over https only."""
-    key = rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 def missing_teams(engine: Engine, acknowledged: list[str]) -> tuple[int, int]:

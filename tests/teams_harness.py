@@ -3,7 +3,6 @@ metadata + JWKS server whose test RSA key signs the tokens the tests send, a loc
 (over https, as MSAL insists), and the real server under uvicorn on 127.0.0.1. Nothing here reaches the
 internet."""
 
-import datetime as dt
 import ipaddress
 import json
 import threading
@@ -19,10 +18,7 @@ from urllib.parse import parse_qsl
 import httpx
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from sqlmodel import func, select
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,6 +33,7 @@ from tests.conftest import TestBot
 from tests.platform_run import outbox_of, outbox_row, settle
 from tests.slack_harness import SLACK_ENV, wait_until
 from tests.slack_harness import serving as slack_serving
+from tests.tls import self_signed
 
 APP_ID = "11111111-2222-4333-8444-555555555555"
 APP_PASSWORD = "test-client-secret-not-real"
@@ -153,35 +150,6 @@ class OpenId:
     @property
     def metadata_url(self) -> str:
         return f"{self.base_url}/v1/.well-known/openidconfiguration"
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1, and its key, as PEM files."""
-    key = rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
