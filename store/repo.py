@@ -186,13 +186,10 @@ class Store:
         return list(self.session.exec(query.order_by(ChannelBinding.conversation)))
 
     # -- the inbox: platform messages, stored before they are acknowledged ----------------------
-    def receive(self, row: InboxMessage) -> int | None:
-        """Store a platform message once; None if its id was stored before (a retry or a duplicate)."""
-        return self._insert_once(row)
-
     def receive_all(self, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
-        """`receive` for many rows (an inbox row's columns each): the ids of those stored now, by
-        (platform, message id); one already stored is left out. One statement for a few hundred."""
+        """Store platform messages once (an inbox row's columns each): the ids of those stored now, by
+        (platform, message id); one stored before (a retry, a duplicate) is left out. One statement for a
+        few hundred."""
         if not rows:
             return {}
         statement = _receive_all(self.session.get_bind().dialect.name)
@@ -228,7 +225,7 @@ class Store:
         )
 
     def pending_inbox_ids(self, platform: str, message_ids: Sequence[str]) -> dict[str, int]:
-        """`pending_inbox_id` for many messages of one platform: message id → inbox id."""
+        """Which of these messages of one platform are stored and still pending: message id → inbox id."""
         if not message_ids:
             return {}
         query = core_select(_INBOX.c.message_id, _INBOX.c.id).where(
@@ -237,14 +234,6 @@ class Store:
             _INBOX.c.status == InboxStatus.pending,
         )
         return {message_id: inbox_id for message_id, inbox_id in self.session.connection().execute(query)}
-
-    def pending_inbox_id(self, platform: str, message_id: str) -> int | None:
-        query = select(InboxMessage.id).where(
-            InboxMessage.platform == platform,
-            InboxMessage.message_id == message_id,
-            InboxMessage.status == InboxStatus.pending,
-        )
-        return self.session.exec(query).first()
 
     def due_inbox(self, now: datetime, limit: int) -> list[int]:
         """Pending messages whose turn has come: left by a replica that died, or waiting out a failure."""

@@ -45,24 +45,7 @@ def accept(store: Store, msg: InboundMessage, now: datetime) -> Accepted:
     """Store `msg` for handling. A duplicate of a message still pending gives its id, so a platform's
     retry of a message that was stored but never handled is not left waiting; chatter the bot keeps
     out of is not stored, nor anything from a sender who must be on a roster first."""
-    if not msg.addressed and not _may_concern_bot(store, msg):
-        return Accepted(None, False)
-    if msg.platform in ROSTER_FIRST and store.person(msg.sender) is None and not _joins(msg):
-        return Accepted(None, False, _tell_how_to_join(store, msg, now))
-    inbox_id = store.receive(
-        InboxMessage(
-            platform=msg.platform,
-            message_id=msg.message_id,
-            message=msg.model_dump(mode="json"),
-            status=InboxStatus.pending,
-            next_attempt_at=now + HANDOFF,
-            received_at=now,
-        )
-    )
-    if inbox_id is not None:
-        return Accepted(inbox_id, True)
-    log.info("duplicate dropped", extra={"platform": msg.platform, "message_id": msg.message_id})
-    return Accepted(store.pending_inbox_id(msg.platform, msg.message_id), False)
+    return accept_all(store, [msg], now)[0]
 
 
 def accept_all(store: Store, messages: list[InboundMessage], now: datetime) -> list[Accepted]:
@@ -149,12 +132,8 @@ def _joins(msg: InboundMessage) -> bool:
     return parse(msg.text[: MAX_TEXT + 16], msg.addressed).name == "join"
 
 
-def _may_concern_bot(store: Store, msg: InboundMessage) -> bool:
-    """Chatter in a shared channel: only a command or a question, in a channel bound to a city."""
-    return _command_or_question(msg) and store.bound_city(msg.conversation) is not None
-
-
 def _command_or_question(msg: InboundMessage) -> bool:
+    """Of chatter in a shared channel, only this concerns the bot (and only in a channel bound to a city)."""
     return parse(msg.text[: MAX_TEXT + 16], addressed=False).name not in ("unknown", "empty")
 
 
