@@ -2,8 +2,10 @@
 body is read; other routes and methods pass, and the refusal never reaches the handler."""
 
 import asyncio
+import logging
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -61,3 +63,13 @@ async def test_past_the_requests_in_flight_a_message_is_refused_and_the_next_acc
         assert [r.status_code for r in await asyncio.gather(*waiting)] == [200, 200]
         assert (await client.post("/in", content=b"m4")).status_code == 200
         assert sorted(handled) == ["m0", "m1", "m4"]
+
+
+async def test_a_flood_of_refusals_is_one_log_line_not_one_each(caplog: pytest.LogCaptureFixture) -> None:
+    full, release, handled = [True], asyncio.Event(), []
+    async with _client(_app(full, 10, release, handled)) as client:
+        with caplog.at_level(logging.WARNING, logger="cda_bot.shedding"):
+            for n in range(20):
+                assert (await client.post("/in", content=f"m{n}".encode())).status_code == 503
+    [line] = [r for r in caplog.records if r.name == "cda_bot.shedding"]
+    assert line.getMessage() == "over capacity, messages refused" and line.path == "/in"  # type: ignore[attr-defined]

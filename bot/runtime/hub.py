@@ -3,7 +3,6 @@ returns), and the one deliverer that sends every reply and unprompted message th
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -13,6 +12,7 @@ from bot.core.clock import Clock
 from bot.core.messages import Adapter, DeliveryError, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
 from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
+from bot.runtime.logs import Tally
 from bot.runtime.turns import Turns
 from store.repo import Store, open_store
 
@@ -23,7 +23,6 @@ Write = Callable[[Store, datetime], None]  # a transaction an adapter needs befo
 DelivererType = Callable[..., Deliverer]
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
 REPORT_PAUSES = (0.2, 0.5, 1.0)
-REFUSAL_LOG_SECONDS = 10.0
 
 
 class Unavailable(Exception):
@@ -47,8 +46,7 @@ class Hub:
         self.turns = Turns(enabled=engine.dialect.name == "sqlite")
         self.deliverer = deliverer(engine, self.adapters, clock, turns=self.turns)
         self.intake = Intake(engine, clock, handled=self.deliverer.wake, turns=self.turns)
-        self._refusals = 0
-        self._refusal_logged = -REFUSAL_LOG_SECONDS
+        self._refusals = Tally(log, "backlog full, messages refused")
 
     def register(self, adapter: Adapter) -> None:
         """An adapter that can deliver to its platform's identities, at the rate it asks for if any."""
@@ -65,7 +63,7 @@ class Hub:
             # the insert still commit later, the platform's retry finds it and it is handled once.
             return await asyncio.wait_for(self.intake.submit(message), ACCEPT_SECONDS)
         except Busy as busy:
-            self._refused(message.platform)
+            self._refusals.count(platform=message.platform)
             raise Unavailable(str(busy)) from None
         except Exception as error:
             log.warning(
@@ -73,17 +71,6 @@ class Hub:
                 extra={"platform": message.platform, "error": type(error).__name__},
             )
             raise Unavailable("database unavailable") from None
-
-    def _refused(self, platform: str) -> None:
-        """Log refusals once per REFUSAL_LOG_SECONDS with their count: under overload a line per
-        refused message would cost the time the refusal saves."""
-        self._refusals += 1
-        now = time.monotonic()
-        if now - self._refusal_logged >= REFUSAL_LOG_SECONDS:
-            log.warning(
-                "backlog full, messages refused", extra={"platform": platform, "refused": self._refusals}
-            )
-            self._refusals, self._refusal_logged = 0, now
 
     async def record(self, write: Write) -> None:
         """A write an adapter needs durable before it answers its platform (an installation, a

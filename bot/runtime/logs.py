@@ -4,6 +4,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -65,3 +66,20 @@ def configure(secrets: Iterable[str] = (), level: int = logging.INFO, stream: Te
         logging.getLogger(name).propagate = True
     # APScheduler announces every run of every job; our own pass log says what a pass did.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class Tally:
+    """A warning said at most once per `seconds`, with how many times it happened since it was last
+    said: under overload a line per refusal would cost the time refusing saves."""
+
+    def __init__(self, log: logging.Logger, message: str, seconds: float = 10.0) -> None:
+        self.log, self.message, self.seconds = log, message, seconds
+        self._count = 0
+        self._said = -seconds
+
+    def count(self, **extra: Any) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._said >= self.seconds:
+            self.log.warning(self.message, extra={**extra, "times": self._count})
+            self._count, self._said = 0, now

@@ -7,18 +7,17 @@ Capacity is two bounds: the messages accepted and not yet handled (the intake's 
 requests in flight, which bounds how long one can wait behind the others (Slack's deadline is 3 s)."""
 
 import logging
-import time
 from collections.abc import Callable, Collection
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.runtime.intake import RETRY_AFTER_SECONDS
+from bot.runtime.logs import Tally
 
 log = logging.getLogger("cda_bot.shedding")
 
 MAX_IN_FLIGHT = 200  # about a third of a second of messages at full speed
-LOG_SECONDS = 10.0  # refusals are logged with their count at most this often
 
 
 class Shedding:
@@ -30,15 +29,14 @@ class Shedding:
         self.full = full
         self.limit = limit
         self.in_flight = 0
-        self._refused = 0
-        self._logged = -LOG_SECONDS
+        self._refusals = Tally(log, "over capacity, messages refused")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit or self.full():
-            self._count_refusal(scope["path"])
+            self._refusals.count(path=scope["path"], in_flight=self.in_flight)
             refusal = JSONResponse(
                 {"error": "temporarily unavailable"},
                 status_code=503,
@@ -51,13 +49,3 @@ class Shedding:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
-
-    def _count_refusal(self, path: str) -> None:
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._logged >= LOG_SECONDS:
-            log.warning(
-                "over capacity, messages refused",
-                extra={"path": path, "refused": self._refused, "in_flight": self.in_flight},
-            )
-            self._refused, self._logged = 0, now
