@@ -308,9 +308,11 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         "SLACK_API_BASE_URL": f"http://127.0.0.1:{fake_port}/api/",
         "PYTHONPATH": str(ROOT),
     }
-    serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(ports["cda"]), "--no-scheduler"]
+    # `serve --port N` first: resident_mb finds the server by it.
+    command = [PYTHON, "-m", "bot.cli", "--db", url, "serve"]
+    serve = [*command, "--port", str(ports["cda"]), "--no-scheduler"]
     # The same with the sends in a process of their own (a second core).
-    serve2 = [*serve[:-3], "--port", str(ports["cda2"]), "--no-scheduler", "--delivery-process"]
+    serve2 = [*command, "--port", str(ports["cda2"]), "--no-scheduler", "--delivery-process"]
     best: dict[str, float] = {}
     acknowledged: list[str] = []
     seen: dict[str, float] = {}
