@@ -2,6 +2,7 @@
 """`serve --delivery-process`: replies go out from a child process, which is started again if it dies
 and never outlives the server, stopped or killed."""
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,10 +11,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
+from bot.core.clock import FixedClock
 from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.serve import Server, build_server
-from tests.conftest import TestBot
+from store.db import make_engine
+from tests.conftest import NOW, TestBot
 from tests.slack_fixtures import CHANNEL, Running, mock, slack_settings, slack_world  # noqa: F401
 from tests.slack_harness import SLACK_ENV, MockSlack, event_body, serving, wait_until
 
@@ -121,3 +125,17 @@ def _ready(port: int) -> bool:
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+async def test_a_child_that_cannot_start_is_tried_again_not_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deliverer = DeliveryProcess(["/nonexistent/python"], {}, make_engine("sqlite://"), {}, FixedClock(NOW))
+    deliverer.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert deliverer.running and deliverer.child_pid is None
+        assert "delivery process not started" in caplog.text
+    finally:
+        await deliverer.stop(1)
+    assert not deliverer.running

@@ -68,9 +68,14 @@ class DeliveryProcess(Deliverer):
 
     async def _supervise(self) -> None:
         while not self._done:
-            self._child = await asyncio.create_subprocess_exec(
-                *self.command, stdin=asyncio.subprocess.PIPE, env=self.env
-            )
+            try:
+                self._child = await asyncio.create_subprocess_exec(
+                    *self.command, stdin=asyncio.subprocess.PIPE, env=self.env
+                )
+            except OSError as error:  # out of processes or memory for a moment: try again
+                log.error("delivery process not started", extra={"error": str(error)})
+                await asyncio.sleep(RESTART_SECONDS)
+                continue
             log.info("delivery process started", extra={"pid": self._child.pid})
             self.wake()  # whatever was queued while there was no child
             code = await self._child.wait()
