@@ -449,6 +449,8 @@ class Store:
 
     def claimable(self, now: datetime, platforms: Sequence[str]) -> int:
         """How many rows a deliverer for these platforms could claim at `now`."""
+        if not platforms:
+            return 0
         query = (
             select(func.count())
             .select_from(OutboxMessage)

@@ -1,6 +1,7 @@
 """Unprompted messages leave through the outbox once, are retried with backoff, and fail visibly."""
 
 import asyncio
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -62,6 +63,16 @@ async def test_recipient_without_adapter_stays_queued(world: TestBot) -> None:
     slack_adapter = Recorder("slack")
     await Deliverer(world.engine, {"slack": slack_adapter}, world.clock).deliver_due()
     assert [r for r, _ in slack_adapter.sent] == ["slack:T0001:U0COACH"]
+
+
+async def test_a_deliverer_with_no_platforms_takes_nothing_and_builds_no_empty_or(
+    world: TestBot,
+) -> None:
+    world.say("console:a1", "blocker: nobody here can send it")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty OR in a query is deprecated, and soon an error
+        result = await Deliverer(world.engine, {}, world.clock).deliver_due()
+    assert result.sent == [] and {row.status for row in _rows(world)} == {"pending"}
 
 
 async def test_failure_is_retried_with_backoff_then_marked_failed(world: TestBot) -> None:
