@@ -4,6 +4,7 @@ and never outlives the server, stopped or killed."""
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from bot.core.clock import FixedClock
+from bot.runtime import metrics
 from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.serve import Server, build_server
 from store.db import make_engine
@@ -56,6 +58,7 @@ def test_replies_go_out_from_the_child_which_comes_back_when_killed_and_ends_wit
     server = build_server(slack_settings(mock), slack_world.engine, slack_world.clock, delivery_process=True)
     with serving(server.app) as url:
         run = Running(url, server, mock, slack_world)
+        sent_before = _sends_at(url)
         first = _child(server)
         assert first != os.getpid() and _alive(first)
         assert (
@@ -67,6 +70,8 @@ def test_replies_go_out_from_the_child_which_comes_back_when_killed_and_ends_wit
         [post] = mock.wait_for("chat.postMessage", timeout=15)
         assert "recorded for Alpha" in post.params["text"]
         run.settle()
+        # Sent by the child, counted at the server's /metrics once the child reports it.
+        wait_until(lambda: _sends_at(url) == sent_before + 1, 10, "the child's send in the server's metrics")
 
         os.kill(first, signal.SIGKILL)  # what it held goes out from the next one; here it held nothing
         wait_until(lambda: _child(server) != first, 15, "a new delivery process")
@@ -109,6 +114,12 @@ def test_a_killed_server_leaves_no_delivery_process_behind(tmp_path: Path, mock:
             server.wait()
 
 
+def _sends_at(url: str) -> float:
+    body = httpx.get(f"{url}/metrics").text
+    found = re.search(r'^cda_bot_sends_total\{platform="slack"\} (\S+)$', body, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -139,3 +150,30 @@ async def test_a_child_that_cannot_start_is_tried_again_not_given_up(
     finally:
         await deliverer.stop(1)
     assert not deliverer.running
+
+
+async def test_the_childs_reports_are_added_to_the_servers_counts_and_a_bad_one_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A stand-in child that reports as the real one does, with two lines that are not reports first.
+    reports = [
+        "not json",
+        '{"sends|nowhere|extra": 1}',
+        '{"sends|slack": 2, "send_failures|slack|retrying": 1}',
+    ]
+    script = "".join(f"print({line!r}, flush=True)\n" for line in reports) + "import sys\nsys.stdin.read()\n"
+    sent = metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) or 0.0
+    deliverer = DeliveryProcess(
+        [sys.executable, "-c", script], {}, make_engine("sqlite://"), {}, FixedClock(NOW)
+    )
+    deliverer.start()
+    try:
+        for _ in range(100):
+            if metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) == sent + 2:
+                break
+            await asyncio.sleep(0.05)
+        assert metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) == sent + 2
+        assert deliverer.running  # a bad report did not stop the server reading the child
+        assert caplog.text.count("delivery process report not understood") == 1
+    finally:
+        await deliverer.stop(5)

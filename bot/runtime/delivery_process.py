@@ -8,10 +8,15 @@ queues something. The server itself still stores, handles and records what platf
 
 The child is started again if it dies (what it had claimed goes out once its lease runs out), and it
 ends when its stdin closes: when the server stops (it first sends what it holds, for a while) or is
-killed (nothing is left behind running)."""
+killed (nothing is left behind running).
+
+What the child sent, and what failed, it reports on its stdout once a second; the server adds that to
+its own counters, so `/metrics` counts sends as it does without the option. A child killed outright
+takes up to a second of its counts with it (the rows themselves are in the outbox, counted there)."""
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,6 +27,7 @@ from sqlalchemy import Engine
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.messages import Adapter
+from bot.runtime import metrics
 from bot.runtime.delivery import Deliverer
 from bot.runtime.turns import Turns
 
@@ -29,6 +35,7 @@ log = logging.getLogger("cda_bot.delivery_process")
 
 RESTART_SECONDS = 1.0  # a child that keeps dying is not started in a tight loop
 DRAIN_SECONDS = 10.0  # how long the child sends what it holds once told to stop
+REPORT_SECONDS = 1.0  # how often the child reports its send counts
 
 
 class DeliveryProcess(Deliverer):
@@ -70,7 +77,7 @@ class DeliveryProcess(Deliverer):
         while not self._done:
             try:
                 self._child = await asyncio.create_subprocess_exec(
-                    *self.command, stdin=asyncio.subprocess.PIPE, env=self.env
+                    *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=self.env
                 )
             except OSError as error:  # out of processes or memory for a moment: try again
                 log.error("delivery process not started", extra={"error": str(error)})
@@ -78,6 +85,9 @@ class DeliveryProcess(Deliverer):
                 continue
             log.info("delivery process started", extra={"pid": self._child.pid})
             self.wake()  # whatever was queued while there was no child
+            assert self._child.stdout is not None
+            # Read until the child's stdout closes, which is when it ends: its last report counts too.
+            await _count_reports(self._child.stdout)
             code = await self._child.wait()
             if self._done:
                 return
@@ -114,6 +124,36 @@ def command() -> list[str]:
     return [sys.executable, "-m", "bot.runtime.delivery_process"]
 
 
+async def _count_reports(reports: asyncio.StreamReader) -> None:
+    told = False
+    while line := await reports.readline():
+        try:
+            metrics.add_sends(json.loads(line))
+        except (ValueError, TypeError, AttributeError):
+            if not told:  # the same fault again in every report: said once per child
+                log.warning(
+                    "delivery process report not understood",
+                    extra={"line": line[:200].decode(errors="replace")},
+                )
+                told = True
+
+
+def _report(last: dict[str, float]) -> None:
+    """Write what was counted since `last` (which it then holds) to stdout, as one line, if anything was."""
+    now = metrics.send_totals()
+    added = {key: value - last.get(key, 0.0) for key, value in now.items() if value > last.get(key, 0.0)}
+    last.update(now)
+    if added:
+        sys.stdout.write(json.dumps(added) + "\n")
+        sys.stdout.flush()
+
+
+async def _report_every(seconds: float, last: dict[str, float]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        _report(last)
+
+
 async def _send_until_stdin_closes(database_url: str) -> None:
     # Imported here: the server imports this module for DeliveryProcess alone.
     from bot.runtime.hub import Hub
@@ -128,6 +168,8 @@ async def _send_until_stdin_closes(database_url: str) -> None:
         hub.register(adapter)
         await adapter.start()
     hub.deliverer.start()
+    reported: dict[str, float] = {}
+    reporting = asyncio.create_task(_report_every(REPORT_SECONDS, reported))
     told = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(told), sys.stdin)
@@ -136,6 +178,9 @@ async def _send_until_stdin_closes(database_url: str) -> None:
             hub.deliverer.wake()
     finally:
         await hub.deliverer.stop(DRAIN_SECONDS)
+        reporting.cancel()
+        with contextlib.suppress(Exception):
+            _report(reported)  # what was sent while draining
         for adapter in reversed(adapters):
             with contextlib.suppress(Exception):
                 await adapter.stop()

@@ -92,6 +92,37 @@ def send_failed(platform: str, final: bool) -> None:
     SEND_FAILURES.labels(platform, FAILED if final else RETRYING).inc()
 
 
+# -- sends counted in a delivery process (`serve --delivery-process`) ----------------------------------
+# The child counts its sends in its own registry and reports them to the server, which adds them to its
+# own: one process to scrape, as without the option. A report is a map of counter and labels ("sends|slack",
+# "send_failures|slack|retrying") to how much to add.
+_SEND_COUNTERS = {"sends": SENDS, "send_failures": SEND_FAILURES}
+
+
+def send_totals() -> dict[str, float]:
+    """This process's send counters as they stand, keyed as a report keys them."""
+    totals: dict[str, float] = {}
+    for name, counter in _SEND_COUNTERS.items():
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    totals["|".join((name, *sample.labels.values()))] = sample.value
+    return totals
+
+
+def add_sends(report: Mapping[str, float]) -> None:
+    """Add what a delivery process reported. ValueError, and nothing added, for a report that is not one."""
+    additions = []
+    for key, amount in report.items():
+        name, *labels = key.split("|")
+        counter = _SEND_COUNTERS.get(name)
+        if counter is None or not isinstance(amount, int | float) or not 0 < amount < float("inf"):
+            raise ValueError(f"not a send count: {key!r}")
+        additions.append((counter.labels(*labels), amount))  # ValueError for the wrong number of labels
+    for series, amount in additions:
+        series.inc(amount)
+
+
 # -- requests -----------------------------------------------------------------------------------------
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> tuple[BaseRoute | None, str]:
     """The route that will answer `scope`, the way Starlette's router picks it (a full match first, else
