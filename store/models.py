@@ -5,6 +5,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, text
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
 from store.types import UTCDateTime
@@ -310,3 +311,8 @@ class DashboardSession(SQLModel, table=True):
 
 # Registered on the same metadata so migrations, tests and truncation see every table.
 import store.slack_oauth_tables  # noqa: E402, F401
+
+# Mappers are otherwise set up by the first ORM query. Rows the hot paths build without the ORM
+# (`model_construct` in store/repo.py and store/views.py) need them too, and may come first in a process
+# (a delivery process claims before it queries anything else).
+configure_mappers()

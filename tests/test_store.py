@@ -1,6 +1,8 @@
 """The store on each backend: migrations from an empty database, WAL, and queries the coaches rely on."""
 
 import contextlib
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -199,3 +201,16 @@ def test_message_ids_seen_before_the_inbox_stay_seen(kind: str, tmp_path: Path) 
         with open_store(engine) as store:
             assert store.session.exec(select(Update)).all() == []
         engine.dispose()
+
+
+def test_rows_read_without_the_orm_can_be_read_first_thing_in_a_new_process() -> None:
+    # A fresh interpreter, which has run no ORM query: the state a delivery process starts in.
+    script = (
+        "from datetime import UTC, datetime\n"
+        "from store.models import OutboxMessage\n"
+        "due = datetime(2026, 1, 1, tzinfo=UTC)\n"
+        "row = OutboxMessage.model_construct(id=7, attempts=1, next_attempt_at=due)\n"
+        "print(row.id, row.attempts, row.next_attempt_at.year)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.split()) == (0, ["7", "1", "2026"]), done.stderr
