@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, bindparam, delete, func, or_, update
 from sqlalchemy import select as core_select
@@ -30,6 +30,14 @@ from store.models import (
     Role,
     Update,
 )
+
+
+class Claim(NamedTuple):
+    """An outbox row as a deliverer claimed it: what `release_claims` checks the row still holds."""
+
+    id: int
+    attempts: int
+    lease: datetime
 
 
 class Store:
@@ -446,6 +454,29 @@ class Store:
             )
             for row in rows
         ]
+
+    def release_claims(self, claims: Sequence[Claim], now: datetime) -> int:
+        """Put back rows a deliverer may hold and will not send: due again at `now`, the attempt not
+        counted. Only a row still holding that very claim (its status, attempts and lease) is touched,
+        so one the claim never took (its commit failed), or another deliverer has taken since, stays as
+        it is. How many were put back."""
+        outbox = _OUTBOX.c
+        connection = self.session.connection()
+        put_back = 0
+        for claim in claims:
+            holding = (
+                outbox.id == claim.id,
+                outbox.status == OutboxStatus.sending,
+                outbox.attempts == claim.attempts,
+                outbox.next_attempt_at == claim.lease,
+            )
+            unclaimed = {
+                "status": OutboxStatus.pending,
+                "attempts": claim.attempts - 1,
+                "next_attempt_at": now,
+            }
+            put_back += connection.execute(update(_OUTBOX).where(*holding).values(**unclaimed)).rowcount
+        return put_back
 
     def claimable(self, now: datetime, platforms: Sequence[str]) -> int:
         """How many rows a deliverer for these platforms could claim at `now`."""

@@ -5,12 +5,16 @@ import warnings
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from bot.core.inbox import REPLY_KIND
 from bot.core.messages import DeliveryError, Reply
-from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
-from store.models import OutboxMessage
+from bot.runtime.delivery import LEASE, MAX_ATTEMPTS, Deliverer
+from store.models import OutboxMessage, OutboxStatus
+from store.repo import Claim, Store
 from tests.conftest import TestBot, due_message
 
 
@@ -150,3 +154,95 @@ async def test_a_countdown_is_written_when_the_reply_is_sent(world: TestBot) -> 
     await Deliverer(world.engine, {"console": adapter}, world.clock).deliver_due()
     [(_, sent)] = [(r, reply) for r, reply in adapter.sent if "Coaching" in reply.text]
     assert sent.text == "Coaching starts en 52 minutos." and sent.items == ["en 52 minutos"]
+
+
+async def test_a_claim_whose_commit_went_through_unheard_is_put_back_and_sent_without_waiting_out_the_lease(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database commits the claim and goes away before saying so: the deliverer cannot know it
+    holds the rows. The clock stands still here, so a lease would never run out to free them."""
+    world.say("console:a1", "blocker: the vendor went silent")
+    claim_due, unheard = Store.claim_due, []
+
+    def claim_then_lose_the_answer(store: Store, *args: Any, **kwargs: Any) -> list[OutboxMessage]:
+        rows = claim_due(store, *args, **kwargs)
+        if not unheard and rows:
+            unheard.extend(rows)
+
+            def lost(_session: Any) -> None:
+                raise OperationalError("COMMIT", {}, ConnectionResetError("the server closed the connection"))
+
+            event.listen(store.session, "after_commit", lost, once=True)
+        return rows
+
+    monkeypatch.setattr(Store, "claim_due", claim_then_lose_the_answer)
+    adapter = Recorder()
+    deliverer = Deliverer(world.engine, {"console": adapter}, world.clock)
+    deliverer.start()
+    try:
+        for _ in range(100):
+            if len(adapter.sent) >= 9:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await deliverer.stop(5)
+    assert len(unheard) == 9  # the first claim took every row, committed, and was not heard
+    rows = _rows(world)
+    assert len(adapter.sent) == len(rows) == 9 and {row.status for row in rows} == {"sent"}  # each once
+    assert {row.attempts for row in rows} == {1}  # the unheard claim was not counted as an attempt
+
+
+def test_putting_back_an_unheard_claim_leaves_a_row_another_deliverer_took_since(world: TestBot) -> None:
+    world.say("console:a1", "blocker: the vendor went silent")
+    now = world.clock.now()
+    with world.store() as store:
+        unheard = store.claim_due(now, ["console"], LEASE, limit=100)
+    with world.store() as store:
+        # The lease ran out and another deliverer took the first row; the others are still as claimed.
+        taken = store.claim_due(now + LEASE + LEASE, ["console"], LEASE, limit=1)
+        assert [row.id for row in taken] == [unheard[0].id]
+    with world.store() as store:
+        claims = [Claim(row.id, row.attempts, row.next_attempt_at) for row in unheard]  # type: ignore[arg-type]
+        assert store.release_claims(claims, now) == len(unheard) - 1 > 0
+    by_id = {row.id: row for row in _rows(world)}
+    assert (by_id[unheard[0].id].status, by_id[unheard[0].id].attempts) == (OutboxStatus.sending, 2)
+    assert {(by_id[row.id].status, by_id[row.id].attempts) for row in unheard[1:]} == {
+        (OutboxStatus.pending, 0)
+    }
+
+
+async def test_a_send_the_database_failed_before_is_put_back_by_the_next_claim(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unprompted message reads how to reach its recipient before it is sent; the database fails
+    that read once. The clock stands still here, so a lease would never run out to free the row."""
+    world.say("console:a1", "blocker: the vendor went silent")
+    reference, failed = Deliverer._reference, []
+
+    def fails_once(deliverer: Deliverer, recipient: str) -> tuple[dict[str, Any] | None, bool]:
+        if not failed:
+            failed.append(recipient)
+            raise OperationalError("SELECT", {}, ConnectionResetError("the server closed the connection"))
+        return reference(deliverer, recipient)
+
+    monkeypatch.setattr(Deliverer, "_reference", fails_once)
+    adapter = Recorder()
+    deliverer = Deliverer(world.engine, {"console": adapter}, world.clock)
+    deliverer.start()
+
+    async def sent(count: int) -> None:
+        for _ in range(100):
+            if len(adapter.sent) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+    try:
+        await sent(8)
+        deliverer.wake()  # as anything newly queued does: the next claim
+        await sent(9)
+    finally:
+        await deliverer.stop(5)
+    rows = _rows(world)
+    assert len(adapter.sent) == len(rows) == 9 and {row.status for row in rows} == {"sent"}
+    assert failed[0] in [recipient for recipient, _ in adapter.sent]
+    assert {row.attempts for row in rows} == {1}

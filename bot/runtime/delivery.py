@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import logging
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,9 +24,9 @@ from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime import metrics
 from bot.runtime.ratelimit import RateLimiter, limit_key
 from bot.runtime.turns import Turns
-from store.db import reader
+from store.db import is_transient, reader
 from store.models import OutboxMessage, OutboxStatus
-from store.repo import open_store
+from store.repo import Claim, open_store
 
 log = logging.getLogger("cda_bot.delivery")
 
@@ -40,6 +40,7 @@ LEASE = timedelta(seconds=30)
 POLL_SECONDS = 5.0  # the loop looks for retries and rows of other replicas at least this often
 MAX_IN_FLIGHT = 1000  # rows held in lanes at once; past this the loop claims nothing new
 RECORD_TRIES = 3
+CLAIM_RETRY = timedelta(seconds=1)  # after a claim the database failed
 
 
 STOPPED = "the recipient said stop"
@@ -102,7 +103,12 @@ class Deliverer:
         self._loop_task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = False
-        self._held: set[int] = set()  # claimed here and not yet recorded: their leases are renewed
+        # Claimed here and not yet recorded, with the lease each holds (renewed while held).
+        self._held: dict[int, datetime] = {}
+        # Rows the database failed on while claimed here: those a claim returned as its commit failed
+        # (perhaps claimed, perhaps not), and those whose send it failed before. Put back by the next
+        # claim, where they still hold that claim, instead of lying unsent until their lease runs out.
+        self._unsure: list[Claim] = []
         self._finishing: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._finisher: asyncio.Task[None] | None = None
 
@@ -149,7 +155,7 @@ class Deliverer:
         self._renewer = loop.create_task(self._renewing(), name="deliverer-leases")
 
     async def _run(self) -> None:
-        """Deliver until stopped; database failures are logged and tried again at the next poll."""
+        """Deliver until stopped; a claim the database failed is logged and tried again within a second."""
         assert self._wake is not None
         while True:
             self._wake.clear()
@@ -188,11 +194,16 @@ class Deliverer:
         room = MAX_IN_FLIGHT - self.in_flight
         if room <= 0:
             return 0, None
+        unsure, taken = list(self._unsure), list[Claim]()
         try:
-            rows, next_due = await asyncio.to_thread(self._claim_and_peek, self.clock.now(), min(room, 200))
+            rows, next_due = await asyncio.to_thread(
+                self._claim_and_peek, self.clock.now(), min(room, 200), unsure, taken
+            )
         except Exception as error:
             log.warning("claiming due messages failed", extra={"error": type(error).__name__})
-            return 0, None
+            self._unsure.extend(taken)
+            return 0, self.clock.now() + CLAIM_RETRY  # the sender is waiting: look again soon
+        del self._unsure[: len(unsure)]  # put back by that claim (lanes only ever append)
         for row in rows:
             key = limit_key(row.recipient)
             self._lanes.setdefault(key, deque()).append(row)
@@ -208,13 +219,16 @@ class Deliverer:
                 try:
                     await self._deliver(lane[0], DeliveryReport())
                 except Exception as error:
-                    # The database failed before the send (an outcome is recorded durably, see
-                    # `_record`): nothing went out, and the row is tried again when its lease runs out.
+                    # Something failed before the send (an outcome is recorded durably, see `_record`):
+                    # nothing went out. The database, for a moment: the row is put back by the next
+                    # claim. Anything else: it is tried again, an attempt counted, once its lease runs out.
                     log.warning(
                         "delivery postponed",
                         extra={"outbox_id": lane[0].id, "error": type(error).__name__},
                     )
-                    self._held.discard(lane[0].id)  # type: ignore[arg-type]
+                    lease = self._held.pop(lane[0].id, None)  # type: ignore[arg-type]
+                    if lease is not None and is_transient(error):
+                        self._unsure.append(Claim(lane[0].id, lane[0].attempts, lease))  # type: ignore[arg-type]
                 lane.popleft()
         finally:
             del self._lanes[key]
@@ -226,10 +240,15 @@ class Deliverer:
             await asyncio.sleep(LEASE.total_seconds() / 3)
             if not self._held:
                 continue
+            ids, until = sorted(self._held), self.clock.now() + LEASE
             try:
-                await asyncio.to_thread(self._extend, sorted(self._held), self.clock.now() + LEASE)
+                await asyncio.to_thread(self._extend, ids, until)
             except Exception as error:
                 log.warning("renewing leases failed", extra={"error": type(error).__name__})
+                continue
+            for outbox_id in ids:
+                if outbox_id in self._held:
+                    self._held[outbox_id] = until
 
     # -- one message --------------------------------------------------------------------------------
     async def _deliver(self, row: OutboxMessage, report: DeliveryReport) -> None:
@@ -306,7 +325,7 @@ class Deliverer:
         for attempt in itertools.count(1):
             try:
                 await self._finish_together(Outcome(outbox_id, status, now, error, retry_at, receipts))
-                self._held.discard(outbox_id)
+                self._held.pop(outbox_id, None)
                 return
             except Exception as failure:
                 if not self.running and attempt >= RECORD_TRIES:
@@ -363,18 +382,29 @@ class Deliverer:
     def _claim(self, now: datetime, limit: int) -> list[OutboxMessage]:
         return self._claim_and_peek(now, limit)[0]
 
-    def _claim_and_peek(self, now: datetime, limit: int) -> tuple[list[OutboxMessage], datetime | None]:
+    def _claim_and_peek(
+        self,
+        now: datetime,
+        limit: int,
+        unsure: Sequence[Claim] = (),
+        taken: list[Claim] | None = None,
+    ) -> tuple[list[OutboxMessage], datetime | None]:
+        """Put back `unsure` rows still claimed as they were, claim what is due (also into `taken`, which
+        the caller keeps if the commit fails), and say when the next row falls due."""
         # On SQLite, looked at first without the write lock: most looks (every wake, every poll) find
         # nothing due, and a claim would make the server's writers wait for nothing. PostgreSQL's claim
         # locks only the rows it takes, so there the look would be one more round trip for nothing.
-        if self.engine.dialect.name == "sqlite":
+        if self.engine.dialect.name == "sqlite" and not unsure:
             with open_store(reader(self.engine)) as store:
                 if not store.claimable(now, list(self.adapters)):
                     return [], store.next_due(list(self.adapters))
         with self.turns.turn(), open_store(self.engine) as store:
+            store.release_claims(unsure, now)
             rows = store.claim_due(now, list(self.adapters), LEASE, limit)
+            if taken is not None:
+                taken.extend(Claim(row.id, row.attempts, row.next_attempt_at) for row in rows)  # type: ignore[arg-type]
             next_due = store.next_due(list(self.adapters))
-        self._held.update(row.id for row in rows if row.id is not None)
+        self._held.update({row.id: row.next_attempt_at for row in rows if row.id is not None})
         return rows, next_due
 
     def _extend(self, ids: list[int], until: datetime) -> None:
