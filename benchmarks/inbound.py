@@ -10,6 +10,7 @@ its latency counts from then, so queueing shows).
 At the end every event cda-bot acknowledged must be stored once and answered once."""
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -137,13 +138,17 @@ class Tally:
         return self.statuses.get(200, 0)
 
 
-async def saturate(port: int, requests: Iterator[tuple[str, bytes]], seconds: float) -> tuple[float, Tally]:
-    """Events/s with CONNECTIONS connections kept busy for `seconds`."""
+async def saturate(
+    port: int | Sequence[int], requests: Iterator[tuple[str, bytes]], seconds: float
+) -> tuple[float, Tally]:
+    """Events/s with CONNECTIONS connections kept busy for `seconds`; with several ports (replicas),
+    the connections are spread over them evenly, as a load balancer would."""
     tally = Tally()
     deadline = time.perf_counter() + seconds
+    ports = [port] if isinstance(port, int) else list(port)
 
-    async def worker() -> None:
-        conn = await Connection.open(port)
+    async def worker(n: int) -> None:
+        conn = await Connection.open(ports[n % len(ports)])
         try:
             while time.perf_counter() < deadline:
                 event_id, request = next(requests)
@@ -157,7 +162,7 @@ async def saturate(port: int, requests: Iterator[tuple[str, bytes]], seconds: fl
             conn.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    await asyncio.gather(*(worker(n) for n in range(CONNECTIONS)))
     return sum(tally.statuses.values()) / (time.perf_counter() - started), tally
 
 
@@ -299,6 +304,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     engine = make_engine(url)
     fake_port = free_port()
     ports = {"bare": free_port(), "bolt": free_port(), "cda": free_port(), "cda2": free_port()}
+    replicas = [free_port(), free_port()]  # PostgreSQL only: two servers on one database
     stamp = str(int(time.time()))
     numbers = iter(range(10**9))
     requests = (signed_request(next(numbers), stamp) for _ in iter(int, 1))
@@ -317,8 +323,26 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     acknowledged: list[str] = []
     seen: dict[str, float] = {}
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
+        apps = ["bare", "bolt", "cda", "cda2", *(["replicas"] if backend == "postgresql" else [])]
         for _ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
-            for app in ("bare", "bolt", "cda", "cda2"):
+            for app in apps:
+                if app == "replicas":
+                    with contextlib.ExitStack() as both:
+                        for port in replicas:
+                            both.enter_context(
+                                process(
+                                    [*command, "--port", str(port), "--no-scheduler"],
+                                    port,
+                                    env,
+                                    folder,
+                                    "/readyz",
+                                )
+                            )
+                        _, tally = asyncio.run(saturate(replicas, requests, seconds))
+                        best["replicas"] = max(best.get("replicas", 0.0), tally.ok / seconds)
+                        acknowledged += tally.acknowledged
+                        drain(engine, acknowledged)
+                    continue
                 port = ports[app]
                 started = time.perf_counter()
                 if app == "cda2":
@@ -373,6 +397,11 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         figure(f"inbound {name}: cda-bot, stored and answered", best["cda"], "ev/s", target, floor=True),
         figure(f"inbound {name}: cda-bot / Bolt", best["cda"] / best["bolt"], "x", 0.25, floor=True),
         figure(f"inbound {name}: cda-bot --delivery-process, stored and answered", best["cda2"], "ev/s"),
+        *(
+            [figure(f"inbound {name}: cda-bot, two replicas, stored and answered", best["replicas"], "ev/s")]
+            if "replicas" in best
+            else []
+        ),
         figure(f"inbound {name}: ack p50 at {rate:g}/s offered", seen["p50"], "ms"),
         figure(f"inbound {name}: ack p99 at {rate:g}/s offered", seen["p99"], "ms", 50),
         figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --delivery-process", seen["p99_2"], "ms", 50),
