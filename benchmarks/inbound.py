@@ -45,6 +45,8 @@ SECRET = "bench-signing-secret"
 TEAM = "T0001"
 CHANNELS = 2000  # Slack takes one message a second per channel: the replies need channels to go to
 CONNECTIONS = 64
+# How long each platform waits for its acknowledgement before it counts the delivery as failed.
+SLACK_DEADLINE, TEAMS_DEADLINE, TWILIO_DEADLINE = 3.0, 15.0, 15.0
 REFUSED_PAUSE = 0.1  # seconds a saturating connection waits after a 503
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -198,6 +200,55 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
 
 
+@dataclass
+class OpenLoop:
+    """A server at a fixed offered rate, then at twice what it sustained, then at a trickle."""
+
+    p50: float  # ms, at the fixed rate
+    p99: float
+    refused: int  # not 200 at the fixed rate
+    over_late: int  # answered after the platform's deadline, at twice capacity
+    over_refused: int
+    recovered: float  # share answered 200 at the trickle after the overload
+    acknowledged: list[str]
+
+
+def open_loop(
+    port: int,
+    requests: Iterator[tuple[str, bytes]],
+    rate: float,
+    capacity: float,
+    seconds: float,
+    deadline_s: float,
+) -> OpenLoop:
+    time.sleep(1)
+    ack = asyncio.run(offered(port, requests, rate, seconds))
+    # Twice what it sustains: refused early with 503, never answered late, nothing lost.
+    over = asyncio.run(offered(port, requests, max(2 * capacity, 50.0), seconds))
+    time.sleep(2)
+    after = asyncio.run(offered(port, requests, 20, 2))
+    return OpenLoop(
+        p50=statistics.median(ack.latencies),
+        p99=percentile(ack.latencies, 0.99),
+        refused=sum(v for k, v in ack.statuses.items() if k != 200),
+        over_late=sum(1 for v in over.latencies if v > deadline_s * 1000),
+        over_refused=sum(v for k, v in over.statuses.items() if k != 200),
+        recovered=after.ok / max(1, sum(after.statuses.values())),
+        acknowledged=ack.acknowledged + over.acknowledged + after.acknowledged,
+    )
+
+
+def open_loop_figures(prefix: str, run: OpenLoop, rate: float, deadline_s: float) -> list[Figure]:
+    return [
+        figure(f"{prefix} ack p50 at {rate:g}/s offered", run.p50, "ms"),
+        figure(f"{prefix} ack p99 at {rate:g}/s offered", run.p99, "ms", 50),
+        figure(f"{prefix} refused (503) at {rate:g}/s offered", run.refused, "events"),
+        figure(f"{prefix} at 2x capacity, answered after {deadline_s:g} s", run.over_late, "events", 0),
+        figure(f"{prefix} at 2x capacity, refused with 503", run.over_refused, "events"),
+        figure(f"{prefix} after overload, share answered 200", run.recovered, "x", 1.0, floor=True),
+    ]
+
+
 @contextmanager
 def process(
     args: list[str], port: int, env: dict[str, str], cwd: Path, ready_path: str = ""
@@ -322,6 +373,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     best: dict[str, float] = {}
     acknowledged: list[str] = []
     seen: dict[str, float] = {}
+    loop: OpenLoop | None = None
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
         apps = ["bare", "bolt", "cda", "cda2", *(["replicas"] if backend == "postgresql" else [])]
         for _ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
@@ -370,26 +422,12 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                     seen["loaded_mb"] = resident_mb(port)
                     best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
                     acknowledged += tally.acknowledged
-                    time.sleep(1)
-                    ack = asyncio.run(offered(port, requests, rate, seconds))
-                    acknowledged += ack.acknowledged
-                    seen["p50"], seen["p99"] = (
-                        statistics.median(ack.latencies),
-                        percentile(ack.latencies, 0.99),
-                    )
-                    seen["refused"] = sum(v for k, v in ack.statuses.items() if k != 200)
-                    # Twice what it sustains: refused early with 503, never answered late, nothing lost.
-                    over = asyncio.run(offered(port, requests, max(2 * best["cda"], 50.0), seconds))
-                    acknowledged += over.acknowledged
-                    seen["over_late"] = sum(1 for v in over.latencies if v > 3000)
-                    seen["over_refused"] = sum(v for k, v in over.statuses.items() if k != 200)
-                    time.sleep(2)
-                    after = asyncio.run(offered(port, requests, 20, 2))
-                    acknowledged += after.acknowledged
-                    seen["recovered"] = after.ok / max(1, sum(after.statuses.values()))
+                    loop = open_loop(port, requests, rate, best["cda"], seconds, SLACK_DEADLINE)
+                    acknowledged += loop.acknowledged
                     drain(engine, acknowledged)
     lost, unanswered = missing(engine, acknowledged)
     engine.dispose()
+    assert loop is not None
     target = 1500 if backend == "sqlite" else 1000
     return [
         figure(f"inbound {name}: bare signature check", best["bare"], "ev/s", note="floor"),
@@ -402,15 +440,8 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
             if "replicas" in best
             else []
         ),
-        figure(f"inbound {name}: ack p50 at {rate:g}/s offered", seen["p50"], "ms"),
-        figure(f"inbound {name}: ack p99 at {rate:g}/s offered", seen["p99"], "ms", 50),
+        *open_loop_figures(f"inbound {name}:", loop, rate, SLACK_DEADLINE),
         figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --delivery-process", seen["p99_2"], "ms", 50),
-        figure(f"inbound {name}: refused (503) at {rate:g}/s offered", seen["refused"], "events"),
-        figure(f"inbound {name}: at 2x capacity, answered after 3 s", seen["over_late"], "events", 0),
-        figure(f"inbound {name}: at 2x capacity, refused with 503", seen["over_refused"], "events"),
-        figure(
-            f"inbound {name}: after overload, share answered 200", seen["recovered"], "x", 1.0, floor=True
-        ),
         figure(f"inbound {name}: acknowledged, all runs", len(acknowledged), "events"),
         figure(f"inbound {name}: acknowledged but not stored", lost, "events", 0),
         figure(f"inbound {name}: acknowledged but not answered", unanswered, "events", 0),
@@ -465,8 +496,11 @@ def seed_numbers(url: str) -> None:
     )
 
 
-def whatsapp(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> list[Figure]:
-    """WhatsApp inbound on one database, beside a bare endpoint checking Twilio's signature."""
+def whatsapp(
+    backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2
+) -> list[Figure]:
+    """WhatsApp inbound on one database, beside a bare endpoint checking Twilio's signature; in the last
+    round also at a fixed offered rate and overloaded."""
     name = label(backend)
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-wa-"))
     seed_numbers(url)
@@ -486,8 +520,9 @@ def whatsapp(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> l
     serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
     best: dict[str, float] = {}
     acknowledged: list[str] = []
+    loop: OpenLoop | None = None
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
-        for _ in range(rounds):
+        for round_ in range(rounds):
             with process(uvicorn_args("benchmarks.floors:twilio_app", bare_port), bare_port, env, folder):
                 best["bare"] = max(
                     best.get("bare", 0.0), asyncio.run(saturate(bare_port, requests, seconds))[0]
@@ -496,13 +531,18 @@ def whatsapp(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> l
                 _, tally = asyncio.run(saturate(cda_port, requests, seconds))
                 best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
                 acknowledged += tally.acknowledged
+                if round_ == rounds - 1:
+                    loop = open_loop(cda_port, requests, rate, best["cda"], seconds, TWILIO_DEADLINE)
+                    acknowledged += loop.acknowledged
                 drain(engine, acknowledged, platform="whatsapp")
     lost, unanswered = missing(engine, acknowledged, platform="whatsapp")
     engine.dispose()
+    assert loop is not None
     return [
         figure(f"inbound WhatsApp {name}: bare Twilio signature check", best["bare"], "ev/s", note="floor"),
         figure(f"inbound WhatsApp {name}: cda-bot, stored and answered", best["cda"], "ev/s"),
         figure(f"inbound WhatsApp {name}: cda-bot / bare", best["cda"] / best["bare"], "x"),
+        *open_loop_figures(f"inbound WhatsApp {name}:", loop, rate, TWILIO_DEADLINE),
         figure(f"inbound WhatsApp {name}: acknowledged but not stored", lost, "events", 0),
         figure(f"inbound WhatsApp {name}: acknowledged but not answered", unanswered, "events", 0),
     ]
@@ -616,10 +656,11 @@ def missing_teams(engine: Engine, acknowledged: list[str]) -> tuple[int, int]:
     return sum(1 for e in acknowledged if e not in stored), sum(1 for e in acknowledged if e not in answered)
 
 
-def teams(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> list[Figure]:
+def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2) -> list[Figure]:
     """Teams inbound on one database: channel posts with a Bot Framework token signed by a local key
     (published by a local OpenID metadata and JWKS), beside a bare endpoint that only checks that
-    token; replies go to a local Bot Connector with a token from a local Entra."""
+    token; replies go to a local Bot Connector with a token from a local Entra. In the last round also at
+    a fixed offered rate and overloaded."""
     name = label(backend)
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-teams-"))
     seed_teams(url)
@@ -650,15 +691,19 @@ def teams(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> list
     serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
     best: dict[str, float] = {}
     acknowledged: list[str] = []
+    loop: OpenLoop | None = None
     with process(fake, fake_port, env, folder), process(entra, entra_port, env, folder):
-        for _ in range(rounds):
+        for round_ in range(rounds):
             with process(uvicorn_args("benchmarks.floors:teams_app", bare_port), bare_port, env, folder):
-                rate, floor = asyncio.run(saturate(bare_port, requests, seconds))
-                best["bare"] = max(best.get("bare", 0.0), rate)
+                bare_rate, floor = asyncio.run(saturate(bare_port, requests, seconds))
+                best["bare"] = max(best.get("bare", 0.0), bare_rate)
             with process(serve, cda_port, env, folder, "/readyz"):
                 _, tally = asyncio.run(saturate(cda_port, requests, seconds))
                 best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
                 acknowledged += tally.acknowledged
+                if round_ == rounds - 1:
+                    loop = open_loop(cda_port, requests, rate, best["cda"], seconds, TEAMS_DEADLINE)
+                    acknowledged += loop.acknowledged
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline and missing_teams(engine, acknowledged)[1]:
                     time.sleep(1)
@@ -669,11 +714,13 @@ def teams(backend: str, url: str, seconds: float = 8.0, rounds: int = 2) -> list
                 )
     lost, unanswered = missing_teams(engine, acknowledged)
     engine.dispose()
+    assert loop is not None
     target = 1500 if backend == "sqlite" else 1000
     return [
         figure(f"inbound {name}: Teams, bare token check", best["bare"], "ev/s", note="floor"),
         figure(f"inbound {name}: Teams, stored and answered", best["cda"], "ev/s", target, floor=True),
         figure(f"inbound {name}: Teams, cda-bot / bare", best["cda"] / best["bare"], "x"),
+        *open_loop_figures(f"inbound {name}: Teams,", loop, rate, TEAMS_DEADLINE),
         figure(f"inbound {name}: Teams, acknowledged, all runs", len(acknowledged), "events"),
         figure(f"inbound {name}: Teams, acknowledged but not stored", lost, "events", 0),
         figure(f"inbound {name}: Teams, acknowledged but not answered", unanswered, "events", 0),
