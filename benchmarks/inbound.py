@@ -249,6 +249,57 @@ def open_loop_figures(prefix: str, run: OpenLoop, rate: float, deadline_s: float
     ]
 
 
+@dataclass
+class AgainstFloor:
+    floor: float  # events/s of the bare endpoint, the best round
+    cda: float  # events/s stored and answered, the best round
+    loop: OpenLoop  # the last round's fixed rate and overload
+    acknowledged: list[str]
+
+
+def against_floor(
+    engine: Engine,
+    platform: str,
+    floor_app: str,
+    serve: list[str],
+    cda_port: int,
+    env: dict[str, str],
+    folder: Path,
+    requests: Iterator[tuple[str, bytes]],
+    seconds: float,
+    rate: float,
+    rounds: int,
+    deadline_s: float,
+) -> AgainstFloor:
+    """Rounds of a bare endpoint (`floor_app`) and then cda-bot (`serve`, listening on `cda_port`), each
+    saturated; in the last round cda-bot also at a fixed offered rate and overloaded. A floor that
+    refuses anything, or cda-bot answering other than 200 or 503, means the set-up is wrong, not that a
+    server is slow: no figure from it."""
+    floor_port = free_port()
+    best_floor = best_cda = 0.0
+    acknowledged: list[str] = []
+    loop: OpenLoop | None = None
+    for round_ in range(rounds):
+        with process(uvicorn_args(floor_app, floor_port), floor_port, env, folder):
+            floor_rate, floor = asyncio.run(saturate(floor_port, requests, seconds))
+        with process(serve, cda_port, env, folder, "/readyz"):
+            _, tally = asyncio.run(saturate(cda_port, requests, seconds))
+            acknowledged += tally.acknowledged
+            if round_ == rounds - 1:
+                loop = open_loop(
+                    cda_port, requests, rate, max(best_cda, tally.ok / seconds), seconds, deadline_s
+                )
+                acknowledged += loop.acknowledged
+            drain(engine, acknowledged, platform=platform)
+        if set(floor.statuses) != {200} or set(tally.statuses) - {200, 503}:
+            raise RuntimeError(
+                f"{platform}: unexpected answers, floor {floor.statuses}, cda-bot {tally.statuses}"
+            )
+        best_floor, best_cda = max(best_floor, floor_rate), max(best_cda, tally.ok / seconds)
+    assert loop is not None
+    return AgainstFloor(best_floor, best_cda, loop, acknowledged)
+
+
 @contextmanager
 def process(
     args: list[str], port: int, env: dict[str, str], cwd: Path, ready_path: str = ""
@@ -318,15 +369,16 @@ def seed_cities(
 
 
 def missing(engine: Engine, acknowledged: list[str], platform: str = "slack") -> tuple[int, int]:
-    """Of the events acknowledged with 200: how many are not stored, and how many not answered."""
+    """Of the events acknowledged with 200: how many are not stored, and how many not answered. A reply's
+    key is `reply|<platform>|<message id>|<n>`, and a message id may hold a `|` itself (Teams)."""
+    prefix = f"reply|{platform}|"
     with engine.connect() as db:
         query = text("select message_id from inbox where platform = :platform")
         stored = set(db.execute(query, {"platform": platform}).scalars())
+        sent = text("select key from outbox where status = 'sent' and kind = 'reply' and key like :prefix")
         answered = {
-            key.split("|")[2]
-            for key in db.execute(
-                text("select key from outbox where status = 'sent' and kind = 'reply'")
-            ).scalars()
+            key[len(prefix) :].rsplit("|", 1)[0]
+            for key in db.execute(sent, {"prefix": prefix + "%"}).scalars()
         }
     return sum(1 for e in acknowledged if e not in stored), sum(1 for e in acknowledged if e not in answered)
 
@@ -505,7 +557,7 @@ def whatsapp(
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-wa-"))
     seed_numbers(url)
     engine = make_engine(url)
-    fake_port, bare_port, cda_port = free_port(), free_port(), free_port()
+    fake_port, cda_port = free_port(), free_port()
     numbers = iter(range(10**9))
     requests = (signed_form(next(numbers)) for _ in iter(int, 1))
     env = {
@@ -518,31 +570,28 @@ def whatsapp(
         "PYTHONPATH": str(ROOT),
     }
     serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
-    best: dict[str, float] = {}
-    acknowledged: list[str] = []
-    loop: OpenLoop | None = None
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
-        for round_ in range(rounds):
-            with process(uvicorn_args("benchmarks.floors:twilio_app", bare_port), bare_port, env, folder):
-                best["bare"] = max(
-                    best.get("bare", 0.0), asyncio.run(saturate(bare_port, requests, seconds))[0]
-                )
-            with process(serve, cda_port, env, folder, "/readyz"):
-                _, tally = asyncio.run(saturate(cda_port, requests, seconds))
-                best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
-                acknowledged += tally.acknowledged
-                if round_ == rounds - 1:
-                    loop = open_loop(cda_port, requests, rate, best["cda"], seconds, TWILIO_DEADLINE)
-                    acknowledged += loop.acknowledged
-                drain(engine, acknowledged, platform="whatsapp")
-    lost, unanswered = missing(engine, acknowledged, platform="whatsapp")
+        run = against_floor(
+            engine,
+            "whatsapp",
+            "benchmarks.floors:twilio_app",
+            serve,
+            cda_port,
+            env,
+            folder,
+            requests,
+            seconds=seconds,
+            rate=rate,
+            rounds=rounds,
+            deadline_s=TWILIO_DEADLINE,
+        )
+    lost, unanswered = missing(engine, run.acknowledged, platform="whatsapp")
     engine.dispose()
-    assert loop is not None
     return [
-        figure(f"inbound WhatsApp {name}: bare Twilio signature check", best["bare"], "ev/s", note="floor"),
-        figure(f"inbound WhatsApp {name}: cda-bot, stored and answered", best["cda"], "ev/s"),
-        figure(f"inbound WhatsApp {name}: cda-bot / bare", best["cda"] / best["bare"], "x"),
-        *open_loop_figures(f"inbound WhatsApp {name}:", loop, rate, TWILIO_DEADLINE),
+        figure(f"inbound WhatsApp {name}: bare Twilio signature check", run.floor, "ev/s", note="floor"),
+        figure(f"inbound WhatsApp {name}: cda-bot, stored and answered", run.cda, "ev/s"),
+        figure(f"inbound WhatsApp {name}: cda-bot / bare", run.cda / run.floor, "x"),
+        *open_loop_figures(f"inbound WhatsApp {name}:", run.loop, rate, TWILIO_DEADLINE),
         figure(f"inbound WhatsApp {name}: acknowledged but not stored", lost, "events", 0),
         figure(f"inbound WhatsApp {name}: acknowledged but not answered", unanswered, "events", 0),
     ]
@@ -574,7 +623,6 @@ TEAMS_APP_ID = "11111111-2222-4333-8444-555555555555"
 TEAMS_TENANT = "0f0f0f0f-1111-4222-8333-444444444444"
 TEAMS_BOT = {"id": f"28:{TEAMS_APP_ID}", "name": "cda-bot"}
 TEAMS_KID = "bench-key-1"
-TEAMS_REPLY = "reply|teams|"  # outbox keys of replies: reply|teams|<message id>|<n>
 
 
 def teams_channel(n: int) -> str:
@@ -644,18 +692,6 @@ def teams_activity(n: int, service_url: str, token: str) -> tuple[str, bytes]:
     return f"{channel}|{activity_id}", head.encode() + body
 
 
-def missing_teams(engine: Engine, acknowledged: list[str]) -> tuple[int, int]:
-    """`missing` for Teams, whose message ids hold a `|` themselves (conversation|activity)."""
-    with engine.connect() as db:
-        stored = set(db.execute(text("select message_id from inbox where platform = 'teams'")).scalars())
-        query = text("select key from outbox where status = 'sent' and kind = 'reply' and key like :prefix")
-        answered = {
-            key[len(TEAMS_REPLY) :].rsplit("|", 1)[0]
-            for key in db.execute(query, {"prefix": TEAMS_REPLY + "%"}).scalars()
-        }
-    return sum(1 for e in acknowledged if e not in stored), sum(1 for e in acknowledged if e not in answered)
-
-
 def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2) -> list[Figure]:
     """Teams inbound on one database: channel posts with a Bot Framework token signed by a local key
     (published by a local OpenID metadata and JWKS), beside a bare endpoint that only checks that
@@ -665,7 +701,7 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-teams-"))
     seed_teams(url)
     engine = make_engine(url)
-    fake_port, entra_port, bare_port, cda_port = free_port(), free_port(), free_port(), free_port()
+    fake_port, entra_port, cda_port = free_port(), free_port(), free_port()
     key = rsa.generate_private_key(65537, 2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     jwk.update({"kid": TEAMS_KID, "use": "sig", "alg": "RS256", "endorsements": ["msteams"]})
@@ -689,39 +725,30 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     entra = uvicorn_args("benchmarks.fake_platforms:app", entra_port)
     entra += ["--ssl-keyfile", str(cert_key), "--ssl-certfile", str(cert)]
     serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
-    best: dict[str, float] = {}
-    acknowledged: list[str] = []
-    loop: OpenLoop | None = None
     with process(fake, fake_port, env, folder), process(entra, entra_port, env, folder):
-        for round_ in range(rounds):
-            with process(uvicorn_args("benchmarks.floors:teams_app", bare_port), bare_port, env, folder):
-                bare_rate, floor = asyncio.run(saturate(bare_port, requests, seconds))
-                best["bare"] = max(best.get("bare", 0.0), bare_rate)
-            with process(serve, cda_port, env, folder, "/readyz"):
-                _, tally = asyncio.run(saturate(cda_port, requests, seconds))
-                best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
-                acknowledged += tally.acknowledged
-                if round_ == rounds - 1:
-                    loop = open_loop(cda_port, requests, rate, best["cda"], seconds, TEAMS_DEADLINE)
-                    acknowledged += loop.acknowledged
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline and missing_teams(engine, acknowledged)[1]:
-                    time.sleep(1)
-            # A refused token means the set-up is wrong, not that a server is slow: no figure from it.
-            if set(floor.statuses) != {200} or set(tally.statuses) - {200, 503}:
-                raise RuntimeError(
-                    f"Teams: unexpected answers, floor {floor.statuses}, cda-bot {tally.statuses}"
-                )
-    lost, unanswered = missing_teams(engine, acknowledged)
+        run = against_floor(
+            engine,
+            "teams",
+            "benchmarks.floors:teams_app",
+            serve,
+            cda_port,
+            env,
+            folder,
+            requests,
+            seconds=seconds,
+            rate=rate,
+            rounds=rounds,
+            deadline_s=TEAMS_DEADLINE,
+        )
+    lost, unanswered = missing(engine, run.acknowledged, platform="teams")
     engine.dispose()
-    assert loop is not None
     target = 1500 if backend == "sqlite" else 1000
     return [
-        figure(f"inbound {name}: Teams, bare token check", best["bare"], "ev/s", note="floor"),
-        figure(f"inbound {name}: Teams, stored and answered", best["cda"], "ev/s", target, floor=True),
-        figure(f"inbound {name}: Teams, cda-bot / bare", best["cda"] / best["bare"], "x"),
-        *open_loop_figures(f"inbound {name}: Teams,", loop, rate, TEAMS_DEADLINE),
-        figure(f"inbound {name}: Teams, acknowledged, all runs", len(acknowledged), "events"),
+        figure(f"inbound {name}: Teams, bare token check", run.floor, "ev/s", note="floor"),
+        figure(f"inbound {name}: Teams, stored and answered", run.cda, "ev/s", target, floor=True),
+        figure(f"inbound {name}: Teams, cda-bot / bare", run.cda / run.floor, "x"),
+        *open_loop_figures(f"inbound {name}: Teams,", run.loop, rate, TEAMS_DEADLINE),
+        figure(f"inbound {name}: Teams, acknowledged, all runs", len(run.acknowledged), "events"),
         figure(f"inbound {name}: Teams, acknowledged but not stored", lost, "events", 0),
         figure(f"inbound {name}: Teams, acknowledged but not answered", unanswered, "events", 0),
     ]
