@@ -1,10 +1,23 @@
 """Writer threads of one process take turns on SQLite: storing arrivals goes first, but never twice in
-a row over a writer that waits, so neither kind is starved; with turns off they run together."""
+a row over a writer that waits, so neither kind is starved; with turns off they run together. Processes
+on one database file take turns through a lock on a file beside it."""
 
+import select
+import subprocess
+import sys
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
-from bot.runtime.turns import Turns
+import pytest
+
+from bot.core.clock import FixedClock
+from bot.runtime.hub import Hub
+from bot.runtime.turns import Turns, beside
+from store.db import make_engine
+
+NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 
 
 class Writers:
@@ -72,3 +85,85 @@ def test_turns_off_lets_writers_run_together() -> None:
         writers.start(str(n), urgent=False)  # returns once it writes: none waits for another
     assert writers.log == ["0", "1", "2"]
     writers.finish()
+
+
+# -- across processes: the server and its delivery process on one SQLite file -----------------------
+
+TAKE_TURN = """
+import sys, time
+from bot.runtime.turns import Turns
+with Turns(shared=sys.argv[1]).turn():
+    print("turn", flush=True)
+    time.sleep(float(sys.argv[2]))
+print("done", flush=True)
+"""
+
+
+def _other_process(shared: str, hold: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", TAKE_TURN, shared, str(hold)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def _said_within(process: subprocess.Popen[str], seconds: float) -> str | None:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], seconds)
+    return process.stdout.readline().strip() if ready else None
+
+
+def test_another_process_waits_for_this_ones_turn(tmp_path: Path) -> None:
+    shared = beside(str(tmp_path / "cda.db"))
+    assert shared is not None
+    turns = Turns(shared=shared)
+    with turns.turn():
+        other = _other_process(shared, 0)
+        try:
+            assert _said_within(other, 0.5) is None  # still waiting while this process writes
+        except BaseException:
+            other.kill()
+            raise
+    assert _said_within(other, 10) == "turn"
+    assert other.wait(10) == 0
+
+
+def test_a_process_killed_in_its_turn_lets_the_others_go(tmp_path: Path) -> None:
+    shared = str(tmp_path / "cda.db-turns")
+    other = _other_process(shared, 60)
+    try:
+        assert _said_within(other, 10) == "turn"
+        other.kill()
+        other.wait(10)
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (Turns(shared=shared).turn().__enter__(), done.set()))
+        thread.start()
+        assert done.wait(5)
+    finally:
+        other.kill()
+
+
+def test_turns_stay_within_the_process_where_the_shared_file_cannot_be_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    turns = Turns(shared=str(tmp_path / "no such folder" / "cda.db-turns"))
+    with turns.turn():
+        pass
+    with turns.turn():  # said once, not at every turn
+        pass
+    assert [r.getMessage() for r in caplog.records].count("turns across processes off") == 1
+
+
+def test_only_a_database_file_is_shared_by_processes() -> None:
+    assert beside("/var/lib/cda/cda.db") == "/var/lib/cda/cda.db-turns"
+    assert beside(":memory:") is None
+    assert beside(None) is None
+    assert beside("") is None
+
+
+def test_the_hub_of_a_sqlite_file_takes_turns_with_other_processes(tmp_path: Path) -> None:
+    on_file = Hub(make_engine(f"sqlite:///{tmp_path / 'cda.db'}"), FixedClock(NOW))
+    assert on_file.turns._shared == str(tmp_path / "cda.db-turns")
+    in_memory = Hub(make_engine("sqlite://"), FixedClock(NOW))
+    assert in_memory.turns.enabled and in_memory.turns._shared is None

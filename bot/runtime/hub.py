@@ -13,7 +13,7 @@ from bot.core.messages import Adapter, DeliveryError, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
 from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
 from bot.runtime.logs import Tally
-from bot.runtime.turns import Turns
+from bot.runtime.turns import Turns, beside
 from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.hub")
@@ -42,8 +42,10 @@ class Hub:
         self.clock = clock
         self.adapters: dict[str, Adapter] = {}
         # One deliverer for the process, so rate limits hold across replies and scheduler passes.
-        # SQLite has one writer: this process's writers take turns, storing arrivals first.
-        self.turns = Turns(enabled=engine.dialect.name == "sqlite")
+        # SQLite has one writer: this process's writers take turns, storing arrivals first, and with
+        # other processes on the same file (a delivery process, a second server).
+        sqlite = engine.dialect.name == "sqlite"
+        self.turns = Turns(enabled=sqlite, shared=beside(engine.url.database) if sqlite else None)
         self.deliverer = deliverer(engine, self.adapters, clock, turns=self.turns)
         self.intake = Intake(engine, clock, handled=self.deliverer.wake, turns=self.turns)
         self._refusals = Tally(log, "backlog full, messages refused")

@@ -5,18 +5,34 @@ Left to SQLite, a writer that finds the lock taken sleeps in its busy handler, l
 Here this process's writer threads wait in line instead, each woken the moment the one before
 commits, and storing what just arrived (the platform is waiting for its acknowledgement) goes before
 handling and sending (nobody waits on those by the millisecond) — but never twice in a row over one
-that waits, so handling keeps up under a flood and an arrival waits for one write at most. Another
-process's writers still meet SQLite's busy handler, which is rare (a `cda-bot` command beside the
-server). A turn is taken in the thread that writes: passing it on involves no event loop."""
+that waits, so handling keeps up under a flood and an arrival waits for one write at most.
 
+Processes on one database file (the server and its delivery process, two servers) take turns too:
+whoever holds this process's turn also takes an exclusive `flock` on a file beside the database,
+which the kernel hands to the next process the moment it is let go, where SQLite's busy handler would
+have slept. A process that dies lets go of it with its last file. Writers that take no turn (a
+`cda-bot` command beside the server, the scheduler's pass) still meet SQLite's busy handler. A turn
+is taken in the thread that writes: passing it on involves no event loop."""
+
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+try:
+    import fcntl
+except ImportError:  # Windows: turns within one process only
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("cda_bot.turns")
+
 
 class Turns:
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, shared: str | None = None) -> None:
+        """`shared`: the file other processes lock for their turns (`beside(database)`)."""
         self.enabled = enabled
+        self._shared = shared if enabled and fcntl is not None else None
         self._changed = threading.Condition()
         self._busy = False
         self._last_urgent = False
@@ -35,7 +51,8 @@ class Turns:
                 self._waiting[urgent] -= 1
             self._busy = True
         try:
-            yield
+            with self._across_processes():
+                yield
         finally:
             with self._changed:
                 self._busy, self._last_urgent = False, urgent
@@ -47,3 +64,34 @@ class Turns:
         if urgent:
             return not (self._last_urgent and self._waiting[False])
         return self._last_urgent or not self._waiting[True]
+
+    @contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        file = self._open() if self._shared is not None else None
+        if file is None:
+            yield
+            return
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX)  # waits without holding the GIL
+            yield
+        finally:
+            os.close(file)  # and with it the lock
+
+    def _open(self) -> int | None:
+        """The shared file, opened for this turn: nothing stays open once the process is done with
+        the database. None, and this process's turns alone from then on, where it cannot be made."""
+        assert self._shared is not None
+        try:
+            return os.open(self._shared, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            log.warning("turns across processes off", extra={"path": self._shared, "error": str(error)})
+            self._shared = None
+            return None
+
+
+def beside(database: str | None) -> str | None:
+    """The file whose lock is the turn of every process writing `database` (a SQLite file's path);
+    None for a database in memory, which no other process can open."""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    return f"{database}-turns"
