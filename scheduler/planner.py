@@ -17,7 +17,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -75,11 +75,12 @@ def plan(store: Store, now: datetime) -> PlanReport:
     return report
 
 
-def plan_pass(engine: Engine, now: datetime) -> PlanReport:
+def plan_pass(engine: Engine, now: datetime, turn: agenda.Turn = nullcontext) -> PlanReport:
     """One pass in short transactions: each batch is read without a lock and written in short
-    transactions, so an inbound message never waits long for SQLite's one writer."""
+    transactions, each in a `turn` of the process's writers, so an inbound message never waits long
+    for SQLite's one writer."""
     with _no_cycle_collection():
-        return _plan_pass(engine, now)
+        return _plan_pass(engine, now, turn)
 
 
 @contextmanager
@@ -97,7 +98,7 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
-def _plan_pass(engine: Engine, now: datetime) -> PlanReport:
+def _plan_pass(engine: Engine, now: datetime, turn: agenda.Turn) -> PlanReport:
     report = PlanReport()
     read = reader(engine)
     postgres = engine.dialect.name == "postgresql"
@@ -114,7 +115,7 @@ def _plan_pass(engine: Engine, now: datetime) -> PlanReport:
     def decided(model: Any, ids: list[int], size: int) -> Iterator[_Work]:
         # What is due is claimed first, in a few transactions rather than one a batch.
         for chunk in agenda.chunked(ids, max(len(ids), 1) if postgres else CLAIM_BATCH):
-            with open_store(engine) as store:
+            with turn(), open_store(engine) as store:
                 agenda.claim(store, model, chunk, now)
         for batch in agenda.chunked(ids, size):
             with open_store(read) as store:
@@ -122,7 +123,7 @@ def _plan_pass(engine: Engine, now: datetime) -> PlanReport:
             yield work  # with the reading transaction over
 
     def write(model: Any, work: _Work) -> Callable[[], None]:
-        return lambda: _write(engine, model, work, now, report)
+        return lambda: _write(engine, model, work, now, report, turn)
 
     with _Writer(threaded=postgres) as writer:
         if not postgres:
@@ -186,14 +187,16 @@ class _Writer:
             raise self._failed
 
 
-def _write(engine: Engine, model: Any, work: _Work, now: datetime, report: PlanReport) -> None:
+def _write(
+    engine: Engine, model: Any, work: _Work, now: datetime, report: PlanReport, turn: agenda.Turn
+) -> None:
     # On SQLite up to a thousand rows per transaction, a few milliseconds (a digest of every city is
     # large: alone); the plans go with the last of them.
     postgres = engine.dialect.name == "postgresql"
     groups = _by_size(work.rows, 50_000_000, 20_000) if postgres else _by_size(work.rows)
     for index, rows in enumerate(groups or [[]]):
         last = index == len(groups) - 1 or not groups
-        with open_store(engine) as store:
+        with turn(), open_store(engine) as store:
             _apply(store, model, _Work(rows, work.plans if last else {}), report, now)
 
 

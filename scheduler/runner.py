@@ -51,10 +51,11 @@ class PassRunner:
         # Short transactions throughout: SQLite has one writer, and an inbound message must not wait
         # for a pass to finish.
         now = self.clock.now()
-        agenda.forget_processed(self.engine, now - KEEP_PROCESSED)
-        report = plan_pass(self.engine, now)
+        turn = self.deliverer.turns.turn  # the process's writers': arrivals are stored first
+        agenda.forget_processed(self.engine, now - KEEP_PROCESSED, turn=turn)
+        report = plan_pass(self.engine, now, turn)
         # Also rows for a platform whose adapter is not running here: they would wait forever.
-        for key in agenda.drop_expired(self.engine, now, EXPIRED):
+        for key in agenda.drop_expired(self.engine, now, EXPIRED, turn=turn):
             log.info("outbox message dropped: %s", EXPIRED, extra={"key": key})
             report.dropped.append(key)
         return report

@@ -6,7 +6,8 @@ message forward is written, so a pass reads only what is due, not every city.
 """
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import cache, lru_cache
@@ -49,6 +50,9 @@ from store.repo import Store, open_store
 from store.views import SessionRow
 
 CHUNK = 900  # values in one IN list on SQLite
+# Taken around each writing transaction: the server's turn to write (bot/runtime/turns.py), so that on
+# SQLite what arrives meanwhile is stored between a pass's writes rather than after SQLite's busy wait.
+Turn = Callable[[], AbstractContextManager[object]]
 
 # An outbox row as the driver takes it, in the order of OUTBOX_COLUMNS: instants already converted
 # (`bulk.value`), the payload already JSON text.
@@ -390,7 +394,9 @@ def latest_updates(store: Store, city_ids: Sequence[int]) -> dict[int, LatestUpd
     }
 
 
-def drop_expired(engine: Engine, now: datetime, reason: str, batch: int = 500) -> list[str]:
+def drop_expired(
+    engine: Engine, now: datetime, reason: str, batch: int = 500, turn: Turn = nullcontext
+) -> list[str]:
     """`Store.drop_expired` in batches of `batch` rows, each its own short transaction."""
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
     expired = (
@@ -402,7 +408,7 @@ def drop_expired(engine: Engine, now: datetime, reason: str, batch: int = 500) -
     with open_store(reader(engine)) as store:
         ids = list(store.session.execute(expired).scalars())
     for chunk in chunked(ids, batch):
-        with open_store(engine) as store:
+        with turn(), open_store(engine) as store:
             keys = store.session.execute(
                 update(table)
                 .where(table.c.id.in_(chunk), table.c.status == OutboxStatus.pending)
@@ -413,7 +419,9 @@ def drop_expired(engine: Engine, now: datetime, reason: str, batch: int = 500) -
     return dropped
 
 
-def forget_processed(engine: Engine, before: datetime, batch: int = 1000, most: int = 50_000) -> int:
+def forget_processed(
+    engine: Engine, before: datetime, batch: int = 1000, most: int = 50_000, turn: Turn = nullcontext
+) -> int:
     """`Store.forget_processed` in batches, each its own short transaction; at most `most` rows a
     pass (the rest go in the next ones), so a backlog never makes one pass long."""
     table = InboxMessage.__table__  # type: ignore[attr-defined]
@@ -426,6 +434,6 @@ def forget_processed(engine: Engine, before: datetime, batch: int = 1000, most: 
     with open_store(reader(engine)) as store:
         ids = list(store.session.execute(old).scalars())
     for chunk in chunked(ids, batch):
-        with open_store(engine) as store:
+        with turn(), open_store(engine) as store:
             store.session.execute(delete(table).where(table.c.id.in_(chunk)))
     return len(ids)

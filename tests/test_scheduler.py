@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import select
 from typer.testing import CliRunner
 
@@ -17,8 +17,9 @@ from bot.core.clock import FixedClock
 from bot.core.messages import DeliveryError, Reply
 from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
 from bot.runtime.ratelimit import RateLimiter
+from bot.runtime.turns import Turns
 from scheduler.runner import EXPIRED, PassRunner
-from store.db import make_engine
+from store.db import READER, make_engine
 from store.models import Blocker, OutboxMessage, Update
 from tests.conftest import TestBot, due_message
 
@@ -535,3 +536,25 @@ def test_a_pass_forgets_message_ids_older_than_a_month(world: TestBot) -> None:
     tick(world, world.clock.now() + timedelta(days=2), Inbox(world.clock))
     assert world.send("console:a1", "help", message_id="recent-1") == []  # still remembered
     assert world.send("console:a1", "help", message_id="old-1") != []  # forgotten, so processed again
+
+
+def test_every_write_of_a_pass_waits_its_turn_among_the_servers_writers(world: TestBot) -> None:
+    """On SQLite a message that arrives during a pass is stored between two of the pass's writes, not
+    after SQLite's busy handler has slept: the pass writes only while it holds the process's turn."""
+    world.send("console:a1", "help", message_id="old-1")  # forgotten by the pass, a month on
+    turns = Turns()
+    deliverer = Deliverer(world.engine, {}, world.clock, RateLimiter(intervals={}), turns=turns)
+    held: list[bool] = []
+
+    def began(connection: Any) -> None:
+        if not connection.get_execution_options().get(READER):
+            held.append(turns._busy)
+
+    event.listen(world.engine, "begin", began)
+    try:
+        world.clock.set(world.clock.now() + timedelta(days=31))
+        report = PassRunner(world.engine, deliverer, world.clock)._plan()
+    finally:
+        event.remove(world.engine, "begin", began)
+    assert report.planned  # digests, reminders, notices: written
+    assert len(held) >= 3 and all(held)  # the forgetting, the claims and the writes, each in a turn

@@ -10,9 +10,10 @@ that waits, so handling keeps up under a flood and an arrival waits for one writ
 Processes on one database file (the server and its delivery process, two servers) take turns too:
 whoever holds this process's turn also takes an exclusive `flock` on a file beside the database,
 which the kernel hands to the next process the moment it is let go, where SQLite's busy handler would
-have slept. A process that dies lets go of it with its last file. Writers that take no turn (a
-`cda-bot` command beside the server, the scheduler's pass) still meet SQLite's busy handler. A turn
-is taken in the thread that writes: passing it on involves no event loop."""
+have slept. A process that dies lets go of it with its last file. The server's scheduler pass takes
+its turns as handling does, a write at a time; writers that take none (a `cda-bot` command beside the
+server) still meet SQLite's busy handler. A turn is taken in the thread that writes: passing it on
+involves no event loop."""
 
 import logging
 import os
