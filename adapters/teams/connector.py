@@ -1,15 +1,18 @@
 """Out to the Bot Connector, through the Agents SDK's `ConnectorClient`: post an activity to a
 conversation (in a channel, as a reply in the post's thread), or open a personal chat with someone.
 
-One connection pool for every service URL; each call gets its own light session over it, carrying the
-bearer token of the moment. What the connector answers becomes a `DeliveryError` the outbox
-understands: 429, 412 and 5xx are retried (after `Retry-After` when given), a refusal that another
-try cannot change is permanent."""
+One connection pool for every service URL, and one client (a light session over the pool) per service
+URL for as long as the bot's token lasts: making a `ConnectorClient` costs more than the call itself
+(it looks up the SDK's version on disk for its User-Agent, every time), and a token lasts an hour. A
+client whose token was replaced is closed once its last call is over. What the connector answers
+becomes a `DeliveryError` the outbox understands: 429, 412 and 5xx are retried (after `Retry-After`
+when given), a refusal that another try cannot change is permanent."""
 
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -42,15 +45,28 @@ def retry_after(headers: Any) -> float | None:
         return None  # an HTTP date: the outbox's own backoff applies
 
 
+@dataclass
+class _Client:
+    token: str
+    client: ConnectorClient
+    session: aiohttp.ClientSession
+    calls: int = 0  # under way
+    replaced: bool = False  # by one with a newer token: closed once `calls` is 0
+
+
 class Connector:
     def __init__(self, tokens: BotTokens | None, timeout: float = TIMEOUT_SECONDS) -> None:
         self.tokens = tokens  # None: local development, no token (the Emulator takes none)
         self.timeout = timeout
         self._pool: aiohttp.TCPConnector | None = None
+        self._clients: dict[str, _Client] = {}  # service URL → its client of the current token
 
     async def close(self) -> None:
         if self.tokens is not None:
             self.tokens.close()
+        clients, self._clients = list(self._clients.values()), {}
+        for held in clients:
+            await held.session.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -63,23 +79,39 @@ class Connector:
                 token = await self.tokens.token()
             except TokenError as error:
                 raise DeliveryError(f"teams: no bot token from Entra ({error})") from None
+        held = await self._held(service_url, token)
+        held.calls += 1
+        try:
+            yield held.client
+        except aiohttp.ClientResponseError as error:
+            raise self._failure(error) from None
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise DeliveryError(f"teams: connector unreachable ({type(error).__name__})") from None
+        finally:
+            held.calls -= 1
+            if held.replaced and held.calls == 0:
+                await held.session.close()
+
+    async def _held(self, service_url: str, token: str) -> _Client:
+        """The client for `service_url` carrying `token`, made when there is none yet."""
+        base = service_url if service_url.endswith("/") else service_url + "/"
+        earlier = self._clients.get(base)
+        if earlier is not None and earlier.token == token and not earlier.session.closed:
+            return earlier
         if self._pool is None or self._pool.closed:
             self._pool = aiohttp.TCPConnector(limit=100)
-        base = service_url if service_url.endswith("/") else service_url + "/"
         session = aiohttp.ClientSession(
             base_url=base,
             connector=self._pool,
             connector_owner=False,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
-        try:
-            yield ConnectorClient(base, token, session=session)
-        except aiohttp.ClientResponseError as error:
-            raise self._failure(error) from None
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise DeliveryError(f"teams: connector unreachable ({type(error).__name__})") from None
-        finally:
-            await session.close()
+        held = self._clients[base] = _Client(token, ConnectorClient(base, token, session=session), session)
+        if earlier is not None:
+            earlier.replaced = True
+            if earlier.calls == 0:
+                await earlier.session.close()  # the pool's connections stay
+        return held
 
     def _failure(self, error: aiohttp.ClientResponseError) -> DeliveryError:
         status = error.status
