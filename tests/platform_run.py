@@ -26,9 +26,8 @@ def settle(server: Server, bot: TestBot, platform: str, timeout: float = 15) -> 
             sending = select(func.count()).where(
                 OutboxMessage.status == "sending", col(OutboxMessage.recipient).startswith(f"{platform}:")
             )
-            return (
-                store.claimable(bot.clock.now(), [platform]) == 0 and store.session.exec(sending).one() == 0
-            )
+            claimable = store.any_claimable(bot.clock.now(), [platform])
+            return not claimable and store.session.exec(sending).one() == 0
 
     wait_until(quiet, timeout, "messages handled and replies sent")
 

@@ -396,7 +396,7 @@ class Deliverer:
         # locks only the rows it takes, so there the look would be one more round trip for nothing.
         if self.engine.dialect.name == "sqlite" and not unsure:
             with open_store(reader(self.engine)) as store:
-                if not store.claimable(now, list(self.adapters)):
+                if not store.any_claimable(now, list(self.adapters)):
                     return [], store.next_due(list(self.adapters))
         with self.turns.turn(), open_store(self.engine) as store:
             store.release_claims(unsure, now)
