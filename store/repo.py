@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, delete, func, or_, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
@@ -424,10 +424,9 @@ class Store:
         if not platforms:
             return []
         outbox = _OUTBOX.c
-        reachable = or_(*(outbox.recipient.startswith(f"{p}:") for p in platforms))
         query = (
             core_select(_OUTBOX)
-            .where(outbox.status.in_(_DUE), reachable, outbox.next_attempt_at <= now)
+            .where(_waiting(platforms), outbox.next_attempt_at <= now)
             .order_by(outbox.next_attempt_at, outbox.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -483,26 +482,15 @@ class Store:
         tells (a count would read every row due, hundreds of them when busy)."""
         if not platforms:
             return False
-        query = (
-            select(OutboxMessage.id)
-            .where(
-                col(OutboxMessage.status).in_([OutboxStatus.pending, OutboxStatus.sending]),
-                or_(*(col(OutboxMessage.recipient).startswith(f"{p}:") for p in platforms)),
-                OutboxMessage.next_attempt_at <= now,
-            )
-            .limit(1)
-        )
-        return self.session.exec(query).first() is not None
+        query = core_select(_OUTBOX.c.id).where(_waiting(platforms), _OUTBOX.c.next_attempt_at <= now)
+        return self.session.connection().execute(query.limit(1)).first() is not None
 
     def next_due(self, platforms: Sequence[str]) -> datetime | None:
         """When the next row for these platforms falls due (a retry, a reminder, a lease running out)."""
         if not platforms:
             return None
-        query = select(func.min(OutboxMessage.next_attempt_at)).where(
-            col(OutboxMessage.status).in_([OutboxStatus.pending, OutboxStatus.sending]),
-            or_(*(col(OutboxMessage.recipient).startswith(f"{p}:") for p in platforms)),
-        )
-        return self.session.exec(query).one()
+        query = core_select(func.min(_OUTBOX.c.next_attempt_at)).where(_waiting(platforms))
+        return self.session.connection().execute(query).scalar()
 
     def extend_lease(self, ids: Sequence[int], until: datetime) -> None:
         """Keep rows a live deliverer holds from being taken over as if it had died."""
@@ -624,6 +612,13 @@ _CITY_BY_SLUG = core_select(*_CITIES.c).where(_CITIES.c.slug == bindparam("ref")
 _CITY_BY_NAME = core_select(*_CITIES.c).where(func.lower(_CITIES.c.name) == bindparam("ref")).limit(1)
 _ADD_UPDATE = _UPDATES.insert().returning(_UPDATES.c.id)
 _DUE = (OutboxStatus.pending, OutboxStatus.sending)
+
+
+def _waiting(platforms: Sequence[str]) -> Any:
+    """Outbox rows for these platforms still to go out: pending, or claimed by a deliverer (whose lease
+    may run out). Which of them are due is `next_attempt_at`'s to say."""
+    outbox = _OUTBOX.c
+    return and_(outbox.status.in_(_DUE), or_(*(outbox.recipient.startswith(f"{p}:") for p in platforms)))
 
 
 @cache
