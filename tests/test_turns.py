@@ -2,6 +2,7 @@
 a row over a writer that waits, so neither kind is starved; with turns off they run together. Processes
 on one database file take turns through a lock on a file beside it."""
 
+import os
 import select
 import subprocess
 import sys
@@ -167,3 +168,18 @@ def test_the_hub_of_a_sqlite_file_takes_turns_with_other_processes(tmp_path: Pat
     assert on_file.turns._shared == str(tmp_path / "cda.db-turns")
     in_memory = Hub(make_engine("sqlite://"), FixedClock(NOW))
     assert in_memory.turns.enabled and in_memory.turns._shared is None
+
+
+def test_the_shared_file_is_opened_once_and_closed_with_the_turns(tmp_path: Path) -> None:
+    turns = Turns(shared=str(tmp_path / "cda.db-turns"))
+    with turns.turn():
+        first = turns._file
+    with turns.turn(urgent=True):
+        assert turns._file == first is not None  # not opened again for every write
+    turns.close()
+    assert turns._file is None
+    with pytest.raises(OSError):
+        os.fstat(first)
+    other = _other_process(str(tmp_path / "cda.db-turns"), 0)  # nothing of this process holds it
+    assert _said_within(other, 10) == "turn"
+    assert other.wait(10) == 0

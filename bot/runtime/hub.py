@@ -130,6 +130,7 @@ class Hub:
         """Handle and send what this process accepted and claimed, within about `timeout` seconds."""
         await self.intake.stop(timeout / 2)
         await self.deliverer.stop(timeout / 2)
+        self.turns.close()
 
     async def deliver_due(self) -> DeliveryReport:
         return await self.deliverer.deliver_due()

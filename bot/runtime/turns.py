@@ -18,6 +18,7 @@ involves no event loop."""
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,8 @@ class Turns:
         """`shared`: the file other processes lock for their turns (`beside(database)`)."""
         self.enabled = enabled
         self._shared = shared if enabled and fcntl is not None else None
+        self._file: int | None = None
+        self._closer: weakref.finalize | None = None
         self._changed = threading.Condition()
         self._busy = False
         self._last_urgent = False
@@ -68,26 +71,35 @@ class Turns:
 
     @contextmanager
     def _across_processes(self) -> Iterator[None]:
-        file = self._open() if self._shared is not None else None
+        file = self._shared_file()
         if file is None:
             yield
             return
+        fcntl.flock(file, fcntl.LOCK_EX)  # waits without holding the GIL
         try:
-            fcntl.flock(file, fcntl.LOCK_EX)  # waits without holding the GIL
             yield
         finally:
-            os.close(file)  # and with it the lock
+            fcntl.flock(file, fcntl.LOCK_UN)
 
-    def _open(self) -> int | None:
-        """The shared file, opened for this turn: nothing stays open once the process is done with
-        the database. None, and this process's turns alone from then on, where it cannot be made."""
-        assert self._shared is not None
-        try:
-            return os.open(self._shared, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as error:
-            log.warning("turns across processes off", extra={"path": self._shared, "error": str(error)})
-            self._shared = None
-            return None
+    def _shared_file(self) -> int | None:
+        """The shared file, opened at the first turn and kept (only the thread holding this process's
+        turn gets here: one file is enough for all of them). None, and this process's turns alone from
+        then on, where it cannot be made."""
+        if self._file is None and self._shared is not None:
+            try:
+                self._file = os.open(self._shared, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as error:
+                log.warning("turns across processes off", extra={"path": self._shared, "error": str(error)})
+                self._shared = None
+                return None
+            self._closer = weakref.finalize(self, os.close, self._file)
+        return self._file
+
+    def close(self) -> None:
+        """Close the shared file (a later turn opens it again)."""
+        if self._file is not None and self._closer is not None:
+            self._closer()
+            self._file = None
 
 
 def beside(database: str | None) -> str | None:
