@@ -255,14 +255,19 @@ class AgainstFloor:
     cda: float  # events/s stored and answered, the best round
     loop: OpenLoop  # the last round's fixed rate and overload
     acknowledged: list[str]
+    lost: int  # acknowledged and not stored
+    unanswered: int  # acknowledged and not answered
+
+
+def serve_command(url: str, port: int, *options: str) -> list[str]:
+    # `serve --port N` first: resident_mb finds the server by it.
+    return [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(port), "--no-scheduler", *options]
 
 
 def against_floor(
-    engine: Engine,
+    url: str,
     platform: str,
     floor_app: str,
-    serve: list[str],
-    cda_port: int,
     env: dict[str, str],
     folder: Path,
     requests: Iterator[tuple[str, bytes]],
@@ -271,11 +276,13 @@ def against_floor(
     rounds: int,
     deadline_s: float,
 ) -> AgainstFloor:
-    """Rounds of a bare endpoint (`floor_app`) and then cda-bot (`serve`, listening on `cda_port`), each
-    saturated; in the last round cda-bot also at a fixed offered rate and overloaded. A floor that
-    refuses anything, or cda-bot answering other than 200 or 503, means the set-up is wrong, not that a
-    server is slow: no figure from it."""
-    floor_port = free_port()
+    """Rounds of a bare endpoint (`floor_app`) and then `cda-bot serve` on the database at `url`, each
+    saturated; in the last round cda-bot also at a fixed offered rate and overloaded; then every
+    acknowledged event checked. A floor that refuses anything, or cda-bot answering other than 200 or
+    503, means the set-up is wrong, not that a server is slow: no figure from it."""
+    engine = make_engine(url)
+    floor_port, cda_port = free_port(), free_port()
+    serve = serve_command(url, cda_port)
     best_floor = best_cda = 0.0
     acknowledged: list[str] = []
     loop: OpenLoop | None = None
@@ -297,7 +304,9 @@ def against_floor(
             )
         best_floor, best_cda = max(best_floor, floor_rate), max(best_cda, tally.ok / seconds)
     assert loop is not None
-    return AgainstFloor(best_floor, best_cda, loop, acknowledged)
+    lost, unanswered = missing(engine, acknowledged, platform)
+    engine.dispose()
+    return AgainstFloor(best_floor, best_cda, loop, acknowledged, lost, unanswered)
 
 
 @contextmanager
@@ -417,11 +426,9 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         "SLACK_API_BASE_URL": f"http://127.0.0.1:{fake_port}/api/",
         "PYTHONPATH": str(ROOT),
     }
-    # `serve --port N` first: resident_mb finds the server by it.
-    command = [PYTHON, "-m", "bot.cli", "--db", url, "serve"]
-    serve = [*command, "--port", str(ports["cda"]), "--no-scheduler"]
+    serve = serve_command(url, ports["cda"])
     # The same with the sends in a process of their own (a second core).
-    serve2 = [*command, "--port", str(ports["cda2"]), "--no-scheduler", "--delivery-process"]
+    serve2 = serve_command(url, ports["cda2"], "--delivery-process")
     best: dict[str, float] = {}
     acknowledged: list[str] = []
     seen: dict[str, float] = {}
@@ -435,7 +442,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                         for port in replicas:
                             both.enter_context(
                                 process(
-                                    [*command, "--port", str(port), "--no-scheduler"],
+                                    serve_command(url, port),
                                     port,
                                     env,
                                     folder,
@@ -556,8 +563,7 @@ def whatsapp(
     name = label(backend)
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-wa-"))
     seed_numbers(url)
-    engine = make_engine(url)
-    fake_port, cda_port = free_port(), free_port()
+    fake_port = free_port()
     numbers = iter(range(10**9))
     requests = (signed_form(next(numbers)) for _ in iter(int, 1))
     env = {
@@ -569,14 +575,11 @@ def whatsapp(
         "PUBLIC_BASE_URL": PUBLIC,
         "PYTHONPATH": str(ROOT),
     }
-    serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
         run = against_floor(
-            engine,
+            url,
             "whatsapp",
             "benchmarks.floors:twilio_app",
-            serve,
-            cda_port,
             env,
             folder,
             requests,
@@ -585,15 +588,13 @@ def whatsapp(
             rounds=rounds,
             deadline_s=TWILIO_DEADLINE,
         )
-    lost, unanswered = missing(engine, run.acknowledged, platform="whatsapp")
-    engine.dispose()
     return [
         figure(f"inbound WhatsApp {name}: bare Twilio signature check", run.floor, "ev/s", note="floor"),
         figure(f"inbound WhatsApp {name}: cda-bot, stored and answered", run.cda, "ev/s"),
         figure(f"inbound WhatsApp {name}: cda-bot / bare", run.cda / run.floor, "x"),
         *open_loop_figures(f"inbound WhatsApp {name}:", run.loop, rate, TWILIO_DEADLINE),
-        figure(f"inbound WhatsApp {name}: acknowledged but not stored", lost, "events", 0),
-        figure(f"inbound WhatsApp {name}: acknowledged but not answered", unanswered, "events", 0),
+        figure(f"inbound WhatsApp {name}: acknowledged but not stored", run.lost, "events", 0),
+        figure(f"inbound WhatsApp {name}: acknowledged but not answered", run.unanswered, "events", 0),
     ]
 
 
@@ -700,8 +701,7 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     name = label(backend)
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-teams-"))
     seed_teams(url)
-    engine = make_engine(url)
-    fake_port, entra_port, cda_port = free_port(), free_port(), free_port()
+    fake_port, entra_port = free_port(), free_port()
     key = rsa.generate_private_key(65537, 2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     jwk.update({"kid": TEAMS_KID, "use": "sig", "alg": "RS256", "endorsements": ["msteams"]})
@@ -724,14 +724,11 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     fake = uvicorn_args("benchmarks.fake_platforms:app", fake_port)
     entra = uvicorn_args("benchmarks.fake_platforms:app", entra_port)
     entra += ["--ssl-keyfile", str(cert_key), "--ssl-certfile", str(cert)]
-    serve = [PYTHON, "-m", "bot.cli", "--db", url, "serve", "--port", str(cda_port), "--no-scheduler"]
     with process(fake, fake_port, env, folder), process(entra, entra_port, env, folder):
         run = against_floor(
-            engine,
+            url,
             "teams",
             "benchmarks.floors:teams_app",
-            serve,
-            cda_port,
             env,
             folder,
             requests,
@@ -740,8 +737,6 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
             rounds=rounds,
             deadline_s=TEAMS_DEADLINE,
         )
-    lost, unanswered = missing(engine, run.acknowledged, platform="teams")
-    engine.dispose()
     target = 1500 if backend == "sqlite" else 1000
     return [
         figure(f"inbound {name}: Teams, bare token check", run.floor, "ev/s", note="floor"),
@@ -749,8 +744,8 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         figure(f"inbound {name}: Teams, cda-bot / bare", run.cda / run.floor, "x"),
         *open_loop_figures(f"inbound {name}: Teams,", run.loop, rate, TEAMS_DEADLINE),
         figure(f"inbound {name}: Teams, acknowledged, all runs", len(run.acknowledged), "events"),
-        figure(f"inbound {name}: Teams, acknowledged but not stored", lost, "events", 0),
-        figure(f"inbound {name}: Teams, acknowledged but not answered", unanswered, "events", 0),
+        figure(f"inbound {name}: Teams, acknowledged but not stored", run.lost, "events", 0),
+        figure(f"inbound {name}: Teams, acknowledged but not answered", run.unanswered, "events", 0),
     ]
 
 
