@@ -7,6 +7,7 @@ database was away — so an acknowledged message is always answered."""
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -41,6 +42,9 @@ def backoff(attempts: int) -> timedelta:
     return BACKOFF[min(attempts, len(BACKOFF)) - 1]
 
 
+Arrival = tuple[InboundMessage, asyncio.Future[inbox.Accepted]]  # a message and who waits for it
+
+
 class Busy(Exception):
     """Too much accepted and not yet handled: the platform should retry later."""
 
@@ -57,7 +61,8 @@ class Intake:
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
         self._failures: dict[int, int] = {}  # database failures per message, for its backoff
         self._tasks: list[asyncio.Task[None]] = []
-        self._arriving: list[tuple[InboundMessage, asyncio.Future[inbox.Accepted]]] = []
+        self._arriving: list[Arrival] = []
+        self._arriving_lock = threading.Lock()
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -74,7 +79,8 @@ class Intake:
         if self.full:
             raise Busy(f"{self.backlog} messages waiting")
         stored: asyncio.Future[inbox.Accepted] = asyncio.get_running_loop().create_future()
-        self._arriving.append((message, stored))
+        with self._arriving_lock:
+            self._arriving.append((message, stored))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._store_arriving(), name="intake-store")
         accepted = await stored
@@ -84,20 +90,18 @@ class Intake:
         """Store what arrived, a batch a transaction, until nothing waits; each sender hears once its
         batch has committed (or the database's error, and its platform gets a 503)."""
         while self._arriving:
-            batch, self._arriving = self._arriving[:MAX_BATCH], self._arriving[MAX_BATCH:]
-            try:
-                results = await asyncio.to_thread(self._accept_all, [message for message, _ in batch])
-            except Exception as error:
-                if is_transient(error):
+            batch, outcome = await asyncio.to_thread(self._accept_arrived)
+            if isinstance(outcome, Exception):
+                if is_transient(outcome):
                     # The database is away: what arrived meanwhile would only wait to fail the same way,
                     # past the platform's patience. Each is refused now (503); the platform retries.
-                    batch, self._arriving = batch + self._arriving, []
+                    batch += self._take(len(self._arriving))
                 for _, stored in batch:
                     if not stored.done():
-                        stored.set_exception(error)
+                        stored.set_exception(outcome)
                 continue
             answered = False
-            for (_, stored), accepted in zip(batch, results, strict=True):
+            for (_, stored), accepted in zip(batch, outcome, strict=True):
                 if accepted.inbox_id is not None:
                     self._add(accepted.inbox_id)  # a retry of one stored but never handled is picked up too
                 answered = answered or bool(accepted.answered)
@@ -106,10 +110,23 @@ class Intake:
             if answered:
                 self.handled()  # what they were told waits in the outbox
 
-    def _accept_all(self, messages: list[InboundMessage]) -> list[inbox.Accepted]:
+    def _accept_arrived(self) -> tuple[list[Arrival], list[inbox.Accepted] | Exception]:
+        """Store what has arrived by the time this process's turn comes, not by the time it was asked
+        for: a message that arrives while an earlier batch waits its turn goes with it, instead of
+        waiting for that batch's turn and then one more of its own."""
         # Urgent: each sender's platform waits for this commit before it is acknowledged.
-        with self.turns.turn(urgent=True), open_store(self.engine) as store:
-            return inbox.accept_all(store, messages, self.clock.now())
+        batch: list[Arrival] = []
+        try:
+            with self.turns.turn(urgent=True), open_store(self.engine) as store:
+                batch = self._take(MAX_BATCH)
+                return batch, inbox.accept_all(store, [message for message, _ in batch], self.clock.now())
+        except Exception as error:
+            return batch, error
+
+    def _take(self, count: int) -> list[Arrival]:
+        with self._arriving_lock:  # the event loop adds to it while a writer thread takes from it
+            batch, self._arriving = self._arriving[:count], self._arriving[count:]
+        return batch
 
     def _add(self, inbox_id: int) -> None:
         if inbox_id not in self._known:

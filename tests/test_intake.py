@@ -1,0 +1,94 @@
+"""The intake's group commit: messages are stored a batch a transaction, and a batch is what has
+arrived by the time the writer's turn comes (SQLite), so a message that arrives while an earlier one
+waits for the write lock is stored with it, not one whole turn later."""
+
+import asyncio
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from bot import admin
+from bot.core import inbox
+from bot.core.clock import FixedClock
+from bot.core.messages import InboundMessage
+from bot.runtime.intake import Intake
+from bot.runtime.turns import Turns
+from store.db import make_engine
+from store.models import InboxMessage
+from store.repo import open_store
+from tests.conftest import NOW
+
+
+def _message(text: str) -> InboundMessage:
+    return InboundMessage(
+        platform="console",
+        message_id=uuid.uuid4().hex,
+        conversation="console:ana",
+        sender="console:ana",
+        text=text,
+        received_at=NOW,
+        direct=True,
+    )
+
+
+async def _until(condition: object, seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+def sqlite_file(tmp_path: Path, sqlite_template: Path) -> str:
+    path = tmp_path / "cda-bot.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(sqlite_file)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    batches: list[list[str]] = []
+    accept_all = inbox.accept_all
+
+    def recorded(store: object, messages: list[InboundMessage], now: object) -> list[inbox.Accepted]:
+        batches.append([m.text for m in messages])
+        return accept_all(store, messages, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inbox, "accept_all", recorded)
+    turns = Turns()
+    intake = Intake(engine, FixedClock(NOW), handled=lambda: None, turns=turns)
+    # Handling holds the write turn; the first arrival's writer queues behind it.
+    release, held = threading.Event(), threading.Event()
+
+    def handling() -> None:
+        with turns.turn():
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=handling)
+    holder.start()
+    try:
+        assert held.wait(5)
+        first = asyncio.ensure_future(intake.submit(_message("update: first")))
+        await _until(lambda: turns._waiting[True] == 1)
+        later = [asyncio.ensure_future(intake.submit(_message(f"update: later {n}"))) for n in range(2)]
+        await asyncio.sleep(0.01)  # they are queued behind the first, which still waits
+        assert not first.done()
+        release.set()
+        assert await asyncio.gather(first, *later) == [True, True, True]
+    finally:
+        release.set()
+        holder.join(5)
+    # One transaction for all three: the later two were there when the turn came.
+    assert batches == [["update: first", "update: later 0", "update: later 1"]]
+    with open_store(engine) as store:
+        assert len(store.session.exec(select(InboxMessage)).all()) == 3
+    engine.dispose()
