@@ -2,6 +2,7 @@
 """The server: health and readiness, `cda-bot serve` as a process (adapters on/off, half-configured
 refusals, graceful shutdown, logs without secrets), and a signed event answered end to end."""
 
+import gc
 import io
 import json
 import logging
@@ -281,3 +282,24 @@ def test_logs_are_json_lines_without_secrets() -> None:
     assert entry["message"] == "calling with [redacted] and [redacted]"
     assert entry["url"] == "/slack/oauth_redirect?code=[redacted]&state=[redacted]"
     assert entry["level"] == "info" and entry["logger"] == "cda_bot.test"
+
+
+def test_serve_sets_what_it_loaded_aside_from_the_cycle_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full collection over every module and SDK paused the server for about 60 ms every few seconds
+    under load; set aside before listening, they are not walked again."""
+    from starlette.applications import Starlette
+
+    from bot.runtime import serve
+
+    frozen_when_listening: list[int] = []
+    monkeypatch.setattr(logs, "configure", lambda secrets: None)
+    monkeypatch.setattr(
+        serve.uvicorn, "run", lambda app, **_: frozen_when_listening.append(gc.get_freeze_count())
+    )
+    gc.unfreeze()
+    try:
+        server = serve.Server(app=Starlette(), hub=None, adapters=[], status=[])  # type: ignore[arg-type]
+        serve.run(server, "127.0.0.1", 0, [], lambda line: None)
+    finally:
+        gc.unfreeze()
+    assert frozen_when_listening and frozen_when_listening[0] > 10_000

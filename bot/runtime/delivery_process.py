@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.messages import Adapter
-from bot.runtime import metrics
+from bot.runtime import heap, metrics
 from bot.runtime.delivery import Deliverer
 from bot.runtime.turns import Turns
 
@@ -168,6 +168,7 @@ async def _send_until_stdin_closes(database_url: str) -> None:
         hub.register(adapter)
         await adapter.start()
     hub.deliverer.start()
+    heap.keep_what_is_loaded()
     reported: dict[str, float] = {}
     reporting = asyncio.create_task(_report_every(REPORT_SECONDS, reported))
     told = asyncio.StreamReader()

@@ -14,7 +14,7 @@ from adapters.slack.config import SlackConfigError, slack_config
 from adapters.teams.config import TeamsConfigError, teams_config
 from adapters.whatsapp.config import WhatsAppConfigError, whatsapp_config
 from bot.core.clock import Clock
-from bot.runtime import logs
+from bot.runtime import heap, logs
 from bot.runtime.delivery import Deliverer
 from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.delivery_process import command as delivery_command
@@ -125,6 +125,7 @@ def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[
     for line in server.status:
         say(line)
     log.info("listening", extra={"host": host, "port": port})
+    heap.keep_what_is_loaded()
     uvicorn.run(
         server.app,
         host=host,
