@@ -100,13 +100,16 @@ class Connection:
         return cls(reader, writer, port)
 
     async def send(self, request: bytes) -> int:
-        """The status of the answer; 0 when the server closed the connection instead (it is reopened)."""
-        try:
-            return await self._exchange(request)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.writer.close()
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-            return 0
+        """The status of the answer; 0 when the server closed the connection instead, twice. A
+        connection left idle past the server's keep-alive is closed by it: the request is sent again
+        on a new one, as a platform's HTTP client does (the event id makes a repeat harmless)."""
+        for _ in range(2):
+            try:
+                return await self._exchange(request)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.writer.close()
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return 0
 
     async def _exchange(self, request: bytes) -> int:
         self.writer.write(request)
