@@ -145,6 +145,53 @@ def test_a_rolled_key_is_fetched_once_and_accepted(teams: Teams, monkeypatch: py
     assert teams.openid.fetches == fetched + 1
 
 
+def test_a_token_sent_again_is_not_checked_again_while_it_lasts(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    decode = jwt.decode
+    monkeypatch.setattr(
+        auth.jwt, "decode", lambda token, *a, **k: decoded.append(token) or decode(token, *a, **k)
+    )
+    token = teams.signer.token(teams.service_url)
+    for n in range(3):
+        activity = message(teams.service_url, f"update: number {n}", activity_id=f"same-token-{n}")
+        assert teams.post(activity, token=token).status_code == 200
+    assert decoded == [token]
+    # Passing once lets only that very token through: the same claims under another signature do not.
+    forged = token[: token.rindex(".") + 1] + "A" * 342
+    assert teams.post(message(teams.service_url, "update: forged"), token=forged).status_code == 401
+
+
+def test_a_token_that_passed_is_refused_once_its_key_is_no_longer_published(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "UNKNOWN_KID_GAP", 0.0)
+    old = teams.signer.token(teams.service_url)
+    assert (
+        teams.post(message(teams.service_url, "update: one", activity_id="k1"), token=old).status_code == 200
+    )
+    teams.signer.kid = "rolled-key"  # the JWKS now publishes the key under this id only
+    assert teams.post(message(teams.service_url, "update: two", activity_id="k2")).status_code == 200
+    assert (
+        teams.post(message(teams.service_url, "update: three", activity_id="k3"), token=old).status_code
+        == 401
+    )
+
+
+def test_a_token_that_passed_is_refused_once_it_expires(teams: Teams) -> None:
+    token = teams.signer.token(teams.service_url, expires_in=-auth.LEEWAY_SECONDS + 1)
+    assert (
+        teams.post(message(teams.service_url, "update: in time", activity_id="e1"), token=token).status_code
+        == 200
+    )
+    time.sleep(1.5)
+    assert (
+        teams.post(message(teams.service_url, "update: too late", activity_id="e2"), token=token).status_code
+        == 401
+    )
+
+
 @pytest.mark.parametrize(
     "body",
     [b"{", b"[]", b'{"type": 5}', b'{"type": "message", "conversation": "x"}', b'{"type": "message"}'],

@@ -5,7 +5,8 @@ against the keys the OpenID metadata publishes, then its issuer (the metadata's)
 id), its expiry (5 minutes' leeway), and — once the body is read — that its `serviceurl` claim is the
 activity's `serviceUrl` and that the signing key is endorsed for the activity's channel. Anything else
 is 401. The keys are fetched with async HTTP, cached, and refreshed in the background; a key id never
-seen before makes one early refresh (the Bot Framework rolls its keys), at most every few minutes.
+seen before makes one early refresh (the Bot Framework rolls its keys), at most every few minutes. A
+token that passed is not checked again while it lasts and the key that signed it is still published.
 
 Without an app id there is nothing to check a token against: only the Agents Playground or the Emulator
 on this machine may talk to the bot (a loopback client, naming a loopback serviceUrl)."""
@@ -33,6 +34,7 @@ UNKNOWN_KID_GAP = 60.0  # a key id not in the set refreshes it early, at most th
 FETCH_TIMEOUT = 10.0
 FIRST_FETCH_WAIT = 5.0  # how long a request waits for keys never fetched before: Teams waits 15 s
 FAILED_FETCH_GAP = 5.0  # after a failed fetch, requests do not start another one for this long
+CHECKED_TOKENS = 1024  # tokens kept as checked (each bot and service has one at a time)
 
 
 class Refused(Exception):
@@ -206,15 +208,47 @@ def bearer(headers: Mapping[str, str]) -> str:
     return token
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A token that passed, and what it passed with: it holds only while these do."""
+
+    verified: Verified
+    kid: str
+    signing: SigningKey
+    issuer: str
+    expires: float  # real time, leeway included
+
+
 class TokenGate:
-    def __init__(self, app_id: str, keys: KeySet) -> None:
+    def __init__(self, app_id: str, keys: KeySet, now: Callable[[], float] = time.time) -> None:
         # Tokens expire by the real time (PyJWT's), whatever clock the bot itself runs on.
         self.app_id = app_id
         self.keys = keys
+        self.now = now
+        # The Bot Framework sends the same token for about an hour, and checking its RS256 signature
+        # was a tenth of the Teams server's CPU: a token that passed is not checked again while it
+        # lasts and the key that signed it is still published, unchanged (a rolled key clears it).
+        self._checked: dict[str, _Checked] = {}
 
     async def verify(self, headers: Mapping[str, str]) -> Verified:
         """The token's claims, once its signature, issuer, audience and expiry hold; else Refused."""
         token = bearer(headers)
+        checked = self._checked.get(token)
+        if checked is not None:
+            if (
+                self.now() < checked.expires
+                and await self.keys.find(checked.kid) is checked.signing
+                and self.keys.issuer == checked.issuer
+            ):
+                return checked.verified
+            self._checked.pop(token, None)  # (another request may have dropped it meanwhile)
+        verified, checked = await self._check(token)
+        if len(self._checked) >= CHECKED_TOKENS:
+            del self._checked[next(iter(self._checked))]  # the oldest
+        self._checked[token] = checked
+        return verified
+
+    async def _check(self, token: str) -> tuple[Verified, _Checked]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -238,7 +272,9 @@ class TokenGate:
         except jwt.InvalidTokenError as error:
             log.info("teams token refused", extra={"reason": type(error).__name__})
             raise Refused(UNAUTHORIZED) from None
-        return Verified(claims, signing.endorsements)
+        verified = Verified(claims, signing.endorsements)
+        expires = float(claims["exp"]) + LEEWAY_SECONDS
+        return verified, _Checked(verified, kid, signing, self.keys.issuer, expires)
 
     @staticmethod
     def check_activity(verified: Verified, service_url: str | None, channel_id: str | None) -> None:
