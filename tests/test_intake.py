@@ -1,11 +1,14 @@
 """The intake's group commit: messages are stored a batch a transaction, and a batch is what has
 arrived by the time the writer's turn comes (SQLite), so a message that arrives while an earlier one
-waits for the write lock is stored with it, not one whole turn later."""
+waits for the write lock is stored with it, not one whole turn later; a failure before a batch is
+taken still reaches the senders waiting."""
 
 import asyncio
+import contextlib
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,4 +94,25 @@ async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
     assert batches == [["update: first", "update: later 0", "update: later 1"]]
     with open_store(engine) as store:
         assert len(store.session.exec(select(InboxMessage)).all()) == 3
+    engine.dispose()
+
+
+async def test_a_failure_before_the_batch_is_taken_reaches_the_senders(sqlite_file: str) -> None:
+    """The turn itself can fail (the lock file shared with other processes, say): the messages waiting
+    hear the error (their platforms get a 503), and nothing is left going round."""
+    engine = make_engine(sqlite_file)
+
+    class BrokenTurns(Turns):
+        @contextlib.contextmanager
+        def turn(self, urgent: bool = False) -> Iterator[None]:
+            raise OSError("no locks available")
+            yield
+
+    intake = Intake(engine, FixedClock(NOW), handled=lambda: None, turns=BrokenTurns())
+    with pytest.raises(OSError, match="no locks"):
+        async with asyncio.timeout(5):
+            await intake.submit(_message("update: anyone there?"))
+    assert intake._writer is not None
+    await asyncio.wait_for(intake._writer, 5)  # and the writer has stopped, nothing left to store
+    assert intake._arriving == []
     engine.dispose()

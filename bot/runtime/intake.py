@@ -121,7 +121,9 @@ class Intake:
                 batch = self._take(MAX_BATCH)
                 return batch, inbox.accept_all(store, [message for message, _ in batch], self.clock.now())
         except Exception as error:
-            return batch, error
+            # Failed before it took its batch: the next batch hears of it, so a fault that recurs
+            # there cannot keep this loop going round with nothing taken.
+            return batch or self._take(MAX_BATCH), error
 
     def _take(self, count: int) -> list[Arrival]:
         with self._arriving_lock:  # the event loop adds to it while a writer thread takes from it
