@@ -220,11 +220,10 @@ class _Checked:
 
 
 class TokenGate:
-    def __init__(self, app_id: str, keys: KeySet, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, app_id: str, keys: KeySet) -> None:
         # Tokens expire by the real time (PyJWT's), whatever clock the bot itself runs on.
         self.app_id = app_id
         self.keys = keys
-        self.now = now
         # The Bot Framework sends the same token for about an hour, and checking its RS256 signature
         # was a tenth of the Teams server's CPU: a token that passed is not checked again while it
         # lasts and the key that signed it is still published, unchanged (a rolled key clears it).
@@ -236,7 +235,7 @@ class TokenGate:
         checked = self._checked.get(token)
         if checked is not None:
             if (
-                self.now() < checked.expires
+                time.time() < checked.expires
                 and await self.keys.find(checked.kid) is checked.signing
                 and self.keys.issuer == checked.issuer
             ):
