@@ -632,7 +632,11 @@ class KillRun:
         half = len(KILL_CHANNELS)
         send_all(url, self.events[:half])  # one per channel
         self.mock.wait_for("chat.postMessage")  # replies are on their way: the mock holds each 3 s
-        send_all(url, self.events[half:])  # a second per channel, queued behind the first
+        # A second for two channels, whose replies are claimed and wait in their lanes behind the
+        # first (how soon after the acknowledgement is the server's business: waited for, not raced).
+        send_all(url, self.events[half : half + 2])
+        poll(lambda: self._claimed_unposted() > 0, 10, every=0.02)
+        send_all(url, self.events[half + 2 :])  # a second for the other two channels
         first.send_signal(signal.SIGKILL)  # at once: some messages unhandled, some replies claimed
         self.killed_at = time.monotonic()
         self.killed_wall = datetime.now(UTC)
@@ -671,6 +675,15 @@ class KillRun:
         self.stored_at_check, self.update_ids = stored(self.engine)
         self.posts_at_check = {e.ts: replies(self.mock, e) for e in self.acknowledged}
         return self
+
+    def _claimed_unposted(self) -> int:
+        posted = {call.params.get("thread_ts") for call in self.mock.named("chat.postMessage")}
+        rows = outbox(self.engine)
+        return sum(
+            1
+            for r in rows
+            if r.status == OutboxStatus.sending and (r.context or {}).get("thread_ts") not in posted
+        )
 
     def _done(self) -> bool:
         counts, _ = stored(self.engine)
