@@ -644,7 +644,7 @@ class KillRun:
         self.acknowledged = [e for e in self.events if e.last == 200]
         time.sleep(0.5)  # bytes the dead process had written still reach the mock
         self.pending_at_kill = pending_inbox(self.engine)
-        posted = {call.params.get("thread_ts") for call in self.mock.named("chat.postMessage")}
+        posted = self._posted()
         for row in outbox(self.engine):
             thread = (row.context or {}).get("thread_ts")
             if row.status == OutboxStatus.sending:
@@ -676,8 +676,12 @@ class KillRun:
         self.posts_at_check = {e.ts: replies(self.mock, e) for e in self.acknowledged}
         return self
 
+    def _posted(self) -> set[str | None]:
+        """The threads the mock has had a reply posted to."""
+        return {call.params.get("thread_ts") for call in self.mock.named("chat.postMessage")}
+
     def _claimed_unposted(self) -> int:
-        posted = {call.params.get("thread_ts") for call in self.mock.named("chat.postMessage")}
+        posted = self._posted()
         rows = outbox(self.engine)
         return sum(
             1
