@@ -8,7 +8,7 @@ import contextlib
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,9 +38,9 @@ def _message(text: str) -> InboundMessage:
     )
 
 
-async def _until(condition: object, seconds: float = 5.0) -> None:
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     async with asyncio.timeout(seconds):
-        while not condition():  # type: ignore[operator]
+        while not condition():
             await asyncio.sleep(0.001)
 
 
@@ -83,7 +83,8 @@ async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
         first = asyncio.ensure_future(intake.submit(_message("update: first")))
         await _until(lambda: turns._waiting[True] == 1)
         later = [asyncio.ensure_future(intake.submit(_message(f"update: later {n}"))) for n in range(2)]
-        await asyncio.sleep(0.01)  # they are queued behind the first, which still waits
+        # All three wait together: the first's batch is not taken before its turn comes.
+        await _until(lambda: len(intake._arriving) == 3)
         assert not first.done()
         release.set()
         assert await asyncio.gather(first, *later) == [True, True, True]
