@@ -16,8 +16,27 @@ ROWS_PER_STATEMENT = 500  # under SQLite's 32,766 parameters for any table here
 def insert_ignoring(store: Store, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> int:
     """Insert `rows` into `table`, leaving out any whose unique key is taken; how many were written.
     Columns not in a row are written as NULL, so give every column that has no database default."""
+    statements = _inserts(store, table, columns, rows)
+    connection = store.session.connection()
+    return sum(connection.exec_driver_sql(sql, values).rowcount for sql, values in statements)
+
+
+def insert_returning(
+    store: Store, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]], returning: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """`insert_ignoring`, giving the `returning` columns of each row written, in no set order."""
+    back = " RETURNING " + ", ".join(f'"{c}"' for c in returning)
+    statements = _inserts(store, table, columns, rows)
+    connection = store.session.connection()
+    written = [connection.exec_driver_sql(sql + back, values).all() for sql, values in statements]
+    return [tuple(row) for rows_written in written for row in rows_written]
+
+
+def _inserts(
+    store: Store, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> list[tuple[str, tuple[Any, ...]]]:
     if not rows:
-        return 0
+        return []
     postgres = store.session.get_bind().dialect.name == "postgresql"
     names = ", ".join(f'"{c}"' for c in columns)
     row_marks = "(" + ", ".join(("%s" if postgres else "?") for _ in columns) + ")"
@@ -26,14 +45,13 @@ def insert_ignoring(store: Store, table: str, columns: Sequence[str], rows: Sequ
     # Many rows to a statement: one round trip for a few hundred rows, where an executemany on
     # PostgreSQL makes one per row. Made ready before the first statement, which on SQLite takes
     # the write lock when it opens the transaction (a digest's JSON takes a while to write out).
-    statements = []
+    statements: list[tuple[str, tuple[Any, ...]]] = []
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
         marks = ", ".join(row_marks for _ in chunk)
         sql = f"INSERT INTO {table} ({names}) VALUES {marks} ON CONFLICT DO NOTHING"
         statements.append((sql, tuple(value(row.get(c), postgres, done) for row in chunk for c in columns)))
-    connection = store.session.connection()
-    return sum(connection.exec_driver_sql(sql, values).rowcount for sql, values in statements)
+    return statements
 
 
 def insert_rows(

@@ -32,6 +32,16 @@ from store.models import (
 )
 
 
+class Finished(NamedTuple):
+    """How one send ended, as `finish_all` writes it."""
+
+    outbox_id: int
+    status: OutboxStatus
+    now: datetime
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
 class Claim(NamedTuple):
     """An outbox row as a deliverer claimed it: what `release_claims` checks the row still holds."""
 
@@ -43,6 +53,7 @@ class Claim(NamedTuple):
 class Store:
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.planned = 0  # outbox rows `enqueue` wrote in this unit of work: a deliverer has news
 
     # -- cities ---------------------------------------------------------------------------------
     def add_city(self, city: City) -> City:
@@ -226,9 +237,11 @@ class Store:
 
     def close_inboxes(self, inbox_ids: Sequence[int], now: datetime) -> None:
         """Mark messages handled; what they said now lives in updates and blockers, not twice."""
-        self.session.execute(
-            update(InboxMessage)
-            .where(col(InboxMessage.id).in_(list(inbox_ids)))
+        # On the table, not the ORM class: an ORM update first looks for the rows among those loaded,
+        # which cost more than the statement.
+        self.session.connection().execute(
+            update(_INBOX)
+            .where(_INBOX.c.id.in_(list(inbox_ids)))
             .values(status=InboxStatus.done, handled_at=now, message=None)
         )
 
@@ -393,10 +406,9 @@ class Store:
         )
 
     def references(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        query = select(ConversationReference.key, ConversationReference.reference).where(
-            col(ConversationReference.key).in_(list(keys))
-        )
-        return dict(self.session.exec(query).all())  # type: ignore[arg-type]
+        references = _REFERENCES.c
+        query = core_select(references.key, references.reference).where(references.key.in_(list(keys)))
+        return {key: reference for key, reference in self.session.connection().execute(query)}
 
     def reference(self, key: str) -> dict[str, Any] | None:
         row = self.session.exec(select(ConversationReference).where(ConversationReference.key == key)).first()
@@ -405,7 +417,10 @@ class Store:
     # -- outbox ---------------------------------------------------------------------------------
     def enqueue(self, message: OutboxMessage) -> bool:
         """Plan a message once: False if one with the same key was planned before."""
-        return self._insert_once(message) is not None
+        if self._insert_once(message) is None:
+            return False
+        self.planned += 1
+        return True
 
     def outbox_has(self, key: str) -> bool:
         return bool(self.existing_keys([key]))
@@ -558,22 +573,20 @@ class Store:
         )
         return {city_id: (count, errors.get(row_id)) for city_id, count, row_id in counts if city_id}
 
-    def finish(
-        self,
-        message_id: int,
-        status: OutboxStatus,
-        now: datetime,
-        error: str | None = None,
-        retry_at: datetime | None = None,
-    ) -> None:
-        values: dict[str, Any] = {"status": status, "last_error": error}
-        if status == OutboxStatus.sent:
-            values.update(sent_at=now, delivery=None, delivery_code=None)  # what is reported next is news
-        if retry_at is not None:
-            values["next_attempt_at"] = retry_at
-        # On the table, not the ORM class: nothing loaded here needs to learn of it, and the ORM's
-        # bookkeeping per statement cost more than the statement.
-        self.session.connection().execute(update(_OUTBOX).where(_OUTBOX.c.id == message_id).values(**values))
+    def finish_all(self, outcomes: Sequence[Finished]) -> None:
+        """Record how sends ended, one statement for the rows that ended alike (sent, say)."""
+        alike: dict[tuple[OutboxStatus, bool], list[dict[str, Any]]] = {}
+        for outcome in outcomes:
+            values: dict[str, Any] = {"row_id": outcome.outbox_id, "new_status": outcome.status}
+            values["new_error"] = outcome.error
+            if outcome.status == OutboxStatus.sent:
+                values["new_sent_at"] = outcome.now
+            if outcome.retry_at is not None:
+                values["new_next"] = outcome.retry_at
+            alike.setdefault((outcome.status, outcome.retry_at is not None), []).append(values)
+        connection = self.session.connection()
+        for (status, retry), rows in alike.items():
+            connection.execute(_finish_statement(status == OutboxStatus.sent, retry), rows)
 
     def outbox(self, city_ids: Sequence[int] | None = None) -> list[OutboxMessage]:
         query = select(OutboxMessage).order_by(OutboxMessage.due_at, OutboxMessage.id)
@@ -619,6 +632,18 @@ def _waiting(platforms: Sequence[str]) -> Any:
     may run out). Which of them are due is `next_attempt_at`'s to say."""
     outbox = _OUTBOX.c
     return and_(outbox.status.in_(_DUE), or_(*(outbox.recipient.startswith(f"{p}:") for p in platforms)))
+
+
+@cache
+def _finish_statement(sent: bool, retry: bool) -> Any:
+    """`finish_all`'s UPDATE with its values bound per row, for an executemany. On the table, not the ORM
+    class: nothing loaded needs to learn of it, and the ORM's bookkeeping cost more than the statement."""
+    values: dict[str, Any] = {"status": bindparam("new_status"), "last_error": bindparam("new_error")}
+    if sent:  # what a platform reports next about it is news
+        values.update(sent_at=bindparam("new_sent_at"), delivery=None, delivery_code=None)
+    if retry:
+        values["next_attempt_at"] = bindparam("new_next")
+    return update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(**values)
 
 
 @cache

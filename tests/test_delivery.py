@@ -1,6 +1,7 @@
 """Unprompted messages leave through the outbox once, are retried with backoff, and fail visibly."""
 
 import asyncio
+import uuid
 import warnings
 from datetime import timedelta
 from typing import Any
@@ -10,12 +11,13 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
-from bot.core.inbox import REPLY_KIND
-from bot.core.messages import DeliveryError, Reply
+from bot.core.inbox import REPLY_KIND, Claiming, accept, handle_all
+from bot.core.messages import DeliveryError, InboundMessage, Reply
 from bot.runtime.delivery import LEASE, MAX_ATTEMPTS, Deliverer
+from bot.runtime.hub import Hub
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import Claim, Store
-from tests.conftest import TestBot, due_message
+from tests.conftest import NOW, TestBot, due_message
 
 
 class Recorder:
@@ -246,3 +248,101 @@ async def test_a_send_the_database_failed_before_is_put_back_by_the_next_claim(
     assert len(adapter.sent) == len(rows) == 9 and {row.status for row in rows} == {"sent"}
     assert failed[0] in [recipient for recipient, _ in adapter.sent]
     assert {row.attempts for row in rows} == {1}
+
+
+# -- replies handled in this process go straight to its deliverer --------------------------------------
+def _member(bot: TestBot) -> None:
+    from bot import admin
+
+    with bot.store() as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", bot.clock.now(), None, "implementation")
+        admin.add_member(store, "console:ana", "home", bot.clock.now())
+
+
+def _update(text: str) -> InboundMessage:
+    return InboundMessage(
+        platform="console",
+        message_id=uuid.uuid4().hex,
+        conversation="console:ana",
+        sender="console:ana",
+        text=text,
+        received_at=NOW,
+        direct=True,
+    )
+
+
+def _replies(bot: TestBot) -> list[OutboxMessage]:
+    with bot.store() as store:
+        return list(store.session.exec(select(OutboxMessage).where(OutboxMessage.kind == REPLY_KIND)))
+
+
+async def test_a_reply_handled_here_is_sent_by_this_deliverer_without_a_claim(
+    testbot: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handling writes the reply as claimed by the process's deliverer, which sends it once the
+    transaction commits: no claim of its own, a write (and on SQLite a turn) fewer per message."""
+    _member(testbot)
+    claims: list[int] = []
+    claim = Deliverer._claim_and_peek
+
+    def counted(deliverer: Deliverer, *args: Any, **kwargs: Any) -> Any:
+        claims.append(1)
+        return claim(deliverer, *args, **kwargs)
+
+    monkeypatch.setattr(Deliverer, "_claim_and_peek", counted)
+    adapter = Recorder()
+    hub = Hub(testbot.engine, testbot.clock)
+    hub.register(adapter)
+    await hub.start()
+    try:
+        async with asyncio.timeout(5):
+            while not claims:  # the loop's first look, which finds nothing
+                await asyncio.sleep(0.01)
+        assert await hub.accept(_update("update: the intake form is live"))
+        async with asyncio.timeout(5):
+            while not adapter.sent:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # time for a claim, were one coming
+        assert claims == [1]  # the first look only
+    finally:
+        await hub.stop(5)
+    assert "Update #1 recorded" in adapter.sent[0][1].text
+    (row,) = _replies(testbot)
+    assert (row.status, row.attempts) == (OutboxStatus.sent, 1)
+
+
+async def test_a_reply_claimed_by_a_process_that_died_goes_out_from_another_once_its_lease_runs_out(
+    testbot: TestBot,
+) -> None:
+    _member(testbot)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        accepted = accept(store, _update("update: written, never sent"), now)
+    assert accepted.inbox_id is not None
+    with testbot.store() as store:
+        handled = handle_all(store, [accepted.inbox_id], now, Claiming(frozenset({"console"}), now + LEASE))
+    assert len(handled.claimed) == 1 and handled.waiting == 0
+    # The process that claimed it died before `take`: another deliverer leaves it until the lease ends.
+    adapter = Recorder()
+    other = Deliverer(testbot.engine, {"console": adapter}, testbot.clock)
+    assert (await other.deliver_due()).sent == []
+    testbot.clock.set(now + LEASE + timedelta(seconds=1))
+    assert (await other.deliver_due()).sent == [handled.claimed[0].id]
+    assert (await other.deliver_due()).sent == []
+    assert [text for _, reply in adapter.sent for text in [reply.text] if "written, never sent" in text] == []
+    assert len(adapter.sent) == 1 and "Update #1 recorded" in adapter.sent[0][1].text
+    (row,) = _replies(testbot)
+    assert (row.status, row.attempts) == (OutboxStatus.sent, 2)
+
+
+def test_replies_to_a_platform_the_deliverer_does_not_send_to_are_left_for_a_claim(testbot: TestBot) -> None:
+    _member(testbot)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        accepted = accept(store, _update("update: for whoever sends to consoles"), now)
+    assert accepted.inbox_id is not None
+    with testbot.store() as store:
+        handled = handle_all(store, [accepted.inbox_id], now, Claiming(frozenset({"slack"}), now + LEASE))
+    assert handled.claimed == [] and handled.waiting == 1
+    (row,) = _replies(testbot)
+    assert (row.status, row.attempts, row.next_attempt_at) == (OutboxStatus.pending, 0, now)

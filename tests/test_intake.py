@@ -8,7 +8,8 @@ import contextlib
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from bot.core.messages import InboundMessage
 from bot.runtime.intake import Intake
 from bot.runtime.turns import Turns
 from store.db import make_engine
-from store.models import InboxMessage
+from store.models import InboxMessage, OutboxMessage, OutboxStatus
 from store.repo import open_store
 from tests.conftest import NOW
 
@@ -116,4 +117,44 @@ async def test_a_failure_before_the_batch_is_taken_reaches_the_senders(sqlite_fi
     assert intake._writer is not None
     await asyncio.wait_for(intake._writer, 5)  # and the writer has stopped, nothing left to store
     assert intake._arriving == []
+    engine.dispose()
+
+
+async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what the batch's own transaction wrote as claimed is handed to the deliverer; when it
+    fails and the messages are handled again one at a time, their replies wait for a claim."""
+    engine = make_engine(sqlite_file)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+
+    class Outlet:
+        def __init__(self) -> None:
+            self.taken: list[OutboxMessage] = []
+
+        def claiming(self) -> inbox.Claiming:
+            return inbox.Claiming(frozenset({"console"}), NOW + timedelta(seconds=30))
+
+        def take(self, rows: Sequence[OutboxMessage]) -> None:
+            self.taken.extend(rows)
+
+    def broken(*args: object, **kwargs: object) -> inbox.Handled:
+        raise ValueError("a handler broke")
+
+    monkeypatch.setattr(inbox, "handle_all", broken)
+    outlet, woken = Outlet(), threading.Event()
+    intake = Intake(engine, FixedClock(NOW), handled=woken.set, outlet=outlet)
+    await intake.start()
+    try:
+        assert await intake.submit(_message("update: handled the long way"))
+        await _until(woken.is_set)
+    finally:
+        await intake.stop(1)
+    assert outlet.taken == []
+    with open_store(engine) as store:
+        (reply,) = store.session.exec(select(OutboxMessage)).all()
+        assert (reply.status, reply.attempts) == (OutboxStatus.pending, 0)
+        assert "recorded" in reply.payload["text"]
     engine.dispose()

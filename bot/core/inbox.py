@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from bot.core.clock import Clock
 from bot.core.commands import parse
 from bot.core.dispatcher import dispatch, failure_notice
+from bot.core.identity import platform_of
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from handlers.welcome import JOIN_HINT
 from store import bulk
@@ -161,7 +162,25 @@ def _answer(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
     return dispatch(store, msg, now)
 
 
-def handle_all(store: Store, inbox_ids: list[int], now: datetime) -> None:
+@dataclass(frozen=True)
+class Claiming:
+    """Replies to these platforms are written as claimed, until `until`, by the deliverer of the
+    process that handles them: it sends them once their transaction commits, without claiming them
+    first (a write of its own, and on SQLite a turn the platforms' acknowledgements wait behind)."""
+
+    platforms: frozenset[str]
+    until: datetime
+
+
+@dataclass
+class Handled:
+    claimed: list[OutboxMessage]  # replies written as claimed (`Claiming`): the caller sends them
+    waiting: int  # outbox rows written for whichever deliverer claims them
+
+
+def handle_all(
+    store: Store, inbox_ids: list[int], now: datetime, claiming: Claiming | None = None
+) -> Handled:
     """`handle` for many messages in the caller's transaction, with a few statements for all of them
     where one each would do (the rows, the references, marking them done). All or nothing: on an
     error the caller handles them one by one, to find the one that fails."""
@@ -169,9 +188,25 @@ def handle_all(store: Store, inbox_ids: list[int], now: datetime) -> None:
     messages = [InboundMessage.model_validate(message) for _, message in taken]
     _remember(store, messages, now)
     replies = [row for msg in messages for row in _reply_rows(msg, dispatch(store, msg, now), now, False)]
-    if replies:
-        bulk.insert_ignoring(store, "outbox", list(replies[0]), replies)
+    claimed: list[OutboxMessage] = []
+    waiting = 0
+    if replies and claiming is not None:
+        for row in replies:
+            if platform_of(row["recipient"]) in claiming.platforms:
+                row.update(status=OutboxStatus.sending, attempts=1, next_attempt_at=claiming.until)
+        returned = bulk.insert_returning(store, "outbox", list(replies[0]), replies, ("id", "key"))
+        written = {key: outbox_id for outbox_id, key in returned}
+        for row in replies:
+            if row["key"] not in written:
+                continue
+            if row["status"] == OutboxStatus.sending:
+                claimed.append(OutboxMessage.model_construct(id=written[row["key"]], **row))
+            else:
+                waiting += 1
+    elif replies:
+        waiting = bulk.insert_ignoring(store, "outbox", list(replies[0]), replies)
     store.close_inboxes([inbox_id for inbox_id, _ in taken], now)
+    return Handled(claimed, waiting + store.planned)
 
 
 def _remember(store: Store, messages: list[InboundMessage], now: datetime) -> None:

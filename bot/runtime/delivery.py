@@ -19,14 +19,14 @@ from sqlalchemy import Engine
 
 from bot.core.clock import Clock
 from bot.core.identity import platform_of
-from bot.core.inbox import REPLY_KIND
+from bot.core.inbox import REPLY_KIND, Claiming
 from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime import metrics
 from bot.runtime.ratelimit import RateLimiter, limit_key
 from bot.runtime.turns import Turns
 from store.db import is_transient, reader
 from store.models import OutboxMessage, OutboxStatus
-from store.repo import Claim, open_store
+from store.repo import Claim, Finished, open_store
 
 log = logging.getLogger("cda_bot.delivery")
 
@@ -204,13 +204,28 @@ class Deliverer:
             self._unsure.extend(taken)
             return 0, self.clock.now() + CLAIM_RETRY  # the sender is waiting: look again soon
         del self._unsure[: len(unsure)]  # put back by that claim (lanes only ever append)
+        self._into_lanes(rows)
+        return len(rows), next_due
+
+    def claiming(self) -> Claiming | None:
+        """How new replies may be written, so that this deliverer sends them without claiming them:
+        as claimed by it, while it runs here with room in its lanes. None: written for a claim."""
+        if not self.running or self._stopping or self.in_flight >= MAX_IN_FLIGHT:
+            return None
+        return Claiming(frozenset(self.adapters), self.clock.now() + LEASE)
+
+    def take(self, rows: Sequence[OutboxMessage]) -> None:
+        """Send rows written as this deliverer's claim (`claiming`), now that they are committed."""
+        self._held.update({row.id: row.next_attempt_at for row in rows if row.id is not None})
+        self._into_lanes(rows)
+
+    def _into_lanes(self, rows: Sequence[OutboxMessage]) -> None:
         for row in rows:
             key = limit_key(row.recipient)
             self._lanes.setdefault(key, deque()).append(row)
             if key not in self._lane_tasks:
                 task = asyncio.get_running_loop().create_task(self._lane(key), name=f"lane {key}")
                 self._lane_tasks[key] = task
-        return len(rows), next_due
 
     async def _lane(self, key: str) -> None:
         lane = self._lanes[key]
@@ -436,8 +451,8 @@ class Deliverer:
 
     def _finish(self, outcomes: list[Outcome]) -> None:
         with self.turns.turn(), open_store(self.engine) as store:
+            store.finish_all([Finished(o.outbox_id, o.status, o.now, o.error, o.retry_at) for o in outcomes])
             for o in outcomes:
-                store.finish(o.outbox_id, o.status, o.now, o.error, o.retry_at)
                 if o.receipts is not None and o.receipts.ids:
                     store.add_receipts(o.outbox_id, o.receipts.platform, o.receipts.ids, o.now)
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import Engine
 
 from bot.core.clock import Clock, SystemClock
+from bot.core.inbox import Claiming
 from bot.core.messages import Adapter
 from bot.runtime import heap, metrics
 from bot.runtime.delivery import Deliverer
@@ -64,6 +65,9 @@ class DeliveryProcess(Deliverer):
     @property
     def in_flight(self) -> int:
         return 0  # held by the child
+
+    def claiming(self) -> Claiming | None:
+        return None  # the child claims what it sends
 
     @property
     def child_pid(self) -> int | None:

@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -18,6 +19,7 @@ from bot.core.clock import Clock
 from bot.core.messages import InboundMessage
 from bot.runtime.turns import Turns
 from store.db import is_transient, reader
+from store.models import OutboxMessage
 from store.repo import open_store
 
 log = logging.getLogger("cda_bot.intake")
@@ -49,14 +51,32 @@ class Busy(Exception):
     """Too much accepted and not yet handled: the platform should retry later."""
 
 
+class Outlet(Protocol):
+    """The deliverer of this process, which may take replies straight from handling."""
+
+    def claiming(self) -> inbox.Claiming | None: ...
+
+    def take(self, rows: Sequence[OutboxMessage]) -> None: ...
+
+
+# After handling that fell back to one message at a time: its replies wait for a claim.
+UNCLAIMED = inbox.Handled(claimed=[], waiting=1)
+
+
 class Intake:
     def __init__(
-        self, engine: Engine, clock: Clock, handled: Callable[[], None], turns: Turns | None = None
+        self,
+        engine: Engine,
+        clock: Clock,
+        handled: Callable[[], None],
+        turns: Turns | None = None,
+        outlet: Outlet | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.turns = turns or Turns(enabled=False)
-        self.handled = handled  # called after a message's replies are in the outbox
+        self.handled = handled  # called when handling left rows in the outbox for a deliverer to claim
+        self.outlet = outlet
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
         self._failures: dict[int, int] = {}  # database failures per message, for its backoff
@@ -158,13 +178,18 @@ class Intake:
             while len(batch) < MAX_HANDLE_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             retry_in: timedelta | None = None
+            handled = UNCLAIMED
+            # Asked here, on the loop, where the deliverer's lanes change.
+            claiming = self.outlet.claiming() if self.outlet is not None else None
             try:
-                retry_in = await asyncio.to_thread(self._handle, batch)
+                retry_in, handled = await asyncio.to_thread(self._handle, batch, claiming)
             except Exception:
                 log.exception("handling messages failed", extra={"inbox_ids": str(batch)})
             finally:
                 for _ in batch:
                     self._queue.task_done()
+            if handled.claimed and self.outlet is not None:
+                self.outlet.take(handled.claimed)
             for inbox_id in batch:
                 if retry_in is None:
                     self._known.discard(inbox_id)
@@ -173,7 +198,7 @@ class Intake:
                     # Still ours: tried again here in a moment, whether or not the postponement could
                     # be written (the sweep is the fallback for when this process dies meanwhile).
                     asyncio.get_running_loop().call_later(retry_in.total_seconds(), self._requeue, inbox_id)
-            if retry_in is None:
+            if retry_in is None and handled.waiting:
                 self.handled()
 
     def _requeue(self, inbox_id: int) -> None:
@@ -182,20 +207,25 @@ class Intake:
         else:
             self._known.discard(inbox_id)
 
-    def _handle(self, batch: list[int]) -> timedelta | None:
+    def _handle(
+        self, batch: list[int], claiming: inbox.Claiming | None
+    ) -> tuple[timedelta | None, inbox.Handled]:
         with self.turns.turn():
-            return self._handle_in_turn(batch)
+            return self._handle_in_turn(batch, claiming)
 
-    def _handle_in_turn(self, batch: list[int]) -> timedelta | None:
-        """Handle messages in one transaction, each in a savepoint: one whose handler raises is undone
-        alone and marked failed (its sender told). How long to wait before trying them all again when
-        the database failed (then nothing of the batch was written)."""
+    def _handle_in_turn(
+        self, batch: list[int], claiming: inbox.Claiming | None
+    ) -> tuple[timedelta | None, inbox.Handled]:
+        """Handle messages in one transaction; if one of them raises, again one by one, each in a
+        savepoint, so only that one is undone and marked failed (its sender told). How long to wait
+        before trying them all again when the database failed (then nothing of the batch was
+        written), and what was written for the deliverers."""
         now = self.clock.now()
         try:
             try:
                 with open_store(self.engine) as store:
-                    inbox.handle_all(store, batch, now)
-                return None
+                    handled = inbox.handle_all(store, batch, now, claiming)
+                return None, handled  # committed: what it claimed may go out
             except Exception as error:
                 if is_transient(error):
                     raise
@@ -213,7 +243,7 @@ class Intake:
                 for inbox_id, error in broken:
                     log.error("handling failed", exc_info=error, extra={"inbox_id": inbox_id})
                     inbox.fail(store, inbox_id, f"{type(error).__name__}: {error}", now)
-            return None
+            return None, UNCLAIMED
         except Exception as error:
             if not is_transient(error):
                 raise
@@ -226,7 +256,7 @@ class Intake:
             with contextlib.suppress(Exception), open_store(self.engine) as store:
                 for inbox_id in batch:
                     store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
-            return backoff(attempts)
+            return backoff(attempts), UNCLAIMED
 
     async def _sweep(self) -> None:
         # At start, everything pending: whoever accepted it before is gone, or handles it under a lock
