@@ -544,6 +544,16 @@ class Store:
                 )
             )
 
+    def parts_sent(self, outbox_id: int) -> list[str]:
+        """The platform's ids of the parts a row went out as so far, in order."""
+        receipts = OutboxReceipt.__table__.c  # type: ignore[attr-defined]
+        query = core_select(receipts.platform_id).where(receipts.outbox_id == outbox_id)
+        return list(self.session.connection().execute(query.order_by(receipts.part)).scalars())
+
+    def forget_parts(self, outbox_id: int) -> None:
+        receipts = OutboxReceipt.__table__  # type: ignore[attr-defined]
+        self.session.connection().execute(delete(receipts).where(receipts.c.outbox_id == outbox_id))
+
     def sent_as(self, platform: str, platform_id: str) -> OutboxMessage | None:
         """The outbox row a platform's message id belongs to."""
         query = (

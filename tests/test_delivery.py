@@ -320,7 +320,7 @@ async def test_a_reply_claimed_by_a_process_that_died_goes_out_from_another_once
         accepted = accept(store, _update("update: written, never sent"), now)
     assert accepted.inbox_id is not None
     with testbot.store() as store:
-        handled = handle_all(store, [accepted.inbox_id], now, Claiming(frozenset({"console"}), now + LEASE))
+        handled = handle_all(store, [accepted.inbox_id], now, Claiming(frozenset({"console"}), LEASE))
     assert len(handled.claimed) == 1 and handled.waiting == 0
     # The process that claimed it died before `take`: another deliverer leaves it until the lease ends.
     adapter = Recorder()
@@ -342,7 +342,7 @@ def test_replies_to_a_platform_the_deliverer_does_not_send_to_are_left_for_a_cla
         accepted = accept(store, _update("update: for whoever sends to consoles"), now)
     assert accepted.inbox_id is not None
     with testbot.store() as store:
-        handled = handle_all(store, [accepted.inbox_id], now, Claiming(frozenset({"slack"}), now + LEASE))
+        handled = handle_all(store, [accepted.inbox_id], now, Claiming(frozenset({"slack"}), LEASE))
     assert handled.claimed == [] and handled.waiting == 1
     (row,) = _replies(testbot)
     assert (row.status, row.attempts, row.next_attempt_at) == (OutboxStatus.pending, 0, now)

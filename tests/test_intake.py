@@ -135,7 +135,7 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
             self.taken: list[OutboxMessage] = []
 
         def claiming(self) -> inbox.Claiming:
-            return inbox.Claiming(frozenset({"console"}), NOW + timedelta(seconds=30))
+            return inbox.Claiming(frozenset({"console"}), timedelta(seconds=30))
 
         def take(self, rows: Sequence[OutboxMessage]) -> None:
             self.taken.extend(rows)

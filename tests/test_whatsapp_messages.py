@@ -1,13 +1,16 @@
 """WhatsApp end to end: forms signed as Twilio signs them through the real server, replies posted by
 twilio's async client to the local fake of the Messages API."""
 
+import asyncio
 import time
 from datetime import UTC, timedelta
 
 import pytest
 from sqlmodel import select
 
-from bot.runtime.hub import Unavailable
+from adapters.whatsapp.adapter import WhatsAppAdapter
+from bot.core.clock import FixedClock
+from bot.runtime.hub import Hub, Unavailable
 from store.models import OutboxMessage, Update
 from tests.conftest import NOW
 from tests.slack_harness import wait_until
@@ -152,7 +155,8 @@ def test_an_empty_body_gets_the_help_hint(whatsapp: WhatsApp) -> None:
     assert "/cda help" in sent.body
 
 
-def test_a_long_reply_goes_out_in_parts_of_at_most_1600_characters_in_order(whatsapp: WhatsApp) -> None:
+def _many_updates(whatsapp: WhatsApp) -> None:
+    """Enough of alpha's updates that `/cda updates` answers in several WhatsApp messages."""
     with whatsapp.bot.store() as store:
         now = whatsapp.bot.clock.now()
         for n in range(40):
@@ -165,6 +169,10 @@ def test_a_long_reply_goes_out_in_parts_of_at_most_1600_characters_in_order(what
                     created_at=now - timedelta(minutes=n + 1),
                 )
             )
+
+
+def test_a_long_reply_goes_out_in_parts_of_at_most_1600_characters_in_order(whatsapp: WhatsApp) -> None:
+    _many_updates(whatsapp)
     assert whatsapp.post(inbound(ALPHA_NUMBER, "/cda updates")).status_code == 200
     whatsapp.settle()
     sent = whatsapp.twilio.to(ALPHA_NUMBER)
@@ -176,6 +184,50 @@ def test_a_long_reply_goes_out_in_parts_of_at_most_1600_characters_in_order(what
     # The listing shows the newest ones (the handler caps it); the parts keep its order.
     positions = [text.index(f"UPDATE-{n:02d}") for n in range(20)]
     assert positions == sorted(positions)  # newest first, in order across the parts
+
+
+def test_a_long_reply_cut_short_goes_on_from_the_next_part_when_another_process_retries_it(
+    whatsapp: WhatsApp,
+) -> None:
+    """Twilio takes part 1 and fails part 2: the parts that went out are kept on the row, so the retry
+    sends the rest only, even from a process that never saw the first attempt (another replica, or
+    this server after a restart)."""
+    _many_updates(whatsapp)
+    whatsapp.twilio.fail = [0, 500]  # the first part accepted, the second refused
+    assert whatsapp.post(inbound(ALPHA_NUMBER, "/cda updates")).status_code == 200
+
+    def cut_short() -> list[OutboxMessage]:
+        return [r for r in whatsapp.outbox() if r.attempts == 1 and r.status == "pending" and r.last_error]
+
+    wait_until(lambda: bool(cut_short()), 10, "the failed part recorded")
+    [row] = cut_short()
+    [first] = whatsapp.twilio.sent
+    with whatsapp.bot.store() as store:
+        assert row.id is not None and store.parts_sent(row.id) == [first.sid]
+    config = whatsapp.server.hub.adapters["whatsapp"].config  # type: ignore[attr-defined]
+
+    async def retry_elsewhere() -> None:
+        due = row.next_attempt_at.replace(tzinfo=UTC)
+        hub = Hub(whatsapp.bot.engine, FixedClock(due + timedelta(seconds=1)))
+        adapter = WhatsAppAdapter(config, hub)
+        hub.register(adapter)
+        await adapter.start()
+        try:
+            assert (await hub.deliver_due()).sent == [row.id]
+        finally:
+            await adapter.stop()
+
+    asyncio.run(retry_elsewhere())
+    sent = whatsapp.twilio.to(ALPHA_NUMBER)
+    assert len(sent) >= 3 and sent[0].sid == first.sid
+    assert len({s.body for s in sent}) == len(sent)  # no part twice
+    text = "\n".join(s.body for s in sent)
+    positions = [text.index(f"UPDATE-{n:02d}") for n in range(20)]
+    assert positions == sorted(positions)  # the whole listing, in order, once
+    done = whatsapp.row(row.key, lambda r: r.status == "sent")
+    assert done.attempts == 2
+    with whatsapp.bot.store() as store:
+        assert store.parts_sent(row.id) == [s.sid for s in sent]  # a later status finds every part
 
 
 def test_a_429_then_201_is_delivered_once_after_retry_after(whatsapp: WhatsApp) -> None:

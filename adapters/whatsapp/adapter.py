@@ -6,9 +6,9 @@ async client. `POST /twilio/status` takes delivery status callbacks."""
 
 import base64
 import contextvars
-import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -201,9 +201,6 @@ class WhatsAppAdapter:
         self.validator = RequestValidator(config.auth_token)
         self.http: TwilioHttp | None = None
         self.client: Client | None = None
-        # SIDs of the parts of a long reply already posted, so a retry after part 2 failed starts at
-        # part 2 (in this process; after a restart the whole reply goes again).
-        self._posted: dict[str, list[str]] = {}
 
     def describe(self) -> str:
         return self.config.describe()
@@ -305,10 +302,12 @@ class WhatsAppAdapter:
         reply: Reply,
         reference: dict[str, Any] | None,
         context: dict[str, Any] | None = None,
+        sent: Sequence[str] = (),
     ) -> list[str]:
         """Post `reply` to `recipient` (whatsapp:+E164): as free text in as many messages as its length
         needs while the number's 24-hour window is open, else as the approved template in the reply's
-        language. The SIDs Twilio gave what went out, in order."""
+        language. The SIDs Twilio gave what went out, in order. `sent`: the SIDs of the parts an
+        earlier attempt posted before it failed; the rest follow them."""
         try:
             to = normalize_identity(recipient)
         except IdentityError:
@@ -318,19 +317,19 @@ class WhatsAppAdapter:
         opened = window_opened(context, reference)
         if opened is None or self.hub.clock.now() - opened >= WINDOW:
             return [await self._template(to, reply, opened)]
-        text = render.render(reply)
-        pieces = render.parts(text)
-        key = hashlib.sha256(f"{to}\n{text}".encode()).hexdigest()
-        sids = self._posted.setdefault(key, [])
+        # A countdown in the text may read a little differently by a retry: the parts that went out
+        # are counted, not compared.
+        pieces = render.parts(render.render(reply))
+        sids = list(sent)
         for index in range(len(sids), len(pieces)):
             try:
                 sids.append(await self._create(to=to, body=pieces[index]))
             except DeliveryError as failure:
-                if failure.permanent:
-                    self._posted.pop(key, None)  # never tried again: nothing to resume
-                raise
+                if not sids:
+                    raise
+                raise DeliveryError(str(failure), failure.retry_after, failure.permanent, sent=sids) from None
             log.info("whatsapp message sent", extra={"sid": sids[-1], "part": index + 1, "of": len(pieces)})
-        return self._posted.pop(key, sids)
+        return sids
 
     async def _template(self, to: str, reply: Reply, opened: datetime | None) -> str:
         """Outside the window WhatsApp takes only a template Meta approved: ours, in the reply's language."""

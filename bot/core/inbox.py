@@ -164,12 +164,13 @@ def _answer(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
 
 @dataclass(frozen=True)
 class Claiming:
-    """Replies to these platforms are written as claimed, until `until`, by the deliverer of the
-    process that handles them: it sends them once their transaction commits, without claiming them
-    first (a write of its own, and on SQLite a turn the platforms' acknowledgements wait behind)."""
+    """Replies to these platforms are written as claimed, for `lease` from when they are handled, by
+    the deliverer of the process that handles them: it sends them once their transaction commits,
+    without claiming them first (a write of its own, and on SQLite a turn the platforms'
+    acknowledgements wait behind)."""
 
     platforms: frozenset[str]
-    until: datetime
+    lease: timedelta
 
 
 @dataclass
@@ -193,7 +194,7 @@ def handle_all(
     if replies and claiming is not None:
         for row in replies:
             if platform_of(row["recipient"]) in claiming.platforms:
-                row.update(status=OutboxStatus.sending, attempts=1, next_attempt_at=claiming.until)
+                row.update(status=OutboxStatus.sending, attempts=1, next_attempt_at=now + claiming.lease)
         returned = bulk.insert_returning(store, "outbox", list(replies[0]), replies, ("id", "key"))
         written = {key: outbox_id for outbox_id, key in returned}
         for row in replies:

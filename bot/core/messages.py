@@ -1,6 +1,7 @@
 """What flows through the core: one inbound message type, one reply type, and the adapter protocol."""
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 
@@ -134,12 +135,20 @@ class Outgoing(BaseModel):
 
 
 class DeliveryError(Exception):
-    """A send that failed; `retry_after` (seconds) when the platform said when to try again."""
+    """A send that failed; `retry_after` (seconds) when the platform said when to try again; `sent`,
+    the ids of the parts of a long reply that did go out before it failed (they are not sent again)."""
 
-    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        sent: Sequence[str] = (),
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.sent = tuple(sent)
 
 
 class Adapter(Protocol):
@@ -156,5 +165,7 @@ class Adapter(Protocol):
     ) -> list[str] | None:
         """Deliver `reply` to `recipient` (an identity): unprompted, or as an answer within `context`;
         raise DeliveryError on failure. Where the platform reports on a message later (WhatsApp's
-        delivery status), the ids it gave what went out, in order."""
+        delivery status), the ids it gave what went out, in order. An adapter whose DeliveryError
+        named parts already sent (`sent`) is given them again, as `sent=`, when the row is retried,
+        by whichever process: it sends the rest only, and returns the ids of all the parts."""
         ...

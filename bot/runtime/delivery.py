@@ -212,7 +212,7 @@ class Deliverer:
         as claimed by it, while it runs here with room in its lanes. None: written for a claim."""
         if not self.running or self._stopping or self.in_flight >= MAX_IN_FLIGHT:
             return None
-        return Claiming(frozenset(self.adapters), self.clock.now() + LEASE)
+        return Claiming(frozenset(self.adapters), LEASE)
 
     def take(self, rows: Sequence[OutboxMessage]) -> None:
         """Send rows written as this deliverer's claim (`claiming`), now that they are committed."""
@@ -285,22 +285,34 @@ class Deliverer:
                 return
         elif not row.context:
             reference, _ = await asyncio.to_thread(self._reference, row.recipient)
+        # A retry goes on from the parts of a long reply an earlier attempt sent, in whichever process.
+        sent = await asyncio.to_thread(self._parts_sent, row.id) if row.attempts > 1 else []
         # The wait comes last, right before the send, so the spacing holds between actual sends.
         await self.limiter.wait(row.recipient)
-        await self._send(row, reference, report)
+        await self._send(row, reference, report, sent)
 
     async def _send(
-        self, row: OutboxMessage, reference: dict[str, Any] | None, report: DeliveryReport
+        self,
+        row: OutboxMessage,
+        reference: dict[str, Any] | None,
+        report: DeliveryReport,
+        sent: Sequence[str] = (),
     ) -> None:
         assert row.id is not None
         adapter = self.adapters[platform_of(row.recipient)]
         try:
             reply = Reply.model_validate(row.payload).rendered(self.clock.now())
-            receipts = await adapter.send(row.recipient, reply, reference, row.context)
+            # Only an adapter that said it sent some parts is told of them.
+            progress = {"sent": list(sent)} if sent else {}
+            receipts = await adapter.send(row.recipient, reply, reference, row.context, **progress)
         except Exception as error:
             now = self.clock.now()
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None
             permanent = isinstance(error, DeliveryError) and error.permanent
+            # Parts that went out are kept whatever comes next: a retry skips them, a report finds them.
+            parts = None
+            if isinstance(error, DeliveryError) and error.sent:
+                parts = Receipts(platform_of(row.recipient), error.sent)
             # A platform's refusal reads the same whether the send or a later report brought it.
             reason = (str(error) if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}")[
                 :1000
@@ -311,12 +323,12 @@ class Deliverer:
                     extra={"outbox_id": row.id, "attempts": row.attempts, "error": reason},
                 )
                 metrics.send_failed(platform_of(row.recipient), final=True)
-                await self._record(row.id, OutboxStatus.failed, now, reason, None)
+                await self._record(row.id, OutboxStatus.failed, now, reason, None, parts)
                 report.failed.append(row.id)
             else:
                 retry_at = now + retry_delay(row.kind, row.attempts, retry_after)
                 metrics.send_failed(platform_of(row.recipient), final=False)
-                await self._record(row.id, OutboxStatus.pending, now, reason, retry_at)
+                await self._record(row.id, OutboxStatus.pending, now, reason, retry_at, parts)
                 report.retrying.append(row.id)
                 self.wake()  # so the loop sleeps until this retry is due, not a whole poll
             return
@@ -390,6 +402,10 @@ class Deliverer:
                     metrics.send_failed(platform, final=False)
                     row.status = OutboxStatus.pending
                     row.next_attempt_at = now + retry_delay(row.kind, row.attempts, error.retry_after)
+            if error is not None and row.status == OutboxStatus.pending:
+                # A part did not arrive: the retry sends the whole reply, not what follows the parts
+                # posted so far (their later reports find no row, and change nothing).
+                store.forget_parts(row.id)  # type: ignore[arg-type]
             store.session.add(row)
         return True
 
@@ -455,6 +471,10 @@ class Deliverer:
             for o in outcomes:
                 if o.receipts is not None and o.receipts.ids:
                     store.add_receipts(o.outbox_id, o.receipts.platform, o.receipts.ids, o.now)
+
+    def _parts_sent(self, outbox_id: int) -> list[str]:
+        with open_store(reader(self.engine)) as store:
+            return store.parts_sent(outbox_id)
 
     def _reference(self, recipient: str) -> tuple[dict[str, Any] | None, bool]:
         """How to reach `recipient` unprompted, and whether they said `stop` (a read: no write lock)."""
