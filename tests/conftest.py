@@ -146,17 +146,7 @@ class TestBot:
     def send(
         self, sender: str, text: str, *, message_id: str | None = None, conversation: str | None = None
     ) -> list[Reply]:
-        platform = sender.split(":", 1)[0]
-        message = InboundMessage(
-            platform=platform,
-            message_id=message_id or uuid.uuid4().hex,
-            conversation=conversation or sender,
-            sender=sender,
-            text=text,
-            received_at=self.clock.now(),
-            # Without a conversation, the sender talks to the bot one to one.
-            direct=conversation is None,
-        )
+        message = said(sender, text, self.clock.now(), message_id=message_id, conversation=conversation)
         return Dispatcher(self.engine, self.clock).handle(message)
 
     def say(self, sender: str, text: str, **kwargs: str) -> str:
@@ -164,6 +154,26 @@ class TestBot:
 
     def store(self) -> "contextlib.AbstractContextManager[Store]":
         return open_store(self.engine)
+
+
+def said(
+    sender: str,
+    text: str,
+    at: datetime = NOW,
+    *,
+    message_id: str | None = None,
+    conversation: str | None = None,
+) -> InboundMessage:
+    """What `sender` says, with a new message id; without a conversation, to the bot one to one."""
+    return InboundMessage(
+        platform=sender.split(":", 1)[0],
+        message_id=message_id or uuid.uuid4().hex,
+        conversation=conversation or sender,
+        sender=sender,
+        text=text,
+        received_at=at,
+        direct=conversation is None,
+    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -24,19 +23,11 @@ from bot.runtime.turns import Turns
 from store.db import make_engine
 from store.models import InboxMessage, OutboxMessage, OutboxStatus
 from store.repo import open_store
-from tests.conftest import NOW
+from tests.conftest import NOW, said
 
 
 def _message(text: str) -> InboundMessage:
-    return InboundMessage(
-        platform="console",
-        message_id=uuid.uuid4().hex,
-        conversation="console:ana",
-        sender="console:ana",
-        text=text,
-        received_at=NOW,
-        direct=True,
-    )
+    return said("console:ana", text)
 
 
 async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
