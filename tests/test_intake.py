@@ -30,6 +30,23 @@ def _message(text: str) -> InboundMessage:
     return said("console:ana", text)
 
 
+class Outlet:
+    """A deliverer that only notes what the intake tells it."""
+
+    def __init__(self) -> None:
+        self.woken = threading.Event()
+        self.taken: list[OutboxMessage] = []
+
+    def wake(self) -> None:
+        self.woken.set()
+
+    def claiming(self) -> inbox.Claiming | None:
+        return None
+
+    def take(self, rows: Sequence[OutboxMessage]) -> None:
+        self.taken.extend(rows)
+
+
 async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     async with asyncio.timeout(seconds):
         while not condition():
@@ -59,7 +76,7 @@ async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
 
     monkeypatch.setattr(inbox, "accept_all", recorded)
     turns = Turns()
-    intake = Intake(engine, FixedClock(NOW), handled=lambda: None, turns=turns)
+    intake = Intake(engine, FixedClock(NOW), Outlet(), turns=turns)
     # Handling holds the write turn; the first arrival's writer queues behind it.
     release, held = threading.Event(), threading.Event()
 
@@ -101,7 +118,7 @@ async def test_a_failure_before_the_batch_is_taken_reaches_the_senders(sqlite_fi
             raise OSError("no locks available")
             yield
 
-    intake = Intake(engine, FixedClock(NOW), handled=lambda: None, turns=BrokenTurns())
+    intake = Intake(engine, FixedClock(NOW), Outlet(), turns=BrokenTurns())
     with pytest.raises(OSError, match="no locks"):
         async with asyncio.timeout(5):
             await intake.submit(_message("update: anyone there?"))
@@ -121,26 +138,20 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
         admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
         admin.add_member(store, "console:ana", "home", NOW)
 
-    class Outlet:
-        def __init__(self) -> None:
-            self.taken: list[OutboxMessage] = []
-
+    class ClaimingOutlet(Outlet):
         def claiming(self) -> inbox.Claiming:
             return inbox.Claiming(frozenset({"console"}), timedelta(seconds=30))
-
-        def take(self, rows: Sequence[OutboxMessage]) -> None:
-            self.taken.extend(rows)
 
     def broken(*args: object, **kwargs: object) -> inbox.Handled:
         raise ValueError("a handler broke")
 
     monkeypatch.setattr(inbox, "handle_all", broken)
-    outlet, woken = Outlet(), threading.Event()
-    intake = Intake(engine, FixedClock(NOW), handled=woken.set, outlet=outlet)
+    outlet = ClaimingOutlet()
+    intake = Intake(engine, FixedClock(NOW), outlet)
     await intake.start()
     try:
         assert await intake.submit(_message("update: handled the long way"))
-        await _until(woken.is_set)
+        await _until(outlet.woken.is_set)
     finally:
         await intake.stop(1)
     assert outlet.taken == []

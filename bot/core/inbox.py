@@ -173,7 +173,7 @@ class Claiming:
     lease: timedelta
 
 
-@dataclass
+@dataclass(frozen=True)
 class Handled:
     claimed: list[OutboxMessage]  # replies written as claimed (`Claiming`): the caller sends them
     waiting: int  # outbox rows written for whichever deliverer claims them

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -52,7 +52,10 @@ class Busy(Exception):
 
 
 class Outlet(Protocol):
-    """The deliverer of this process, which may take replies straight from handling."""
+    """The deliverer of this process: woken when rows wait in the outbox for a claim, and given the
+    replies handling wrote as its own claim."""
+
+    def wake(self) -> None: ...
 
     def claiming(self) -> inbox.Claiming | None: ...
 
@@ -64,19 +67,11 @@ UNCLAIMED = inbox.Handled(claimed=[], waiting=1)
 
 
 class Intake:
-    def __init__(
-        self,
-        engine: Engine,
-        clock: Clock,
-        handled: Callable[[], None],
-        turns: Turns | None = None,
-        outlet: Outlet | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, clock: Clock, outlet: Outlet, turns: Turns | None = None) -> None:
         self.engine = engine
         self.clock = clock
-        self.turns = turns or Turns(enabled=False)
-        self.handled = handled  # called when handling left rows in the outbox for a deliverer to claim
         self.outlet = outlet
+        self.turns = turns or Turns(enabled=False)
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
         self._failures: dict[int, int] = {}  # database failures per message, for its backoff
@@ -128,7 +123,7 @@ class Intake:
                 if not stored.done():
                     stored.set_result(accepted)
             if answered:
-                self.handled()  # what they were told waits in the outbox
+                self.outlet.wake()  # what they were told waits in the outbox
 
     def _accept_arrived(self) -> tuple[list[Arrival], list[inbox.Accepted] | Exception]:
         """Store what has arrived by the time this process's turn comes, not by the time it was asked
@@ -180,7 +175,7 @@ class Intake:
             retry_in: timedelta | None = None
             handled = UNCLAIMED
             # Asked here, on the loop, where the deliverer's lanes change.
-            claiming = self.outlet.claiming() if self.outlet is not None else None
+            claiming = self.outlet.claiming()
             try:
                 retry_in, handled = await asyncio.to_thread(self._handle, batch, claiming)
             except Exception:
@@ -188,7 +183,7 @@ class Intake:
             finally:
                 for _ in batch:
                     self._queue.task_done()
-            if handled.claimed and self.outlet is not None:
+            if handled.claimed:
                 self.outlet.take(handled.claimed)
             for inbox_id in batch:
                 if retry_in is None:
@@ -199,7 +194,7 @@ class Intake:
                     # be written (the sweep is the fallback for when this process dies meanwhile).
                     asyncio.get_running_loop().call_later(retry_in.total_seconds(), self._requeue, inbox_id)
             if retry_in is None and handled.waiting:
-                self.handled()
+                self.outlet.wake()
 
     def _requeue(self, inbox_id: int) -> None:
         if self._tasks:
