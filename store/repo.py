@@ -546,13 +546,13 @@ class Store:
 
     def parts_sent(self, outbox_id: int) -> list[str]:
         """The platform's ids of the parts a row went out as so far, in order."""
-        receipts = OutboxReceipt.__table__.c  # type: ignore[attr-defined]
+        receipts = _RECEIPTS.c
         query = core_select(receipts.platform_id).where(receipts.outbox_id == outbox_id)
         return list(self.session.connection().execute(query.order_by(receipts.part)).scalars())
 
     def forget_parts(self, outbox_id: int) -> None:
-        receipts = OutboxReceipt.__table__  # type: ignore[attr-defined]
-        self.session.connection().execute(delete(receipts).where(receipts.c.outbox_id == outbox_id))
+        """A row goes out whole again: the parts it went out as so far are no longer its."""
+        self.session.connection().execute(delete(_RECEIPTS).where(_RECEIPTS.c.outbox_id == outbox_id))
 
     def sent_as(self, platform: str, platform_id: str) -> OutboxMessage | None:
         """The outbox row a platform's message id belongs to."""
@@ -587,8 +587,11 @@ class Store:
         """Record how sends ended, one statement for the rows that ended alike (sent, say)."""
         alike: dict[tuple[OutboxStatus, bool], list[dict[str, Any]]] = {}
         for outcome in outcomes:
-            values: dict[str, Any] = {"row_id": outcome.outbox_id, "new_status": outcome.status}
-            values["new_error"] = outcome.error
+            values: dict[str, Any] = {
+                "row_id": outcome.outbox_id,
+                "new_status": outcome.status,
+                "new_error": outcome.error,
+            }
             if outcome.status == OutboxStatus.sent:
                 values["new_sent_at"] = outcome.now
             if outcome.retry_at is not None:
@@ -622,9 +625,18 @@ def _insert(session: Session, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-_CITIES, _BINDINGS, _INBOX, _OUTBOX, _UPDATES, _REFERENCES, _PEOPLE = (
+_CITIES, _BINDINGS, _INBOX, _OUTBOX, _RECEIPTS, _UPDATES, _REFERENCES, _PEOPLE = (
     model.__table__  # type: ignore[attr-defined]
-    for model in (City, ChannelBinding, InboxMessage, OutboxMessage, Update, ConversationReference, Person)
+    for model in (
+        City,
+        ChannelBinding,
+        InboxMessage,
+        OutboxMessage,
+        OutboxReceipt,
+        Update,
+        ConversationReference,
+        Person,
+    )
 )
 _BOUND_CITY = (
     core_select(*_CITIES.c)

@@ -189,23 +189,17 @@ def handle_all(
     messages = [InboundMessage.model_validate(message) for _, message in taken]
     _remember(store, messages, now)
     replies = [row for msg in messages for row in _reply_rows(msg, dispatch(store, msg, now), now, False)]
-    claimed: list[OutboxMessage] = []
-    waiting = 0
-    if replies and claiming is not None:
-        for row in replies:
-            if platform_of(row["recipient"]) in claiming.platforms:
-                row.update(status=OutboxStatus.sending, attempts=1, next_attempt_at=now + claiming.lease)
-        returned = bulk.insert_returning(store, "outbox", list(replies[0]), replies, ("id", "key"))
-        written = {key: outbox_id for outbox_id, key in returned}
-        for row in replies:
-            if row["key"] not in written:
-                continue
-            if row["status"] == OutboxStatus.sending:
-                claimed.append(OutboxMessage.model_construct(id=written[row["key"]], **row))
-            else:
-                waiting += 1
-    elif replies:
-        waiting = bulk.insert_ignoring(store, "outbox", list(replies[0]), replies)
+    for row in replies:
+        if claiming is not None and platform_of(row["recipient"]) in claiming.platforms:
+            row.update(status=OutboxStatus.sending, attempts=1, next_attempt_at=now + claiming.lease)
+    columns = list(replies[0]) if replies else []
+    written = dict(bulk.insert_returning(store, "outbox", columns, replies, ("key", "id")))
+    claimed = [
+        OutboxMessage.model_construct(id=written[row["key"]], **row)
+        for row in replies
+        if row["key"] in written and row["status"] == OutboxStatus.sending
+    ]
+    waiting = len(written) - len(claimed)
     store.close_inboxes([inbox_id for inbox_id, _ in taken], now)
     return Handled(claimed, waiting + store.planned)
 
