@@ -1,24 +1,32 @@
 """The floors the inbound benchmark measures cda-bot against, served by uvicorn like cda-bot itself:
 a bare Starlette endpoint that only checks Slack's signature, a Bolt app whose handler does nothing,
-for WhatsApp a bare endpoint that only checks Twilio's signature, and for Teams one that only checks
-the Bot Framework token (signature, issuer, audience, expiry)."""
+a Bolt app that answers each message as cda-bot answers an update but stores nothing, for WhatsApp a
+bare endpoint that only checks Twilio's signature, and for Teams one that only checks the Bot Framework
+token (signature, issuer, audience, expiry)."""
 
 import json
 import os
+from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 import jwt
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
+from adapters.slack import render
+from adapters.slack.adapter import UPDATE_REACTION
+from adapters.slack.client import web_client
 from benchmarks.fake_platforms import TEAMS_ISSUER
+from bot.core.messages import UPDATE_RECORDED, Reply
 
 SECRET = os.environ.get("SLACK_SIGNING_SECRET", "bench-signing-secret")
 verifier = SignatureVerifier(SECRET)
@@ -55,6 +63,42 @@ async def _bolt_events(request: Request) -> Response:
 
 
 bolt_app = Starlette(routes=[Route("/slack/events", _bolt_events, methods=["POST"])])
+
+
+# The floor for answering: what any Slack app spends to answer an update the way cda-bot does (a reply in
+# the message's thread, then a ✅), through the same slack_sdk client on one kept session, after the
+# acknowledgement, with nothing stored. Bolt queues the answers without bound, so its figure is the
+# rate they reach the platform, not the rate of acknowledgements.
+_answering = AsyncApp(signing_secret=SECRET, authorize=_authorize)
+_clients: list[AsyncWebClient] = []
+_REPLY = Reply(text="Update recorded for City 1.", kind=UPDATE_RECORDED)
+
+
+@_answering.event("message")
+async def _answer(event: dict[str, Any]) -> None:
+    if not _clients:
+        client = web_client(os.environ["SLACK_API_BASE_URL"], "xoxb-bench")
+        client.session = aiohttp.ClientSession()
+        _clients.append(client)
+    client = _clients[0]
+    channel, ts = event["channel"], event["ts"]
+    await client.chat_postMessage(
+        channel=channel,
+        thread_ts=ts,
+        text=render.fallback_text(_REPLY),
+        blocks=render.render_blocks(_REPLY),
+    )
+    await client.reactions_add(channel=channel, timestamp=ts, name=UPDATE_REACTION)
+
+
+_answering_handler = AsyncSlackRequestHandler(_answering)
+
+
+async def _answering_events(request: Request) -> Response:
+    return await _answering_handler.handle(request)
+
+
+answering_app = Starlette(routes=[Route("/slack/events", _answering_events, methods=["POST"])])
 
 
 # WhatsApp's floor: Twilio's own signature check over the form, and empty TwiML.

@@ -1,8 +1,9 @@
 """Inbound through the real server: signed Slack `message` events with unique ids, sent over keep-alive
 HTTP/1.1 to the apps of one run, interleaved — a bare Starlette endpoint that only checks the
-signature, a Bolt app whose handler does nothing, and `cda-bot serve` with its full path (stored before
-the acknowledgement, reply through the outbox to a local fake Web API), alone and with
-`--delivery-process` (the sends in a second process).
+signature, a Bolt app whose handler does nothing, a Bolt app that answers as cda-bot does and stores
+nothing (its figure is the rate its answers reach the fake Web API), and `cda-bot serve` with its full
+path (stored before the acknowledgement, reply through the outbox to a local fake Web API), alone and
+with `--delivery-process` (the sends in a second process).
 
 Saturation: events/s with 64 connections kept busy (one told 503 waits 0.1 s before its next).
 Acknowledgement: p50/p99 at a fixed offered rate, started once the saturation run's events are all
@@ -409,6 +410,26 @@ def resident_mb(port: int) -> float:
     return float("nan")
 
 
+def answered_rate(port: int, fake_port: int, requests: Iterator[tuple[str, bytes]], seconds: float) -> float:
+    """Events/s a server acknowledges and answers, where it queues answers without bound (the Bolt
+    floor): the events it acknowledged in a saturation run, over the time until the fake Web API had
+    the last of their ✅ (the second call of each answer)."""
+
+    def reactions() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{fake_port}/counts", timeout=5) as answer:
+            return int(json.load(answer).get("reactions.add", 0))
+
+    before = reactions()
+    started = time.perf_counter()
+    _, tally = asyncio.run(saturate(port, requests, seconds))
+    deadline = time.monotonic() + 120
+    while reactions() - before < tally.ok:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the answering floor answered {reactions() - before} of {tally.ok}")
+        time.sleep(0.02)
+    return tally.ok / (time.perf_counter() - started)
+
+
 def drain(engine: Engine, acknowledged: list[str], seconds: float = 120, platform: str = "slack") -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and missing(engine, acknowledged, platform)[1]:
@@ -422,7 +443,8 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     seed(url)
     engine = make_engine(url)
     fake_port = free_port()
-    ports = {"bare": free_port(), "bolt": free_port(), "cda": free_port(), "cda2": free_port()}
+    ports = {"bare": free_port(), "bolt": free_port(), "answering": free_port(), "cda": free_port()}
+    ports["cda2"] = free_port()
     replicas = [free_port(), free_port()]  # PostgreSQL only: two servers on one database
     stamp = str(int(time.time()))
     numbers = iter(range(10**9))
@@ -441,7 +463,9 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     seen: dict[str, float] = {}
     loop: OpenLoop | None = None
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
-        apps = ["bare", "bolt", "cda", "cda2", *(["replicas"] if backend == "postgresql" else [])]
+        apps = ["bare", "bolt", "answering", "cda", "cda2"]
+        if backend == "postgresql":
+            apps.append("replicas")
         for _ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
             for app in apps:
                 if app == "replicas":
@@ -480,6 +504,9 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                 else:
                     context = process(uvicorn_args(f"benchmarks.floors:{app}_app", port), port, env, folder)
                 with context:
+                    if app == "answering":
+                        best[app] = max(best.get(app, 0.0), answered_rate(port, fake_port, requests, seconds))
+                        continue
                     if app != "cda":
                         best[app] = max(best.get(app, 0.0), asyncio.run(saturate(port, requests, seconds))[0])
                         continue
@@ -501,7 +528,9 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         figure(f"inbound {name}: bare signature check", best["bare"], "ev/s", note="floor"),
         figure(f"inbound {name}: do-nothing Bolt app", best["bolt"], "ev/s", note="floor"),
         figure(f"inbound {name}: cda-bot, stored and answered", best["cda"], "ev/s", target, floor=True),
+        figure(f"inbound {name}: Bolt answering, nothing stored", best["answering"], "ev/s", note="floor"),
         figure(f"inbound {name}: cda-bot / Bolt", best["cda"] / best["bolt"], "x", 0.25, floor=True),
+        figure(f"inbound {name}: cda-bot / Bolt answering", best["cda"] / best["answering"], "x"),
         figure(f"inbound {name}: cda-bot --delivery-process, stored and answered", best["cda2"], "ev/s"),
         *(
             [figure(f"inbound {name}: cda-bot, two replicas, stored and answered", best["replicas"], "ev/s")]
