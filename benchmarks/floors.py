@@ -2,8 +2,10 @@
 a bare Starlette endpoint that only checks Slack's signature, a Bolt app whose handler does nothing,
 a Bolt app that answers each message as cda-bot answers an update but stores nothing, for WhatsApp a
 bare endpoint that only checks Twilio's signature, and for Teams one that only checks the Bot Framework
-token (signature, issuer, audience, expiry)."""
+token (signature, issuer, audience, expiry); for WhatsApp and Teams also each of those answering as
+cda-bot answers an update, storing nothing."""
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -11,6 +13,8 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 import jwt
+from microsoft_agents.activity import Activity
+from microsoft_agents.hosting.core.connector.client import ConnectorClient
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -21,10 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
+from twilio.rest import Client
 
 from adapters.slack import render
 from adapters.slack.adapter import UPDATE_REACTION
 from adapters.slack.client import web_client
+from adapters.teams import render as teams_render
+from adapters.whatsapp import render as whatsapp_render
+from adapters.whatsapp.adapter import TwilioHttp
 from benchmarks.fake_platforms import TEAMS_ISSUER
 from bot.core.messages import UPDATE_RECORDED, Reply
 
@@ -118,6 +126,42 @@ async def _twilio_bare(request: Request) -> Response:
 twilio_app = Starlette(routes=[Route("/twilio/whatsapp", _twilio_bare, methods=["POST"])])
 
 
+# WhatsApp's floor for answering: the same check, and after the TwiML the reply cda-bot gives an update
+# sent through twilio's async client (one kept client, pointed at TWILIO_API_BASE_URL as cda-bot's is),
+# with nothing stored.
+_twilio_clients: list[Client] = []
+_answers: set[asyncio.Task[None]] = set()
+
+
+def _keep(answer: asyncio.Task[None]) -> None:
+    _answers.add(answer)  # until done: the loop holds tasks only weakly
+    answer.add_done_callback(_answers.discard)
+
+
+async def _twilio_answering(request: Request) -> Response:
+    form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not twilio_validator.validate(f"{PUBLIC}/twilio/whatsapp", form, signature):
+        return Response(status_code=403)
+    _keep(asyncio.get_running_loop().create_task(_twilio_reply(form["To"], form["From"])))
+    return Response("<Response></Response>", media_type="application/xml")
+
+
+async def _twilio_reply(sender: str, to: str) -> None:
+    if not _twilio_clients:
+        http = TwilioHttp(os.environ.get("TWILIO_API_BASE_URL"))
+        _twilio_clients.append(Client(os.environ.get("TWILIO_ACCOUNT_SID"), TWILIO_TOKEN, http_client=http))
+    await _twilio_clients[0].messages.create_async(
+        from_=sender,
+        to=to,
+        body=whatsapp_render.render(_REPLY),
+        status_callback=f"{PUBLIC}/twilio/status",
+    )
+
+
+twilio_answering_app = Starlette(routes=[Route("/twilio/whatsapp", _twilio_answering, methods=["POST"])])
+
+
 # Teams' floor: the token checked as cda-bot checks it, with the key the local JWKS publishes (given here
 # directly: fetching it is start-up, not per request).
 TEAMS_APP_ID = os.environ.get("MICROSOFT_APP_ID", "")
@@ -125,11 +169,10 @@ _teams_jwk = os.environ.get("BENCH_TEAMS_JWK")
 teams_key = jwt.PyJWK(json.loads(_teams_jwk), algorithm="RS256").key if _teams_jwk else None
 
 
-async def _teams_bare(request: Request) -> Response:
-    await request.body()
+def _teams_caller(request: Request) -> bool:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or teams_key is None:
-        return Response(status_code=401)
+        return False
     try:
         jwt.decode(
             token,
@@ -141,8 +184,44 @@ async def _teams_bare(request: Request) -> Response:
             options={"require": ["exp", "iss", "aud"]},
         )
     except jwt.InvalidTokenError:
-        return Response(status_code=401)
-    return Response(status_code=200)
+        return False
+    return True
+
+
+async def _teams_bare(request: Request) -> Response:
+    await request.body()
+    return Response(status_code=200 if _teams_caller(request) else 401)
 
 
 teams_app = Starlette(routes=[Route("/api/messages", _teams_bare, methods=["POST"])])
+
+
+# Teams' floor for answering: the token checked as above, the activity read with the Agents SDK's model,
+# and, after the 200, the reply cda-bot gives an update posted in the post's thread through the SDK's
+# ConnectorClient (one kept client for the service URL; its bot token is fixed here, where cda-bot asks
+# Entra for one an hour), with nothing stored.
+_connectors: dict[str, ConnectorClient] = {}
+
+
+async def _teams_answering(request: Request) -> Response:
+    body = await request.body()
+    if not _teams_caller(request):
+        return Response(status_code=401)
+    _keep(asyncio.get_running_loop().create_task(_teams_reply(Activity.model_validate_json(body))))
+    return Response(status_code=200)
+
+
+async def _teams_reply(activity: Activity) -> None:
+    base = str(activity.service_url).rstrip("/") + "/"
+    client = _connectors.get(base)
+    if client is None:
+        session = aiohttp.ClientSession(base_url=base)
+        client = _connectors[base] = ConnectorClient(base, "bench-bot-token", session=session)
+    conversation = activity.conversation.id
+    reply = teams_render.activity(_REPLY)
+    reply.update({"from": activity.recipient.model_dump(), "conversation": {"id": conversation}})
+    reply.update({"channelId": activity.channel_id, "replyToId": activity.id})
+    await client.conversations.reply_to_activity(conversation, activity.id, Activity.model_validate(reply))
+
+
+teams_answering_app = Starlette(routes=[Route("/api/messages", _teams_answering, methods=["POST"])])

@@ -3,7 +3,8 @@ HTTP/1.1 to the apps of one run, interleaved — a bare Starlette endpoint that 
 signature, a Bolt app whose handler does nothing, a Bolt app that answers as cda-bot does and stores
 nothing (its figure is the rate its answers reach the fake Web API), and `cda-bot serve` with its full
 path (stored before the acknowledgement, reply through the outbox to a local fake Web API), alone and
-with `--delivery-process` (the sends in a second process).
+with `--delivery-process` (the sends in a second process). WhatsApp and Teams likewise, each beside a
+bare check of its signature or token and that check answering as cda-bot does, storing nothing.
 
 Saturation: events/s with 64 connections kept busy (one told 503 waits 0.1 s before its next).
 Acknowledgement: p50/p99 at a fixed offered rate, started once the saturation run's events are all
@@ -259,6 +260,7 @@ def open_loop_figures(prefix: str, run: OpenLoop, rate: float, deadline_s: float
 @dataclass
 class AgainstFloor:
     floor: float  # events/s of the bare endpoint, the best round
+    answering: float | None  # events/s answered by the answering floor, the best round, where there is one
     cda: float  # events/s stored and answered, the best round
     loop: OpenLoop  # the last round's fixed rate and overload
     acknowledged: list[str]
@@ -282,20 +284,28 @@ def against_floor(
     rate: float,
     rounds: int,
     deadline_s: float,
+    answering: tuple[str, int, str] | None = None,
 ) -> AgainstFloor:
-    """Rounds of a bare endpoint (`floor_app`) and then `cda-bot serve` on the database at `url`, each
-    saturated; in the last round cda-bot also at a fixed offered rate and overloaded; then every
-    acknowledged event checked. A floor that refuses anything, or cda-bot answering other than 200 or
-    503, means the set-up is wrong, not that a server is slow: no figure from it."""
+    """Rounds of a bare endpoint (`floor_app`), an answering floor where given (its app, the fake
+    platform's port, the call that ends an answer: `answered_rate`), and then `cda-bot serve` on the
+    database at `url`, each saturated; in the last round cda-bot also at a fixed offered rate and
+    overloaded; then every acknowledged event checked. A floor that refuses anything, or cda-bot
+    answering other than 200 or 503, means the set-up is wrong, not that a server is slow: no figure
+    from it."""
     engine = make_engine(url)
-    floor_port, cda_port = free_port(), free_port()
+    floor_port, answering_port, cda_port = free_port(), free_port(), free_port()
     serve = serve_command(url, cda_port)
-    best_floor = best_cda = 0.0
+    best_floor = best_cda = best_answering = 0.0
     acknowledged: list[str] = []
     loop: OpenLoop | None = None
     for round_ in range(rounds):
         with process(uvicorn_args(floor_app, floor_port), floor_port, env, folder):
             floor_rate, floor = asyncio.run(saturate(floor_port, requests, seconds))
+        if answering is not None:
+            app, fake_port, last_call = answering
+            with process(uvicorn_args(app, answering_port), answering_port, env, folder):
+                answered = answered_rate(answering_port, fake_port, requests, seconds, last_call)
+                best_answering = max(best_answering, answered)
         with process(serve, cda_port, env, folder, "/readyz"):
             _, tally = asyncio.run(saturate(cda_port, requests, seconds))
             acknowledged += tally.acknowledged
@@ -314,7 +324,8 @@ def against_floor(
     assert loop is not None
     lost, unanswered = missing(engine, acknowledged, platform)
     engine.dispose()
-    return AgainstFloor(best_floor, best_cda, loop, acknowledged, lost, unanswered)
+    answering_rate = best_answering if answering is not None else None
+    return AgainstFloor(best_floor, answering_rate, best_cda, loop, acknowledged, lost, unanswered)
 
 
 @contextmanager
@@ -410,22 +421,25 @@ def resident_mb(port: int) -> float:
     return float("nan")
 
 
-def answered_rate(port: int, fake_port: int, requests: Iterator[tuple[str, bytes]], seconds: float) -> float:
-    """Events/s a server acknowledges and answers, where it queues answers without bound (the Bolt
-    floor): the events it acknowledged in a saturation run, over the time until the fake Web API had
-    the last of their ✅ (the second call of each answer)."""
+def answered_rate(
+    port: int, fake_port: int, requests: Iterator[tuple[str, bytes]], seconds: float, last_call: str
+) -> float:
+    """Events/s a server acknowledges and answers, where it queues answers without bound (the answering
+    floors): the events it acknowledged in a saturation run, over the time until the fake platform had
+    the last of their `last_call` (as the fake counts calls: Slack's ✅, the second call of each answer,
+    is `reactions.add`; a Teams reply is `teams`)."""
 
-    def reactions() -> int:
+    def answered() -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{fake_port}/counts", timeout=5) as answer:
-            return int(json.load(answer).get("reactions.add", 0))
+            return int(json.load(answer).get(last_call, 0))
 
-    before = reactions()
+    before = answered()
     started = time.perf_counter()
     _, tally = asyncio.run(saturate(port, requests, seconds))
     deadline = time.monotonic() + 120
-    while reactions() - before < tally.ok:
+    while answered() - before < tally.ok:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the answering floor answered {reactions() - before} of {tally.ok}")
+            raise RuntimeError(f"the answering floor answered {answered() - before} of {tally.ok}")
         time.sleep(0.02)
     return tally.ok / (time.perf_counter() - started)
 
@@ -505,7 +519,8 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                     context = process(uvicorn_args(f"benchmarks.floors:{app}_app", port), port, env, folder)
                 with context:
                     if app == "answering":
-                        best[app] = max(best.get(app, 0.0), answered_rate(port, fake_port, requests, seconds))
+                        answered = answered_rate(port, fake_port, requests, seconds, "reactions.add")
+                        best[app] = max(best.get(app, 0.0), answered)
                         continue
                     if app != "cda":
                         best[app] = max(best.get(app, 0.0), asyncio.run(saturate(port, requests, seconds))[0])
@@ -625,11 +640,15 @@ def whatsapp(
             rate=rate,
             rounds=rounds,
             deadline_s=TWILIO_DEADLINE,
+            answering=("benchmarks.floors:twilio_answering_app", fake_port, "twilio"),
         )
+    assert run.answering is not None
     return [
         figure(f"inbound WhatsApp {name}: bare Twilio signature check", run.floor, "ev/s", note="floor"),
+        figure(f"inbound WhatsApp {name}: answering, nothing stored", run.answering, "ev/s", note="floor"),
         figure(f"inbound WhatsApp {name}: cda-bot, stored and answered", run.cda, "ev/s"),
         figure(f"inbound WhatsApp {name}: cda-bot / bare", run.cda / run.floor, "x"),
+        figure(f"inbound WhatsApp {name}: cda-bot / answering", run.cda / run.answering, "x"),
         *open_loop_figures(f"inbound WhatsApp {name}:", run.loop, rate, TWILIO_DEADLINE),
         figure(f"inbound WhatsApp {name}: acknowledged but not stored", run.lost, "events", 0),
         figure(f"inbound WhatsApp {name}: acknowledged but not answered", run.unanswered, "events", 0),
@@ -774,12 +793,16 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
             rate=rate,
             rounds=rounds,
             deadline_s=TEAMS_DEADLINE,
+            answering=("benchmarks.floors:teams_answering_app", fake_port, "teams"),
         )
     target = 1500 if backend == "sqlite" else 1000
+    assert run.answering is not None
     return [
         figure(f"inbound {name}: Teams, bare token check", run.floor, "ev/s", note="floor"),
+        figure(f"inbound {name}: Teams, answering, nothing stored", run.answering, "ev/s", note="floor"),
         figure(f"inbound {name}: Teams, stored and answered", run.cda, "ev/s", target, floor=True),
         figure(f"inbound {name}: Teams, cda-bot / bare", run.cda / run.floor, "x"),
+        figure(f"inbound {name}: Teams, cda-bot / answering", run.cda / run.answering, "x"),
         *open_loop_figures(f"inbound {name}: Teams,", run.loop, rate, TEAMS_DEADLINE),
         figure(f"inbound {name}: Teams, acknowledged, all runs", len(run.acknowledged), "events"),
         figure(f"inbound {name}: Teams, acknowledged but not stored", run.lost, "events", 0),
