@@ -115,10 +115,15 @@ PUBLIC = os.environ.get("PUBLIC_BASE_URL", "https://bot.example.org")
 twilio_validator = RequestValidator(TWILIO_TOKEN)
 
 
-async def _twilio_bare(request: Request) -> Response:
+async def _twilio_signed(request: Request) -> dict[str, str] | None:
+    """The form, if Twilio signed it."""
     form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not twilio_validator.validate(f"{PUBLIC}/twilio/whatsapp", form, signature):
+    return form if twilio_validator.validate(f"{PUBLIC}/twilio/whatsapp", form, signature) else None
+
+
+async def _twilio_bare(request: Request) -> Response:
+    if await _twilio_signed(request) is None:
         return Response(status_code=403)
     return Response("<Response></Response>", media_type="application/xml")
 
@@ -139,9 +144,8 @@ def _keep(answer: asyncio.Task[None]) -> None:
 
 
 async def _twilio_answering(request: Request) -> Response:
-    form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if not twilio_validator.validate(f"{PUBLIC}/twilio/whatsapp", form, signature):
+    form = await _twilio_signed(request)
+    if form is None:
         return Response(status_code=403)
     _keep(asyncio.get_running_loop().create_task(_twilio_reply(form["To"], form["From"])))
     return Response("<Response></Response>", media_type="application/xml")
