@@ -270,7 +270,7 @@ def open_loop_figures(prefix: str, run: OpenLoop, rate: float, deadline_s: float
 @dataclass
 class AgainstFloor:
     floor: float  # events/s of the bare endpoint, the best round
-    answering: float | None  # events/s answered by the answering floor, the best round, where there is one
+    answering: float  # events/s answered by the answering floor, the best round
     cda: float  # events/s stored and answered, the best round
     loop: OpenLoop  # the last round's fixed rate and overload
     acknowledged: list[str]
@@ -294,10 +294,10 @@ def against_floor(
     rate: float,
     rounds: int,
     deadline_s: float,
-    answering: tuple[str, int, str] | None = None,
+    answering: tuple[str, int, str],
 ) -> AgainstFloor:
-    """Rounds of a bare endpoint (`floor_app`), an answering floor where given (its app, the fake
-    platform's port, the call that ends an answer: `answered_rate`), and then `cda-bot serve` on the
+    """Rounds of a bare endpoint (`floor_app`), an answering floor (its app, the fake platform's port,
+    the call that ends an answer: `answered_rate`), and then `cda-bot serve` on the
     database at `url`, each saturated; in the last round cda-bot also at a fixed offered rate and
     overloaded; then every acknowledged event checked. A floor that refuses anything, or cda-bot
     answering other than 200 or 503, means the set-up is wrong, not that a server is slow: no figure
@@ -311,11 +311,10 @@ def against_floor(
     for round_ in range(rounds):
         with process(uvicorn_args(floor_app, floor_port), floor_port, env, folder):
             floor_rate, floor = asyncio.run(saturate(floor_port, requests, seconds))
-        if answering is not None:
-            app, fake_port, last_call = answering
-            with process(uvicorn_args(app, answering_port), answering_port, env, folder):
-                answered = answered_rate(answering_port, fake_port, requests, seconds, last_call)
-                best_answering = max(best_answering, answered)
+        app, fake_port, last_call = answering
+        with process(uvicorn_args(app, answering_port), answering_port, env, folder):
+            answered = answered_rate(answering_port, fake_port, requests, seconds, last_call)
+            best_answering = max(best_answering, answered)
         with process(serve, cda_port, env, folder, "/readyz"):
             _, tally = asyncio.run(saturate(cda_port, requests, seconds))
             acknowledged += tally.acknowledged
@@ -334,8 +333,7 @@ def against_floor(
     assert loop is not None
     lost, unanswered = missing(engine, acknowledged, platform)
     engine.dispose()
-    answering_rate = best_answering if answering is not None else None
-    return AgainstFloor(best_floor, answering_rate, best_cda, loop, acknowledged, lost, unanswered)
+    return AgainstFloor(best_floor, best_answering, best_cda, loop, acknowledged, lost, unanswered)
 
 
 @contextmanager
@@ -662,7 +660,6 @@ def whatsapp(
             deadline_s=TWILIO_DEADLINE,
             answering=("benchmarks.floors:twilio_answering_app", fake_port, "twilio"),
         )
-    assert run.answering is not None
     return [
         figure(f"inbound WhatsApp {name}: bare Twilio signature check", run.floor, "ev/s", note="floor"),
         figure(f"inbound WhatsApp {name}: answering, nothing stored", run.answering, "ev/s", note="floor"),
@@ -816,7 +813,6 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
             answering=("benchmarks.floors:teams_answering_app", fake_port, "teams"),
         )
     target = 1500 if backend == "sqlite" else 1000
-    assert run.answering is not None
     return [
         figure(f"inbound {name}: Teams, bare token check", run.floor, "ev/s", note="floor"),
         figure(f"inbound {name}: Teams, answering, nothing stored", run.answering, "ev/s", note="floor"),
