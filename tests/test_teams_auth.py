@@ -180,12 +180,15 @@ def test_a_token_that_passed_is_refused_once_its_key_is_no_longer_published(
 
 
 def test_a_token_that_passed_is_refused_once_it_expires(teams: Teams) -> None:
-    token = teams.signer.token(teams.service_url, expires_in=-auth.LEEWAY_SECONDS + 1)
+    # `exp` is in whole seconds: this token has between 1 and 2 s left (with 1, as it was, it could have
+    # had a few milliseconds, and a slow machine saw it refused the first time).
+    token = teams.signer.token(teams.service_url, expires_in=-auth.LEEWAY_SECONDS + 2)
     assert (
         teams.post(message(teams.service_url, "update: in time", activity_id="e1"), token=token).status_code
         == 200
     )
-    time.sleep(1.5)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"] + auth.LEEWAY_SECONDS
+    time.sleep(max(0.0, expires - time.time()) + 0.5)
     assert (
         teams.post(message(teams.service_url, "update: too late", activity_id="e2"), token=token).status_code
         == 401
