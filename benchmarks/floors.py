@@ -8,6 +8,7 @@ cda-bot answers an update, storing nothing."""
 import asyncio
 import json
 import os
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -78,17 +79,20 @@ bolt_app = Starlette(routes=[Route("/slack/events", _bolt_events, methods=["POST
 # acknowledgement, with nothing stored. Bolt queues the answers without bound, so its figure is the
 # rate they reach the platform, not the rate of acknowledgements.
 _answering = AsyncApp(signing_secret=SECRET, authorize=_authorize)
-_clients: list[AsyncWebClient] = []
 _REPLY = Reply(text="Update recorded for City 1.", kind=UPDATE_RECORDED)
+
+
+# Each floor's client is made at its first answer, on the running loop its aiohttp session needs.
+@cache
+def _slack_client() -> AsyncWebClient:
+    client = web_client(os.environ["SLACK_API_BASE_URL"], "xoxb-bench")
+    client.session = aiohttp.ClientSession()
+    return client
 
 
 @_answering.event("message")
 async def _answer(event: dict[str, Any]) -> None:
-    if not _clients:
-        client = web_client(os.environ["SLACK_API_BASE_URL"], "xoxb-bench")
-        client.session = aiohttp.ClientSession()
-        _clients.append(client)
-    client = _clients[0]
+    client = _slack_client()
     channel, ts = event["channel"], event["ts"]
     await client.chat_postMessage(
         channel=channel,
@@ -134,7 +138,6 @@ twilio_app = Starlette(routes=[Route("/twilio/whatsapp", _twilio_bare, methods=[
 # WhatsApp's floor for answering: the same check, and after the TwiML the reply cda-bot gives an update
 # sent through twilio's async client (one kept client, pointed at TWILIO_API_BASE_URL as cda-bot's is),
 # with nothing stored.
-_twilio_clients: list[Client] = []
 _answers: set[asyncio.Task[None]] = set()
 
 
@@ -151,11 +154,14 @@ async def _twilio_answering(request: Request) -> Response:
     return Response("<Response></Response>", media_type="application/xml")
 
 
+@cache
+def _twilio_client() -> Client:
+    http = TwilioHttp(os.environ.get("TWILIO_API_BASE_URL"))
+    return Client(os.environ.get("TWILIO_ACCOUNT_SID"), TWILIO_TOKEN, http_client=http)
+
+
 async def _twilio_reply(sender: str, to: str) -> None:
-    if not _twilio_clients:
-        http = TwilioHttp(os.environ.get("TWILIO_API_BASE_URL"))
-        _twilio_clients.append(Client(os.environ.get("TWILIO_ACCOUNT_SID"), TWILIO_TOKEN, http_client=http))
-    await _twilio_clients[0].messages.create_async(
+    await _twilio_client().messages.create_async(
         from_=sender,
         to=to,
         body=whatsapp_render.render(_REPLY),
@@ -204,9 +210,6 @@ teams_app = Starlette(routes=[Route("/api/messages", _teams_bare, methods=["POST
 # and, after the 200, the reply cda-bot gives an update posted in the post's thread through the SDK's
 # ConnectorClient (one kept client for the service URL; its bot token is fixed here, where cda-bot asks
 # Entra for one an hour), with nothing stored.
-_connectors: dict[str, ConnectorClient] = {}
-
-
 async def _teams_answering(request: Request) -> Response:
     body = await request.body()
     if not _teams_caller(request):
@@ -215,12 +218,13 @@ async def _teams_answering(request: Request) -> Response:
     return Response(status_code=200)
 
 
+@cache
+def _connector(base: str) -> ConnectorClient:
+    return ConnectorClient(base, "bench-bot-token", session=aiohttp.ClientSession(base_url=base))
+
+
 async def _teams_reply(activity: Activity) -> None:
-    base = str(activity.service_url).rstrip("/") + "/"
-    client = _connectors.get(base)
-    if client is None:
-        session = aiohttp.ClientSession(base_url=base)
-        client = _connectors[base] = ConnectorClient(base, "bench-bot-token", session=session)
+    client = _connector(str(activity.service_url).rstrip("/") + "/")
     conversation = activity.conversation.id
     reply = teams_render.activity(_REPLY)
     reply.update({"from": activity.recipient.model_dump(), "conversation": {"id": conversation}})
