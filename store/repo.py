@@ -245,6 +245,11 @@ class Store:
             .values(status=InboxStatus.done, handled_at=now, message=None)
         )
 
+    def inbox_sources(self, inbox_ids: Sequence[int]) -> list[tuple[str, str]]:
+        """Each message's platform and its id there."""
+        query = core_select(_INBOX.c.platform, _INBOX.c.message_id).where(_INBOX.c.id.in_(list(inbox_ids)))
+        return [(platform, message_id) for platform, message_id in self.session.connection().execute(query)]
+
     def pending_inbox_ids(self, platform: str, message_ids: Sequence[str]) -> dict[str, int]:
         """Which of these messages of one platform are stored and still pending: message id → inbox id."""
         if not message_ids:
@@ -468,6 +473,31 @@ class Store:
             )
             for row in rows
         ]
+
+    def reclaim(
+        self, key_prefixes: Sequence[str], leases: Sequence[datetime], until: datetime
+    ) -> list[OutboxMessage]:
+        """Rows whose key starts with one of `key_prefixes` and that are still `sending` under one of
+        `leases` — so no deliverer has claimed them since — leased again, until `until`."""
+        if not key_prefixes or not leases:
+            return []
+        outbox = _OUTBOX.c
+        query = (
+            core_select(_OUTBOX)
+            .where(
+                outbox.status == OutboxStatus.sending,
+                outbox.next_attempt_at.in_(list(leases)),
+                or_(*(outbox.key.startswith(prefix, autoescape=True) for prefix in key_prefixes)),
+            )
+            .order_by(outbox.id)
+            .with_for_update()
+        )
+        connection = self.session.connection()
+        rows = connection.execute(query).mappings().all()
+        if rows:
+            ids = [row["id"] for row in rows]
+            connection.execute(update(_OUTBOX).where(outbox.id.in_(ids)).values(next_attempt_at=until))
+        return [OutboxMessage.model_construct(**{**row, "next_attempt_at": until}) for row in rows]
 
     def release_claims(self, claims: Sequence[Claim], now: datetime) -> int:
         """Put back rows a deliverer may hold and will not send: due again at `now`, the attempt not

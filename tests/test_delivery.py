@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
-from bot.core.inbox import REPLY_KIND, Claiming, Handled, accept, handle_all
+from bot.core.inbox import REPLY_KIND, Claiming, Handled, accept, handle_all, reclaim_replies
 from bot.core.messages import DeliveryError, Reply
 from bot.runtime.delivery import LEASE, MAX_ATTEMPTS, Deliverer
 from bot.runtime.hub import Hub
@@ -325,6 +325,48 @@ async def test_a_reply_claimed_by_a_process_that_died_goes_out_from_another_once
     assert len(adapter.sent) == 1 and "Update #1 recorded" in adapter.sent[0][1].text
     (row,) = _replies(testbot)
     assert (row.status, row.attempts) == (OutboxStatus.sent, 2)
+
+
+async def test_replies_written_as_a_claim_are_found_again_under_that_very_lease_only(
+    testbot: TestBot,
+) -> None:
+    """What the intake reads after a handling whose commit it never heard of: the replies to those
+    messages still held under the lease it wrote, leased again; not another message's (whose id a
+    LIKE pattern would match), nor under another lease, nor once they have gone out."""
+    _member(testbot)
+    now = testbot.clock.now()
+    claiming = Claiming(frozenset({"console"}), LEASE)
+    with testbot.store() as store:
+        messages = [said("console:ana", f"update: {n}", now, message_id=n) for n in ("a_1", "ab1")]
+        inbox_ids = [accept(store, message, now).inbox_id for message in messages]
+    with testbot.store() as store:
+        claimed = {row.key: row for row in handle_all(store, inbox_ids, now, claiming).claimed}
+    assert len(claimed) == 2
+    relet = now + timedelta(seconds=5) + LEASE
+    with testbot.store() as store:
+        assert reclaim_replies(store, [inbox_ids[0]], [now + LEASE + timedelta(seconds=1)], relet) == []
+    with testbot.store() as store:
+        (row,) = reclaim_replies(store, [inbox_ids[0]], [now, now + LEASE], relet)
+    mine = claimed[f"{REPLY_KIND}|console|a_1|0"]
+    assert (row.id, row.status, row.attempts, row.next_attempt_at) == (
+        mine.id,
+        OutboxStatus.sending,
+        1,
+        relet,
+    )
+    assert {r.id: r.next_attempt_at for r in _replies(testbot)} == {
+        mine.id: relet,
+        claimed[f"{REPLY_KIND}|console|ab1|0"].id: now + LEASE,
+    }
+    with testbot.store() as store:
+        assert reclaim_replies(store, [inbox_ids[0]], [now + LEASE], relet) == []  # leased anew since
+    testbot.clock.set(relet + timedelta(seconds=1))
+    adapter = Recorder()
+    assert (
+        mine.id in (await Deliverer(testbot.engine, {"console": adapter}, testbot.clock).deliver_due()).sent
+    )
+    with testbot.store() as store:
+        assert reclaim_replies(store, [inbox_ids[0]], [relet], relet + LEASE) == []  # sent
 
 
 def test_replies_to_a_platform_the_deliverer_does_not_send_to_are_left_for_a_claim(testbot: TestBot) -> None:

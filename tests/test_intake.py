@@ -10,20 +10,26 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from bot import admin
 from bot.core import inbox
 from bot.core.clock import FixedClock
 from bot.core.messages import InboundMessage
+from bot.runtime import intake as intake_module
 from bot.runtime.intake import Intake
 from bot.runtime.turns import Turns
 from store.db import make_engine
-from store.models import InboxMessage, OutboxMessage, OutboxStatus
-from store.repo import open_store
+from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus
+from store.repo import Store, open_store
 from tests.conftest import NOW, said
+
+LEASE = timedelta(seconds=30)
 
 
 def _message(text: str) -> InboundMessage:
@@ -45,6 +51,13 @@ class Outlet:
 
     def take(self, rows: Sequence[OutboxMessage]) -> None:
         self.taken.extend(rows)
+
+
+class ClaimingOutlet(Outlet):
+    """One that has the console's replies written as its claim, as a running deliverer does."""
+
+    def claiming(self) -> inbox.Claiming:
+        return inbox.Claiming(frozenset({"console"}), LEASE)
 
 
 async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
@@ -138,10 +151,6 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
         admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
         admin.add_member(store, "console:ana", "home", NOW)
 
-    class ClaimingOutlet(Outlet):
-        def claiming(self) -> inbox.Claiming:
-            return inbox.Claiming(frozenset({"console"}), timedelta(seconds=30))
-
     def broken(*args: object, **kwargs: object) -> inbox.Handled:
         raise ValueError("a handler broke")
 
@@ -159,4 +168,58 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
         (reply,) = store.session.exec(select(OutboxMessage)).all()
         assert (reply.status, reply.attempts) == (OutboxStatus.pending, 0)
         assert "recorded" in reply.payload["text"]
+    engine.dispose()
+
+
+async def test_replies_of_a_handling_whose_commit_was_not_confirmed_go_out_without_waiting_out_their_lease(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks at COMMIT after the database has committed: the intake hears a
+    transient error and tries the messages again a second later, finding them handled. The replies
+    that handling wrote as this process's claim are handed to its deliverer then, leased again from
+    then, and not left waiting for their lease to run out."""
+    engine = make_engine(sqlite_file)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    handle_all, real_open_store = inbox.handle_all, intake_module.open_store
+    calls = {"handled": 0, "broken": 0}
+
+    def counted(*args: Any, **kwargs: Any) -> inbox.Handled:
+        calls["handled"] += 1
+        return handle_all(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def breaking_after_commit(engine: Engine) -> Iterator[Store]:
+        with real_open_store(engine) as store:
+            yield store
+        if calls["handled"] == 1 and not calls["broken"]:
+            calls["broken"] += 1
+            raise OperationalError("COMMIT", None, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(inbox, "handle_all", counted)
+    monkeypatch.setattr(intake_module, "open_store", breaking_after_commit)
+    clock = FixedClock(NOW)
+    outlet = ClaimingOutlet()
+    intake = Intake(engine, clock, outlet)
+    await intake.start()
+    try:
+        assert await intake.submit(_message("update: committed, though nobody heard"))
+        await _until(lambda: calls["broken"] == 1)
+        clock.at = NOW + timedelta(seconds=1)  # the retry's time
+        await _until(lambda: bool(outlet.taken))
+        await _until(lambda: intake.backlog == 0)
+    finally:
+        await intake.stop(1)
+    assert calls["handled"] == 2  # handled once, and found done the second time
+    (taken,) = outlet.taken
+    assert (taken.status, taken.attempts) == (OutboxStatus.sending, 1)
+    assert taken.next_attempt_at == NOW + timedelta(seconds=1) + LEASE
+    with open_store(engine) as store:
+        (reply,) = store.session.exec(select(OutboxMessage)).all()
+        assert (reply.id, reply.status, reply.attempts) == (taken.id, OutboxStatus.sending, 1)
+        assert reply.next_attempt_at == taken.next_attempt_at  # the lease it is sent under
+        assert "recorded" in reply.payload["text"]
+        (message,) = store.session.exec(select(InboxMessage)).all()
+        assert message.status == InboxStatus.done
     engine.dispose()

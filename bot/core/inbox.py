@@ -289,7 +289,21 @@ def _reply_rows(
 
 
 def _reply_key(msg: InboundMessage, index: int) -> str:
-    return f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|{index}"
+    return f"{_reply_prefix(msg.platform, msg.message_id)}{index}"
+
+
+def _reply_prefix(platform: str, message_id: str) -> str:
+    return f"{REPLY_KIND}|{platform}|{message_id}|"
+
+
+def reclaim_replies(
+    store: Store, inbox_ids: list[int], leases: list[datetime], until: datetime
+) -> list[OutboxMessage]:
+    """The replies to these messages that a handling wrote as claimed under one of `leases`, in a
+    transaction whose commit was not confirmed (the connection broke at COMMIT, and it did commit),
+    leased again until `until`, for the caller to send: found, they need not wait out their lease."""
+    prefixes = [_reply_prefix(platform, message) for platform, message in store.inbox_sources(inbox_ids)]
+    return store.reclaim(prefixes, leases, until)
 
 
 def _close(
@@ -365,7 +379,7 @@ class Dispatcher:
         else:
             outgoing = handle_or_fail(self.engine, accepted.inbox_id, now)
         with open_store(self.engine) as store:
-            store.settle(f"{REPLY_KIND}|{msg.platform}|{msg.message_id}|", now)
+            store.settle(_reply_prefix(msg.platform, msg.message_id), now)
         return outgoing
 
 

@@ -20,7 +20,7 @@ from bot.core.messages import InboundMessage
 from bot.runtime.turns import Turns
 from store.db import is_transient, reader
 from store.models import OutboxMessage
-from store.repo import open_store
+from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.intake")
 
@@ -75,6 +75,9 @@ class Intake:
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
         self._failures: dict[int, int] = {}  # database failures per message, for its backoff
+        # Per message, the leases its replies were written under by handlings that failed at the
+        # database: one may have committed all the same, its replies then waiting for this process.
+        self._unconfirmed: dict[int, set[datetime]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._arriving: list[Arrival] = []
         self._arriving_lock = threading.Lock()
@@ -189,6 +192,7 @@ class Intake:
                 if retry_in is None:
                     self._known.discard(inbox_id)
                     self._failures.pop(inbox_id, None)
+                    self._unconfirmed.pop(inbox_id, None)
                 else:
                     # Still ours: tried again here in a moment, whether or not the postponement could
                     # be written (the sweep is the fallback for when this process dies meanwhile).
@@ -219,13 +223,16 @@ class Intake:
         try:
             try:
                 with open_store(self.engine) as store:
+                    reclaimed = self._reclaim(store, batch, now, claiming)
                     handled = inbox.handle_all(store, batch, now, claiming)
-                return None, handled  # committed: what it claimed may go out
+                # Committed: what it claimed may go out.
+                return None, inbox.Handled(reclaimed + handled.claimed, handled.waiting)
             except Exception as error:
                 if is_transient(error):
                     raise
                 # Some message of the batch fails: nothing of it was kept; one by one, to find which.
             with open_store(self.engine) as store:
+                reclaimed = self._reclaim(store, batch, now, claiming)
                 broken: list[tuple[int, Exception]] = []
                 for inbox_id in batch:
                     try:
@@ -238,7 +245,7 @@ class Intake:
                 for inbox_id, error in broken:
                     log.error("handling failed", exc_info=error, extra={"inbox_id": inbox_id})
                     inbox.fail(store, inbox_id, f"{type(error).__name__}: {error}", now)
-            return None, UNCLAIMED
+            return None, inbox.Handled(reclaimed, UNCLAIMED.waiting)
         except Exception as error:
             if not is_transient(error):
                 raise
@@ -246,12 +253,26 @@ class Intake:
             log.warning("database unavailable, messages postponed", extra={"inbox_ids": str(batch)})
             attempts = 0
             for inbox_id in batch:
+                if claiming is not None:
+                    self._unconfirmed.setdefault(inbox_id, set()).add(now + claiming.lease)
                 self._failures[inbox_id] = self._failures.get(inbox_id, 0) + 1
                 attempts = max(attempts, self._failures[inbox_id])
             with contextlib.suppress(Exception), open_store(self.engine) as store:
                 for inbox_id in batch:
                     store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
             return backoff(attempts), UNCLAIMED
+
+    def _reclaim(
+        self, store: Store, batch: list[int], now: datetime, claiming: inbox.Claiming | None
+    ) -> list[OutboxMessage]:
+        """Replies an earlier handling of these messages wrote as this process's claim, if that
+        handling committed after all: its transaction's outcome was not known, and the messages were
+        handled again — found done."""
+        unconfirmed = [inbox_id for inbox_id in batch if inbox_id in self._unconfirmed]
+        if claiming is None or not unconfirmed:
+            return []  # without room in the lanes now, they go out once their lease runs out
+        leases = sorted({lease for inbox_id in unconfirmed for lease in self._unconfirmed[inbox_id]})
+        return inbox.reclaim_replies(store, unconfirmed, leases, now + claiming.lease)
 
     async def _sweep(self) -> None:
         # At start, everything pending: whoever accepted it before is gone, or handles it under a lock
