@@ -293,9 +293,17 @@ def test_serve_sets_what_it_loaded_aside_from_the_cycle_collector(monkeypatch: p
 
     frozen_when_listening: list[int] = []
     monkeypatch.setattr(logs, "configure", lambda secrets: None)
-    monkeypatch.setattr(
-        serve.uvicorn, "run", lambda app, **_: frozen_when_listening.append(gc.get_freeze_count())
-    )
+
+    class Listening:
+        started = True
+
+        def __init__(self, config: object) -> None:
+            pass
+
+        def run(self, sockets: object = None) -> None:
+            frozen_when_listening.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(serve.uvicorn, "Server", Listening)
     gc.unfreeze()
     try:
         server = serve.Server(app=Starlette(), hub=None, adapters=[], status=[])  # type: ignore[arg-type]

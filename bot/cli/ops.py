@@ -1,6 +1,7 @@
 """Running the bot: the server, one scheduler pass, the outbox, and database migrations."""
 
 import asyncio
+import socket
 from typing import Annotated
 
 import typer
@@ -8,10 +9,11 @@ import typer
 from adapters.console.adapter import ConsoleAdapter
 from bot import admin
 from bot.admin import AdminError
-from bot.cli.common import Db, Now, clock_for, engine_for, err, fail, instant_when, out
+from bot.cli.common import Db, Now, clock_for, database_url, engine_for, err, fail, instant_when, out
 from bot.cli.listing import AsJson, Shown, Value, print_rows
 from bot.core.clock import SystemClock
 from bot.core.messages import Adapter
+from bot.runtime import logs
 from bot.runtime.delivery import Deliverer
 from bot.runtime.settings import Settings
 from scheduler.runner import PassRunner
@@ -19,6 +21,8 @@ from store.repo import open_store
 
 reminders_app = typer.Typer(help="What the scheduler planned, sent, dropped or failed.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
+
+MAX_WORKERS = 64
 
 
 def serve(
@@ -33,17 +37,64 @@ def serve(
             "--delivery-process", help="Send replies and reminders from a second process (a second core)"
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=MAX_WORKERS,
+            help="Server processes on the one port, each on a core of its own (the first runs the scheduler)",
+        ),
+    ] = 1,
+    listen_fd: Annotated[int | None, typer.Option("--listen-fd", hidden=True)] = None,
+    worker: Annotated[int, typer.Option("--worker", hidden=True)] = 0,
     db: Db = None,
 ) -> None:
     """The HTTP server with every adapter whose credentials are set, and the scheduler."""
     from bot.runtime import serve as serving  # the server's dependencies load only for this command
 
     settings = Settings()
+    if workers > 1:
+        if delivery_process:
+            raise fail("--workers and --delivery-process: choose one (each worker already has a core)")
+        _serve_workers(settings, host, port, scheduler, workers, db)
+        return
     try:
         server = serving.build_server(settings, engine_for(db), SystemClock(), scheduler, delivery_process)
     except serving.ConfigError as error:
         raise fail(str(error)) from None
-    serving.run(server, host, port, serving.secrets_of(settings), lambda line: err.print(line, markup=False))
+    say = (lambda line: err.print(line, markup=False)) if worker == 0 else (lambda line: None)
+    sock = None if listen_fd is None else socket.socket(fileno=listen_fd)
+    serving.run(server, host, port, serving.secrets_of(settings), say, sock)
+
+
+def _serve_workers(
+    settings: Settings, host: str, port: int, scheduler: bool, count: int, db: str | None
+) -> None:
+    """The port bound here, once, and `count` workers serving on it until stopped."""
+    from bot.runtime import serve as serving
+    from bot.runtime import workers
+
+    try:
+        serving.platform_configs(settings)  # a half-set adapter is one error here, not one per worker
+    except serving.ConfigError as error:
+        raise fail(str(error)) from None
+    engine_for(db).dispose()  # migrated here, before the workers, which would all try at once
+    try:
+        sock = workers.listening_socket(host, port)
+    except OSError as error:
+        raise fail(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    logs.configure(serving.secrets_of(settings))
+    err.print(f"workers: {count} processes on {host}:{port}", markup=False)
+    status = workers.supervise(
+        count,
+        sock,
+        lambda index, fd: workers.worker_command(index, fd, scheduler),
+        {"DATABASE_URL": database_url(db)},  # not on the command line, where `ps` shows it
+        serving.GRACEFUL_SHUTDOWN_SECONDS + 5,
+    )
+    if status:
+        raise typer.Exit(status)
 
 
 def tick(now: Now = None, db: Db = None) -> None:

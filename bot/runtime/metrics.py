@@ -5,16 +5,19 @@ route's path template (`/dashboard/city/{slug}`, never the path asked for; `unma
 route matches), `platform` an adapter's name, `status` a status code the app sent, `state` an outbox
 state. Scraped on the bot's own port, so the proxy in front must not forward `/metrics` (deploy/).
 
-One process, one set of counters: `serve` runs one uvicorn worker per process (scale out with replicas,
-each scraped on its own). Several uvicorn workers in one container (`serve --workers N`) would need
-prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, a `MultiProcessCollector` at scrape,
-`mark_process_dead` on exit); it is not built because nothing runs that way yet."""
+One process, one set of counters, except under `serve --workers N` (bot/runtime/workers.py), which
+sets `PROMETHEUS_MULTIPROC_DIR` for its workers: prometheus-client's multiprocess mode then keeps each
+worker's counters in files there, and whichever worker is scraped adds them all up. The process's own
+figures (memory, CPU, collections) are left out in that mode, being one worker's; replicas are still
+scraped each on its own."""
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,9 +26,11 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import Engine
@@ -45,7 +50,11 @@ REGISTRY = CollectorRegistry()
 # No `*_created` timestamp beside every counter and histogram: twice the series, and Prometheus's text
 # format has no use for them.
 disable_created_metrics()
-for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+# Read where prometheus-client reads it, when it is first imported.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+for _collector in (
+    (PLATFORM_COLLECTOR,) if MULTIPROCESS else (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+):
     REGISTRY.register(_collector)
 
 NO_PLATFORM = "none"  # the bot's own routes: health, readiness, metrics, the coaches' page
@@ -252,7 +261,14 @@ class _Scrape:
         self.backlog = backlog
 
     def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
+        if MULTIPROCESS:
+            # Every worker's counters, from their files; this process's own would be a share of them.
+            workers = CollectorRegistry()
+            multiprocess.MultiProcessCollector(workers)
+            yield from workers.collect()
+            yield from PLATFORM_COLLECTOR.collect()
+        else:
+            yield from REGISTRY.collect()
         family = GaugeMetricFamily(
             "cda_bot_outbox_depth",
             "Outbox messages waiting (pending), being sent, or failed",
@@ -266,16 +282,48 @@ class _Scrape:
             "1 if the outbox was counted for this scrape, 0 if the database did not answer in time",
             value=0 if self.depth is None else 1,
         )
-        yield GaugeMetricFamily(
-            "cda_bot_inbox_backlog",
-            "Stored messages this process has accepted and not yet handled",
-            value=self.backlog.get("inbox", 0),
-        )
-        yield GaugeMetricFamily(
-            "cda_bot_outbox_in_flight",
-            "Outbox messages this process has claimed and not yet recorded as sent or failed",
-            value=self.backlog.get("outbox_in_flight", 0),
-        )
+        if MULTIPROCESS:
+            return  # the backlog is each worker's, published to the files (`publishing`)
+        for name, key in BACKLOG.items():
+            yield GaugeMetricFamily(name, BACKLOG_HELP[name], value=self.backlog.get(key, 0))
+
+
+# What this process holds, read at each scrape; under `serve --workers N`, published by each worker
+# every second and added up at the scrape.
+BACKLOG = {"cda_bot_inbox_backlog": "inbox", "cda_bot_outbox_in_flight": "outbox_in_flight"}
+BACKLOG_HELP = {
+    "cda_bot_inbox_backlog": "Stored messages the server has accepted and not yet handled",
+    "cda_bot_outbox_in_flight": "Outbox messages the server has claimed and not recorded as sent or failed",
+}
+PUBLISH_SECONDS = 1.0
+
+
+async def publishing(backlog: Callable[[], Mapping[str, int]]) -> None:
+    """Under `serve --workers N`: this worker's backlog, in its files, every second until cancelled."""
+    gauges = {
+        key: Gauge(name, BACKLOG_HELP[name], multiprocess_mode="livesum", registry=None)
+        for name, key in BACKLOG.items()
+    }
+    while True:
+        now = backlog()
+        for key, gauge in gauges.items():
+            gauge.set(now.get(key, 0))
+        await asyncio.sleep(PUBLISH_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def published(backlog: Callable[[], Mapping[str, int]]) -> AsyncIterator[None]:
+    """`publishing` while the block runs, where workers share their metrics; nothing otherwise."""
+    if not MULTIPROCESS:
+        yield
+        return
+    task = asyncio.get_running_loop().create_task(publishing(backlog), name="metrics-backlog")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def metrics_route(engine: Engine, backlog: Callable[[], Mapping[str, int]]) -> Route:

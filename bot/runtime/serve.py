@@ -1,18 +1,22 @@
 """`cda-bot serve`: the adapters whose credentials are set, checked before the port is bound."""
 
+import contextlib
 import functools
 import logging
 import os
+import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
 from sqlalchemy import Engine
 from starlette.applications import Starlette
+from uvicorn.main import STARTUP_FAILURE
 
-from adapters.slack.config import SlackConfigError, slack_config
-from adapters.teams.config import TeamsConfigError, teams_config
-from adapters.whatsapp.config import WhatsAppConfigError, whatsapp_config
+from adapters.slack.config import SlackConfig, SlackConfigError, slack_config
+from adapters.teams.config import TeamsConfig, TeamsConfigError, teams_config
+from adapters.whatsapp.config import WhatsAppConfig, WhatsAppConfigError, whatsapp_config
 from bot.core.clock import Clock
 from bot.runtime import heap, logs
 from bot.runtime.delivery import Deliverer
@@ -79,14 +83,22 @@ def build_server(
     return Server(app, hub, adapters, status)
 
 
+def platform_configs(
+    settings: Settings,
+) -> tuple[SlackConfig | None, TeamsConfig | None, WhatsAppConfig | None]:
+    """Each platform's configuration, None where its credentials are absent; ConfigError for one that
+    is half set."""
+    try:
+        return slack_config(settings), teams_config(settings), whatsapp_config(settings)
+    except (SlackConfigError, TeamsConfigError, WhatsAppConfigError) as error:
+        raise ConfigError(str(error)) from None
+
+
 def platform_adapters(settings: Settings, hub: Hub) -> tuple[list[PlatformAdapter], list[str]]:
     """An adapter for each platform whose credentials are set, and a line per platform: on or off."""
     adapters: list[PlatformAdapter] = []
     status: list[str] = []
-    try:
-        slack = slack_config(settings)
-    except SlackConfigError as error:
-        raise ConfigError(str(error)) from None
+    slack, teams, whatsapp = platform_configs(settings)
     if slack is None:
         status.append("slack: off (no credentials)")
     else:
@@ -95,10 +107,6 @@ def platform_adapters(settings: Settings, hub: Hub) -> tuple[list[PlatformAdapte
 
         adapters.append(SlackAdapter(slack, hub))
         status.append(slack.describe())
-    try:
-        teams = teams_config(settings)
-    except TeamsConfigError as error:
-        raise ConfigError(str(error)) from None
     if teams is None:
         status.append("teams: off (no credentials)")
     else:
@@ -106,10 +114,6 @@ def platform_adapters(settings: Settings, hub: Hub) -> tuple[list[PlatformAdapte
 
         adapters.append(TeamsAdapter(teams, hub))
         status.append(teams.describe())
-    try:
-        whatsapp = whatsapp_config(settings)
-    except WhatsAppConfigError as error:
-        raise ConfigError(str(error)) from None
     if whatsapp is None:
         status.append("whatsapp: off (no credentials)")
     else:
@@ -120,13 +124,21 @@ def platform_adapters(settings: Settings, hub: Hub) -> tuple[list[PlatformAdapte
     return adapters, status
 
 
-def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[[str], None]) -> None:
+def run(
+    server: Server,
+    host: str,
+    port: int,
+    secrets: list[str],
+    say: Callable[[str], None],
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve on `host`:`port`, or on `sock`, a listening socket shared with other workers."""
     logs.configure(secrets)
     for line in server.status:
         say(line)
-    log.info("listening", extra={"host": host, "port": port})
+    log.info("listening", extra={"host": host, "port": port} if sock is None else {"fd": sock.fileno()})
     heap.keep_what_is_loaded()
-    uvicorn.run(
+    config = uvicorn.Config(
         server.app,
         host=host,
         port=port,
@@ -138,3 +150,8 @@ def run(server: Server, host: str, port: int, secrets: list[str], say: Callable[
         # are counted at /metrics, and refusals and failures are logged where they happen.
         access_log=False,
     )
+    running = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        running.run(sockets=None if sock is None else [sock])
+    if not running.started:
+        sys.exit(STARTUP_FAILURE)  # the port taken, the lifespan failed: said in the log above

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.core.messages import Reply
 from bot.runtime.hub import Hub
-from bot.runtime.metrics import RequestMetrics, metrics_route
+from bot.runtime.metrics import RequestMetrics, metrics_route, published
 from bot.runtime.shedding import Shedding
 
 log = logging.getLogger("cda_bot.server")
@@ -87,7 +87,8 @@ def build_app(
                 await service.start()
                 started.append(service)
             log.info("server started", extra={"adapters": ",".join(a.platform for a in adapters) or "none"})
-            yield
+            async with published(lambda: hub.backlog):
+                yield
         finally:
             # Requests in flight have finished (uvicorn waits for them); the scheduler stops first, then
             # the hub handles and sends what was accepted, then the adapters close.
