@@ -474,6 +474,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     fake_port = free_port()
     ports = {"bare": free_port(), "bolt": free_port(), "answering": free_port(), "cda": free_port()}
     ports["cda2"] = free_port()
+    ports["workers"] = free_port()
     replicas = [free_port(), free_port()]  # PostgreSQL only: two servers on one database
     numbers = iter(range(10**9))
     # Signed when sent, as Slack does: a run lasts minutes, and a signature over five minutes old is refused.
@@ -492,7 +493,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     seen: dict[str, float] = {}
     loop: OpenLoop | None = None
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
-        apps = ["bare", "bolt", "answering", "cda", "cda2"]
+        apps = ["bare", "bolt", "answering", "cda", "cda2", "workers"]
         if backend == "postgresql":
             apps.append("replicas")
         for _ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
@@ -516,6 +517,19 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                     continue
                 port = ports[app]
                 started = time.perf_counter()
+                if app == "workers":
+                    with process(serve_command(url, port, "--workers", "2"), port, env, folder, "/readyz"):
+                        time.sleep(2)  # one worker answered; the other may still be starting
+                        _, tally = asyncio.run(saturate(port, requests, seconds))
+                        best["workers"] = max(best.get("workers", 0.0), tally.ok / seconds)
+                        acknowledged += tally.acknowledged
+                        drain(engine, acknowledged)
+                        time.sleep(1)
+                        ack = asyncio.run(offered(port, requests, rate, seconds))
+                        acknowledged += ack.acknowledged
+                        seen["p99_workers"] = percentile(ack.latencies, 0.99)
+                        drain(engine, acknowledged)
+                    continue
                 if app == "cda2":
                     with process(serve2, port, env, folder, "/readyz"):
                         _, tally = asyncio.run(saturate(port, requests, seconds))
@@ -564,6 +578,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         figure(f"inbound {name}: cda-bot / Bolt", best["cda"] / best["bolt"], "x", 0.25, floor=True),
         figure(f"inbound {name}: cda-bot / Bolt answering", best["cda"] / best["answering"], "x"),
         figure(f"inbound {name}: cda-bot --delivery-process, stored and answered", best["cda2"], "ev/s"),
+        figure(f"inbound {name}: cda-bot --workers 2, stored and answered", best["workers"], "ev/s"),
         *(
             [figure(f"inbound {name}: cda-bot, two replicas, stored and answered", best["replicas"], "ev/s")]
             if "replicas" in best
@@ -571,6 +586,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         ),
         *open_loop_figures(f"inbound {name}:", loop, rate, SLACK_DEADLINE),
         figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --delivery-process", seen["p99_2"], "ms", 50),
+        figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --workers 2", seen["p99_workers"], "ms", 50),
         figure(f"inbound {name}: acknowledged, all runs", len(acknowledged), "events"),
         figure(f"inbound {name}: acknowledged but not stored", lost, "events", 0),
         figure(f"inbound {name}: acknowledged but not answered", unanswered, "events", 0),
