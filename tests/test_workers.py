@@ -24,6 +24,7 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from bot.cli import app
+from bot.runtime import workers
 from store.models import OutboxMessage, OutboxStatus
 from tests.conftest import TestBot
 from tests.slack_fixtures import CHANNEL, mock, slack_world  # noqa: F401
@@ -174,10 +175,10 @@ def test_workers_answer_each_event_once_add_up_their_metrics_and_stop_on_sigterm
     health = {"route": "/healthz", "platform": "none", "status": "200"}
     assert _metric(scraped, "cda_bot_http_requests_total", **health) == checks
     assert "process_resident_memory_bytes" not in scraped  # one worker's: left out
-    workers = served.workers()
+    pids = served.workers()
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(40) == 0
-    for pid in workers:
+    for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert not folder.exists()
     log = served.process.stderr.read() if served.process.stderr else ""
@@ -240,3 +241,21 @@ def test_serve_with_workers_refuses_before_binding(monkeypatch: pytest.MonkeyPat
     assert busy.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
     zero = CliRunner().invoke(app, ["serve", "--db", db, "--workers", "0"])
     assert zero.exit_code == 2
+
+
+def test_a_worker_that_keeps_exiting_at_start_stops_the_server_with_status_1(tmp_path: Path) -> None:
+    """A database that refuses every worker, say: starting them again for ever would only fill the log."""
+    started = tmp_path / "started"
+
+    def command(index: int, fd: int) -> list[str]:
+        return [sys.executable, "-c", f"open({str(started)!r}, 'a').write('{index}\\n'); raise SystemExit(3)"]
+
+    sock = workers.listening_socket("127.0.0.1", 0)
+    began = time.monotonic()
+    assert workers.supervise(2, sock, command, {}, stop_seconds=5) == 1
+    assert time.monotonic() - began < workers.EARLY_SECONDS
+    # Each worker started, then started again until one had exited early EARLY_EXITS times.
+    starts = Counter(started.read_text().split())
+    assert max(starts.values()) == workers.EARLY_EXITS
+    assert set(starts) == {"0", "1"}
+    assert sock.fileno() == -1  # closed: the port is free again

@@ -13,7 +13,6 @@ from bot.cli.common import Db, Now, clock_for, database_url, engine_for, err, fa
 from bot.cli.listing import AsJson, Shown, Value, print_rows
 from bot.core.clock import SystemClock
 from bot.core.messages import Adapter
-from bot.runtime import logs
 from bot.runtime.delivery import Deliverer
 from bot.runtime.settings import Settings
 from scheduler.runner import PassRunner
@@ -72,8 +71,8 @@ def _serve_workers(
     settings: Settings, host: str, port: int, scheduler: bool, count: int, db: str | None
 ) -> None:
     """The port bound here, once, and `count` workers serving on it until stopped."""
+    from bot.runtime import logs, workers
     from bot.runtime import serve as serving
-    from bot.runtime import workers
 
     try:
         serving.platform_configs(settings)  # a half-set adapter is one error here, not one per worker
