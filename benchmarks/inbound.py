@@ -486,8 +486,8 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         "PYTHONPATH": str(ROOT),
     }
     serve = serve_command(url, ports["cda"])
-    # The same with the sends in a process of their own (a second core).
-    serve2 = serve_command(url, ports["cda2"], "--delivery-process")
+    # The same with the sends in a process of their own (a second core), and in two processes.
+    variants = {"cda2": ("--delivery-process",), "workers": ("--workers", "2")}
     best: dict[str, float] = {}
     acknowledged: list[str] = []
     seen: dict[str, float] = {}
@@ -517,29 +517,17 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                     continue
                 port = ports[app]
                 started = time.perf_counter()
-                if app == "workers":
-                    with process(serve_command(url, port, "--workers", "2"), port, env, folder, "/readyz"):
-                        time.sleep(2)  # one worker answered; the other may still be starting
+                if app in variants:
+                    with process(serve_command(url, port, *variants[app]), port, env, folder, "/readyz"):
+                        time.sleep(2 if app == "workers" else 0)  # the second worker may still be starting
                         _, tally = asyncio.run(saturate(port, requests, seconds))
-                        best["workers"] = max(best.get("workers", 0.0), tally.ok / seconds)
+                        best[app] = max(best.get(app, 0.0), tally.ok / seconds)
                         acknowledged += tally.acknowledged
                         drain(engine, acknowledged)
                         time.sleep(1)
                         ack = asyncio.run(offered(port, requests, rate, seconds))
                         acknowledged += ack.acknowledged
-                        seen["p99_workers"] = percentile(ack.latencies, 0.99)
-                        drain(engine, acknowledged)
-                    continue
-                if app == "cda2":
-                    with process(serve2, port, env, folder, "/readyz"):
-                        _, tally = asyncio.run(saturate(port, requests, seconds))
-                        best["cda2"] = max(best.get("cda2", 0.0), tally.ok / seconds)
-                        acknowledged += tally.acknowledged
-                        drain(engine, acknowledged)
-                        time.sleep(1)
-                        ack = asyncio.run(offered(port, requests, rate, seconds))
-                        acknowledged += ack.acknowledged
-                        seen["p99_2"] = percentile(ack.latencies, 0.99)
+                        seen[f"p99_{app}"] = percentile(ack.latencies, 0.99)
                         drain(engine, acknowledged)
                     continue
                 if app == "cda":
@@ -585,7 +573,9 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
             else []
         ),
         *open_loop_figures(f"inbound {name}:", loop, rate, SLACK_DEADLINE),
-        figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --delivery-process", seen["p99_2"], "ms", 50),
+        figure(
+            f"inbound {name}: ack p99 at {rate:g}/s offered, --delivery-process", seen["p99_cda2"], "ms", 50
+        ),
         figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --workers 2", seen["p99_workers"], "ms", 50),
         figure(f"inbound {name}: acknowledged, all runs", len(acknowledged), "events"),
         figure(f"inbound {name}: acknowledged but not stored", lost, "events", 0),
