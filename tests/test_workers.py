@@ -175,6 +175,8 @@ def test_workers_answer_each_event_once_add_up_their_metrics_and_stop_on_sigterm
     health = {"route": "/healthz", "platform": "none", "status": "200"}
     assert _metric(scraped, "cda_bot_http_requests_total", **health) == checks
     assert "process_resident_memory_bytes" not in scraped  # one worker's: left out
+    # Each worker's backlog, published to its files and added up: nothing left to handle.
+    assert re.search(r"^cda_bot_inbox_backlog 0\.0$", scraped, re.MULTILINE), scraped
     pids = served.workers()
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(40) == 0
