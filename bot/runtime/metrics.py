@@ -284,16 +284,19 @@ class _Scrape:
         )
         if MULTIPROCESS:
             return  # the backlog is each worker's, published to the files (`publishing`)
-        for name, key in BACKLOG.items():
-            yield GaugeMetricFamily(name, BACKLOG_HELP[name], value=self.backlog.get(key, 0))
+        for name, (key, text) in BACKLOG.items():
+            yield GaugeMetricFamily(name, text, value=self.backlog.get(key, 0))
 
 
 # What this process holds, read at each scrape; under `serve --workers N`, published by each worker
 # every second and added up at the scrape.
-BACKLOG = {"cda_bot_inbox_backlog": "inbox", "cda_bot_outbox_in_flight": "outbox_in_flight"}
-BACKLOG_HELP = {
-    "cda_bot_inbox_backlog": "Stored messages the server has accepted and not yet handled",
-    "cda_bot_outbox_in_flight": "Outbox messages the server has claimed and not recorded as sent or failed",
+# The metric's name → the backlog's key, and its help.
+BACKLOG = {
+    "cda_bot_inbox_backlog": ("inbox", "Stored messages the server has accepted and not yet handled"),
+    "cda_bot_outbox_in_flight": (
+        "outbox_in_flight",
+        "Outbox messages the server has claimed and not recorded as sent or failed",
+    ),
 }
 PUBLISH_SECONDS = 1.0
 
@@ -301,8 +304,8 @@ PUBLISH_SECONDS = 1.0
 async def publishing(backlog: Callable[[], Mapping[str, int]]) -> None:
     """Under `serve --workers N`: this worker's backlog, in its files, every second until cancelled."""
     gauges = {
-        key: Gauge(name, BACKLOG_HELP[name], multiprocess_mode="livesum", registry=None)
-        for name, key in BACKLOG.items()
+        key: Gauge(name, text, multiprocess_mode="livesum", registry=None)
+        for name, (key, text) in BACKLOG.items()
     }
     while True:
         now = backlog()

@@ -79,7 +79,7 @@ def supervise(
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def start(index: int) -> _Worker:
+    def start(index: int, early_exits: int = 0) -> _Worker:
         # In a process group of its own: Ctrl-C at a terminal reaches this process alone, which
         # stops each worker once (a second signal would make uvicorn skip finishing what it has).
         process = subprocess.Popen(
@@ -90,7 +90,7 @@ def supervise(
             preexec_fn=_die_with_parent,
         )
         log.info("worker started", extra={"worker": index, "pid": process.pid})
-        return _Worker(index, process, time.monotonic())
+        return _Worker(index, process, time.monotonic(), early_exits)
 
     workers = [start(index) for index in range(count)]
     status = 0
@@ -110,8 +110,7 @@ def supervise(
                     stopping.append(0)
                     status = 1
                     break
-                workers[n] = start(worker.index)
-                workers[n].early_exits = exits
+                workers[n] = start(worker.index, exits)
     finally:
         _stop_all(workers, stop_seconds)
         for sig, handler in previous.items():
