@@ -1,7 +1,7 @@
 """Coach views across cities: status, quiet cities, the weekly digest."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -145,6 +145,9 @@ class DigestData:
     updates: dict[int, list[views.Posted]]
     blockers: dict[int, list[views.Posted]]
     sessions: dict[int, list[views.SessionRow]]
+    # Each distinct "next session" line, worked out once: most cities of a program share their
+    # series of sessions and their zone.
+    next_lines: dict[tuple[object, ...], str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: Store, cities: Sequence[Zoned], now: datetime) -> "DigestData":
@@ -178,10 +181,20 @@ def digest_section(t: Translator, data: DigestData, city: Zoned, now: datetime) 
         ]
     else:
         lines.append("  " + _("No open blockers"))
-    nxt = upcoming(data.sessions.get(city.id, []), city.zone, now, count=1)
-    session = session_line(t, nxt[0], city, now) if nxt else _("none scheduled")
-    lines.append("  " + _("Next session: {session}").format(session=session))
+    lines.append("  " + _("Next session: {session}").format(session=_next_line(t, data, city, now)))
     return "\n".join(lines)
+
+
+def _next_line(t: Translator, data: DigestData, city: Zoned, now: datetime) -> str:
+    sessions = data.sessions.get(city.id, [])  # type: ignore[arg-type]
+    key = (t.language, city.zone, now, views.series_key(sessions))
+    line = data.next_lines.get(key)
+    if line is None:
+        nxt = upcoming(sessions, city.zone, now, count=1)
+        line = data.next_lines[key] = (
+            session_line(t, nxt[0], city, now) if nxt else t.gettext("none scheduled")
+        )
+    return line
 
 
 def digest_of(

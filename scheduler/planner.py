@@ -315,14 +315,7 @@ class _Pass:
     ) -> "_Schedule":
         """The reminders due now of a city with these sessions, zone and offsets: the same for every
         city that has them, whichever its sessions' ids (they are named by position)."""
-        key = (
-            zone,
-            offsets,
-            *(
-                (s.title, s.start_local, s.duration_min, s.rrule, s.until_local, tuple(s.exdates))
-                for s in sessions
-            ),
-        )
+        key = (zone, offsets, views.series_key(sessions))
         found = self._schedules.get(key)
         if found is None:
             found = self._schedules[key] = _schedule(sessions, zone, offsets, self.now)

@@ -5,6 +5,7 @@ per city), answered from the indexes on (city, time): the last update, the count
 the newest few per city are short index scans per city, never a pass over every update.
 """
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, any_, bindparam, case, func, null, or_, select, true
+from sqlalchemy import ARRAY, Integer, String, any_, bindparam, case, func, null, or_, select, true
 from sqlalchemy.orm import aliased
 
 from bot.calendar.program import Program, parse_program, program_from
@@ -34,7 +35,6 @@ from store.repo import Store
 from store.types import UTCDateTime
 
 _CITY_TABLE, _COACHED_TABLE = City.__table__, CoachCity.__table__  # type: ignore[attr-defined]
-CHUNK = 900  # ids in one IN list: under SQLite's old limit of 999 variables
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,14 @@ class SessionRow:
     exdates: list[str]
 
 
+def series_key(sessions: Sequence[SessionRow]) -> tuple[Any, ...]:
+    """What decides when a city's sessions fall, whatever their ids: cities with the same key (and
+    zone) have the same sessions at the same moments, so what follows from them is worked out once."""
+    return tuple(
+        (s.title, s.start_local, s.duration_min, s.rrule, s.until_local, tuple(s.exdates)) for s in sessions
+    )
+
+
 def _postgres(store: Store) -> bool:
     return store.session.get_bind().dialect.name == "postgresql"
 
@@ -99,12 +107,6 @@ class _Form:
     single: bool = False
 
 
-def _chunks(store: Store, ids: list[int]) -> list[list[int]]:
-    if _postgres(store):
-        return [ids] if ids else []  # one array parameter, whatever its length
-    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
-
-
 def _among(column: Any, form: _Form) -> Any:
     """`column IN :ids`; on PostgreSQL `= ANY(:ids)`, one array parameter, where psycopg would spend
     longer spelling out a thousand parameters than the server spends answering. One id (a city's own
@@ -115,7 +117,7 @@ def _among(column: Any, form: _Form) -> Any:
         return column == bindparam("ids")
     if form.postgres:
         return column == any_(bindparam("ids", type_=ARRAY(Integer)))
-    return column.in_(bindparam("ids", expanding=True))
+    return column.in_(select(func.json_each(bindparam("ids", type_=String())).table_valued("value").c.value))
 
 
 def _run(store: Store, name: str, ids: Sequence[int], **params: Any) -> list[Any]:
@@ -127,16 +129,10 @@ def _run(store: Store, name: str, ids: Sequence[int], **params: Any) -> list[Any
         return store.session.execute(
             _statement(name, _Form(postgres, single=True)), {"ids": ids[0], **params}
         ).all()
-    statement = _statement(name, _Form(postgres))
-    rows: list[Any] = []
-    for chunk in _chunks(store, ids):
-        rows += store.session.execute(statement, {"ids": chunk, **params}).all()
-    return rows
-
-
-def _chunked(store: Store, ids: Sequence[int]) -> bool:
-    """Whether `_run` asks for `ids` in more than one statement (SQLite, past CHUNK ids)."""
-    return not _postgres(store) and len(set(ids)) > CHUNK
+    if not ids:
+        return []
+    listed = ids if postgres else json.dumps(ids)
+    return store.session.execute(_statement(name, _Form(postgres)), {"ids": listed, **params}).all()
 
 
 @cache
@@ -369,19 +365,12 @@ def city_status(
 def listed_blockers(store: Store, city_ids: Sequence[int], include_resolved: bool) -> list[ListedBlocker]:
     """The cities' blockers (open ones only unless `include_resolved`), oldest first."""
     name = "blocker_list" if include_resolved else "open_blocker_list"
-    found = [ListedBlocker(*row) for row in _run(store, name, city_ids)]
-    if _chunked(store, city_ids):
-        found.sort(key=lambda b: (b.opened_at, b.id))  # each chunk is in order, not all of them
-    return found
+    return [ListedBlocker(*row) for row in _run(store, name, city_ids)]
 
 
 def listed_updates(store: Store, city_ids: Sequence[int], since: datetime, limit: int) -> list[ListedUpdate]:
     """The cities' newest `limit` updates since `since`, newest first."""
-    found = [ListedUpdate(*row) for row in _run(store, "update_list", city_ids, since=since, count=limit)]
-    if _chunked(store, city_ids):
-        # Each chunk gives its newest: the newest of all are among them.
-        found = sorted(found, key=lambda u: (u.created_at, u.id), reverse=True)[:limit]
-    return found
+    return [ListedUpdate(*row) for row in _run(store, "update_list", city_ids, since=since, count=limit)]
 
 
 def last_updates(store: Store, city_ids: Sequence[int]) -> dict[int, datetime | None]:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import event
 
 from bot import admin
-from store import dashboard
+from store import dashboard, views
 from store.models import Blocker, Update
 from tests.conftest import NOW, TestBot
 from web import portfolio
@@ -121,3 +121,20 @@ def test_the_next_session_is_remembered_only_while_it_is_next(world: TestBot) ->
     with world.store() as store:
         admin.skip_day(store, "alpha", "2026-12-01", NOW)  # a holiday changes the series
     assert next_start(NOW) == first + timedelta(days=7)
+
+
+def test_a_listing_of_thousands_of_cities_is_one_statement_in_order(world: TestBot) -> None:
+    # Ids past any IN-list limit (SQLite's was 999) are one parameter: one statement, in one order.
+    extra = add_cities(world, 3)
+    with world.store() as store:
+        ids = [c.id for c in store.cities()] + list(range(10_000, 12_000))
+        with statements(world) as seen:
+            updates = views.listed_updates(store, ids, NOW - timedelta(days=30), 4)  # type: ignore[arg-type]
+            blockers = views.listed_blockers(store, ids, include_resolved=True)  # type: ignore[arg-type]
+    assert len(seen) == 2
+    assert len(updates) == 4 and {u.city_id for u in updates} >= set(extra)
+    assert [(u.created_at, u.id) for u in updates] == sorted(
+        ((u.created_at, u.id) for u in updates), reverse=True
+    )
+    assert [(b.opened_at, b.id) for b in blockers] == sorted((b.opened_at, b.id) for b in blockers)
+    assert set(extra) <= {b.city_id for b in blockers}

@@ -1,8 +1,11 @@
 """What coaches and members read: status, quiet cities, digest, lists."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from bot.core.i18n import translator
+from handlers.status import DigestData, digest_section
 from store.models import Update
+from store.views import CityFigures, Place, SessionRow
 from tests.conftest import NOW, TestBot
 
 
@@ -74,3 +77,24 @@ def test_counts_are_grouped_and_the_digest_counts_every_update(world: TestBot) -
     digest = world.say("console:coach-ab", "/cda digest")
     assert "*Alpha* — 1,201 updates this week" in digest and digest.count("  • #") == 5 + 1 + 2
     assert world.say("console:coach-a", "/cda export updates").startswith("1,201 updates from 1 city, as CSV")
+
+
+def test_a_digest_section_names_the_next_session_in_each_citys_own_zone() -> None:
+    # Cities with the same series of sessions share one worked-out line only where their zone is the same.
+    weekly = dict(title="Check-in", start_local=datetime(2026, 11, 3, 10, 0), duration_min=60)
+    series = dict(rrule="FREQ=WEEKLY", until_local=None, exdates=[])
+    places = [
+        Place(1, "Austin", "America/Chicago"),
+        Place(2, "Leeds", "Europe/London"),
+        Place(3, "Dallas", "America/Chicago"),
+    ]
+    data = DigestData(
+        figures={p.id: CityFigures(None, 0, 0) for p in places},
+        updates={},
+        blockers={},
+        sessions={p.id: [SessionRow(10 + p.id, p.id, **weekly, **series)] for p in places},
+    )
+    sections = [digest_section(translator("en"), data, p, NOW) for p in places]
+    assert "Next session: Check-in: Tue 1 Dec 2026, 10:00–11:00 CST (in 3 days)" in sections[0]
+    assert "Next session: Check-in: Tue 1 Dec 2026, 10:00–11:00 GMT (in 3 days)" in sections[1]
+    assert sections[2].endswith(sections[0].split("\n")[-1]) and len(data.next_lines) == 2
