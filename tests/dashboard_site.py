@@ -19,7 +19,7 @@ from web.routes import dashboard_routes
 from web.signin import WebConfig
 
 BASE = "http://testserver"
-LINK = re.compile(r"https?://[^\s/]+/dashboard/signin/\S+")
+LINK = re.compile(r"https?://\S+?/dashboard/signin/\S+")
 CITY_ROW = re.compile(r'<tr class="city[^"]*" data-city="([^"]+)"')
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 RESOLVE_FORM = re.compile(r'name="blocker" value="(\d+)"')

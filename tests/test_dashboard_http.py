@@ -6,9 +6,12 @@ not by a guessed URL, not through the CSV or the Resolve form, not after being t
 import html
 import re
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import select
+from starlette.responses import Response
 from typer.testing import CliRunner
 
 from bot import admin
@@ -22,6 +25,7 @@ from tests.dashboard_site import (
     blocker_status,
     cities_on,
     csrf_of,
+    dashboard_app,
     link_for,
     notices,
     open_blocker_id,
@@ -63,6 +67,55 @@ async def test_the_cookie_is_secure_when_the_page_is_served_over_https(
         assert opened.status_code == 303
         assert "Secure" in opened.headers["set-cookie"]
         assert cities_on((await client.get("/dashboard")).text) == ["alpha"]
+
+
+async def test_served_under_a_path_every_address_and_the_cookie_keep_it(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As behind a reverse proxy that serves the bot at https://example.org/cda-bot/ and takes the
+    # path off before passing a request on: the routes stay /dashboard…, what the browser is given
+    # must not.
+    base = "https://example.org/cda-bot"
+    monkeypatch.setenv("PUBLIC_BASE_URL", base)
+    monkeypatch.delenv("DASHBOARD_SECRET", raising=False)
+    app = dashboard_app(world, WebConfig(base))
+
+    async def proxy(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            if not scope["path"].startswith("/cda-bot/"):
+                await Response("not behind this proxy", status_code=404)(scope, receive, send)
+                return
+            path = scope["path"].removeprefix("/cda-bot")
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        await app(scope, receive, send)
+
+    def addresses(page: str) -> list[str]:
+        return re.findall(r'(?:href|action)="(/[^"]*)"', page)
+
+    link = link_for(world, "console:coach-ab")
+    assert link.startswith(f"{base}/dashboard/signin/")
+    transport = httpx.ASGITransport(app=proxy)
+    async with httpx.AsyncClient(transport=transport, base_url="https://example.org") as client:
+        opened = await client.get(link)
+        assert opened.status_code == 303 and opened.headers["location"] == "/cda-bot/dashboard"
+        assert "Path=/cda-bot/dashboard" in opened.headers["set-cookie"]
+        page = await client.get("/cda-bot/dashboard")
+        assert page.status_code == 200 and cities_on(page.text) == ["alpha", "beta"]
+        assert addresses(page.text) and all(a.startswith("/cda-bot/dashboard") for a in addresses(page.text))
+        (stylesheet,) = re.findall(r'rel="stylesheet" href="([^"]+)"', page.text)
+        assert (await client.get(stylesheet)).status_code == 200
+        city = await client.get("/cda-bot/dashboard/city/alpha")
+        assert city.status_code == 200
+        assert all(a.startswith("/cda-bot/dashboard") for a in addresses(city.text))
+        (form,) = re.findall(r'<form method="post" action="([^"]+/resolve)"', city.text)
+        alpha = open_blocker_id(world, "alpha")
+        done = await client.post(form, data={"csrf": csrf_of(city.text), "blocker": str(alpha)})
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/cda-bot/dashboard/city/alpha?resolved={alpha}"
+        (signout,) = re.findall(r'<form method="post" action="([^"]+/signout)"', city.text)
+        out = await client.post(signout, data={"csrf": csrf_of(city.text)})
+        assert out.status_code == 200 and "Path=/cda-bot/dashboard" in out.headers["set-cookie"]
+        assert (await client.get("/cda-bot/dashboard")).status_code == 403
 
 
 async def test_a_link_works_once(site: Site) -> None:

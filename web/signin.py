@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from bot.core.i18n import N_
 from bot.runtime.settings import Settings
@@ -45,6 +46,13 @@ class WebConfig:
     def from_settings(cls, settings: Settings) -> "WebConfig":
         secret = settings.dashboard_secret.get_secret_value() if settings.dashboard_secret else None
         return cls((settings.public_base_url or DEFAULT_BASE_URL).rstrip("/"), secret)
+
+    @property
+    def root(self) -> str:
+        """The path the bot is served under, behind a proxy that takes it off before passing requests
+        on (`https://example.org/cda-bot` → `/cda-bot`; none → ""): every address a page gives, and its
+        cookie's path, begin with it, where the routes themselves do not."""
+        return urlsplit(self.base_url).path.rstrip("/")
 
     @property
     def secure(self) -> bool:
