@@ -171,13 +171,15 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
     engine.dispose()
 
 
+@pytest.mark.parametrize("retry", ["whole", "one by one"])
 async def test_replies_of_a_handling_whose_commit_was_not_confirmed_go_out_without_waiting_out_their_lease(
-    sqlite_file: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch, retry: str
 ) -> None:
     """The connection breaks at COMMIT after the database has committed: the intake hears a
     transient error and tries the messages again a second later, finding them handled. The replies
     that handling wrote as this process's claim are handed to its deliverer then, leased again from
-    then, and not left waiting for their lease to run out."""
+    then, and not left waiting for their lease to run out — also where the retry's batch fails as a
+    whole and is handled again one by one."""
     engine = make_engine(sqlite_file)
     with open_store(engine) as store:
         admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
@@ -187,6 +189,8 @@ async def test_replies_of_a_handling_whose_commit_was_not_confirmed_go_out_witho
 
     def counted(*args: Any, **kwargs: Any) -> inbox.Handled:
         calls["handled"] += 1
+        if calls["handled"] == 2 and retry == "one by one":
+            raise ValueError("a handler broke")
         return handle_all(*args, **kwargs)
 
     @contextlib.contextmanager
