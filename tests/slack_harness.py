@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 import uvicorn
+from aiohttp import web
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -87,6 +89,7 @@ class MockSlack:
     rate_limit: dict[str, int] = field(default_factory=dict)  # method → how many 429s to answer first
     delay: dict[str, float] = field(default_factory=dict)  # method → seconds before answering
     base_url: str = ""
+    socket_url: str = ""  # what `apps.connections.open` gives (Socket Mode)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def app(self) -> Starlette:
@@ -154,6 +157,8 @@ class MockSlack:
                 "bot_id": BOT_ID,
                 "url": "https://test.invalid/",
             }
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url}
         if method == "chat.postMessage":
             return {"ok": True, "channel": params.get("channel"), "ts": f"{time.time():.6f}"}
         if method == "conversations.open":
@@ -223,3 +228,70 @@ def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "cond
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class SocketLink:
+    """Slack's end of a Socket Mode connection, on 127.0.0.1 (aiohttp's WebSocket server, in a thread
+    with its own loop): says hello to whoever connects, sends envelopes as Slack does, and records every
+    envelope id acknowledged."""
+
+    def __init__(self) -> None:
+        self.acks: list[str] = []
+        self.connections = 0
+        self._socket: web.WebSocketResponse | None = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the Socket Mode fake did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_get("/link", self._link)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"ws://127.0.0.1:{port}/link"
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _link(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.connections += 1
+        self._socket = socket
+        await socket.send_json({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake"}})
+        async for frame in socket:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                envelope_id = json.loads(frame.data).get("envelope_id")
+                if envelope_id:
+                    self.acks.append(envelope_id)
+        return socket
+
+    def connected(self) -> bool:
+        return self._socket is not None and not self._socket.closed
+
+    def send(self, envelope: dict[str, Any]) -> None:
+        assert self._socket is not None, "nobody connected"
+        asyncio.run_coroutine_threadsafe(self._socket.send_json(envelope), self._loop).result(5)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def events_envelope(body: dict[str, Any], envelope_id: str, retry_attempt: int = 0) -> dict[str, Any]:
+    """An Events API payload as Socket Mode carries it."""
+    return {
+        "envelope_id": envelope_id,
+        "type": "events_api",
+        "accepts_response_payload": False,
+        "retry_attempt": retry_attempt,
+        "retry_reason": "timeout" if retry_attempt else "",
+        "payload": body,
+    }
