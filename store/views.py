@@ -108,8 +108,10 @@ class _Form:
 
 
 def _among(column: Any, form: _Form) -> Any:
-    """`column IN :ids`; on PostgreSQL `= ANY(:ids)`, one array parameter, where psycopg would spend
-    longer spelling out a thousand parameters than the server spends answering. One id (a city's own
+    """`column IN :ids`, one parameter whatever the number of ids: on PostgreSQL `= ANY(:ids)`, an array,
+    where psycopg would spend longer spelling out a thousand parameters than the server spends
+    answering; on SQLite a JSON list read by `json_each`, so the statement is compiled once, where an
+    IN list is written out afresh for every call (and was cut at SQLite's old 999). One id (a city's own
     view, the commonest) is `column = :ids`: PostgreSQL plans `= ANY(array)` afresh at every call,
     never trusting a prepared plan for an array of unknown length, and planning cost more than
     answering; for `= :ids` it keeps the prepared plan."""
@@ -122,7 +124,7 @@ def _among(column: Any, form: _Form) -> Any:
 
 def _run(store: Store, name: str, ids: Sequence[int], **params: Any) -> list[Any]:
     """Statement `name`, built once per dialect (building one costs more than running it), for
-    `ids` in as few round trips as the dialect allows."""
+    `ids` in one round trip."""
     ids = list(dict.fromkeys(ids))
     postgres = _postgres(store)
     if len(ids) == 1:
