@@ -254,7 +254,7 @@ class SocketLink:
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self._runner.addresses[0][1]
         self.url = f"ws://127.0.0.1:{port}/link"
         self._ready.set()
         self._loop.run_forever()
