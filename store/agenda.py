@@ -47,7 +47,7 @@ from store.models import (
     Update,
 )
 from store.repo import Store, open_store
-from store.views import SessionRow
+from store.views import SessionRow, in_json_list
 
 CHUNK = 900  # values in one IN list on SQLite
 # Taken around each writing transaction: the server's turn to write (bot/runtime/turns.py), so that on
@@ -221,7 +221,7 @@ def _among(column: Any, postgres: bool) -> Any:
         # Read in a subquery, so that it is done once, not once for each row a scan looks at.
         listed = select(func.unnest(cast(given, ARRAY(Integer)))).scalar_subquery()
         return column == any_(func.array(listed))
-    return column.in_(select(func.json_each(given).table_valued("value").c.value))
+    return in_json_list(column, given)
 
 
 def _ids(ids: Sequence[int], postgres: bool) -> str:
@@ -275,7 +275,7 @@ def _statement(name: str, postgres: bool) -> Any:
         if postgres:
             listed = select(func.json_array_elements_text(cast(given, JSON()))).scalar_subquery()
             return select(key).where(key == any_(func.array(listed)))
-        return select(key).where(key.in_(select(func.json_each(given).table_valued("value").c.value)))
+        return select(key).where(in_json_list(key, given))
     assert name == "latest"
     u = Update.__table__  # type: ignore[attr-defined]
     c = City.__table__  # type: ignore[attr-defined]

@@ -107,6 +107,12 @@ class _Form:
     single: bool = False
 
 
+def in_json_list(column: Any, listed: Any) -> Any:
+    """`column IN` the values of `listed`, a JSON list bound as one text parameter (SQLite's
+    `json_each`): the statement is the same whatever the list's length, so it is compiled once."""
+    return column.in_(select(func.json_each(listed).table_valued("value").c.value))
+
+
 def _among(column: Any, form: _Form) -> Any:
     """`column IN :ids`, one parameter whatever the number of ids: on PostgreSQL `= ANY(:ids)`, an array,
     where psycopg would spend longer spelling out a thousand parameters than the server spends
@@ -119,7 +125,7 @@ def _among(column: Any, form: _Form) -> Any:
         return column == bindparam("ids")
     if form.postgres:
         return column == any_(bindparam("ids", type_=ARRAY(Integer)))
-    return column.in_(select(func.json_each(bindparam("ids", type_=String())).table_valued("value").c.value))
+    return in_json_list(column, bindparam("ids", type_=String()))
 
 
 def _run(store: Store, name: str, ids: Sequence[int], **params: Any) -> list[Any]:
