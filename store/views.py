@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, String, any_, bindparam, case, func, null, or_, select, true
+from sqlalchemy import ARRAY, Integer, String, any_, bindparam, case, cast, func, null, or_, select, true
 from sqlalchemy.orm import aliased
 
 from bot.calendar.program import Program, parse_program, program_from
@@ -575,7 +575,7 @@ def first_city_zone(store: Store) -> str | None:
     return store.session.execute(select(City.zone).order_by(City.name, City.id).limit(1)).scalar()
 
 
-_PEOPLE, _CITIES = Person.__table__, City.__table__  # type: ignore[attr-defined]
+_PEOPLE, _CITIES, _BINDINGS = Person.__table__, City.__table__, ChannelBinding.__table__  # type: ignore[attr-defined]
 _ACCESSIBLE = "cda_accessible_city_ids"  # in the session's info: (person, their cities' ids)
 
 
@@ -611,34 +611,64 @@ def _accessible(postgres: bool) -> Any:
 
 
 @cache
-def _person_and_city(postgres: bool) -> Any:
-    return (
-        select(
-            *(c.label(f"p_{c.name}") for c in _PEOPLE.c),
-            *(c.label(f"c_{c.name}") for c in _CITIES.c),
-            _accessible(postgres).label("accessible"),
-        )
-        .select_from(_PEOPLE.outerjoin(_CITIES, _CITIES.c.id == _PEOPLE.c.city_id))
-        .where(_PEOPLE.c.identity == bindparam("who"))
+def _speaker(postgres: bool) -> Any:
+    # One row whoever asks: the sender and the conversation are the statement's own one-row table,
+    # and the person, their city and the conversation's city hang off it by outer joins.
+    asked = select(
+        cast(bindparam("who"), String).label("who"),
+        cast(bindparam("conversation"), String).label("conversation"),
+    ).subquery("asked")
+    place = _CITIES.alias("place")
+    return select(
+        *(c.label(f"p_{c.name}") for c in _PEOPLE.c),
+        *(c.label(f"c_{c.name}") for c in _CITIES.c),
+        _accessible(postgres).label("accessible"),
+        *(c.label(f"b_{c.name}") for c in place.c),
+    ).select_from(
+        asked.outerjoin(_PEOPLE, _PEOPLE.c.identity == asked.c.who)
+        .outerjoin(_CITIES, _CITIES.c.id == _PEOPLE.c.city_id)
+        .outerjoin(_BINDINGS, _BINDINGS.c.conversation == asked.c.conversation)
+        .outerjoin(place, place.c.id == _BINDINGS.c.city_id)
     )
 
 
-def person_and_city(store: Store, identity: str) -> tuple[Person | None, City | None]:
-    """Someone on the roster and their city (a member's), in one statement. Every message asks this
-    first, so the rows are read without the ORM (whose work was most of the statement's) and given
-    as detached objects: read them, never change them. A coach's or an admin's cities are read in
-    the same statement and kept for `accessible_city_ids`, which the dispatcher asks next: one round
-    trip fewer for every message a coach sends."""
-    statement = _person_and_city(_postgres(store))
-    row = store.session.connection().execute(statement, {"who": identity}).mappings().first()
-    if row is None:
-        return None, None
+@dataclass(frozen=True)
+class Whereabouts:
+    """Who is speaking and where: the sender on the roster (or None) with their city (a member's),
+    and the city the conversation is bound to (None for a direct message or an unbound channel)."""
+
+    person: Person | None
+    city: City | None
+    channel_city: City | None
+
+
+def whereabouts(store: Store, sender: str, conversation: str | None) -> Whereabouts:
+    """Who `sender` is and where `conversation` belongs, in one statement (`conversation` None: a
+    direct message, bound to nothing). Every message asks this first, so the rows are read without
+    the ORM (whose work was most of the statement's) and given as detached objects: read them, never
+    change them. A coach's or an admin's cities are read in the same statement and kept for
+    `accessible_city_ids`, which the dispatcher asks next: one round trip fewer for every message a
+    coach sends."""
+    statement = _speaker(_postgres(store))
+    row = (
+        store.session.connection()
+        .execute(statement, {"who": sender, "conversation": conversation})
+        .mappings()
+        .one()
+    )
+    channel_city = _detached(City, _CITIES, row, "b_")
+    if row["p_id"] is None:
+        return Whereabouts(None, None, channel_city)
     person = Person.model_construct(**{c.name: row[f"p_{c.name}"] for c in _PEOPLE.c})
     if row["p_role"] != Role.member:
         store.session.info[_ACCESSIBLE] = (person, _as_ids(row["accessible"]))
-    if row["c_id"] is None:
-        return person, None
-    return person, City.model_construct(**{c.name: row[f"c_{c.name}"] for c in _CITIES.c})
+    return Whereabouts(person, _detached(City, _CITIES, row, "c_"), channel_city)
+
+
+def _detached(model: Any, table: Any, row: Any, prefix: str) -> Any:
+    if row[f"{prefix}id"] is None:
+        return None
+    return model.model_construct(**{c.name: row[f"{prefix}{c.name}"] for c in table.c})
 
 
 def accessible_city_ids(store: Store, person: Any) -> list[int]:

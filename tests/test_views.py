@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from bot.core.i18n import translator
 from handlers.status import DigestData, digest_section
+from store import views
 from store.models import Update
 from store.views import CityFigures, Place, SessionRow
 from tests.conftest import NOW, TestBot
@@ -98,3 +99,33 @@ def test_a_digest_section_names_the_next_session_in_each_citys_own_zone() -> Non
     assert "Next session: Check-in: Tue 1 Dec 2026, 10:00–11:00 CST (in 3 days)" in sections[0]
     assert "Next session: Check-in: Tue 1 Dec 2026, 10:00–11:00 GMT (in 3 days)" in sections[1]
     assert sections[2].endswith(sections[0].split("\n")[-1]) and len(data.next_lines) == 2
+
+
+def test_whereabouts_reads_the_speaker_and_the_conversation_city_apart(world: TestBot) -> None:
+    """One statement answers who speaks and where: each half must come from its own row, whether
+    the other half is there or not."""
+    channel = "slack:T0001:C0001"  # bound to Alpha
+    with world.store() as store:
+        beta_member_in_alpha = views.whereabouts(store, "console:b1", channel)
+        stranger_in_alpha = views.whereabouts(store, "slack:T0001:UNKNOWN", channel)
+        member_direct = views.whereabouts(store, "console:g1", None)
+        member_unbound = views.whereabouts(store, "console:a1", "slack:T0001:CNOTBOUND")
+        nobody_nowhere = views.whereabouts(store, "slack:T0001:UNKNOWN", "slack:T0001:CNOTBOUND")
+        coach = views.whereabouts(store, "console:coach-ab", channel)
+        coach_cities = views.accessible_city_ids(store, coach.person)
+    assert beta_member_in_alpha.person is not None and beta_member_in_alpha.person.name == "Bob Beta"
+    assert beta_member_in_alpha.city is not None and beta_member_in_alpha.city.slug == "beta"
+    assert beta_member_in_alpha.channel_city is not None and beta_member_in_alpha.channel_city.slug == "alpha"
+    assert beta_member_in_alpha.channel_city.zone == "America/Chicago"  # every column, not only the id
+    assert stranger_in_alpha.person is None and stranger_in_alpha.city is None
+    assert stranger_in_alpha.channel_city is not None and stranger_in_alpha.channel_city.slug == "alpha"
+    assert member_direct.city is not None and member_direct.city.language == "es"
+    assert member_direct.channel_city is None
+    assert member_unbound.city is not None and member_unbound.city.slug == "alpha"
+    assert member_unbound.channel_city is None
+    assert nobody_nowhere == views.Whereabouts(None, None, None)
+    assert coach.person is not None and coach.person.role == "coach" and coach.city is None
+    assert coach.channel_city is not None and coach.channel_city.slug == "alpha"
+    with world.store() as store:
+        slugs = {c.slug for c in views.cities(store, coach_cities)}
+    assert slugs == {"alpha", "beta"}

@@ -85,8 +85,8 @@ class Refusal(Exception):
 
 
 def resolve_speaker(store: Store, msg: InboundMessage) -> tuple[Speaker, City | None]:
-    channel_city = None if msg.conversation == msg.sender else store.bound_city(msg.conversation)
-    person, city = views.person_and_city(store, msg.sender)
+    found = views.whereabouts(store, msg.sender, None if msg.conversation == msg.sender else msg.conversation)
+    person, city, channel_city = found.person, found.city, found.channel_city
     if person is not None:
         role = SpeakerRole(person.role)
         if role == MEMBER:
