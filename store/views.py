@@ -656,19 +656,19 @@ def whereabouts(store: Store, sender: str, conversation: str | None) -> Whereabo
         .mappings()
         .one()
     )
-    channel_city = _detached(City, _CITIES, row, "b_")
+    channel_city = _city_in(row, "b_")
     if row["p_id"] is None:
         return Whereabouts(None, None, channel_city)
     person = Person.model_construct(**{c.name: row[f"p_{c.name}"] for c in _PEOPLE.c})
     if row["p_role"] != Role.member:
         store.session.info[_ACCESSIBLE] = (person, _as_ids(row["accessible"]))
-    return Whereabouts(person, _detached(City, _CITIES, row, "c_"), channel_city)
+    return Whereabouts(person, _city_in(row, "c_"), channel_city)
 
 
-def _detached(model: Any, table: Any, row: Any, prefix: str) -> Any:
+def _city_in(row: Any, prefix: str) -> City | None:
     if row[f"{prefix}id"] is None:
         return None
-    return model.model_construct(**{c.name: row[f"{prefix}{c.name}"] for c in table.c})
+    return City.model_construct(**{c.name: row[f"{prefix}{c.name}"] for c in _CITIES.c})
 
 
 def accessible_city_ids(store: Store, person: Any) -> list[int]:
