@@ -164,8 +164,29 @@ async def reply_latency(engine: Engine, members: list[str], times: int = 100) ->
     return spent
 
 
+LOOP = 10_000_000
+
+
+def machine() -> list[Figure]:
+    """How fast this machine runs plain Python at the time: the same work every run. Most figures here
+    follow the machine (the same code did 2-3 times worse on one machine of this kind than on another),
+    so tables from different machines or moments compare only beside it."""
+    print("Machine: plain Python", flush=True)
+    best = min(_loop(LOOP) for _ in range(3))
+    return [figure(f"machine: {LOOP:,} additions in a Python loop, best of 3", best, "s", note="machine")]
+
+
+def _loop(count: int) -> float:
+    started = time.perf_counter()
+    total = 0
+    for n in range(count):
+        total += n
+    return time.perf_counter() - started
+
+
 # Each returns its figures; they run in this order and make one table.
 BENCHMARKS: list[Callable[[], list[Figure]]] = [
+    machine,
     core,
     views.bench,
     scheduler.bench,
