@@ -49,7 +49,6 @@ from store.models import (
 from store.repo import Store, open_store
 from store.views import SessionRow, in_json_list
 
-CHUNK = 900  # values in one IN list on SQLite
 # Taken around each writing transaction: the server's turn to write (bot/runtime/turns.py), so that on
 # SQLite what arrives meanwhile is stored between a pass's writes rather than after SQLite's busy wait.
 Turn = Callable[[], AbstractContextManager[object]]
@@ -136,10 +135,16 @@ def set_plans(store: Store, model: Any, plans: dict[int, datetime], claimed: dat
 
 def existing_keys(store: Store, keys: Sequence[str]) -> set[str]:
     """Which of these outbox keys are taken, in one statement (the keys: one JSON list)."""
+    return set(_taken(store, keys))
+
+
+def _taken(store: Store, keys: Sequence[str]) -> dict[str, Any]:
+    """The taken ones of these outbox keys, each with when its row was made."""
     if not keys:
-        return set()
+        return {}
     statement = _statement("taken", _postgres(store))
-    return set(store.session.connection().execute(statement, {"keys": _listed(keys)}).scalars())
+    found = store.session.connection().execute(statement, {"keys": _listed(keys)})
+    return {key: created for key, created in found}
 
 
 OUTBOX_COLUMNS = [
@@ -164,13 +169,9 @@ def insert_outbox(store: Store, rows: Sequence[OutboxRow]) -> set[str]:
         return {row[0] for row in rows}
     # Some keys were taken since the pass read them: the rows written are those this pass made.
     created = rows[0][OUTBOX_COLUMNS.index("created_at")]
-    table = OutboxMessage.__table__  # type: ignore[attr-defined]
     postgres = _postgres(store)
-    mine: set[str] = set()
-    for chunk in chunked([row[0] for row in rows], CHUNK):
-        query = select(table.c.key, table.c.created_at).where(table.c.key.in_(chunk))
-        mine.update(k for k, at in store.session.execute(query) if bulk.value(at, postgres, {}) == created)
-    return mine
+    taken = _taken(store, [row[0] for row in rows])
+    return {key for key, at in taken.items() if bulk.value(at, postgres, {}) == created}
 
 
 # -- what planning a batch reads: plain rows, not the ORM's objects -----------------------------------------
@@ -270,12 +271,12 @@ def _statement(name: str, postgres: bool) -> Any:
         ]
         return select(*columns).where(_among(table.c.city_id, postgres)).order_by(table.c.start_local)
     if name == "taken":
-        key = OutboxMessage.__table__.c.key  # type: ignore[attr-defined]
-        given = bindparam("keys", type_=String())
+        outbox = OutboxMessage.__table__  # type: ignore[attr-defined]
+        key, given = outbox.c.key, bindparam("keys", type_=String())
         if postgres:
             listed = select(func.json_array_elements_text(cast(given, JSON()))).scalar_subquery()
-            return select(key).where(key == any_(func.array(listed)))
-        return select(key).where(in_json_list(key, given))
+            return select(key, outbox.c.created_at).where(key == any_(func.array(listed)))
+        return select(key, outbox.c.created_at).where(in_json_list(key, given))
     assert name == "latest"
     u = Update.__table__  # type: ignore[attr-defined]
     c = City.__table__  # type: ignore[attr-defined]

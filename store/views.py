@@ -611,7 +611,7 @@ def _accessible(postgres: bool) -> Any:
 
 
 @cache
-def _speaker(postgres: bool) -> Any:
+def _whereabouts(postgres: bool) -> Any:
     # One row whoever asks: the sender and the conversation are the statement's own one-row table,
     # and the person, their city and the conversation's city hang off it by outer joins.
     asked = select(
@@ -649,7 +649,7 @@ def whereabouts(store: Store, sender: str, conversation: str | None) -> Whereabo
     change them. A coach's or an admin's cities are read in the same statement and kept for
     `accessible_city_ids`, which the dispatcher asks next: one round trip fewer for every message a
     coach sends."""
-    statement = _speaker(_postgres(store))
+    statement = _whereabouts(_postgres(store))
     row = (
         store.session.connection()
         .execute(statement, {"who": sender, "conversation": conversation})

@@ -35,7 +35,6 @@ from web import charts, portfolio
 from web.portfolio import CityView, Event, Filters, Row
 from web.signin import (
     COOKIE,
-    COOKIE_PATH,
     REFUSALS,
     SESSION_LIFETIME,
     Opened,
@@ -264,7 +263,7 @@ class Pages:
         self, t: Translator, who: Viewer | None, title: str, text: str, status: int, back: bool = False
     ) -> HTMLResponse:
         tone = "refused" if status >= 400 else "info"
-        back_to = f"{self.config.root}/dashboard" if back else None
+        back_to = self.config.home if back else None
         return self.render("message.html", t, who, status, title=title, text=text, tone=tone, back=back_to)
 
     def refused(self, refusal: Refused) -> HTMLResponse:
@@ -285,14 +284,12 @@ class Pages:
         outcome = await asyncio.to_thread(self._redeem, token)
         if isinstance(outcome, Refused):
             return self.refused(outcome)
-        response = RedirectResponse(
-            f"{self.config.root}/dashboard", status_code=303, headers={"Cache-Control": "no-store"}
-        )
+        response = RedirectResponse(self.config.home, status_code=303, headers={"Cache-Control": "no-store"})
         response.set_cookie(
             COOKIE,
             outcome.token,
             max_age=int(SESSION_LIFETIME.total_seconds()),
-            path=self.config.root + COOKIE_PATH,
+            path=self.config.home,
             secure=self.config.secure,
             httponly=True,
             samesite="lax",
@@ -320,9 +317,7 @@ class Pages:
                 return self.message(t, who, t.gettext("Refused"), t.gettext(BAD_FORM), 403, back=True)
             sign_out(store, who, now)
         response = self.message(t, None, t.gettext("Signed out"), t.gettext(SIGNED_OUT), 200)
-        response.delete_cookie(
-            COOKIE, path=self.config.root + COOKIE_PATH, secure=self.config.secure, httponly=True
-        )
+        response.delete_cookie(COOKIE, path=self.config.home, secure=self.config.secure, httponly=True)
         return response
 
     # -- the portfolio --------------------------------------------------------------------------------
@@ -449,9 +444,7 @@ class Pages:
                 return self.not_found(who)
             # The chat command's own logic: the same rights, the same notice to the city's coaches.
             resolve_numbered(store, _speaker(who), number, (form.get("note") or "").strip()[:500], now, t)
-        return RedirectResponse(
-            f"{self.config.root}/dashboard/city/{city.slug}?resolved={blocker.id}", status_code=303
-        )
+        return RedirectResponse(f"{self.config.home}/city/{city.slug}?resolved={blocker.id}", status_code=303)
 
 
 def _coached_city(store: Store, who: Viewer, slug: str) -> City | None:

@@ -55,6 +55,12 @@ class WebConfig:
         return urlsplit(self.base_url).path.rstrip("/")
 
     @property
+    def home(self) -> str:
+        """The portfolio's path as a browser asks for it (under `root`): where redirects go, and the
+        path of the session cookie."""
+        return self.root + COOKIE_PATH
+
+    @property
     def secure(self) -> bool:
         """Cookies only over https where the page is served over https; on plain http (the terminal
         demo, a laptop) a Secure cookie would never come back."""
