@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from bot.core.inbox import REPLY_KIND, Claiming, Handled, accept, handle_all, reclaim_replies
 from bot.core.messages import DeliveryError, Reply
+from bot.runtime import delivery
 from bot.runtime.delivery import LEASE, MAX_ATTEMPTS, Deliverer
 from bot.runtime.hub import Hub
 from store.models import OutboxMessage, OutboxStatus
@@ -191,6 +192,38 @@ async def test_a_claim_whose_commit_went_through_unheard_is_put_back_and_sent_wi
     rows = _rows(world)
     assert len(adapter.sent) == len(rows) == 9 and {row.status for row in rows} == {"sent"}  # each once
     assert {row.attempts for row in rows} == {1}  # the unheard claim was not counted as an attempt
+
+
+class SlowRecorder(Recorder):
+    """Takes a while over each send, as a platform's API does."""
+
+    async def send(
+        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+    ) -> None:
+        await asyncio.sleep(0.05)
+        await super().send(recipient, reply, reference, context)
+
+
+async def test_lanes_that_were_full_wake_the_loop_as_they_empty_instead_of_leaving_the_rest_to_the_poll(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst bigger than the lanes hold (a Monday's digests): the rest is claimed as soon as there is
+    room, not at the next poll, which here would come only after the test has given up."""
+    monkeypatch.setattr(delivery, "MAX_IN_FLIGHT", 4)
+    monkeypatch.setattr(delivery, "POLL_SECONDS", 60.0)
+    world.say("console:a1", "blocker: the vendor went silent")
+    adapter = SlowRecorder()
+    deliverer = Deliverer(world.engine, {"console": adapter}, world.clock)
+    deliverer.start()
+    try:
+        for _ in range(100):
+            if len(adapter.sent) >= 9:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await deliverer.stop(5)
+    assert len(adapter.sent) == 9
+    assert {row.status for row in _rows(world)} == {"sent"}
 
 
 def test_putting_back_an_unheard_claim_leaves_a_row_another_deliverer_took_since(world: TestBot) -> None:

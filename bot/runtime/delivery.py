@@ -111,6 +111,9 @@ class Deliverer:
         self._unsure: list[Claim] = []
         self._finishing: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._finisher: asyncio.Task[None] | None = None
+        # The loop stopped claiming with the lanes full: the lanes wake it once they have room again,
+        # rather than leaving what is due to wait for the next poll.
+        self._full = False
 
     # -- one round ----------------------------------------------------------------------------------
     async def deliver_due(self, limit: int = 500) -> DeliveryReport:
@@ -164,6 +167,7 @@ class Deliverer:
                 return  # after one last claim, so what was written just before stopping goes out too
             if claimed and self.in_flight < MAX_IN_FLIGHT:
                 continue  # there may be more due right away
+            self._full = self.in_flight >= MAX_IN_FLIGHT
             pause = POLL_SECONDS
             if next_due is not None:
                 pause = min(pause, max((next_due - self.clock.now()).total_seconds(), 0.01))
@@ -245,6 +249,9 @@ class Deliverer:
                     if lease is not None and is_transient(error):
                         self._unsure.append(Claim(lane[0].id, lane[0].attempts, lease))  # type: ignore[arg-type]
                 lane.popleft()
+                if self._full and self.in_flight <= MAX_IN_FLIGHT // 2:
+                    self._full = False
+                    self.wake()
         finally:
             del self._lanes[key]
             del self._lane_tasks[key]
