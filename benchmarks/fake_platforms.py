@@ -1,13 +1,17 @@
 """Fast local stand-ins for Slack's Web API, Twilio's Messages API and, for Teams, the Bot Connector,
 the Bot Framework's OpenID metadata and keys, and Entra's token endpoint, for the inbound benchmark:
-every call answered at once, counted by method (GET /counts).
+every call answered at once, counted by method (GET /counts), and each message's arrival noted under
+what the platform's rate limit counts it against (GET /sends): a Slack channel, a Teams conversation,
+Twilio's sender number.
 
 Teams' keys: the public JWK the benchmark signs its tokens with comes in BENCH_TEAMS_JWK. Entra must be
 reached over https (MSAL insists): the benchmark runs a second copy of this app with a certificate."""
 
 import json
 import os
-from collections import Counter
+import time
+from collections import Counter, defaultdict
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,13 +19,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 calls: Counter[str] = Counter()
+sends: defaultdict[str, list[float]] = defaultdict(list)  # limit key -> arrival times (monotonic s)
 TEAMS_ISSUER = "https://api.botframework.com"  # what the Bot Framework's tokens name as their issuer
 
 
 async def _api(request: Request) -> Response:
     method = request.path_params["method"]
     calls[method] += 1
-    await request.body()
+    body = await request.body()
+    if method == "chat.postMessage":
+        sends[f"slack:{json.loads(body)['channel']}"].append(time.monotonic())
     if method == "auth.test":
         answer = {"ok": True, "team_id": "T0001", "user_id": "UBOT", "bot_id": "BBOT", "team": "Bench"}
     else:
@@ -33,9 +40,14 @@ async def _counts(_: Request) -> Response:
     return JSONResponse(dict(calls))
 
 
+async def _sends(_: Request) -> Response:
+    return JSONResponse(sends)
+
+
 async def _twilio(request: Request) -> Response:
     calls["twilio"] += 1
-    await request.body()
+    sender = parse_qs((await request.body()).decode())["From"][0]
+    sends[f"whatsapp:{sender}"].append(time.monotonic())
     sid = f"SM{calls['twilio']:032d}"
     return Response(
         json.dumps({"sid": sid, "status": "queued"}), status_code=201, media_type="application/json"
@@ -57,6 +69,7 @@ async def _teams_keys(_: Request) -> Response:
 async def _teams_activity(request: Request) -> Response:
     calls["teams"] += 1
     await request.body()
+    sends[f"teams:{request.path_params['conversation']}"].append(time.monotonic())
     return JSONResponse({"id": f"reply-{calls['teams']}"}, status_code=201)
 
 
@@ -98,5 +111,6 @@ app = Starlette(
         Route("/{tenant}/v2.0/.well-known/openid-configuration", _entra_configuration, methods=["GET"]),
         Route("/{tenant}/oauth2/v2.0/token", _entra_token, methods=["POST"]),
         Route("/counts", _counts, methods=["GET"]),
+        Route("/sends", _sends, methods=["GET"]),
     ]
 )

@@ -465,6 +465,16 @@ def drain(engine: Engine, acknowledged: list[str], seconds: float = 120, platfor
         time.sleep(1)
 
 
+def slack_env(fake_port: int) -> dict[str, str]:
+    """`serve`'s settings for Slack, its Web API the fake on `fake_port`."""
+    return {
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_BOT_TOKEN": "xoxb-bench-not-real",
+        "SLACK_API_BASE_URL": f"http://127.0.0.1:{fake_port}/api/",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
 def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2) -> list[Figure]:
     """Slack inbound on one database, beside the floors, plus overload, memory and start-up."""
     name = label(backend)
@@ -479,12 +489,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     numbers = iter(range(10**9))
     # Signed when sent, as Slack does: a run lasts minutes, and a signature over five minutes old is refused.
     requests = (signed_request(next(numbers), str(int(time.time()))) for _ in iter(int, 1))
-    env = {
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_BOT_TOKEN": "xoxb-bench-not-real",
-        "SLACK_API_BASE_URL": f"http://127.0.0.1:{fake_port}/api/",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = slack_env(fake_port)
     serve = serve_command(url, ports["cda"])
     # The same with the sends in a process of their own (a second core), and in two processes.
     variants = {"cda2": ("--delivery-process",), "workers": ("--workers", "2")}
@@ -590,6 +595,7 @@ TWILIO_TOKEN = "bench-twilio-token"
 PUBLIC = "https://bot.example.org"
 ACCOUNT = "AC" + "0" * 32
 NUMBERS = 2000
+WHATSAPP_FROM = "whatsapp:+14155238886"  # the bot's number
 
 
 def number(n: int) -> str:
@@ -604,7 +610,7 @@ def signed_form(n: int) -> tuple[str, bytes]:
         "SmsMessageSid": sid,
         "AccountSid": ACCOUNT,
         "From": number(n),
-        "To": "whatsapp:+14155238886",
+        "To": WHATSAPP_FROM,
         "Body": f"update: bench message {n}",
         "NumMedia": "0",
         "ProfileName": "Bench",
@@ -631,6 +637,18 @@ def seed_numbers(url: str) -> None:
     )
 
 
+def whatsapp_env(fake_port: int) -> dict[str, str]:
+    """`serve`'s settings for WhatsApp, Twilio's API the fake on `fake_port`, at Twilio's own rate."""
+    return {
+        "TWILIO_ACCOUNT_SID": ACCOUNT,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
+        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{fake_port}",
+        "PUBLIC_BASE_URL": PUBLIC,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
 def whatsapp(
     backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2
 ) -> list[Figure]:
@@ -642,15 +660,8 @@ def whatsapp(
     fake_port = free_port()
     numbers = iter(range(10**9))
     requests = (signed_form(next(numbers)) for _ in iter(int, 1))
-    env = {
-        "TWILIO_ACCOUNT_SID": ACCOUNT,
-        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-        "TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886",
-        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{fake_port}",
-        "TWILIO_MESSAGES_PER_SECOND": "1000",  # raised, as Twilio does on request: the drain is not measured
-        "PUBLIC_BASE_URL": PUBLIC,
-        "PYTHONPATH": str(ROOT),
-    }
+    # Raised, as Twilio does on request: the drain is not measured here (benchmarks/delivery.py does).
+    env = {**whatsapp_env(fake_port), "TWILIO_MESSAGES_PER_SECOND": "1000"}
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
         run = against_floor(
             url,
@@ -772,23 +783,23 @@ def teams_activity(n: int, service_url: str, token: str) -> tuple[str, bytes]:
     return f"{channel}|{activity_id}", head.encode() + body
 
 
-def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2) -> list[Figure]:
-    """Teams inbound on one database: channel posts with a Bot Framework token signed by a local key
-    (published by a local OpenID metadata and JWKS), beside a bare endpoint that only checks that
-    token; replies go to a local Bot Connector with a token from a local Entra. In the last round also at
-    a fixed offered rate and overloaded."""
-    name = label(backend)
-    folder = Path(tempfile.mkdtemp(prefix="cda-inbound-teams-"))
-    seed_teams(url)
+@dataclass(frozen=True)
+class TeamsFakes:
+    env: dict[str, str]  # `serve`'s settings for Teams
+    service_url: str  # the Bot Connector's, where replies go
+    port: int  # of the fake Bot Connector (and the Bot Framework's keys)
+    key: rsa.RSAPrivateKey  # signs the Bot Framework's tokens; its public half is published
+
+
+@contextmanager
+def teams_platform(folder: Path) -> Iterator[TeamsFakes]:
+    """A local Bot Connector with the Bot Framework's OpenID metadata and keys, and a local Entra over
+    https (MSAL insists), running while the context lasts."""
     fake_port, entra_port = free_port(), free_port()
     key = rsa.generate_private_key(65537, 2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     jwk.update({"kid": TEAMS_KID, "use": "sig", "alg": "RS256", "endorsements": ["msteams"]})
     service_url = f"http://127.0.0.1:{fake_port}"
-    # One token for every request, as the Bot Framework reuses its tokens until they expire.
-    token = teams_token(key, service_url)
-    numbers = iter(range(10**9))
-    requests = (teams_activity(next(numbers), service_url, token) for _ in iter(int, 1))
     cert, cert_key = self_signed(folder)
     env = {
         "MICROSOFT_APP_ID": TEAMS_APP_ID,
@@ -804,18 +815,34 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     entra = uvicorn_args("benchmarks.fake_platforms:app", entra_port)
     entra += ["--ssl-keyfile", str(cert_key), "--ssl-certfile", str(cert)]
     with process(fake, fake_port, env, folder), process(entra, entra_port, env, folder):
+        yield TeamsFakes(env, service_url, fake_port, key)
+
+
+def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2) -> list[Figure]:
+    """Teams inbound on one database: channel posts with a Bot Framework token signed by a local key
+    (published by a local OpenID metadata and JWKS), beside a bare endpoint that only checks that
+    token; replies go to a local Bot Connector with a token from a local Entra. In the last round also at
+    a fixed offered rate and overloaded."""
+    name = label(backend)
+    folder = Path(tempfile.mkdtemp(prefix="cda-inbound-teams-"))
+    seed_teams(url)
+    with teams_platform(folder) as fakes:
+        # One token for every request, as the Bot Framework reuses its tokens until they expire.
+        token = teams_token(fakes.key, fakes.service_url)
+        numbers = iter(range(10**9))
+        requests = (teams_activity(next(numbers), fakes.service_url, token) for _ in iter(int, 1))
         run = against_floor(
             url,
             "teams",
             "benchmarks.floors:teams_app",
-            env,
+            fakes.env,
             folder,
             requests,
             seconds=seconds,
             rate=rate,
             rounds=rounds,
             deadline_s=TEAMS_DEADLINE,
-            answering=("benchmarks.floors:teams_answering_app", fake_port, "teams"),
+            answering=("benchmarks.floors:teams_answering_app", fakes.port, "teams"),
         )
     target = 1500 if backend == "sqlite" else 1000
     return [

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from benchmarks import dashboard, inbound, peer, scheduler, views
+from benchmarks import dashboard, delivery, inbound, peer, scheduler, views
 from benchmarks.common import ROOT, Figure, backends, figure, fresh_database, label, table_line
 from bot import admin
 from bot.core.clock import FixedClock, SystemClock
@@ -190,6 +190,7 @@ BENCHMARKS: list[Callable[[], list[Figure]]] = [
     core,
     views.bench,
     scheduler.bench,
+    delivery.bench,
     peer.bench,
     dashboard.bench,
     inbound.figures,
