@@ -6,9 +6,14 @@ city's channel, or to each member's WhatsApp), before the server starts. The fak
 arrives, under what the platform counts its limit against: a Slack channel, a Teams conversation,
 Twilio's sender number. Figures: messages a second from the first arrival to the last; arrivals that
 break the platform's published limit (target 0); messages not sent, or sent more than once (target 0).
+On Slack, while the reminders go out, members of cities left out of them write `update:` in their
+channels, one every quarter second: how long each waited, from its acknowledgement to its reply reaching
+the platform.
 """
 
+import asyncio
 import json
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -45,6 +50,8 @@ TEMPLATES = {
     "TWILIO_CONTENT_SIDS": ",".join(f"{lang}:HX{n:032x}" for n, lang in enumerate(("en", "es", "pt")))
 }
 PER_CONVERSATION = 3  # Slack and Teams: reminders to each channel, so its limit is what spaces them
+PROBES = 20  # Slack channels left out of the reminders, for the updates sent during them
+PROBE_GAP = 0.25  # seconds between two of those updates
 WHATSAPP_MESSAGES = 800  # ten seconds at Twilio's rate: that rate, not the machine, is what shows
 
 
@@ -107,7 +114,7 @@ def _cities(engine: Engine, place: str) -> list[int]:
 
 def _slack(url: str, engine: Engine) -> Scenario:
     inbound.seed(url)
-    ids = _cities(engine, "c")
+    ids = _cities(engine, "c")[:-PROBES]  # the last channels are the probes'
     channels = [(f"slack:{inbound.TEAM}:C{n:05d}", city) for n, city in enumerate(ids)]
     return Scenario(
         "slack",
@@ -201,10 +208,16 @@ def run(backend: str, platform: str) -> list[Figure]:
             total = len(scenario.recipients)
             least = _least_seconds(scenario)
             port = inbound.free_port()
+            acknowledged: dict[str, float] = {}
             with inbound.process(inbound.serve_command(url, port), port, env, Path(folder), "/readyz"):
-                _wait_sent(engine, total, least + 120)
+                if platform == "slack":
+                    acknowledged = asyncio.run(_probe(port))
+                _wait_sent(engine, total + len(acknowledged), least + 120)
             with urllib.request.urlopen(f"http://127.0.0.1:{fake_port}/sends", timeout=10) as answer:
                 sends: dict[str, list[float]] = json.loads(answer.read())
+    waits = [(sends[key][0] - at) * 1000 for key, at in acknowledged.items() if sends.get(key)]
+    for key in acknowledged:
+        sends.pop(key, None)  # the probes' replies are not the burst's
     arrivals = sorted(at for times in sends.values() for at in times)
     spread = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     broken = sum(over_limit(times, LIMITS[platform]) for times in sends.values())
@@ -215,13 +228,38 @@ def run(backend: str, platform: str) -> list[Figure]:
     astray = sum(abs(len(sends.get(key, [])) - count) for key, count in wanted.items())
     astray += sum(len(times) for key, times in sends.items() if key not in wanted)
     prefix = f"delivery {name}: {scenario.title}"
+    probes = []
+    if acknowledged:
+        probes = [
+            figure(f"{prefix}: an update meanwhile, reply p50", statistics.median(waits), "ms"),
+            figure(f"{prefix}: an update meanwhile, reply slowest", max(waits), "ms"),
+            figure(f"{prefix}: an update meanwhile, no reply", len(acknowledged) - len(waits), "msgs", 0),
+        ]
     return [
         figure(f"{prefix}: sent/s", (len(arrivals) - 1) / spread if spread else 0.0, "msg/s"),
         figure(f"{prefix}: first to last sent", spread, "s"),
         figure(f"{prefix}: least the limits allow", least, "s", note="floor"),
         figure(f"{prefix}: over the platform's limit", broken, "msgs", 0),
         figure(f"{prefix}: not sent, or sent twice", astray, "msgs", 0),
+        *probes,
     ]
+
+
+async def _probe(port: int) -> dict[str, float]:
+    """`update:` in each probe channel, PROBE_GAP apart, once the reminders are going out: when each was
+    acknowledged (monotonic, as the fake notes arrivals), by the key its reply arrives under."""
+    await asyncio.sleep(0.5)
+    connection = await inbound.Connection.open(port)
+    acknowledged: dict[str, float] = {}
+    try:
+        for n in range(inbound.CHANNELS - PROBES, inbound.CHANNELS):
+            _event, request = inbound.signed_request(n, str(int(time.time())))
+            if await connection.send(request) == 200:
+                acknowledged[f"slack:C{n:05d}"] = time.monotonic()
+            await asyncio.sleep(PROBE_GAP)
+    finally:
+        connection.close()
+    return acknowledged
 
 
 def _fake_key(platform: str, recipient: str) -> str:

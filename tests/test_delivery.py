@@ -197,10 +197,14 @@ async def test_a_claim_whose_commit_went_through_unheard_is_put_back_and_sent_wi
 class SlowRecorder(Recorder):
     """Takes a while over each send, as a platform's API does."""
 
+    def __init__(self, seconds: float = 0.05) -> None:
+        super().__init__()
+        self.seconds = seconds
+
     async def send(
         self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
     ) -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(self.seconds)
         await super().send(recipient, reply, reference, context)
 
 
@@ -224,6 +228,39 @@ async def test_lanes_that_were_full_wake_the_loop_as_they_empty_instead_of_leavi
         await deliverer.stop(5)
     assert len(adapter.sent) == 9
     assert {row.status for row in _rows(world)} == {"sent"}
+
+
+async def test_replies_handled_here_still_go_straight_to_lanes_the_loop_has_filled_up_to_a_bound(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written for a claim, a reply would wait behind every row due before it: past what the loop
+    claims, replies handled here still have room, up to a bound."""
+    monkeypatch.setattr(delivery, "MAX_IN_FLIGHT", 4)
+    world.say("console:a1", "blocker: the vendor went silent")
+    deliverer = Deliverer(world.engine, {"console": SlowRecorder(seconds=2.0)}, world.clock)
+    deliverer.start()
+    try:
+        async with asyncio.timeout(5):
+            while deliverer.in_flight < 4:
+                await asyncio.sleep(0.01)
+        assert deliverer.claiming() is not None
+        deliverer.take(
+            [
+                OutboxMessage(
+                    id=1000 + n,
+                    key=f"k{n}",
+                    recipient=f"console:r{n}",
+                    kind="x",
+                    due_at=world.clock.now(),
+                    next_attempt_at=world.clock.now(),
+                    created_at=world.clock.now(),
+                )
+                for n in range(4)
+            ]
+        )
+        assert deliverer.in_flight >= 8 and deliverer.claiming() is None  # the bound
+    finally:
+        await deliverer.stop(0.1)
 
 
 def test_putting_back_an_unheard_claim_leaves_a_row_another_deliverer_took_since(world: TestBot) -> None:

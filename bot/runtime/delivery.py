@@ -213,8 +213,12 @@ class Deliverer:
 
     def claiming(self) -> Claiming | None:
         """How new replies may be written, so that this deliverer sends them without claiming them:
-        as claimed by it, while it runs here with room in its lanes. None: written for a claim."""
-        if not self.running or self._stopping or self.in_flight >= MAX_IN_FLIGHT:
+        as claimed by it, while it runs here with room in its lanes. None: written for a claim.
+
+        The loop's claims stop at MAX_IN_FLIGHT and replies may go on to twice that: written for a
+        claim, a reply would wait behind every row due before it (a Monday's reminders at scale,
+        seconds of them), when the person who wrote is waiting for it."""
+        if not self.running or self._stopping or self.in_flight >= 2 * MAX_IN_FLIGHT:
             return None
         return Claiming(frozenset(self.adapters), LEASE)
 
