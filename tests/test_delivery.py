@@ -37,6 +37,18 @@ class Recorder:
         self.sent.append((recipient, reply))
 
 
+async def _run_until_sent(deliverer: Deliverer, adapter: Recorder, count: int) -> None:
+    """Run the deliverer's loop until `adapter` has sent `count` messages, or five seconds pass."""
+    deliverer.start()
+    try:
+        for _ in range(100):
+            if len(adapter.sent) >= count:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await deliverer.stop(5)
+
+
 def _rows(bot: TestBot) -> list[OutboxMessage]:
     with bot.store() as store:
         unprompted = select(OutboxMessage).where(OutboxMessage.kind != REPLY_KIND)
@@ -180,14 +192,7 @@ async def test_a_claim_whose_commit_went_through_unheard_is_put_back_and_sent_wi
     monkeypatch.setattr(Store, "claim_due", claim_then_lose_the_answer)
     adapter = Recorder()
     deliverer = Deliverer(world.engine, {"console": adapter}, world.clock)
-    deliverer.start()
-    try:
-        for _ in range(100):
-            if len(adapter.sent) >= 9:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await deliverer.stop(5)
+    await _run_until_sent(deliverer, adapter, 9)
     assert len(unheard) == 9  # the first claim took every row, committed, and was not heard
     rows = _rows(world)
     assert len(adapter.sent) == len(rows) == 9 and {row.status for row in rows} == {"sent"}  # each once
@@ -218,14 +223,7 @@ async def test_lanes_that_were_full_wake_the_loop_as_they_empty_instead_of_leavi
     world.say("console:a1", "blocker: the vendor went silent")
     adapter = SlowRecorder()
     deliverer = Deliverer(world.engine, {"console": adapter}, world.clock)
-    deliverer.start()
-    try:
-        for _ in range(100):
-            if len(adapter.sent) >= 9:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await deliverer.stop(5)
+    await _run_until_sent(deliverer, adapter, 9)
     assert len(adapter.sent) == 9
     assert {row.status for row in _rows(world)} == {"sent"}
 
