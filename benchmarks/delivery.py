@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +75,12 @@ def over_limit(arrivals: Sequence[float], limits: Limits, jitter: float = JITTER
     )
 
 
+def _each_in_a_row(channels: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """PER_CONVERSATION messages to each channel, one after another, as a pass writes a city's: without
+    the platform's spacing they would go out together."""
+    return [channel for channel in channels for _ in range(PER_CONVERSATION)]
+
+
 def _reminder_rows(recipients: list[tuple[str, int]], now: datetime) -> list[dict[str, Any]]:
     """Outbox rows as a pass writes a session reminder, one per (recipient, city), all due now."""
     rows = []
@@ -112,19 +119,19 @@ def _cities(engine: Engine, place: str) -> list[int]:
         return [row[0] for row in found]
 
 
-def _slack(url: str, engine: Engine) -> Scenario:
+def _slack(url: str, engine: Engine, _service_url: str) -> Scenario:
     inbound.seed(url)
     ids = _cities(engine, "c")[:-PROBES]  # the last channels are the probes'
     channels = [(f"slack:{inbound.TEAM}:C{n:05d}", city) for n, city in enumerate(ids)]
     return Scenario(
         "slack",
         f"Slack, {len(channels) * PER_CONVERSATION:,} to {len(channels):,} channels",
-        channels * PER_CONVERSATION,
+        _each_in_a_row(channels),
         [],
     )
 
 
-def _whatsapp(url: str, engine: Engine) -> Scenario:
+def _whatsapp(url: str, engine: Engine, _service_url: str) -> Scenario:
     inbound.seed_numbers(url)
     ids = _cities(engine, "w")
     numbers = [(inbound.number(n), ids[n]) for n in range(WHATSAPP_MESSAGES)]
@@ -160,9 +167,17 @@ def _teams(url: str, engine: Engine, service_url: str) -> Scenario:
     return Scenario(
         "teams",
         f"Teams, {len(channels) * PER_CONVERSATION:,} to {len(channels):,} channels",
-        channels * PER_CONVERSATION,
+        _each_in_a_row(channels),
         references,
     )
+
+
+# Each makes its platform's seeded cities and the messages queued for them.
+SCENARIOS: dict[str, Callable[[str, Engine, str], Scenario]] = {
+    "slack": _slack,
+    "whatsapp": _whatsapp,
+    "teams": _teams,
+}
 
 
 @contextmanager
@@ -195,18 +210,14 @@ def _wait_sent(engine: Engine, total: int, seconds: float) -> None:
 def run(backend: str, platform: str) -> list[Figure]:
     """One platform on one database: queue, serve, wait, and read what the fake saw."""
     name = label(backend)
-    make: dict[str, Callable[[str, Engine, str], Scenario]] = {
-        "slack": lambda url, engine, _: _slack(url, engine),
-        "whatsapp": lambda url, engine, _: _whatsapp(url, engine),
-        "teams": _teams,
-    }
     with tempfile.TemporaryDirectory() as folder, fresh_database(backend, Path(folder), "delivery") as engine:
         url = engine.url.render_as_string(hide_password=False)
         with _platform(platform, Path(folder)) as (env, fake_port, service_url):
-            scenario = make[platform](url, engine, service_url)
+            scenario = SCENARIOS[platform](url, engine, service_url)
             _queue(engine, scenario)
             total = len(scenario.recipients)
-            least = _least_seconds(scenario)
+            wanted = _per_key(scenario)
+            least = _least_seconds(wanted, LIMITS[platform])
             port = inbound.free_port()
             acknowledged: dict[str, float] = {}
             with inbound.process(inbound.serve_command(url, port), port, env, Path(folder), "/readyz"):
@@ -221,10 +232,6 @@ def run(backend: str, platform: str) -> list[Figure]:
     arrivals = sorted(at for times in sends.values() for at in times)
     spread = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     broken = sum(over_limit(times, LIMITS[platform]) for times in sends.values())
-    wanted: dict[str, int] = {}
-    for recipient, _city in scenario.recipients:
-        key = _fake_key(platform, recipient)
-        wanted[key] = wanted.get(key, 0) + 1
     astray = sum(abs(len(sends.get(key, [])) - count) for key, count in wanted.items())
     astray += sum(len(times) for key, times in sends.items() if key not in wanted)
     prefix = f"delivery {name}: {scenario.title}"
@@ -269,14 +276,15 @@ def _fake_key(platform: str, recipient: str) -> str:
     return f"{platform}:{recipient.split(':', 2)[2]}"  # the channel or conversation, after the team
 
 
-def _least_seconds(scenario: Scenario) -> float:
+def _per_key(scenario: Scenario) -> dict[str, int]:
+    """How many messages the fake should note under each key."""
+    return Counter(_fake_key(scenario.platform, recipient) for recipient, _city in scenario.recipients)
+
+
+def _least_seconds(per_key: dict[str, int], limits: Limits) -> float:
     """The shortest time in which the platform's limits let every message go, first to last."""
-    per_key: dict[str, int] = {}
-    for recipient, _city in scenario.recipients:
-        key = _fake_key(scenario.platform, recipient)
-        per_key[key] = per_key.get(key, 0) + 1
     most = max(per_key.values())
-    return max(((most - 1) // count) * span for count, span in LIMITS[scenario.platform])
+    return max(((most - 1) // count) * span for count, span in limits)
 
 
 def bench() -> list[Figure]:
