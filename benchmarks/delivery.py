@@ -53,6 +53,9 @@ TEMPLATES = {
 PER_CONVERSATION = 3  # Slack and Teams: reminders to each channel, so its limit is what spaces them
 PROBES = 20  # Slack channels left out of the reminders, for the updates sent during them
 PROBE_GAP = 0.25  # seconds between two of those updates
+# How long each platform takes to answer a message, as over the internet: a send that waited for the one
+# before it to be answered would show.
+LATENCY_MS = 100
 WHATSAPP_MESSAGES = 800  # ten seconds at Twilio's rate: that rate, not the machine, is what shows
 
 
@@ -185,12 +188,13 @@ def _platform(platform: str, folder: Path) -> Iterator[tuple[dict[str, str], int
     """The fakes `platform` needs, running: `serve`'s settings, the port noting arrivals, the service URL
     Teams' references name."""
     if platform == "teams":
-        with inbound.teams_platform(folder) as fakes:
+        with inbound.teams_platform(folder, LATENCY_MS) as fakes:
             yield fakes.env, fakes.port, fakes.service_url
         return
     port = inbound.free_port()
     env = inbound.slack_env(port) if platform == "slack" else {**inbound.whatsapp_env(port), **TEMPLATES}
-    with inbound.process(inbound.uvicorn_args("benchmarks.fake_platforms:app", port), port, env, folder):
+    fake = {**env, "BENCH_LATENCY_MS": str(LATENCY_MS)}
+    with inbound.process(inbound.uvicorn_args("benchmarks.fake_platforms:app", port), port, fake, folder):
         yield env, port, ""
 
 

@@ -2,11 +2,13 @@
 the Bot Framework's OpenID metadata and keys, and Entra's token endpoint, for the inbound benchmark:
 every call answered at once, counted by method (GET /counts), and each message's arrival noted under
 what the platform's rate limit counts it against (GET /sends): a Slack channel, a Teams conversation,
-Twilio's sender number.
+Twilio's sender number. With BENCH_LATENCY_MS set, each message takes that long to be answered, as a
+platform's API does over the internet.
 
 Teams' keys: the public JWK the benchmark signs its tokens with comes in BENCH_TEAMS_JWK. Entra must be
 reached over https (MSAL insists): the benchmark runs a second copy of this app with a certificate."""
 
+import asyncio
 import json
 import os
 import time
@@ -21,6 +23,14 @@ from starlette.routing import Route
 calls: Counter[str] = Counter()
 sends: defaultdict[str, list[float]] = defaultdict(list)  # limit key -> arrival times (monotonic s)
 TEAMS_ISSUER = "https://api.botframework.com"  # what the Bot Framework's tokens name as their issuer
+LATENCY = float(os.environ.get("BENCH_LATENCY_MS", "0")) / 1000
+
+
+async def _arrived(key: str) -> None:
+    """Note a message's arrival under its limit key, then take the platform's time to answer."""
+    sends[key].append(time.monotonic())
+    if LATENCY:
+        await asyncio.sleep(LATENCY)
 
 
 async def _api(request: Request) -> Response:
@@ -28,7 +38,7 @@ async def _api(request: Request) -> Response:
     calls[method] += 1
     body = await request.body()
     if method == "chat.postMessage":
-        sends[f"slack:{json.loads(body)['channel']}"].append(time.monotonic())
+        await _arrived(f"slack:{json.loads(body)['channel']}")
     if method == "auth.test":
         answer = {"ok": True, "team_id": "T0001", "user_id": "UBOT", "bot_id": "BBOT", "team": "Bench"}
     else:
@@ -47,7 +57,7 @@ async def _sends(_: Request) -> Response:
 async def _twilio(request: Request) -> Response:
     calls["twilio"] += 1
     sender = parse_qs((await request.body()).decode())["From"][0]
-    sends[f"whatsapp:{sender}"].append(time.monotonic())
+    await _arrived(f"whatsapp:{sender}")
     sid = f"SM{calls['twilio']:032d}"
     return Response(
         json.dumps({"sid": sid, "status": "queued"}), status_code=201, media_type="application/json"
@@ -69,7 +79,7 @@ async def _teams_keys(_: Request) -> Response:
 async def _teams_activity(request: Request) -> Response:
     calls["teams"] += 1
     await request.body()
-    sends[f"teams:{request.path_params['conversation']}"].append(time.monotonic())
+    await _arrived(f"teams:{request.path_params['conversation']}")
     return JSONResponse({"id": f"reply-{calls['teams']}"}, status_code=201)
 
 

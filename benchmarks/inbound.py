@@ -792,9 +792,10 @@ class TeamsFakes:
 
 
 @contextmanager
-def teams_platform(folder: Path) -> Iterator[TeamsFakes]:
+def teams_platform(folder: Path, latency_ms: int = 0) -> Iterator[TeamsFakes]:
     """A local Bot Connector with the Bot Framework's OpenID metadata and keys, and a local Entra over
-    https (MSAL insists), running while the context lasts."""
+    https (MSAL insists), running while the context lasts; the Connector answers a message after
+    `latency_ms`."""
     fake_port, entra_port = free_port(), free_port()
     key = rsa.generate_private_key(65537, 2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
@@ -814,7 +815,8 @@ def teams_platform(folder: Path) -> Iterator[TeamsFakes]:
     fake = uvicorn_args("benchmarks.fake_platforms:app", fake_port)
     entra = uvicorn_args("benchmarks.fake_platforms:app", entra_port)
     entra += ["--ssl-keyfile", str(cert_key), "--ssl-certfile", str(cert)]
-    with process(fake, fake_port, env, folder), process(entra, entra_port, env, folder):
+    slow = {**env, "BENCH_LATENCY_MS": str(latency_ms)}
+    with process(fake, fake_port, slow, folder), process(entra, entra_port, env, folder):
         yield TeamsFakes(env, service_url, fake_port, key)
 
 
