@@ -420,6 +420,56 @@ def test_rate_limit_spaces_one_channel_without_holding_up_another(testbot: TestB
     assert min(second) < max(first)
 
 
+class Timed:
+    """An adapter whose platform takes `seconds` to answer each send; it notes when each began and
+    ended, by recipient."""
+
+    def __init__(self, platform: str, seconds: float) -> None:
+        self.platform, self.seconds = platform, seconds
+        self.spans: dict[str, list[tuple[float, float]]] = {}
+
+    async def send(
+        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+    ) -> None:
+        began = time.monotonic()
+        await asyncio.sleep(self.seconds)
+        self.spans.setdefault(recipient, []).append((began, time.monotonic()))
+
+
+def test_a_channel_s_next_send_waits_its_interval_from_when_the_last_was_answered(testbot: TestBot) -> None:
+    """The platform counts arrivals: spaced from the start of a send that took a while to arrive, the
+    next could arrive closer than the limit."""
+    slack = Timed("slack", 0.1)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        for n in range(3):
+            store.enqueue(due_message(f"C0001-{n}", "slack:T0001:C0001", now))
+    deliverer = Deliverer(testbot.engine, {"slack": slack}, testbot.clock, RateLimiter({"slack": 0.15}))
+    assert len(asyncio.run(deliverer.deliver_due()).sent) == 3
+    spans = slack.spans["slack:T0001:C0001"]
+    assert all(later[0] - earlier[1] >= 0.14 for earlier, later in itertools.pairwise(spans))
+
+
+def test_whatsapp_sends_to_different_numbers_overlap_their_starts_spaced_by_the_sender_s_rate(
+    testbot: TestBot,
+) -> None:
+    """Twilio's limit is the sender's, counted as messages a second: one send need not wait for the
+    one before it to be answered, or a slow API would hold the number far under its rate."""
+    whatsapp = Timed("whatsapp", 0.2)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        for n in range(10):
+            store.enqueue(due_message(f"wa-{n}", f"whatsapp:+1555000{n:04d}", now))
+    deliverer = Deliverer(
+        testbot.engine, {"whatsapp": whatsapp}, testbot.clock, RateLimiter({"whatsapp": 0.02})
+    )
+    started = time.monotonic()
+    assert len(asyncio.run(deliverer.deliver_due()).sent) == 10
+    assert time.monotonic() - started < 1.0  # one after another, 2 s at least
+    starts = sorted(began for spans in whatsapp.spans.values() for began, _ended in spans)
+    assert all(later - earlier >= 0.019 for earlier, later in itertools.pairwise(starts))
+
+
 runner_cli = CliRunner()
 
 

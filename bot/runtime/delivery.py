@@ -22,7 +22,7 @@ from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND, Claiming
 from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime import metrics
-from bot.runtime.ratelimit import RateLimiter, limit_key
+from bot.runtime.ratelimit import RateLimiter
 from bot.runtime.turns import Turns
 from store.db import is_transient, reader
 from store.models import OutboxMessage, OutboxStatus
@@ -122,10 +122,11 @@ class Deliverer:
         rows = await asyncio.to_thread(self._claim, self.clock.now(), limit)
         queues: dict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
-            queues[limit_key(row.recipient)].append(row)
+            queues[row.recipient].append(row)
         renewer = None if self.running else asyncio.get_running_loop().create_task(self._renewing())
         try:
-            # One queue per rate-limit key, all at once: a slow channel never holds up another.
+            # One queue per conversation, all at once: a slow channel never holds up another, and a
+            # limit they share (WhatsApp's sender) spaces their sends' starts, not whole sends.
             await asyncio.gather(*(self._drain(queue, report) for queue in queues.values()))
         finally:
             if renewer is not None:
@@ -229,7 +230,7 @@ class Deliverer:
 
     def _into_lanes(self, rows: Sequence[OutboxMessage]) -> None:
         for row in rows:
-            key = limit_key(row.recipient)
+            key = row.recipient  # a lane per conversation; the limiter spaces what shares a limit
             self._lanes.setdefault(key, deque()).append(row)
             if key not in self._lane_tasks:
                 task = asyncio.get_running_loop().create_task(self._lane(key), name=f"lane {key}")
@@ -315,7 +316,10 @@ class Deliverer:
             reply = Reply.model_validate(row.payload).rendered(self.clock.now())
             # Only an adapter that said it sent some parts is told of them.
             progress = {"sent": list(sent)} if sent else {}
-            receipts = await adapter.send(row.recipient, reply, reference, row.context, **progress)
+            try:
+                receipts = await adapter.send(row.recipient, reply, reference, row.context, **progress)
+            finally:
+                self.limiter.done(row.recipient)
         except Exception as error:
             now = self.clock.now()
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None

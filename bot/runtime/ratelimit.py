@@ -68,3 +68,14 @@ class RateLimiter:
                 if sent is None:
                     sent = self._sent[key] = deque(maxlen=max(count for count, _ in windows))
                 sent.append(at)
+
+    def done(self, recipient: str) -> None:
+        """A send to `recipient` has been answered. Where the limit is the conversation's, whose
+        messages go one after another, the next waits its interval from now: the platform counts
+        arrivals, and a send that left on time may have arrived late (a busy process, a slow network),
+        bringing the next one closer than the limit. A limit many conversations share (WhatsApp's
+        sender) counts from each send's start, so that their sends overlap."""
+        key = limit_key(recipient)
+        interval = self.intervals.get(platform_of(recipient), 0.0)
+        if key == recipient and interval > 0:
+            self._next[key] = max(self._next.get(key, 0.0), self.monotonic() + interval)
