@@ -2,8 +2,9 @@
 recipient's adapter, each exactly once across passes, restarts and replicas (see README, "Promises").
 
 `deliver_due` is one round (a `cda-bot tick`, a test); `run` is the server's loop: woken the moment a
-reply is written, it claims what is due and hands each row to the lane of its rate-limit key, so one
-slow channel never holds up another and a new reply never waits for an old batch."""
+reply is written, it claims what is due and hands each row to the lane of its conversation, so one
+slow channel never holds up another and a new reply never waits for an old batch; the rate limiter
+spaces the sends of a lane, and the starts of lanes that share a limit (WhatsApp's sender)."""
 
 import asyncio
 import contextlib
