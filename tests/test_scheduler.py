@@ -450,26 +450,6 @@ def test_a_channel_s_next_send_waits_its_interval_from_when_the_last_was_answere
     assert all(later[0] - earlier[1] >= 0.14 for earlier, later in itertools.pairwise(spans))
 
 
-def test_whatsapp_sends_to_different_numbers_overlap_their_starts_spaced_by_the_sender_s_rate(
-    testbot: TestBot,
-) -> None:
-    """Twilio's limit is the sender's, counted as messages a second: one send need not wait for the
-    one before it to be answered, or a slow API would hold the number far under its rate."""
-    whatsapp = Timed("whatsapp", 0.2)
-    now = testbot.clock.now()
-    with testbot.store() as store:
-        for n in range(10):
-            store.enqueue(due_message(f"wa-{n}", f"whatsapp:+1555000{n:04d}", now))
-    deliverer = Deliverer(
-        testbot.engine, {"whatsapp": whatsapp}, testbot.clock, RateLimiter({"whatsapp": 0.02})
-    )
-    started = time.monotonic()
-    assert len(asyncio.run(deliverer.deliver_due()).sent) == 10
-    assert time.monotonic() - started < 1.0  # one after another, 2 s at least
-    starts = sorted(began for spans in whatsapp.spans.values() for began, _ended in spans)
-    assert all(later - earlier >= 0.019 for earlier, later in itertools.pairwise(starts))
-
-
 runner_cli = CliRunner()
 
 

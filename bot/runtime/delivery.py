@@ -2,9 +2,8 @@
 recipient's adapter, each exactly once across passes, restarts and replicas (see README, "Promises").
 
 `deliver_due` is one round (a `cda-bot tick`, a test); `run` is the server's loop: woken the moment a
-reply is written, it claims what is due and hands each row to the lane of its conversation, so one
-slow channel never holds up another and a new reply never waits for an old batch; the rate limiter
-spaces the sends of a lane, and the starts of lanes that share a limit (WhatsApp's sender)."""
+reply is written, it claims what is due and hands each row to the lane of its rate-limit key, so one
+slow channel never holds up another and a new reply never waits for an old batch."""
 
 import asyncio
 import contextlib
@@ -23,7 +22,7 @@ from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND, Claiming
 from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime import metrics
-from bot.runtime.ratelimit import RateLimiter
+from bot.runtime.ratelimit import RateLimiter, limit_key
 from bot.runtime.turns import Turns
 from store.db import is_transient, reader
 from store.models import OutboxMessage, OutboxStatus
@@ -123,11 +122,10 @@ class Deliverer:
         rows = await asyncio.to_thread(self._claim, self.clock.now(), limit)
         queues: dict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
-            queues[row.recipient].append(row)
+            queues[limit_key(row.recipient)].append(row)
         renewer = None if self.running else asyncio.get_running_loop().create_task(self._renewing())
         try:
-            # One queue per conversation, all at once: a slow channel never holds up another, and a
-            # limit they share (WhatsApp's sender) spaces their sends' starts, not whole sends.
+            # One queue per rate-limit key, all at once: a slow channel never holds up another.
             await asyncio.gather(*(self._drain(queue, report) for queue in queues.values()))
         finally:
             if renewer is not None:
@@ -231,7 +229,7 @@ class Deliverer:
 
     def _into_lanes(self, rows: Sequence[OutboxMessage]) -> None:
         for row in rows:
-            key = row.recipient  # a lane per conversation; the limiter spaces what shares a limit
+            key = limit_key(row.recipient)  # a lane per limit: WhatsApp's sender is one
             self._lanes.setdefault(key, deque()).append(row)
             if key not in self._lane_tasks:
                 task = asyncio.get_running_loop().create_task(self._lane(key), name=f"lane {key}")

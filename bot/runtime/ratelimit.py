@@ -70,11 +70,11 @@ class RateLimiter:
                 sent.append(at)
 
     def done(self, recipient: str) -> None:
-        """A send to `recipient` has been answered. Where the limit is the conversation's, whose
-        messages go one after another, the next waits its interval from now: the platform counts
-        arrivals, and a send that left on time may have arrived late (a busy process, a slow network),
-        bringing the next one closer than the limit. A limit many conversations share (WhatsApp's
-        sender) counts from each send's start, so that their sends overlap."""
+        """A send to `recipient` has been answered. Where the limit is the conversation's, the next
+        waits its interval from now: the platform counts arrivals, and a send that left on time may
+        have arrived late (a busy process, a slow network), bringing the next one closer than the
+        limit. A limit many conversations share (WhatsApp's sender, Twilio counting messages a second
+        and queueing the rest) still counts from each send's start."""
         key = limit_key(recipient)
         interval = self.intervals.get(platform_of(recipient), 0.0)
         if key == recipient and interval > 0:
