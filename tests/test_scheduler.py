@@ -394,32 +394,6 @@ def test_each_city_sets_when_an_open_blocker_is_flagged(world: TestBot) -> None:
     assert flagged() == {"Alpha", "Gamma"}  # Beta turned it off
 
 
-def test_rate_limit_spaces_one_channel_without_holding_up_another(testbot: TestBot) -> None:
-    stamps: dict[str, list[float]] = {}
-
-    class Slack:
-        platform = "slack"
-
-        async def send(
-            self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
-        ) -> None:
-            stamps.setdefault(recipient, []).append(time.monotonic())
-
-    now = testbot.clock.now()
-    with testbot.store() as store:
-        for channel in ("C0001", "C0002"):
-            for n in range(3):
-                store.enqueue(due_message(f"{channel}-{n}", f"slack:T0001:{channel}", now))
-    deliverer = Deliverer(testbot.engine, {"slack": Slack()}, testbot.clock, RateLimiter({"slack": 0.15}))
-    assert len(asyncio.run(deliverer.deliver_due()).sent) == 6
-    for times in stamps.values():
-        assert all(later - earlier >= 0.14 for earlier, later in itertools.pairwise(times))
-    # Not held up behind the other: the channel that began second began before the first was done
-    # (one channel after the other, it would begin after the first's last send, 0.3 s in).
-    first, second = sorted(stamps.values(), key=min)
-    assert min(second) < max(first)
-
-
 class Timed:
     """An adapter whose platform takes `seconds` to answer each send; it notes when each began and
     ended, by recipient."""
@@ -434,6 +408,24 @@ class Timed:
         began = time.monotonic()
         await asyncio.sleep(self.seconds)
         self.spans.setdefault(recipient, []).append((began, time.monotonic()))
+
+
+def test_rate_limit_spaces_one_channel_without_holding_up_another(testbot: TestBot) -> None:
+    slack = Timed("slack", 0.0)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        for channel in ("C0001", "C0002"):
+            for n in range(3):
+                store.enqueue(due_message(f"{channel}-{n}", f"slack:T0001:{channel}", now))
+    deliverer = Deliverer(testbot.engine, {"slack": slack}, testbot.clock, RateLimiter({"slack": 0.15}))
+    assert len(asyncio.run(deliverer.deliver_due()).sent) == 6
+    stamps = {recipient: [began for began, _ended in spans] for recipient, spans in slack.spans.items()}
+    for times in stamps.values():
+        assert all(later - earlier >= 0.14 for earlier, later in itertools.pairwise(times))
+    # Not held up behind the other: the channel that began second began before the first was done
+    # (one channel after the other, it would begin after the first's last send, 0.3 s in).
+    first, second = sorted(stamps.values(), key=min)
+    assert min(second) < max(first)
 
 
 def test_a_channel_s_next_send_waits_its_interval_from_when_the_last_was_answered(testbot: TestBot) -> None:
