@@ -51,7 +51,8 @@ TEMPLATES = {
     "TWILIO_CONTENT_SIDS": ",".join(f"{lang}:HX{n:032x}" for n, lang in enumerate(("en", "es", "pt")))
 }
 PER_CONVERSATION = 3  # Slack and Teams: reminders to each channel, so its limit is what spaces them
-PROBES = 20  # Slack channels left out of the reminders, for the updates sent during them
+PROBED = ("slack", "whatsapp")  # where members write updates during the burst
+PROBES = 20  # Slack channels or WhatsApp numbers left out of the burst, for the updates sent during it
 PROBE_GAP = 0.25  # seconds between two of those updates
 # How long each platform takes to answer a message, as over the internet: a send that waited for the one
 # before it to be answered would show.
@@ -225,14 +226,17 @@ def run(backend: str, platform: str) -> list[Figure]:
             port = inbound.free_port()
             acknowledged: dict[str, float] = {}
             with inbound.process(inbound.serve_command(url, port), port, env, Path(folder), "/readyz"):
-                if platform == "slack":
-                    acknowledged = asyncio.run(_probe(port))
+                if platform in PROBED:
+                    acknowledged = asyncio.run(_probe(platform, port))
                 _wait_sent(engine, total + len(acknowledged), least + 120)
-            with urllib.request.urlopen(f"http://127.0.0.1:{fake_port}/sends", timeout=10) as answer:
-                sends: dict[str, list[float]] = json.loads(answer.read())
-    waits = [(sends[key][0] - at) * 1000 for key, at in acknowledged.items() if sends.get(key)]
+            sends = _arrivals(fake_port, "sends")
+            replies = _arrivals(fake_port, "recipients") if platform == "whatsapp" else sends
+    waits = [(replies[key][0] - at) * 1000 for key, at in acknowledged.items() if replies.get(key)]
+    if platform == "whatsapp":
+        # The replies go from the burst's sender and count against its limit with the rest.
+        wanted[_fake_key(platform, "")] += len(acknowledged)
     for key in acknowledged:
-        sends.pop(key, None)  # the probes' replies are not the burst's
+        sends.pop(key, None)  # a Slack probe's channel is its own: its reply is not the burst's
     arrivals = sorted(at for times in sends.values() for at in times)
     spread = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     broken = sum(over_limit(times, LIMITS[platform]) for times in sends.values())
@@ -256,21 +260,33 @@ def run(backend: str, platform: str) -> list[Figure]:
     ]
 
 
-async def _probe(port: int) -> dict[str, float]:
-    """`update:` in each probe channel, PROBE_GAP apart, once the reminders are going out: when each was
-    acknowledged (monotonic, as the fake notes arrivals), by the key its reply arrives under."""
+async def _probe(platform: str, port: int) -> dict[str, float]:
+    """A member of each city left out of the burst writes `update:`, PROBE_GAP apart, once the burst is
+    going out (in a Slack channel, or from a WhatsApp number): when each was acknowledged (monotonic, as
+    the fake notes arrivals), by the key its reply arrives under."""
     await asyncio.sleep(0.5)
     connection = await inbound.Connection.open(port)
     acknowledged: dict[str, float] = {}
+    first = (inbound.CHANNELS if platform == "slack" else inbound.NUMBERS) - PROBES
     try:
-        for n in range(inbound.CHANNELS - PROBES, inbound.CHANNELS):
-            _event, request = inbound.signed_request(n, str(int(time.time())))
+        for n in range(first, first + PROBES):
+            if platform == "slack":
+                key, (_event, request) = f"slack:C{n:05d}", inbound.signed_request(n, str(int(time.time())))
+            else:
+                key, (_event, request) = inbound.number(n), inbound.signed_form(n)
             if await connection.send(request) == 200:
-                acknowledged[f"slack:C{n:05d}"] = time.monotonic()
+                acknowledged[key] = time.monotonic()
             await asyncio.sleep(PROBE_GAP)
     finally:
         connection.close()
     return acknowledged
+
+
+def _arrivals(fake_port: int, what: str) -> dict[str, list[float]]:
+    """What the fake noted: arrivals by limit key (`sends`) or, for Twilio, by recipient (`recipients`)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{fake_port}/{what}", timeout=10) as answer:
+        found: dict[str, list[float]] = json.loads(answer.read())
+    return found
 
 
 def _fake_key(platform: str, recipient: str) -> str:

@@ -2,8 +2,8 @@
 the Bot Framework's OpenID metadata and keys, and Entra's token endpoint, for the inbound benchmark:
 every call answered at once, counted by method (GET /counts), and each message's arrival noted under
 what the platform's rate limit counts it against (GET /sends): a Slack channel, a Teams conversation,
-Twilio's sender number. With BENCH_LATENCY_MS set, each message takes that long to be answered, as a
-platform's API does over the internet.
+Twilio's sender number; Twilio's also under their recipient (GET /recipients). With BENCH_LATENCY_MS
+set, each message takes that long to be answered, as a platform's API does over the internet.
 
 Teams' keys: the public JWK the benchmark signs its tokens with comes in BENCH_TEAMS_JWK. Entra must be
 reached over https (MSAL insists): the benchmark runs a second copy of this app with a certificate."""
@@ -22,6 +22,8 @@ from starlette.routing import Route
 
 calls: Counter[str] = Counter()
 sends: defaultdict[str, list[float]] = defaultdict(list)  # limit key -> arrival times (monotonic s)
+# WhatsApp's limit key is the sender, shared by every message: arrivals by recipient too (GET /recipients).
+recipients: defaultdict[str, list[float]] = defaultdict(list)
 TEAMS_ISSUER = "https://api.botframework.com"  # what the Bot Framework's tokens name as their issuer
 LATENCY = float(os.environ.get("BENCH_LATENCY_MS", "0")) / 1000
 
@@ -54,10 +56,15 @@ async def _sends(_: Request) -> Response:
     return JSONResponse(sends)
 
 
+async def _recipients(_: Request) -> Response:
+    return JSONResponse(recipients)
+
+
 async def _twilio(request: Request) -> Response:
     calls["twilio"] += 1
-    sender = parse_qs((await request.body()).decode())["From"][0]
-    await _arrived(f"whatsapp:{sender}")
+    form = parse_qs((await request.body()).decode())
+    recipients[form["To"][0]].append(time.monotonic())
+    await _arrived(f"whatsapp:{form['From'][0]}")
     sid = f"SM{calls['twilio']:032d}"
     return Response(
         json.dumps({"sid": sid, "status": "queued"}), status_code=201, media_type="application/json"
@@ -122,5 +129,6 @@ app = Starlette(
         Route("/{tenant}/oauth2/v2.0/token", _entra_token, methods=["POST"]),
         Route("/counts", _counts, methods=["GET"]),
         Route("/sends", _sends, methods=["GET"]),
+        Route("/recipients", _recipients, methods=["GET"]),
     ]
 )

@@ -261,6 +261,78 @@ async def test_replies_handled_here_still_go_straight_to_lanes_the_loop_has_fill
         await deliverer.stop(0.1)
 
 
+class Overlapping(Recorder):
+    """Takes a while over each send, noting how many were in flight at once, in all and per recipient."""
+
+    def __init__(self, platform: str, seconds: float = 0.1) -> None:
+        super().__init__(platform)
+        self.seconds = seconds
+        self.in_flight: list[str] = []
+        self.most = 0
+        self.overlapped: list[str] = []  # recipients sent to while a send to them was in flight
+
+    async def send(
+        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+    ) -> None:
+        if recipient in self.in_flight:
+            self.overlapped.append(recipient)
+        self.in_flight.append(recipient)
+        self.most = max(self.most, len(self.in_flight))
+        try:
+            await asyncio.sleep(self.seconds)
+            self.sent.append((recipient, reply))
+        finally:
+            self.in_flight.remove(recipient)
+
+
+async def test_a_whatsapp_sender_keeps_sends_to_different_numbers_in_flight_never_two_to_one(
+    testbot: TestBot,
+) -> None:
+    """Twilio counts a sender's messages a second, not its sends in flight: one at a time, each waiting
+    for the platform's answer, a burst from the bot's number would go at a fraction of its rate."""
+    now = testbot.clock.now()
+    numbers = [f"whatsapp:+1555000{n:04d}" for n in range(12)]
+    with testbot.store() as store:
+        for number in numbers:
+            for n in range(2):  # one after another, as a pass writes them
+                store.enqueue(due_message(f"{number}-{n}", number, now, f"{number} {n}"))
+    adapter = Overlapping("whatsapp")
+    deliverer = Deliverer(testbot.engine, {"whatsapp": adapter}, testbot.clock)
+    await _run_until_sent(deliverer, adapter, 24)
+    assert len(adapter.sent) == 24 and adapter.overlapped == []
+    assert adapter.most == delivery.SHARED_LANE_SENDS
+    for number in numbers:  # each number's in the order they were written
+        assert [reply.text for to, reply in adapter.sent if to == number] == [f"{number} 0", f"{number} 1"]
+
+
+async def test_a_conversation_s_sends_go_one_at_a_time(testbot: TestBot) -> None:
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        for n in range(3):
+            store.enqueue(due_message(f"c-{n}", "console:r1", now, str(n)))
+    adapter = Overlapping("console", seconds=0.02)
+    await _run_until_sent(Deliverer(testbot.engine, {"console": adapter}, testbot.clock), adapter, 3)
+    assert adapter.most == 1 and [reply.text for _, reply in adapter.sent] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("recipient", ["console:r1", "whatsapp:+15550001111"])
+async def test_a_reply_goes_before_what_was_queued_ahead_of_it_to_the_same_limit(
+    testbot: TestBot, recipient: str
+) -> None:
+    """Someone who just wrote is waiting for the answer; a reminder can wait a moment."""
+    now = testbot.clock.now()
+    platform = recipient.split(":")[0]
+    with testbot.store() as store:
+        for n in range(3):
+            store.enqueue(
+                due_message(f"reminder-{n}", recipient, now - timedelta(minutes=1), f"reminder {n}")
+            )
+        store.enqueue(due_message("reply", recipient, now, "reply", kind=REPLY_KIND))
+    adapter = Overlapping(platform, seconds=0.01)
+    await _run_until_sent(Deliverer(testbot.engine, {platform: adapter}, testbot.clock), adapter, 4)
+    assert [reply.text for _, reply in adapter.sent] == ["reply", "reminder 0", "reminder 1", "reminder 2"]
+
+
 def test_putting_back_an_unheard_claim_leaves_a_row_another_deliverer_took_since(world: TestBot) -> None:
     world.say("console:a1", "blocker: the vendor went silent")
     now = world.clock.now()
