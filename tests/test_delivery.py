@@ -305,6 +305,41 @@ async def test_a_whatsapp_sender_keeps_sends_to_different_numbers_in_flight_neve
         assert [reply.text for to, reply in adapter.sent if to == number] == [f"{number} 0", f"{number} 1"]
 
 
+class FailingFor(Overlapping):
+    """Refuses every send to one recipient, as a platform refuses a number it is rate limiting."""
+
+    def __init__(self, platform: str, refused: str) -> None:
+        super().__init__(platform, seconds=0.02)
+        self.refused = refused
+
+    async def send(
+        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+    ) -> None:
+        if recipient == self.refused:
+            await asyncio.sleep(0.02)
+            raise DeliveryError("rate limited", retry_after=60)
+        await super().send(recipient, reply, reference, context)
+
+
+async def test_a_send_refused_among_those_in_flight_is_retried_later_and_the_rest_go(
+    testbot: TestBot,
+) -> None:
+    now = testbot.clock.now()
+    numbers = [f"whatsapp:+1555000{n:04d}" for n in range(10)]
+    with testbot.store() as store:
+        for number in numbers:
+            store.enqueue(due_message(number, number, now, number))
+    adapter = FailingFor("whatsapp", numbers[3])
+    deliverer = Deliverer(testbot.engine, {"whatsapp": adapter}, testbot.clock)
+    await _run_until_sent(deliverer, adapter, 9)
+    assert sorted(to for to, _ in adapter.sent) == sorted(set(numbers) - {numbers[3]})
+    rows = {row.recipient: row for row in _rows(testbot)}
+    refused = rows.pop(numbers[3])
+    assert (refused.status, refused.attempts, refused.last_error) == ("pending", 1, "rate limited")
+    assert refused.next_attempt_at == now + timedelta(seconds=60)
+    assert {row.status for row in rows.values()} == {"sent"}
+
+
 async def test_a_conversation_s_sends_go_one_at_a_time(testbot: TestBot) -> None:
     now = testbot.clock.now()
     with testbot.store() as store:
