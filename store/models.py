@@ -211,6 +211,13 @@ class OutboxStatus(StrEnum):
     dropped = "dropped"
 
 
+REPLY_KIND = "reply"  # an outbox row answering a message: someone is waiting for it
+# Replies still to go, as a claim asks for them first (0009). Literal, not bound, in the index and in the
+# claim alike: SQLite uses a partial index only for a query whose terms match its own; and the index's
+# columns repeat them, so that SQLite, without statistics, prefers it to the status index.
+REPLY_WAITING = f"kind = '{REPLY_KIND}' AND status IN ('pending', 'sending')"
+
+
 class OutboxMessage(SQLModel, table=True):
     """A message to send unprompted. `key` (recipient, kind, occurrence) makes planning idempotent."""
 
@@ -219,6 +226,14 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
         Index("ix_outbox_status_expires", "status", "expires_at"),
         Index("ix_outbox_city_status", "city_id", "status"),
+        Index(
+            "ix_outbox_replies_waiting",
+            "kind",
+            "status",
+            "next_attempt_at",
+            sqlite_where=text(REPLY_WAITING),
+            postgresql_where=text(REPLY_WAITING),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

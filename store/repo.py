@@ -6,12 +6,14 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, or_, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, or_, text, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
 from store.models import (
+    REPLY_KIND,
+    REPLY_WAITING,
     Blocker,
     BlockerStatus,
     ChannelBinding,
@@ -437,22 +439,34 @@ class Store:
         return set(self.session.exec(select(OutboxMessage.key).where(col(OutboxMessage.key).in_(list(keys)))))
 
     def claim_due(
-        self, now: datetime, platforms: Sequence[str], lease: timedelta, limit: int = 100
+        self,
+        now: datetime,
+        platforms: Sequence[str],
+        lease: timedelta,
+        limit: int = 100,
+        replies_only: bool = False,
     ) -> list[OutboxMessage]:
         """Take due rows for delivery: pending ones, and `sending` ones whose lease ran out (their
-        deliverer died). PostgreSQL skips rows another deliverer has locked; SQLite has one writer."""
+        deliverer died); replies first, as someone is waiting for each, then the rest in the order they
+        fell due. PostgreSQL skips rows another deliverer has locked; SQLite has one writer."""
         if not platforms:
             return []
         outbox = _OUTBOX.c
-        query = (
-            core_select(_OUTBOX)
-            .where(_waiting(platforms), outbox.next_attempt_at <= now)
-            .order_by(outbox.next_attempt_at, outbox.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         connection = self.session.connection()
-        rows = connection.execute(query).mappings().all()
+
+        def due(*where: Any, count: int) -> list[Any]:
+            query = (
+                core_select(_OUTBOX)
+                .where(*where, _for_platforms(platforms), outbox.next_attempt_at <= now)
+                .order_by(outbox.next_attempt_at, outbox.id)
+                .limit(count)
+                .with_for_update(skip_locked=True)
+            )
+            return list(connection.execute(query).mappings().all())
+
+        rows = due(text(REPLY_WAITING), count=limit)
+        if len(rows) < limit and not replies_only:
+            rows += due(outbox.status.in_(_DUE), outbox.kind != REPLY_KIND, count=limit - len(rows))
         if not rows:
             return []
         # Without the ORM: its bookkeeping for each claimed row cost more than the two statements.
@@ -522,12 +536,15 @@ class Store:
             put_back += connection.execute(update(_OUTBOX).where(*holding).values(**unclaimed)).rowcount
         return put_back
 
-    def any_claimable(self, now: datetime, platforms: Sequence[str]) -> bool:
-        """Whether a deliverer for these platforms could claim a row at `now`: the first one found
-        tells (a count would read every row due, hundreds of them when busy)."""
+    def any_claimable(self, now: datetime, platforms: Sequence[str], replies_only: bool = False) -> bool:
+        """Whether a deliverer for these platforms could claim a row (a reply) at `now`: the first one
+        found tells (a count would read every row due, hundreds of them when busy)."""
         if not platforms:
             return False
-        query = core_select(_OUTBOX.c.id).where(_waiting(platforms), _OUTBOX.c.next_attempt_at <= now)
+        waiting = _waiting(platforms)
+        if replies_only:
+            waiting = and_(text(REPLY_WAITING), _for_platforms(platforms))
+        query = core_select(_OUTBOX.c.id).where(waiting, _OUTBOX.c.next_attempt_at <= now)
         return self.session.connection().execute(query.limit(1)).first() is not None
 
     def next_due(self, platforms: Sequence[str]) -> datetime | None:
@@ -682,8 +699,11 @@ _DUE = (OutboxStatus.pending, OutboxStatus.sending)
 def _waiting(platforms: Sequence[str]) -> Any:
     """Outbox rows for these platforms still to go out: pending, or claimed by a deliverer (whose lease
     may run out). Which of them are due is `next_attempt_at`'s to say."""
-    outbox = _OUTBOX.c
-    return and_(outbox.status.in_(_DUE), or_(*(outbox.recipient.startswith(f"{p}:") for p in platforms)))
+    return and_(_OUTBOX.c.status.in_(_DUE), _for_platforms(platforms))
+
+
+def _for_platforms(platforms: Sequence[str]) -> Any:
+    return or_(*(_OUTBOX.c.recipient.startswith(f"{p}:") for p in platforms))
 
 
 @cache

@@ -1,6 +1,7 @@
 """Unprompted messages leave through the outbox once, are retried with backoff, and fail visibly."""
 
 import asyncio
+import time
 import warnings
 from datetime import timedelta
 from typing import Any
@@ -551,3 +552,125 @@ def test_replies_to_a_platform_the_deliverer_does_not_send_to_are_left_for_a_cla
     assert handled.claimed == [] and handled.waiting == 1
     (row,) = _replies(testbot)
     assert (row.status, row.attempts, row.next_attempt_at) == (OutboxStatus.pending, 0, testbot.clock.now())
+
+
+def _enqueue_burst_then_reply(bot: TestBot, reminders: int) -> None:
+    """Reminders that fell due a minute ago to one channel, then a reply due now to another."""
+    now = bot.clock.now()
+    with bot.store() as store:
+        for n in range(reminders):
+            store.enqueue(
+                due_message(f"reminder-{n}", "console:r1", now - timedelta(minutes=1), f"reminder {n}")
+            )
+        store.enqueue(due_message("reply", "console:r2", now, "reply", kind=REPLY_KIND))
+
+
+def test_a_claim_takes_replies_before_what_fell_due_earlier_and_may_take_replies_alone(
+    testbot: TestBot,
+) -> None:
+    _enqueue_burst_then_reply(testbot, 5)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        assert [row.key for row in store.claim_due(now, ["console"], LEASE, limit=3)] == [
+            "reply",
+            "reminder-0",
+            "reminder-1",
+        ]
+    with testbot.store() as store:
+        store.enqueue(due_message("reply-2", "console:r3", now, "reply", kind=REPLY_KIND))
+    with testbot.store() as store:
+        assert [row.key for row in store.claim_due(now, ["console"], LEASE, 10, replies_only=True)] == [
+            "reply-2"
+        ]
+        assert store.claim_due(now, ["console"], LEASE, 10, replies_only=True) == []
+        assert store.any_claimable(now, ["console"]) and not store.any_claimable(now, ["console"], True)
+
+
+def test_on_sqlite_the_claim_finds_replies_through_their_own_index_without_statistics(
+    testbot: TestBot,
+) -> None:
+    """SQLite keeps no statistics here: told nothing, it could read every row due in a burst through the
+    status index to find the few replies, holding the write lock all the while."""
+    if testbot.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL plans with the statistics it keeps")
+    _enqueue_burst_then_reply(testbot, 50)
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(testbot.engine, "before_cursor_execute", seen)
+    try:
+        with testbot.store() as store:
+            store.claim_due(testbot.clock.now(), ["console"], LEASE, limit=10)
+    finally:
+        event.remove(testbot.engine, "before_cursor_execute", seen)
+    [(statement, parameters)] = [(s, p) for s, p in statements if "kind = 'reply'" in s]
+    with testbot.engine.connect() as db:
+        plan = db.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+    assert any("USING INDEX ix_outbox_replies_waiting" in str(row) for row in plan), plan
+
+
+async def test_with_the_lanes_full_a_reply_written_for_a_claim_is_still_claimed_and_goes_first(
+    testbot: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `serve --delivery-process` writes every reply, and as a failed reply waits for its retry: the
+    loop's lanes full of a burst, the reply is claimed past them, not after the rest of the burst."""
+    monkeypatch.setattr(delivery, "MAX_IN_FLIGHT", 6)
+    monkeypatch.setattr(delivery, "POLL_SECONDS", 60.0)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        for n in range(12):
+            store.enqueue(
+                due_message(f"reminder-{n}", "console:r1", now - timedelta(minutes=1), f"reminder {n}")
+            )
+    adapter = SlowRecorder(seconds=0.05)
+    deliverer = Deliverer(testbot.engine, {"console": adapter}, testbot.clock)
+    deliverer.start()
+    try:
+        async with asyncio.timeout(5):
+            while deliverer.in_flight < delivery.MAX_IN_FLIGHT:
+                await asyncio.sleep(0.005)
+            with testbot.store() as store:
+                store.enqueue(due_message("reply", "console:r2", now, "reply", kind=REPLY_KIND))
+            deliverer.wake()
+            while len(adapter.sent) < 13:
+                await asyncio.sleep(0.01)
+    finally:
+        await deliverer.stop(5)
+    texts = [reply.text for _, reply in adapter.sent]
+    assert texts.index("reply") < 4, texts  # within the first lane-full's sends, not after all twelve
+
+
+async def test_lanes_that_empty_while_replies_are_claimed_past_them_do_not_leave_the_rest_to_the_poll(
+    testbot: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Woken with its lanes full, the loop claims replies only; if the lanes have room by the time that
+    claim is done, it goes on claiming the rest rather than sleeping until the poll (which here comes
+    after the test gives up): half empty, the lanes wake only a loop that left them full."""
+    monkeypatch.setattr(delivery, "MAX_IN_FLIGHT", 6)
+    monkeypatch.setattr(delivery, "POLL_SECONDS", 60.0)
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        for n in range(8):
+            store.enqueue(due_message(f"reminder-{n}", "console:r1", now, f"reminder {n}"))
+    claim_and_peek = Deliverer._claim_and_peek
+
+    def slow_for_replies(self: Deliverer, *args: Any) -> Any:
+        if args[-1]:  # replies only: long enough for two sends, so the lanes have room, not half
+            time.sleep(0.5)
+        return claim_and_peek(self, *args)
+
+    monkeypatch.setattr(Deliverer, "_claim_and_peek", slow_for_replies)
+    adapter = SlowRecorder(seconds=0.2)
+    deliverer = Deliverer(testbot.engine, {"console": adapter}, testbot.clock)
+    deliverer.start()
+    try:
+        async with asyncio.timeout(5):
+            while deliverer.in_flight < delivery.MAX_IN_FLIGHT:
+                await asyncio.sleep(0.001)
+            deliverer.wake()
+            while len(adapter.sent) < 8:
+                await asyncio.sleep(0.01)
+    finally:
+        await deliverer.stop(5)

@@ -20,7 +20,7 @@ from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from handlers.welcome import JOIN_HINT
 from store import bulk
 from store.db import is_transient
-from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus
+from store.models import REPLY_KIND, InboxMessage, InboxStatus, OutboxMessage, OutboxStatus
 from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.inbox")
@@ -28,7 +28,6 @@ log = logging.getLogger("cda_bot.inbox")
 # A fresh message is handled by the process that accepted it; other replicas look at it only after
 # this long, when that process has probably died.
 HANDOFF = timedelta(seconds=30)
-REPLY_KIND = "reply"
 # Platforms where anyone can write to the bot's number: nothing is stored from a sender until an admin
 # has put them on a roster (the spec's rule for WhatsApp).
 ROSTER_FIRST = frozenset({"whatsapp"})

@@ -206,11 +206,12 @@ class Deliverer:
         assert self._wake is not None
         while True:
             self._wake.clear()
+            full = self.in_flight >= MAX_IN_FLIGHT  # so only replies are claimed this time
             claimed, next_due = await self._claim_into_lanes()
             if self._stopping:
                 return  # after one last claim, so what was written just before stopping goes out too
-            if claimed and self.in_flight < MAX_IN_FLIGHT:
-                continue  # there may be more due right away
+            if (claimed or full) and self.in_flight < MAX_IN_FLIGHT:
+                continue  # there may be more due right away, or the lanes emptied while replies were claimed
             self._full = self.in_flight >= MAX_IN_FLIGHT
             pause = POLL_SECONDS
             if next_due is not None:
@@ -238,14 +239,20 @@ class Deliverer:
             self._renewer = None
 
     async def _claim_into_lanes(self) -> tuple[int, datetime | None]:
-        """Claim what is due into the lanes: how many rows, and when the next one falls due."""
+        """Claim what is due into the lanes: how many rows, and when the next one falls due (None: the
+        lanes are full, and wake the loop once they have room)."""
         room = MAX_IN_FLIGHT - self.in_flight
-        if room <= 0:
-            return 0, None
+        # With the lanes full, replies still come in, up to the bound `claiming` keeps: written for a
+        # claim (`--delivery-process`, a retry), one would otherwise wait behind the whole burst.
+        replies_only = room <= 0
+        if replies_only:
+            room = 2 * MAX_IN_FLIGHT - self.in_flight
+            if room <= 0:
+                return 0, None
         unsure, taken = list(self._unsure), list[Claim]()
         try:
             rows, next_due = await asyncio.to_thread(
-                self._claim_and_peek, self.clock.now(), min(room, 200), unsure, taken
+                self._claim_and_peek, self.clock.now(), min(room, 200), unsure, taken, replies_only
             )
         except Exception as error:
             log.warning("claiming due messages failed", extra={"error": type(error).__name__})
@@ -253,7 +260,7 @@ class Deliverer:
             return 0, self.clock.now() + CLAIM_RETRY  # the sender is waiting: look again soon
         del self._unsure[: len(unsure)]  # put back by that claim (lanes only ever append)
         self._into_lanes(rows)
-        return len(rows), next_due
+        return len(rows), None if replies_only else next_due
 
     def claiming(self) -> Claiming | None:
         """How new replies may be written, so that this deliverer sends them without claiming them:
@@ -493,6 +500,7 @@ class Deliverer:
         limit: int,
         unsure: Sequence[Claim] = (),
         taken: list[Claim] | None = None,
+        replies_only: bool = False,
     ) -> tuple[list[OutboxMessage], datetime | None]:
         """Put back `unsure` rows still claimed as they were, claim what is due (also into `taken`, which
         the caller keeps if the commit fails), and say when the next row falls due."""
@@ -501,11 +509,11 @@ class Deliverer:
         # locks only the rows it takes, so there the look would be one more round trip for nothing.
         if self.engine.dialect.name == "sqlite" and not unsure:
             with open_store(reader(self.engine)) as store:
-                if not store.any_claimable(now, list(self.adapters)):
+                if not store.any_claimable(now, list(self.adapters), replies_only):
                     return [], store.next_due(list(self.adapters))
         with self.turns.turn(), open_store(self.engine) as store:
             store.release_claims(unsure, now)
-            rows = store.claim_due(now, list(self.adapters), LEASE, limit)
+            rows = store.claim_due(now, list(self.adapters), LEASE, limit, replies_only)
             if taken is not None:
                 taken.extend(Claim(row.id, row.attempts, row.next_attempt_at) for row in rows)  # type: ignore[arg-type]
             next_due = store.next_due(list(self.adapters))
