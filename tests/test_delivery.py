@@ -3,6 +3,7 @@
 import asyncio
 import time
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -611,6 +612,24 @@ def test_on_sqlite_the_claim_finds_replies_through_their_own_index_without_stati
     assert any("USING INDEX ix_outbox_replies_waiting" in str(row) for row in plan), plan
 
 
+async def _fill_lanes_then(
+    deliverer: Deliverer, adapter: Recorder, count: int, meanwhile: Callable[[], None]
+) -> None:
+    """Run the loop until its lanes are full, do `meanwhile`, wake it, and run on until `adapter` has
+    sent `count` messages (five seconds at most)."""
+    deliverer.start()
+    try:
+        async with asyncio.timeout(5):
+            while deliverer.in_flight < delivery.MAX_IN_FLIGHT:
+                await asyncio.sleep(0.001)
+            meanwhile()
+            deliverer.wake()
+            while len(adapter.sent) < count:
+                await asyncio.sleep(0.01)
+    finally:
+        await deliverer.stop(5)
+
+
 async def test_with_the_lanes_full_a_reply_written_for_a_claim_is_still_claimed_and_goes_first(
     testbot: TestBot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -625,19 +644,12 @@ async def test_with_the_lanes_full_a_reply_written_for_a_claim_is_still_claimed_
                 due_message(f"reminder-{n}", "console:r1", now - timedelta(minutes=1), f"reminder {n}")
             )
     adapter = SlowRecorder(seconds=0.05)
-    deliverer = Deliverer(testbot.engine, {"console": adapter}, testbot.clock)
-    deliverer.start()
-    try:
-        async with asyncio.timeout(5):
-            while deliverer.in_flight < delivery.MAX_IN_FLIGHT:
-                await asyncio.sleep(0.005)
-            with testbot.store() as store:
-                store.enqueue(due_message("reply", "console:r2", now, "reply", kind=REPLY_KIND))
-            deliverer.wake()
-            while len(adapter.sent) < 13:
-                await asyncio.sleep(0.01)
-    finally:
-        await deliverer.stop(5)
+
+    def reply() -> None:
+        with testbot.store() as store:
+            store.enqueue(due_message("reply", "console:r2", now, "reply", kind=REPLY_KIND))
+
+    await _fill_lanes_then(Deliverer(testbot.engine, {"console": adapter}, testbot.clock), adapter, 13, reply)
     texts = [reply.text for _, reply in adapter.sent]
     assert texts.index("reply") < 4, texts  # within the first lane-full's sends, not after all twelve
 
@@ -664,13 +676,4 @@ async def test_lanes_that_empty_while_replies_are_claimed_past_them_do_not_leave
     monkeypatch.setattr(Deliverer, "_claim_and_peek", slow_for_replies)
     adapter = SlowRecorder(seconds=0.2)
     deliverer = Deliverer(testbot.engine, {"console": adapter}, testbot.clock)
-    deliverer.start()
-    try:
-        async with asyncio.timeout(5):
-            while deliverer.in_flight < delivery.MAX_IN_FLIGHT:
-                await asyncio.sleep(0.001)
-            deliverer.wake()
-            while len(adapter.sent) < 8:
-                await asyncio.sleep(0.01)
-    finally:
-        await deliverer.stop(5)
+    await _fill_lanes_then(deliverer, adapter, 8, lambda: None)
