@@ -206,8 +206,8 @@ class Deliverer:
         assert self._wake is not None
         while True:
             self._wake.clear()
-            full = self.in_flight >= MAX_IN_FLIGHT  # so only replies are claimed this time
-            claimed, next_due = await self._claim_into_lanes()
+            full = self.in_flight >= MAX_IN_FLIGHT
+            claimed, next_due = await self._claim_into_lanes(replies_only=full)
             if self._stopping:
                 return  # after one last claim, so what was written just before stopping goes out too
             if (claimed or full) and self.in_flight < MAX_IN_FLIGHT:
@@ -238,17 +238,14 @@ class Deliverer:
             self._renewer.cancel()
             self._renewer = None
 
-    async def _claim_into_lanes(self) -> tuple[int, datetime | None]:
+    async def _claim_into_lanes(self, replies_only: bool = False) -> tuple[int, datetime | None]:
         """Claim what is due into the lanes: how many rows, and when the next one falls due (None: the
-        lanes are full, and wake the loop once they have room)."""
-        room = MAX_IN_FLIGHT - self.in_flight
-        # With the lanes full, replies still come in, up to the bound `claiming` keeps: written for a
-        # claim (`--delivery-process`, a retry), one would otherwise wait behind the whole burst.
-        replies_only = room <= 0
-        if replies_only:
-            room = 2 * MAX_IN_FLIGHT - self.in_flight
-            if room <= 0:
-                return 0, None
+        lanes are full, and wake the loop once they have room). With the lanes full, replies still
+        come in, up to the bound `claiming` keeps: written for a claim (`--delivery-process`, a retry),
+        one would otherwise wait behind the whole burst."""
+        room = (self._reply_bound() if replies_only else MAX_IN_FLIGHT) - self.in_flight
+        if room <= 0:
+            return 0, None
         unsure, taken = list(self._unsure), list[Claim]()
         try:
             rows, next_due = await asyncio.to_thread(
@@ -269,9 +266,14 @@ class Deliverer:
         The loop's claims stop at MAX_IN_FLIGHT and replies may go on to twice that: written for a
         claim, a reply would wait behind every row due before it (a Monday's reminders at scale,
         seconds of them), when the person who wrote is waiting for it."""
-        if not self.running or self._stopping or self.in_flight >= 2 * MAX_IN_FLIGHT:
+        if not self.running or self._stopping or self.in_flight >= self._reply_bound():
             return None
         return Claiming(frozenset(self.adapters), LEASE)
+
+    @staticmethod
+    def _reply_bound() -> int:
+        """How much the lanes may hold with replies, past what the loop claims of everything else."""
+        return 2 * MAX_IN_FLIGHT
 
     def take(self, rows: Sequence[OutboxMessage]) -> None:
         """Send rows written as this deliverer's claim (`claiming`), now that they are committed."""
