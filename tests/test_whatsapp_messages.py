@@ -2,6 +2,9 @@
 twilio's async client to the local fake of the Messages API."""
 
 import asyncio
+import io
+import json
+import logging
 import time
 from datetime import UTC, timedelta
 
@@ -10,6 +13,7 @@ from sqlmodel import select
 
 from adapters.whatsapp.adapter import WhatsAppAdapter
 from bot.core.clock import FixedClock
+from bot.runtime import logs
 from bot.runtime.hub import Hub, Unavailable
 from store.models import OutboxMessage, Update
 from tests.conftest import NOW
@@ -58,6 +62,27 @@ def test_a_rostered_number_posts_an_update_and_gets_its_reply_through_the_messag
     assert update.author == ALPHA_NUMBER
     [row] = whatsapp.outbox()
     assert row.status == "sent"
+
+
+def test_a_message_and_its_reply_log_one_line_of_ours_and_none_of_twilios_headers(
+    whatsapp: WhatsApp,
+) -> None:
+    """twilio's client logs each request and answer at INFO, headers and all: eleven lines a message,
+    which at volume buried the server's own log."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logs.configure(stream=stream)
+    try:
+        assert whatsapp.post(inbound(ALPHA_NUMBER, "update: logs stay readable")).status_code == 200
+        whatsapp.twilio.wait_for(1)
+        whatsapp.settle()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert not [e for e in entries if e["logger"].startswith("twilio")]
+    assert [e["message"] for e in entries if e["logger"] == "cda_bot.whatsapp"] == ["whatsapp message sent"]
 
 
 def test_a_forged_or_missing_signature_gets_403_and_nothing_is_stored(whatsapp: WhatsApp) -> None:

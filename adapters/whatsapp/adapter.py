@@ -118,6 +118,16 @@ class TwilioHttp(AsyncTwilioHttpClient):
         _retry_after.set(_seconds(response.headers.get("Retry-After") if response.headers else None))
         return response
 
+    # twilio writes each request's and answer's headers, eleven lines a message, formatting them
+    # whether or not anyone listens: only when its logger is turned up (`logs.configure` keeps it down).
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_request(kwargs)
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_response(status_code, response)
+
 
 def _seconds(value: str | None) -> float | None:
     try:

@@ -66,6 +66,8 @@ def configure(secrets: Iterable[str] = (), level: int = logging.INFO, stream: Te
         logging.getLogger(name).propagate = True
     # APScheduler announces every run of every job; our own pass log says what a pass did.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # twilio's client logs every request and answer, headers and all: eleven lines a WhatsApp message.
+    logging.getLogger("twilio").setLevel(logging.WARNING)
 
 
 class Tally:
