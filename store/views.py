@@ -576,7 +576,6 @@ def first_city_zone(store: Store) -> str | None:
 
 
 _PEOPLE, _CITIES, _BINDINGS = Person.__table__, City.__table__, ChannelBinding.__table__  # type: ignore[attr-defined]
-_ACCESSIBLE = "cda_accessible_city_ids"  # in the session's info: (person, their cities' ids)
 
 
 def _id_list(column: Any, postgres: bool) -> Any:
@@ -618,6 +617,31 @@ def _whereabouts(postgres: bool) -> Any:
         cast(bindparam("who"), String).label("who"),
         cast(bindparam("conversation"), String).label("conversation"),
     ).subquery("asked")
+    return _whereabouts_of_asked(asked, postgres)
+
+
+@cache
+def _whereabouts_many(postgres: bool) -> Any:
+    # The same for a list of (sender, conversation), bound as one parameter whatever its length (so the
+    # statement is compiled and prepared once): arrays unnested on PostgreSQL, a JSON list on SQLite.
+    if postgres:
+        pairs = (
+            func.unnest(bindparam("who", type_=ARRAY(String)), bindparam("conversation", type_=ARRAY(String)))
+            .table_valued("who", "conversation", with_ordinality="n")
+            .render_derived("pairs")
+        )
+        asked = select(pairs.c.n, pairs.c.who, pairs.c.conversation).subquery("asked")
+    else:
+        listed = func.json_each(bindparam("asked")).table_valued("key", "value")
+        asked = select(
+            listed.c.key.label("n"),
+            func.json_extract(listed.c.value, "$[0]").label("who"),
+            func.json_extract(listed.c.value, "$[1]").label("conversation"),
+        ).subquery("asked")
+    return _whereabouts_of_asked(asked, postgres).add_columns(asked.c.n.label("n"))
+
+
+def _whereabouts_of_asked(asked: Any, postgres: bool) -> Any:
     place = _CITIES.alias("place")
     return select(
         *(c.label(f"p_{c.name}") for c in _PEOPLE.c),
@@ -635,20 +659,21 @@ def _whereabouts(postgres: bool) -> Any:
 @dataclass(frozen=True)
 class Whereabouts:
     """Who is speaking and where: the sender on the roster (or None) with their city (a member's),
-    and the city the conversation is bound to (None for a direct message or an unbound channel)."""
+    and the city the conversation is bound to (None for a direct message or an unbound channel);
+    for a coach or an admin, the ids of every city they may see, read in the same statement."""
 
     person: Person | None
     city: City | None
     channel_city: City | None
+    accessible: list[int] | None = None
 
 
 def whereabouts(store: Store, sender: str, conversation: str | None) -> Whereabouts:
     """Who `sender` is and where `conversation` belongs, in one statement (`conversation` None: a
     direct message, bound to nothing). Every message asks this first, so the rows are read without
     the ORM (whose work was most of the statement's) and given as detached objects: read them, never
-    change them. A coach's or an admin's cities are read in the same statement and kept for
-    `accessible_city_ids`, which the dispatcher asks next: one round trip fewer for every message a
-    coach sends."""
+    change them. A coach's or an admin's cities come in the same statement: one round trip fewer for
+    every message a coach sends."""
     statement = _whereabouts(_postgres(store))
     row = (
         store.session.connection()
@@ -656,13 +681,32 @@ def whereabouts(store: Store, sender: str, conversation: str | None) -> Whereabo
         .mappings()
         .one()
     )
+    return _whereabouts_in(row)
+
+
+def whereabouts_of(store: Store, asked: Sequence[tuple[str, str | None]]) -> list[Whereabouts]:
+    """`whereabouts` of each (sender, conversation) of `asked`, in its order, in one statement: a
+    batch of messages asks once, not once a message."""
+    if not asked:
+        return []
+    postgres = _postgres(store)
+    if postgres:
+        params: dict[str, Any] = {"who": [w for w, _ in asked], "conversation": [c for _, c in asked]}
+    else:
+        params = {"asked": json.dumps(list(asked))}
+    rows = store.session.connection().execute(_whereabouts_many(postgres), params).mappings().all()
+    # Ordinality counts from 1, json_each's keys from 0.
+    found = {int(row["n"]) - (1 if postgres else 0): _whereabouts_in(row) for row in rows}
+    return [found[n] for n in range(len(asked))]
+
+
+def _whereabouts_in(row: Any) -> Whereabouts:
     channel_city = _city_in(row, "b_")
     if row["p_id"] is None:
         return Whereabouts(None, None, channel_city)
     person = Person.model_construct(**{c.name: row[f"p_{c.name}"] for c in _PEOPLE.c})
-    if row["p_role"] != Role.member:
-        store.session.info[_ACCESSIBLE] = (person, _as_ids(row["accessible"]))
-    return Whereabouts(person, _city_in(row, "c_"), channel_city)
+    accessible = None if row["p_role"] == Role.member else _as_ids(row["accessible"])
+    return Whereabouts(person, _city_in(row, "c_"), channel_city, accessible)
 
 
 def _city_in(row: Any, prefix: str) -> City | None:
@@ -674,9 +718,6 @@ def _city_in(row: Any, prefix: str) -> City | None:
 def accessible_city_ids(store: Store, person: Any) -> list[int]:
     """Every city a coach or an admin may see, in no order (ids only: a coach of all cities need not
     load them; whoever shows cities sorts them)."""
-    kept = store.session.info.pop(_ACCESSIBLE, None)
-    if kept is not None and kept[0] is person:  # read with this very person, in this transaction
-        return kept[1]
     statement = _accessible_of_person(_postgres(store))
     return _as_ids(store.session.connection().execute(statement, {"person": person.id}).scalar())
 

@@ -5,13 +5,15 @@ import uuid
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import event
 from sqlmodel import select
 
 from bot import admin
+from bot.core import inbox
 from bot.core.inbox import Dispatcher
 from bot.core.messages import MAX_TEXT, InboundMessage
 from store.models import Blocker, InboxMessage, OutboxMessage, Update
-from tests.conftest import NOW, TestBot
+from tests.conftest import NOW, TestBot, said
 
 
 def _counts(bot: TestBot) -> tuple[int, int]:
@@ -228,3 +230,56 @@ def test_an_id_longer_than_the_store_allows_is_refused_at_the_door() -> None:
             text="update: x",
             received_at=NOW,
         )
+
+
+def _handled_in_one_batch(bot: TestBot, messages: list[InboundMessage]) -> list[list[str]]:
+    """`messages` accepted, then handled in one transaction, as the server's workers do under load."""
+    with bot.store() as store:
+        accepted = inbox.accept_all(store, messages, NOW)
+    with bot.store() as store:
+        inbox.handle_all(store, [a.inbox_id for a in accepted if a.inbox_id is not None], NOW)
+    with bot.store() as store:
+        rows = store.session.exec(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+    return [
+        [r.payload["text"] for r in rows if r.key.startswith(f"reply|{m.platform}|{m.message_id}|")]
+        for m in messages
+    ]
+
+
+def test_a_batch_reads_who_speaks_where_once_for_all_its_messages(world: TestBot) -> None:
+    channel = "slack:T0001:C0001"  # bound to Alpha
+    messages = [
+        said("console:a1", "update: one"),
+        said("console:b1", "update: two"),
+        said("slack:T0001:U0042", "update: three", conversation=channel),
+        said("console:coach-ab", "/cda status beta"),
+    ]
+    asked: list[str] = []
+    event.listen(
+        world.engine,
+        "before_cursor_execute",
+        lambda *a: asked.append(a[2]) if "p_identity" in a[2] else None,
+    )
+    replies = _handled_in_one_batch(world, messages)
+    assert len(asked) == 1
+    assert replies[0] == ["Update #4 recorded for Alpha. Thanks for keeping momentum!"]
+    assert replies[1][0].startswith("Update #5 recorded for Beta")
+    assert replies[2][0].startswith("Update #6 recorded for Alpha")  # anyone in Alpha's channel
+    assert "Beta" in replies[3][0] and "Alpha" not in replies[3][0]
+
+
+def test_who_joined_earlier_in_a_batch_is_a_member_for_the_messages_after_it(world: TestBot) -> None:
+    """`join` changes who the sender is: what was read before it must not answer for what follows."""
+    with world.store() as store:
+        code = admin.add_join_code(store, "beta", NOW, 14, None).code
+    newcomer = "slack:T0001:U0777"
+    replies = _handled_in_one_batch(
+        world,
+        [
+            said(newcomer, "update: before joining"),
+            said(newcomer, f"join {code}"),
+            said(newcomer, "update: after"),
+        ],
+    )
+    assert "recorded" not in replies[0][0]  # not yet on Beta's roster
+    assert "recorded" in replies[2][0] and "Beta" in replies[2][0]

@@ -2,6 +2,8 @@
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import event
+
 from bot.core.i18n import translator
 from handlers.status import DigestData, digest_section
 from store import views
@@ -129,3 +131,28 @@ def test_whereabouts_reads_the_speaker_and_the_conversation_city_apart(world: Te
     with world.store() as store:
         slugs = {c.slug for c in views.cities(store, coach_cities)}
     assert slugs == {"alpha", "beta"}
+
+
+def test_whereabouts_of_a_batch_are_each_pairs_own_in_order_in_one_statement(world: TestBot) -> None:
+    """A batch of messages asks once; each answer is the one its pair gets alone, repeats included."""
+    channel = "slack:T0001:C0001"  # bound to Alpha
+    asked = [
+        ("console:b1", channel),
+        ("slack:T0001:UNKNOWN", channel),
+        ("console:g1", None),
+        ("console:coach-ab", channel),
+        ("console:a1", "slack:T0001:CNOTBOUND"),
+        ("console:coach-all", None),
+        ("console:b1", channel),
+        ("slack:T0001:UNKNOWN", "slack:T0001:CNOTBOUND"),
+    ]
+    statements: list[str] = []
+    with world.store() as store:
+        alone = [views.whereabouts(store, who, where) for who, where in asked]
+        event.listen(store.session.get_bind(), "before_cursor_execute", lambda *a: statements.append(a[2]))
+        together = views.whereabouts_of(store, asked)
+    assert len(statements) == 1
+    assert together == alone
+    assert together[3].accessible is not None and len(together[3].accessible) == 2  # Coach AB's
+    assert together[5].accessible is not None and len(together[5].accessible) == 3  # a coach of all
+    assert together[0].accessible is None  # a member sees their own city, read with them

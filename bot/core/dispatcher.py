@@ -84,15 +84,26 @@ class Refusal(Exception):
     """A clear no, sent back as the reply; nothing the speaker may not see is in it."""
 
 
-def resolve_speaker(store: Store, msg: InboundMessage) -> tuple[Speaker, City | None]:
-    found = views.whereabouts(store, msg.sender, None if msg.conversation == msg.sender else msg.conversation)
+def asked(msg: InboundMessage) -> tuple[str, str | None]:
+    """Who speaks, and in which conversation (None: directly to the bot), as `views.whereabouts` asks."""
+    return msg.sender, None if msg.conversation == msg.sender else msg.conversation
+
+
+def resolve_speaker(
+    store: Store, msg: InboundMessage, found: views.Whereabouts | None = None
+) -> tuple[Speaker, City | None]:
+    """`found`: the message's whereabouts when they were read already (for a batch, in one statement)."""
+    if found is None:
+        found = views.whereabouts(store, *asked(msg))
     person, city, channel_city = found.person, found.city, found.channel_city
     if person is not None:
         role = SpeakerRole(person.role)
         if role == MEMBER:
             ids = [city.id] if city and city.id is not None else []
             return Speaker(msg.sender, role, person.name, city, ids), channel_city
-        accessible = views.accessible_city_ids(store, person)
+        accessible = found.accessible
+        if accessible is None:
+            accessible = views.accessible_city_ids(store, person)
         return Speaker(msg.sender, role, person.name, None, accessible), channel_city
     # Anyone speaking in a bound channel counts as a member of its city, except on WhatsApp,
     # where a number must be on the roster before anything it sends is stored.
@@ -225,12 +236,34 @@ def context_scope(store: Store, speaker: Speaker, channel_city: City | None) -> 
     return views.cities(store, speaker.accessible_ids) if speaker.accessible_ids else []
 
 
-def dispatch(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
+def dispatch(
+    store: Store, msg: InboundMessage, now: datetime, found: views.Whereabouts | None = None
+) -> list[Outgoing]:
     """What the bot answers to one message, addressed to who may see it. Writes (an update, a blocker,
     coach notices) go through `store`, in the caller's transaction."""
-    speaker, channel_city = resolve_speaker(store, msg)
+    speaker, channel_city = resolve_speaker(store, msg, found)
     t = translator(language_of(speaker, channel_city))
     return address(msg, channel_city, _replies(store, msg, speaker, channel_city, now, t), t)
+
+
+# Commands that change who someone is (a person added, stopped or started): what was read of the
+# speakers before one of them may no longer hold for the messages after it.
+CHANGES_SPEAKERS = frozenset({"join", "stop", "start"})
+
+
+def dispatch_all(store: Store, messages: list[InboundMessage], now: datetime) -> list[list[Outgoing]]:
+    """`dispatch` for each of `messages`, in order, in the caller's transaction, with who speaks where
+    read for all of them in one statement; from a message that changes a speaker on, each reads its own."""
+    fresh = 0
+    for msg in messages:
+        fresh += 1
+        if parse(msg.text[: MAX_TEXT + 16], msg.addressed).name in CHANGES_SPEAKERS:
+            break
+    found: list[views.Whereabouts | None] = [
+        *views.whereabouts_of(store, [asked(m) for m in messages[:fresh]]),
+        *[None] * (len(messages) - fresh),
+    ]
+    return [dispatch(store, msg, now, where) for msg, where in zip(messages, found, strict=True)]
 
 
 def failure_notice(store: Store, msg: InboundMessage) -> list[Outgoing]:

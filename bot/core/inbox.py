@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from bot.core.clock import Clock
 from bot.core.commands import parse
-from bot.core.dispatcher import dispatch, failure_notice
+from bot.core.dispatcher import dispatch, dispatch_all, failure_notice
 from bot.core.identity import platform_of
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from handlers.welcome import JOIN_HINT
@@ -187,7 +187,8 @@ def handle_all(
     taken = store.take_inboxes(inbox_ids)
     messages = [InboundMessage.model_validate(message) for _, message in taken]
     _remember(store, messages, now)
-    replies = [row for msg in messages for row in _reply_rows(msg, dispatch(store, msg, now), now, False)]
+    answers = zip(messages, dispatch_all(store, messages, now), strict=True)
+    replies = [row for msg, out in answers for row in _reply_rows(msg, out, now, False)]
     for row in replies:
         if claiming is not None and platform_of(row["recipient"]) in claiming.platforms:
             row.update(status=OutboxStatus.sending, attempts=1, next_attempt_at=now + claiming.lease)
