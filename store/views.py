@@ -713,15 +713,3 @@ def _city_in(row: Any, prefix: str) -> City | None:
     if row[f"{prefix}id"] is None:
         return None
     return City.model_construct(**{c.name: row[f"{prefix}{c.name}"] for c in _CITIES.c})
-
-
-def accessible_city_ids(store: Store, person: Any) -> list[int]:
-    """Every city a coach or an admin may see, in no order (ids only: a coach of all cities need not
-    load them; whoever shows cities sorts them)."""
-    statement = _accessible_of_person(_postgres(store))
-    return _as_ids(store.session.connection().execute(statement, {"person": person.id}).scalar())
-
-
-@cache
-def _accessible_of_person(postgres: bool) -> Any:
-    return select(_accessible(postgres)).where(_PEOPLE.c.id == bindparam("person"))

@@ -101,10 +101,7 @@ def resolve_speaker(
         if role == MEMBER:
             ids = [city.id] if city and city.id is not None else []
             return Speaker(msg.sender, role, person.name, city, ids), channel_city
-        accessible = found.accessible
-        if accessible is None:
-            accessible = views.accessible_city_ids(store, person)
-        return Speaker(msg.sender, role, person.name, None, accessible), channel_city
+        return Speaker(msg.sender, role, person.name, None, found.accessible or []), channel_city
     # Anyone speaking in a bound channel counts as a member of its city, except on WhatsApp,
     # where a number must be on the roster before anything it sends is stored.
     if channel_city is not None and channel_city.id is not None and platform_of(msg.sender) != "whatsapp":
