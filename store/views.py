@@ -687,8 +687,10 @@ def whereabouts(store: Store, sender: str, conversation: str | None) -> Whereabo
 def whereabouts_of(store: Store, asked: Sequence[tuple[str, str | None]]) -> list[Whereabouts]:
     """`whereabouts` of each (sender, conversation) of `asked`, in its order, in one statement: a
     batch of messages asks once, not once a message."""
-    if not asked:
-        return []
+    if len(asked) < 2:
+        # Alone, as an idle server handles each message: PostgreSQL plans the list's statement afresh
+        # at every call (0.57 ms against 0.33 ms for the one-pair statement, whose plan it keeps).
+        return [whereabouts(store, who, where) for who, where in asked]
     postgres = _postgres(store)
     if postgres:
         params: dict[str, Any] = {"who": [w for w, _ in asked], "conversation": [c for _, c in asked]}
