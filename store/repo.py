@@ -457,16 +457,16 @@ class Store:
         def due(*where: Any, count: int) -> list[Any]:
             query = (
                 core_select(_OUTBOX)
-                .where(*where, _for_platforms(platforms), outbox.next_attempt_at <= now)
+                .where(*where, outbox.next_attempt_at <= now)
                 .order_by(outbox.next_attempt_at, outbox.id)
                 .limit(count)
                 .with_for_update(skip_locked=True)
             )
             return list(connection.execute(query).mappings().all())
 
-        rows = due(text(REPLY_WAITING), count=limit)
+        rows = due(_replies_waiting(platforms), count=limit)
         if len(rows) < limit and not replies_only:
-            rows += due(outbox.status.in_(_DUE), outbox.kind != REPLY_KIND, count=limit - len(rows))
+            rows += due(_waiting(platforms), outbox.kind != REPLY_KIND, count=limit - len(rows))
         if not rows:
             return []
         # Without the ORM: its bookkeeping for each claimed row cost more than the two statements.
@@ -541,9 +541,7 @@ class Store:
         found tells (a count would read every row due, hundreds of them when busy)."""
         if not platforms:
             return False
-        waiting = _waiting(platforms)
-        if replies_only:
-            waiting = and_(text(REPLY_WAITING), _for_platforms(platforms))
+        waiting = _replies_waiting(platforms) if replies_only else _waiting(platforms)
         query = core_select(_OUTBOX.c.id).where(waiting, _OUTBOX.c.next_attempt_at <= now)
         return self.session.connection().execute(query.limit(1)).first() is not None
 
@@ -700,6 +698,11 @@ def _waiting(platforms: Sequence[str]) -> Any:
     """Outbox rows for these platforms still to go out: pending, or claimed by a deliverer (whose lease
     may run out). Which of them are due is `next_attempt_at`'s to say."""
     return and_(_OUTBOX.c.status.in_(_DUE), _for_platforms(platforms))
+
+
+def _replies_waiting(platforms: Sequence[str]) -> Any:
+    """`_waiting`'s replies, in the words of their partial index (`REPLY_WAITING`), so it is used."""
+    return and_(text(REPLY_WAITING), _for_platforms(platforms))
 
 
 def _for_platforms(platforms: Sequence[str]) -> Any:
