@@ -581,13 +581,23 @@ class Store:
         )
         return list(dropped.scalars())
 
-    def add_receipts(self, outbox_id: int, platform: str, platform_ids: Sequence[str], now: datetime) -> None:
-        for part, platform_id in enumerate(platform_ids, start=1):
-            self._insert_once(
-                OutboxReceipt(
-                    platform=platform, platform_id=platform_id, outbox_id=outbox_id, part=part, created_at=now
-                )
-            )
+    def add_receipts(self, sent: Sequence[tuple[int, str, Sequence[str], datetime]]) -> None:
+        """The platform's ids of what each (outbox id, platform, ids, when) went out as, in one
+        statement for all of them (a group commit's sends); an id already recorded is left as it is."""
+        rows = [
+            {
+                "platform": platform,
+                "platform_id": platform_id,
+                "outbox_id": outbox_id,
+                "part": part,
+                "created_at": at,
+            }
+            for outbox_id, platform, platform_ids, at in sent
+            for part, platform_id in enumerate(platform_ids, start=1)
+        ]
+        if rows:
+            dialect = self.session.get_bind().dialect.name
+            self.session.connection().execute(_receipts_once(dialect), rows)
 
     def parts_sent(self, outbox_id: int) -> list[str]:
         """The platform's ids of the parts a row went out as so far, in order."""
@@ -738,6 +748,12 @@ def _receive_all(dialect: str) -> Any:
     return (
         insert(_INBOX).on_conflict_do_nothing().returning(_INBOX.c.id, _INBOX.c.platform, _INBOX.c.message_id)
     )
+
+
+@cache
+def _receipts_once(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(_RECEIPTS).on_conflict_do_nothing()
 
 
 @cache

@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import SQLModel, select
 
 from bot import admin
@@ -214,3 +214,37 @@ def test_rows_read_without_the_orm_can_be_read_first_thing_in_a_new_process() ->
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.split()) == (0, ["7", "1", "2026"]), done.stderr
+
+
+def test_the_receipts_of_a_group_commit_s_sends_are_written_in_one_statement_and_kept_once(
+    engine: Engine,
+) -> None:
+    with open_store(engine) as store:
+        for key in ("a", "b"):
+            store.enqueue(due_message(f"reply|whatsapp|{key}|0", "whatsapp:+15550000001", NOW))
+    with open_store(engine) as store:
+        first, second = (row.id for row in store.outbox())
+        assert first is not None and second is not None
+        statements: list[str] = []
+
+        def count(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            store.add_receipts(
+                [
+                    (first, "whatsapp", ("SM1", "SM2"), NOW),
+                    (second, "whatsapp", ("SM3",), NOW + timedelta(seconds=1)),
+                ]
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert len(statements) == 1
+        # A status callback's id recorded again (a send retried after its commit was lost) stays whose it was.
+        store.add_receipts([(second, "whatsapp", ("SM1",), NOW)])
+    with open_store(engine) as store:
+        assert store.parts_sent(first) == ["SM1", "SM2"]
+        assert store.parts_sent(second) == ["SM3"]
+        found = store.sent_as("whatsapp", "SM1")
+        assert found is not None and found.id == first
