@@ -6,7 +6,6 @@ from bot.core.messages import UPDATE_RECORDED, Reply
 from bot.core.request import Request
 from handlers.common import city_names, day_of
 from store import views
-from store.models import Update
 from store.repo import Store
 
 DEFAULT_DAYS = 7
@@ -19,18 +18,16 @@ def record_update(req: Request, store: Store) -> Reply:
     city = req.cities[0]
     if not req.args:
         return Reply(text=_("Tell me what moved: `update: we tested the intake form with 5 residents`"))
-    update = store.add_update(
-        Update(
-            city_id=city.id,  # type: ignore[arg-type]
-            author=req.speaker.identity,
-            text=req.args,
-            platform=req.message.platform,
-            created_at=req.now,
-        )
+    number = store.add_update(
+        city.id,  # type: ignore[arg-type]
+        req.speaker.identity,
+        req.args,
+        req.message.platform,
+        req.now,
     )
     return Reply(
         text=_("Update #{number} recorded for {city}. Thanks for keeping momentum!").format(
-            number=update.id, city=city.name
+            number=number, city=city.name
         ),
         kind=UPDATE_RECORDED,
     )

@@ -4,11 +4,12 @@ to a statement) and the scheduler's outbox rows (`insert_rows`, thousands at a t
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from store.repo import Store
+from store.types import driver_instant
 
 ROWS_PER_STATEMENT = 500  # under SQLite's 32,766 parameters for any table here
 
@@ -111,9 +112,7 @@ def _converted(given: Any, postgres: bool) -> Any:
     if isinstance(given, dict | list):
         return json.dumps(given)
     if isinstance(given, datetime):
-        naive = given.astimezone(UTC).replace(tzinfo=None)
-        # As SQLAlchemy writes instants to SQLite, so that they compare as text with its own.
-        return naive if postgres else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return driver_instant(given, postgres)
     if isinstance(given, StrEnum):
         return given.value
     return given

@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from bot import admin
 from store import dashboard, views
-from store.models import Blocker, Update
+from store.models import Blocker
 from tests.conftest import NOW, TestBot
 from web import portfolio
 
@@ -37,9 +37,7 @@ def add_cities(bot: TestBot, count: int) -> list[int]:
             admin.add_session(
                 store, city.slug, "2026-12-01T09:00", NOW, 60, None, "FREQ=WEEKLY", "2027-03-31"
             )
-            store.add_update(
-                Update(city_id=city.id, author="console:x", text="t", platform="console", created_at=NOW)
-            )
+            store.add_update(city.id, "console:x", "t", "console", NOW)  # type: ignore[arg-type]
             store.add_blocker(Blocker(city_id=city.id, author="console:x", text="b", opened_at=NOW))  # type: ignore[arg-type]
             assert city.id is not None
             ids.append(city.id)
@@ -73,9 +71,7 @@ def test_weeks_are_counted_back_from_now_to_the_second(world: TestBot) -> None:
             NOW - 12 * week - timedelta(seconds=1),  # too old for it
             NOW + timedelta(seconds=1),  # after now (a clock moved back): not yet
         ):
-            store.add_update(
-                Update(city_id=beta.id, author="console:b1", text="w", platform="console", created_at=at)
-            )
+            store.add_update(beta.id, "console:b1", "w", "console", at)  # type: ignore[arg-type]
         weekly = dashboard.weekly_updates(store, [beta.id], NOW, 12)[beta.id]
         last = dashboard.last_updates(store, [beta.id])[beta.id]
     # The world's own update of Beta was posted at NOW; with the two above, this week has three.

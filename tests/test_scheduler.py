@@ -20,7 +20,7 @@ from bot.runtime.ratelimit import RateLimiter
 from bot.runtime.turns import Turns
 from scheduler.runner import EXPIRED, PassRunner
 from store.db import READER, make_engine
-from store.models import Blocker, OutboxMessage, Update
+from store.models import Blocker, OutboxMessage
 from tests.conftest import TestBot, due_message
 
 
@@ -269,15 +269,7 @@ def quiet_city(bot: TestBot, zone: str = "America/Bogota", **settings: Any) -> N
             setattr(city, name, value)
         store.session.add(city)
         # The last update: Wednesday 18 Nov 2026, noon in Bogotá.
-        store.add_update(
-            Update(
-                city_id=city.id,
-                author="console:m",
-                text="x",
-                platform="console",
-                created_at=utc("2026-11-18T17:00"),
-            )
-        )
+        store.add_update(city.id, "console:m", "x", "console", utc("2026-11-18T17:00"))  # type: ignore[arg-type]
 
 
 def nudges(bot: TestBot, inbox: Inbox) -> list[datetime]:

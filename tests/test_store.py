@@ -85,13 +85,11 @@ def test_coach_queries_per_city_newest_first(engine: Engine) -> None:
         assert a.id and b.id
         for days, city in ((10, a), (3, a), (1, b), (0, a)):
             store.add_update(
-                Update(
-                    city_id=city.id,
-                    author="console:x",
-                    text=f"{city.slug}-{days}",  # type: ignore[arg-type]
-                    platform="console",
-                    created_at=NOW - timedelta(days=days),
-                )
+                city.id,  # type: ignore[arg-type]
+                "console:x",
+                f"{city.slug}-{days}",
+                "console",
+                NOW - timedelta(days=days),
             )
         recent = store.updates([a.id], NOW - timedelta(days=7))
         assert [u.text for u in recent] == ["alpha-0", "alpha-3"]

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 from bot import admin
 from bot.calendar.program import default_document
-from store.models import Blocker, Update
+from store.models import Blocker
 from store.repo import Store
 
 DEMO_USER = "console:ana"
@@ -66,13 +66,11 @@ def seed(store: Store, now: datetime) -> bool:
     esperanza = store.city_by_slug("villa-esperanza")
     assert riverton and riverton.id and esperanza and esperanza.id
     store.add_update(
-        Update(
-            city_id=riverton.id,
-            author="slack:T0001:U0001",
-            platform="slack",
-            text="Interviewed 6 frontline staff about the pothole intake form",
-            created_at=now - timedelta(days=12),
-        )
+        riverton.id,
+        "slack:T0001:U0001",
+        "Interviewed 6 frontline staff about the pothole intake form",
+        "slack",
+        now - timedelta(days=12),
     )
     store.add_blocker(
         Blocker(
