@@ -227,3 +227,36 @@ async def test_replies_of_a_handling_whose_commit_was_not_confirmed_go_out_witho
         (message,) = store.session.exec(select(InboxMessage)).all()
         assert message.status == InboxStatus.done
     engine.dispose()
+
+
+async def test_a_backlog_is_handled_in_batches_as_big_as_the_database_allows(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a handling transaction holds the write lock, so its batches stay small; PostgreSQL's
+    are bigger, spreading each transaction's own statements over more messages. All are handled."""
+    engine = make_engine(db_url)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    sizes: list[int] = []
+    handle_all = inbox.handle_all
+
+    def counted(store: Store, inbox_ids: list[int], *args: Any, **kwargs: Any) -> inbox.Handled:
+        sizes.append(len(inbox_ids))
+        return handle_all(store, inbox_ids, *args, **kwargs)
+
+    monkeypatch.setattr(inbox, "handle_all", counted)
+    intake = Intake(engine, FixedClock(NOW), Outlet())
+    # Accepted before the workers start: a backlog waiting for them, as under load.
+    assert all(await asyncio.gather(*(intake.submit(_message(f"update: n{n}")) for n in range(120))))
+    await intake.start()
+    try:
+        await _until(lambda: intake.backlog == 0, 30)
+    finally:
+        await intake.stop(1)
+    assert sum(sizes) == 120
+    assert max(sizes) == (20 if engine.dialect.name == "sqlite" else 50)
+    with open_store(engine) as store:
+        statuses = store.session.exec(select(InboxMessage.status)).all()
+        assert statuses == [InboxStatus.done] * 120
+    engine.dispose()

