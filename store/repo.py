@@ -315,9 +315,9 @@ class Store:
         """Record an update; its id. Plain SQL to the driver: every `update:` comes here, and building
         an ORM row and running a Core statement cost several times what the database does."""
         connection = self.session.connection()
-        postgres = connection.dialect.name == "postgresql"
-        values = (city_id, author, text, platform, driver_instant(created_at, postgres))
-        return int(connection.exec_driver_sql(_ADD_UPDATE[postgres], values).scalar_one())
+        dialect = connection.dialect.name
+        values = (city_id, author, text, platform, driver_instant(created_at, dialect == "postgresql"))
+        return int(connection.exec_driver_sql(_ADD_UPDATE[dialect], values).scalar_one())
 
     def updates(self, city_ids: Sequence[int], since: datetime, limit: int = 50) -> list[Update]:
         query = (
@@ -683,7 +683,7 @@ def _insert(session: Session, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-_CITIES, _BINDINGS, _INBOX, _OUTBOX, _RECEIPTS, _UPDATES, _REFERENCES, _PEOPLE = (
+_CITIES, _BINDINGS, _INBOX, _OUTBOX, _RECEIPTS, _REFERENCES, _PEOPLE = (
     model.__table__  # type: ignore[attr-defined]
     for model in (
         City,
@@ -691,7 +691,6 @@ _CITIES, _BINDINGS, _INBOX, _OUTBOX, _RECEIPTS, _UPDATES, _REFERENCES, _PEOPLE =
         InboxMessage,
         OutboxMessage,
         OutboxReceipt,
-        Update,
         ConversationReference,
         Person,
     )
@@ -703,11 +702,10 @@ _BOUND_CITY = (
 )
 _CITY_BY_SLUG = core_select(*_CITIES.c).where(_CITIES.c.slug == bindparam("ref"))
 _CITY_BY_NAME = core_select(*_CITIES.c).where(func.lower(_CITIES.c.name) == bindparam("ref")).limit(1)
-_ADD_UPDATE = {
-    postgres: "INSERT INTO updates (city_id, author, text, platform, created_at) VALUES "
-    + ("(%s, %s, %s, %s, %s)" if postgres else "(?, ?, ?, ?, ?)")
-    + " RETURNING id"
-    for postgres in (True, False)
+_ADD_UPDATE = {  # by dialect: psycopg's parameter marks, and sqlite3's
+    dialect: f"INSERT INTO updates (city_id, author, text, platform, created_at) VALUES ({marks}) "
+    "RETURNING id"
+    for dialect, marks in (("postgresql", "%s, %s, %s, %s, %s"), ("sqlite", "?, ?, ?, ?, ?"))
 }
 _DUE = (OutboxStatus.pending, OutboxStatus.sending)
 
