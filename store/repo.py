@@ -600,7 +600,7 @@ class Store:
         ]
         if rows:
             dialect = self.session.get_bind().dialect.name
-            self.session.connection().execute(_receipts_once(dialect), rows)
+            self.session.connection().execute(_insert_ignoring(dialect, _RECEIPTS), rows)
 
     def parts_sent(self, outbox_id: int) -> list[str]:
         """The platform's ids of the parts a row went out as so far, in order."""
@@ -754,12 +754,6 @@ def _receive_all(dialect: str) -> Any:
     return (
         insert(_INBOX).on_conflict_do_nothing().returning(_INBOX.c.id, _INBOX.c.platform, _INBOX.c.message_id)
     )
-
-
-@cache
-def _receipts_once(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(_RECEIPTS).on_conflict_do_nothing()
 
 
 @cache

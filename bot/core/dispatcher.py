@@ -45,6 +45,9 @@ class Spec:
     # accessible: every city the speaker may see · context: the city of the conversation or speaker,
     # if there is one · none: the handler needs no city
     scope: str
+    # Changes who someone is (a person added, stopped or started): what a batch read of its speakers
+    # before such a message may no longer hold for the messages after it (`dispatch_all`).
+    changes_speaker: bool = False
 
 
 COMMANDS: dict[str, Spec] = {
@@ -61,9 +64,9 @@ COMMANDS: dict[str, Spec] = {
     "export": Spec(export.export, COACHES, "accessible"),
     "dashboard": Spec(dashboard.dashboard_link, COACHES, "accessible"),
     "help": Spec(help.help_reply, ANYONE, "none"),
-    "join": Spec(join.join, ANYONE, "none"),
-    "stop": Spec(stop.stop, SEERS, "none"),
-    "start": Spec(stop.start, SEERS, "none"),
+    "join": Spec(join.join, ANYONE, "none", changes_speaker=True),
+    "stop": Spec(stop.stop, SEERS, "none", changes_speaker=True),
+    "start": Spec(stop.start, SEERS, "none", changes_speaker=True),
 }
 
 TOO_LONG = N_(
@@ -243,24 +246,26 @@ def dispatch(
     return address(msg, channel_city, _replies(store, msg, speaker, channel_city, now, t), t)
 
 
-# Commands that change who someone is (a person added, stopped or started): what was read of the
-# speakers before one of them may no longer hold for the messages after it.
-CHANGES_SPEAKERS = frozenset({"join", "stop", "start"})
-
-
 def dispatch_all(store: Store, messages: list[InboundMessage], now: datetime) -> list[list[Outgoing]]:
     """`dispatch` for each of `messages`, in order, in the caller's transaction, with who speaks where
-    read for all of them in one statement; from a message that changes a speaker on, each reads its own."""
-    fresh = 0
-    for msg in messages:
-        fresh += 1
-        if parse(msg.text[: MAX_TEXT + 16], msg.addressed).name in CHANGES_SPEAKERS:
-            break
+    read for all of them in one statement; after a message that changes a speaker, each reads its own."""
+    changing = (n for n, msg in enumerate(messages) if _changes_speaker(command_of(msg).name))
+    fresh = next(changing, len(messages) - 1) + 1  # read together: up to the first such message
     found: list[views.Whereabouts | None] = [
         *views.whereabouts_of(store, [asked(m) for m in messages[:fresh]]),
         *[None] * (len(messages) - fresh),
     ]
     return [dispatch(store, msg, now, where) for msg, where in zip(messages, found, strict=True)]
+
+
+def _changes_speaker(name: str) -> bool:
+    spec = COMMANDS.get(name)
+    return spec is not None and spec.changes_speaker
+
+
+def command_of(msg: InboundMessage) -> Command:
+    """The command `msg` gives. Only the start of an overlong text is read: it is refused anyway."""
+    return parse(msg.text[: MAX_TEXT + 16], msg.addressed)
 
 
 def failure_notice(store: Store, msg: InboundMessage) -> list[Outgoing]:
@@ -298,7 +303,7 @@ def _replies(
         ]
     # Chatter in a shared channel never gets here (`inbox.accept` leaves it alone); what does is a
     # command or a question, and whatever is said to the bot gets an answer.
-    command = parse(text[: MAX_TEXT + 16], msg.addressed)
+    command = command_of(msg)
     if typed_length(text) > MAX_TEXT:
         return [Reply(text=t.gettext(TOO_LONG).format(count=t.number(len(text))))]
     if command.name == "empty":

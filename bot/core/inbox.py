@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from bot.core.clock import Clock
 from bot.core.commands import parse
-from bot.core.dispatcher import dispatch, dispatch_all, failure_notice
+from bot.core.dispatcher import command_of, dispatch, dispatch_all, failure_notice
 from bot.core.identity import platform_of
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from handlers.welcome import JOIN_HINT
@@ -129,7 +129,7 @@ def _tell_how_to_join(store: Store, msg: InboundMessage, now: datetime) -> list[
 
 def _joins(msg: InboundMessage) -> bool:
     """`join CODE`: the one thing a number on no roster may say that is stored (and handled)."""
-    return parse(msg.text[: MAX_TEXT + 16], msg.addressed).name == "join"
+    return command_of(msg).name == "join"
 
 
 def _command_or_question(msg: InboundMessage) -> bool:
