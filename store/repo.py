@@ -214,7 +214,8 @@ class Store:
         few hundred."""
         if not rows:
             return {}
-        statement = _receive_all(self.session.get_bind().dialect.name)
+        dialect = self.session.get_bind().dialect.name
+        statement = _insert_ignoring(dialect, _INBOX, ("id", "platform", "message_id"))
         stored = self.session.connection().execute(statement, list(rows))
         return {(platform, message_id): id_ for id_, platform, message_id in stored}
 
@@ -303,7 +304,7 @@ class Store:
         statement, no savepoint; the new id, or None where the key was taken."""
         table = type(row).__table__  # type: ignore[attr-defined]
         values = {c.name: getattr(row, c.name) for c in table.columns if getattr(row, c.name) is not None}
-        statement = _insert_ignoring(self.session.get_bind().dialect.name, table)
+        statement = _insert_ignoring(self.session.get_bind().dialect.name, table, ("id",))
         inserted = self.session.connection().execute(statement, values).first()
         if inserted is None:
             return None
@@ -677,10 +678,12 @@ class Store:
 
 
 def _insert(session: Session, table: Any) -> Any:
+    return _dialect_insert(session.get_bind().dialect.name)(table)
+
+
+def _dialect_insert(dialect: str) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL alike)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 _CITIES, _BINDINGS, _INBOX, _OUTBOX, _RECEIPTS, _REFERENCES, _PEOPLE = (
@@ -703,9 +706,10 @@ _BOUND_CITY = (
 _CITY_BY_SLUG = core_select(*_CITIES.c).where(_CITIES.c.slug == bindparam("ref"))
 _CITY_BY_NAME = core_select(*_CITIES.c).where(func.lower(_CITIES.c.name) == bindparam("ref")).limit(1)
 _ADD_UPDATE = {  # by dialect: psycopg's parameter marks, and sqlite3's
-    dialect: f"INSERT INTO updates (city_id, author, text, platform, created_at) VALUES ({marks}) "
-    "RETURNING id"
-    for dialect, marks in (("postgresql", "%s, %s, %s, %s, %s"), ("sqlite", "?, ?, ?, ?, ?"))
+    "postgresql": "INSERT INTO updates (city_id, author, text, platform, created_at) "
+    "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+    "sqlite": "INSERT INTO updates (city_id, author, text, platform, created_at) "
+    "VALUES (?, ?, ?, ?, ?) RETURNING id",
 }
 _DUE = (OutboxStatus.pending, OutboxStatus.sending)
 
@@ -748,19 +752,12 @@ def _upsert_reference(dialect: str) -> Any:
 
 
 @cache
-def _receive_all(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # Given many rows, SQLAlchemy sends them as one multi-row INSERT ("insertmanyvalues").
-    return (
-        insert(_INBOX).on_conflict_do_nothing().returning(_INBOX.c.id, _INBOX.c.platform, _INBOX.c.message_id)
-    )
-
-
-@cache
-def _insert_ignoring(dialect: str, table: Any) -> Any:
-    # Built once per table: building the statement with its values cost more than running it.
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing().returning(table.c.id)
+def _insert_ignoring(dialect: str, table: Any, returning: tuple[str, ...] = ()) -> Any:
+    """INSERT leaving out a row whose unique key is taken, giving back the `returning` columns of those
+    written. Built once per table: building the statement with its values cost more than running it.
+    Given many rows, SQLAlchemy sends them as one multi-row INSERT ("insertmanyvalues")."""
+    statement = _dialect_insert(dialect)(table).on_conflict_do_nothing()
+    return statement.returning(*(table.c[name] for name in returning)) if returning else statement
 
 
 @contextmanager

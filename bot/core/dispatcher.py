@@ -263,9 +263,10 @@ def _changes_speaker(name: str) -> bool:
     return spec is not None and spec.changes_speaker
 
 
-def command_of(msg: InboundMessage) -> Command:
-    """The command `msg` gives. Only the start of an overlong text is read: it is refused anyway."""
-    return parse(msg.text[: MAX_TEXT + 16], msg.addressed)
+def command_of(msg: InboundMessage, addressed: bool | None = None) -> Command:
+    """The command `msg` gives (read as if `addressed` to the bot or not, where that is given). Only
+    the start of an overlong text is read: it is refused anyway."""
+    return parse(msg.text[: MAX_TEXT + 16], msg.addressed if addressed is None else addressed)
 
 
 def failure_notice(store: Store, msg: InboundMessage) -> list[Outgoing]:

@@ -13,10 +13,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bot.core.clock import Clock
-from bot.core.commands import parse
 from bot.core.dispatcher import command_of, dispatch, dispatch_all, failure_notice
 from bot.core.identity import platform_of
-from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
+from bot.core.messages import InboundMessage, Outgoing, Reply
 from handlers.welcome import JOIN_HINT
 from store import bulk
 from store.db import is_transient
@@ -134,7 +133,7 @@ def _joins(msg: InboundMessage) -> bool:
 
 def _command_or_question(msg: InboundMessage) -> bool:
     """Of chatter in a shared channel, only this concerns the bot (and only in a channel bound to a city)."""
-    return parse(msg.text[: MAX_TEXT + 16], addressed=False).name not in ("unknown", "empty")
+    return command_of(msg, addressed=False).name not in ("unknown", "empty")
 
 
 def handle(store: Store, inbox_id: int, now: datetime) -> list[Outgoing] | None:

@@ -552,8 +552,9 @@ class Deliverer:
     def _finish(self, outcomes: list[Outcome]) -> None:
         with self.turns.turn(), open_store(self.engine) as store:
             store.finish_all([Finished(o.outbox_id, o.status, o.now, o.error, o.retry_at) for o in outcomes])
-            sent = [(o.outbox_id, o.receipts, o.now) for o in outcomes if o.receipts is not None]
-            store.add_receipts([(outbox_id, r.platform, r.ids, at) for outbox_id, r, at in sent])
+            store.add_receipts(
+                [(o.outbox_id, o.receipts.platform, o.receipts.ids, o.now) for o in outcomes if o.receipts]
+            )
 
     def _parts_sent(self, outbox_id: int) -> list[str]:
         with open_store(reader(self.engine)) as store:
