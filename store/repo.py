@@ -57,6 +57,9 @@ class Store:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.planned = 0  # outbox rows `enqueue` wrote in this unit of work: a deliverer has news
+        # `updates_together`: ids taken for updates not yet written, and the updates waiting to be.
+        self._update_ids: list[int] = []
+        self._updates_waiting: list[tuple[Any, ...]] = []
 
     # -- cities ---------------------------------------------------------------------------------
     def add_city(self, city: City) -> City:
@@ -314,11 +317,45 @@ class Store:
     # -- updates --------------------------------------------------------------------------------
     def add_update(self, city_id: int, author: str, text: str, platform: str, created_at: datetime) -> int:
         """Record an update; its id. Plain SQL to the driver: every `update:` comes here, and building
-        an ORM row and running a Core statement cost several times what the database does."""
+        an ORM row and running a Core statement cost several times what the database does. Within
+        `updates_together`, written with the others by `write_updates`."""
         connection = self.session.connection()
         dialect = connection.dialect.name
         values = (city_id, author, text, platform, driver_instant(created_at, dialect == "postgresql"))
+        if self._update_ids:
+            update_id = self._update_ids.pop(0)
+            self._updates_waiting.append((update_id, *values))
+            return update_id
         return int(connection.exec_driver_sql(_ADD_UPDATE[dialect], values).scalar_one())
+
+    @contextmanager
+    def updates_together(self, count: int) -> Iterator[None]:
+        """Up to `count` updates recorded meanwhile are written in one round trip to PostgreSQL, not
+        one each (a handling thread waits for the GIL again after every round trip, and under load that
+        wait, not the database, was most of a batch's time). Their ids are taken from the sequence
+        first, so each is known when it is recorded; one taken and not used leaves a gap in the
+        numbers, as a rolled-back insert does. Whoever reads updates meanwhile calls `write_updates`
+        first. SQLite, in the same process, runs each insert in microseconds: one at a time."""
+        connection = self.session.connection()
+        if connection.dialect.name != "postgresql" or count < 2:
+            yield
+            return
+        taken = connection.exec_driver_sql(_UPDATE_IDS, (count,)).scalars().all()
+        self._update_ids = sorted(taken)
+        try:
+            yield
+            self.write_updates()
+        finally:
+            self._update_ids, self._updates_waiting = [], []
+
+    def write_updates(self) -> None:
+        """Write the updates `updates_together` holds back, in one round trip."""
+        if not self._updates_waiting:
+            return
+        waiting, self._updates_waiting = self._updates_waiting, []
+        # One statement bound to each row, sent together (psycopg's executemany is a pipeline): one
+        # with a row of marks per update would be parsed afresh by psycopg at every call.
+        self.session.connection().exec_driver_sql(_WRITE_UPDATES, waiting)  # type: ignore[arg-type]
 
     def updates(self, city_ids: Sequence[int], since: datetime, limit: int = 50) -> list[Update]:
         query = (
@@ -705,6 +742,10 @@ _BOUND_CITY = (
 )
 _CITY_BY_SLUG = core_select(*_CITIES.c).where(_CITIES.c.slug == bindparam("ref"))
 _CITY_BY_NAME = core_select(*_CITIES.c).where(func.lower(_CITIES.c.name) == bindparam("ref")).limit(1)
+_UPDATE_IDS = "SELECT nextval(pg_get_serial_sequence('updates', 'id')) FROM generate_series(1, %s)"
+_WRITE_UPDATES = (
+    "INSERT INTO updates (id, city_id, author, text, platform, created_at) VALUES (%s, %s, %s, %s, %s, %s)"
+)
 _ADD_UPDATE = {  # by dialect: psycopg's parameter marks, and sqlite3's
     "postgresql": "INSERT INTO updates (city_id, author, text, platform, created_at) "
     "VALUES (%s, %s, %s, %s, %s) RETURNING id",

@@ -283,3 +283,60 @@ def test_who_joined_earlier_in_a_batch_is_a_member_for_the_messages_after_it(wor
     )
     assert "recorded" not in replies[0][0]  # not yet on Beta's roster
     assert "recorded" in replies[2][0] and "Beta" in replies[2][0]
+
+
+def test_a_batchs_updates_are_written_together_before_a_command_that_reads_them(world: TestBot) -> None:
+    """On PostgreSQL the updates of a batch are written in one round trip, not one each; a command
+    later in the batch still sees those before it and none after it, and each reply names the number
+    its update was stored under."""
+    inserts: list[int] = []
+    event.listen(
+        world.engine,
+        "before_cursor_execute",
+        lambda *a: inserts.append(len(a[3]) if a[5] else 1) if "INSERT INTO updates" in a[2] else None,
+    )
+    texts = [f"batched {n}" for n in range(4)]
+    replies = _handled_in_one_batch(
+        world,
+        [
+            *(said("console:a1", f"update: {text}") for text in texts[:3]),
+            said("console:a1", "/cda updates"),
+            said("console:a1", f"update: {texts[3]}"),
+        ],
+    )
+    with world.store() as store:
+        stored = {u.text: u.id for u in store.session.exec(select(Update))}
+    for text, reply in zip(texts, [*replies[:3], replies[4]], strict=True):
+        assert reply == [f"Update #{stored[text]} recorded for Alpha. Thanks for keeping momentum!"]
+    listing = replies[3][0]
+    assert all(text in listing for text in texts[:3]) and texts[3] not in listing
+    # Rows per statement: the three before the listing together, then the one after it.
+    postgres = world.engine.dialect.name == "postgresql"
+    assert inserts == ([3, 1] if postgres else [1, 1, 1, 1])
+
+
+def test_a_batch_that_fails_after_holding_back_updates_stores_none_of_them_and_the_next_starts_clean(
+    world: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler raising after updates were recorded (and, on PostgreSQL, held back to be written
+    together) undoes the whole batch: none of its updates is stored, and its store keeps nothing for
+    the next transaction."""
+    from bot.core import dispatcher
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(
+        dispatcher.COMMANDS, "blocker", dispatcher.Spec(broken, dispatcher.COMMANDS["blocker"].roles, "own")
+    )
+    messages = [said("console:a1", "update: held one"), said("console:a1", "update: held two")]
+    with world.store() as store:
+        accepted = inbox.accept_all(store, [*messages, said("console:a1", "blocker: breaks")], NOW)
+    ids = [a.inbox_id for a in accepted if a.inbox_id is not None]
+    with pytest.raises(RuntimeError), world.store() as store:
+        held = store
+        inbox.handle_all(store, ids, NOW)
+    assert (held._update_ids, held._updates_waiting) == ([], [])
+    with world.store() as store:
+        assert not store.session.exec(select(Update).where(Update.text.startswith("held"))).all()  # type: ignore[attr-defined]
+    assert _handled_in_one_batch(world, [said("console:a1", "update: after")])[0][0].startswith("Update #")

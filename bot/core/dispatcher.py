@@ -248,14 +248,22 @@ def dispatch(
 
 def dispatch_all(store: Store, messages: list[InboundMessage], now: datetime) -> list[list[Outgoing]]:
     """`dispatch` for each of `messages`, in order, in the caller's transaction, with who speaks where
-    read for all of them in one statement; after a message that changes a speaker, each reads its own."""
-    changing = (n for n, msg in enumerate(messages) if _changes_speaker(command_of(msg).name))
+    read for all of them in one statement; after a message that changes a speaker, each reads its own.
+    The updates are written together, before any other command, which may read them."""
+    names = [command_of(msg).name for msg in messages]
+    changing = (n for n, name in enumerate(names) if _changes_speaker(name))
     fresh = next(changing, len(messages) - 1) + 1  # read together: up to the first such message
     found: list[views.Whereabouts | None] = [
         *views.whereabouts_of(store, [asked(m) for m in messages[:fresh]]),
         *[None] * (len(messages) - fresh),
     ]
-    return [dispatch(store, msg, now, where) for msg, where in zip(messages, found, strict=True)]
+    answers: list[list[Outgoing]] = []
+    with store.updates_together(names.count("update")):
+        for msg, name, where in zip(messages, names, found, strict=True):
+            if name != "update":
+                store.write_updates()
+            answers.append(dispatch(store, msg, now, where))
+    return answers
 
 
 def _changes_speaker(name: str) -> bool:
