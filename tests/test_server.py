@@ -2,6 +2,7 @@
 """The server: health and readiness, `cda-bot serve` as a process (adapters on/off, half-configured
 refusals, graceful shutdown, logs without secrets), and a signed event answered end to end."""
 
+import asyncio
 import gc
 import io
 import json
@@ -9,10 +10,14 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -311,3 +316,90 @@ def test_serve_sets_what_it_loaded_aside_from_the_cycle_collector(monkeypatch: p
     finally:
         gc.unfreeze()
     assert frozen_when_listening and frozen_when_listening[0] > 10_000
+
+
+def _listen_queue(sock: socket.socket) -> int:
+    """Connections the kernel has completed and the server not yet accepted (Linux: a listening
+    socket's TCP_INFO holds its accept queue's length where a connected one holds unacked segments)."""
+    return int(struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the accept queue through Linux's TCP_INFO")
+def test_serve_takes_every_waiting_connection_as_soon_as_its_loop_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections that arrive while the server's loop is busy are all accepted when it is free again,
+    where the shedding counts their requests and refuses what is past capacity. uvloop accepted one a
+    turn of the loop: under load the rest waited in the kernel's queue, unseen, past the platforms'
+    deadlines."""
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from bot.runtime import serve
+
+    configs: list[uvicorn.Config] = []
+
+    class Captured:
+        started = True
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            configs.append(config)
+
+        def run(self, sockets: object = None) -> None:
+            pass
+
+    monkeypatch.setattr(logs, "configure", lambda secrets: None)
+    monkeypatch.setattr(serve.uvicorn, "Server", Captured)
+    try:
+        serve.run(serve.Server(app=Starlette(), hub=None, adapters=[], status=[]), "127.0.0.1", 0, [], print)  # type: ignore[arg-type]
+    finally:
+        gc.unfreeze()
+    monkeypatch.undo()
+
+    listening = socket.create_server(("127.0.0.1", 0), backlog=128)
+    busy = threading.Event()
+
+    async def probe(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b"ok"
+        if scope["path"] == "/busy":
+            busy.set()
+            time.sleep(0.5)  # the loop computes; connections arrive meanwhile
+            for _ in range(3):  # a few turns of the loop
+                await asyncio.sleep(0)
+            body = str(_listen_queue(listening)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    server = uvicorn.Server(
+        uvicorn.Config(probe, loop=configs[0].loop, lifespan="off", log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    try:
+        port = listening.getsockname()[1]
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first = socket.create_connection(("127.0.0.1", port))
+        first.sendall(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert busy.wait(10)
+        waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        assert _listen_queue(listening) == 50  # all of them queued while the loop was busy
+        answer = first.makefile("rb")
+        head = b"".join(iter(answer.readline, b"\r\n")).lower()
+        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+        assert answer.read(length) == b"0"  # accepted, all of them, within three turns of the loop
+        for conn in [first, *waiting]:
+            conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listening.close()
