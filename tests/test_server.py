@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from store.db import make_engine
 from store.models import Update
 from store.repo import open_store
 from tests.conftest import NOW, TestBot
+from tests.listen_queue import listen_queue
 from tests.platform_run import serve_refusal
 from tests.slack_fixtures import CHANNEL, mock, slack_world  # noqa: F401
 from tests.slack_harness import (
@@ -318,12 +318,6 @@ def test_serve_sets_what_it_loaded_aside_from_the_cycle_collector(monkeypatch: p
     assert frozen_when_listening and frozen_when_listening[0] > 10_000
 
 
-def _listen_queue(sock: socket.socket) -> int:
-    """Connections the kernel has completed and the server not yet accepted (Linux: a listening
-    socket's TCP_INFO holds its accept queue's length where a connected one holds unacked segments)."""
-    return int(struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0])
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads the accept queue through Linux's TCP_INFO")
 def test_serve_takes_every_waiting_connection_as_soon_as_its_loop_is_free(
     monkeypatch: pytest.MonkeyPatch,
@@ -368,7 +362,7 @@ def test_serve_takes_every_waiting_connection_as_soon_as_its_loop_is_free(
             time.sleep(0.5)  # the loop computes; connections arrive meanwhile
             for _ in range(3):  # a few turns of the loop
                 await asyncio.sleep(0)
-            body = str(_listen_queue(listening)).encode()
+            body = str(listen_queue(listening)).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -392,7 +386,7 @@ def test_serve_takes_every_waiting_connection_as_soon_as_its_loop_is_free(
         first.sendall(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
         assert busy.wait(10)
         waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
-        assert _listen_queue(listening) == 50  # all of them queued while the loop was busy
+        assert listen_queue(listening) == 50  # all of them queued while the loop was busy
         answer = first.makefile("rb")
         head = b"".join(iter(answer.readline, b"\r\n")).lower()
         length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])

@@ -27,6 +27,7 @@ from bot.cli import app
 from bot.runtime import workers
 from store.models import OutboxMessage, OutboxStatus
 from tests.conftest import TestBot
+from tests.listen_queue import listen_queue
 from tests.slack_fixtures import CHANNEL, mock, slack_world  # noqa: F401
 from tests.slack_harness import (
     BOT_TOKEN,
@@ -252,12 +253,43 @@ def test_a_worker_that_keeps_exiting_at_start_stops_the_server_with_status_1(tmp
     def command(index: int, fd: int) -> list[str]:
         return [sys.executable, "-c", f"open({str(started)!r}, 'a').write('{index}\\n'); raise SystemExit(3)"]
 
-    sock = workers.listening_socket("127.0.0.1", 0)
+    sockets = workers.listening_sockets("127.0.0.1", 0, 2)
     began = time.monotonic()
-    assert workers.supervise(2, sock, command, {}, stop_seconds=5) == 1
+    assert workers.supervise(2, sockets, command, {}, stop_seconds=5) == 1
     assert time.monotonic() - began < workers.EARLY_SECONDS
     # Each worker started, then started again until one had exited early EARLY_EXITS times.
     starts = Counter(started.read_text().split())
     assert max(starts.values()) == workers.EARLY_EXITS
     assert set(starts) == {"0", "1"}
-    assert sock.fileno() == -1  # closed: the port is free again
+    assert all(sock.fileno() == -1 for sock in sockets)  # closed: the port is free again
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux spreads connections over SO_REUSEPORT sockets")
+def test_each_worker_has_a_socket_of_its_own_and_new_connections_are_spread_over_them() -> None:
+    """A worker takes every connection waiting on its socket at once: on one shared socket, whichever
+    woke first took most of a burst (53 of 64 in one try) and kept them."""
+    sockets = workers.listening_sockets("127.0.0.1", 0, 2)
+    port = sockets[0].getsockname()[1]
+    try:
+        assert [sock.getsockname()[1] for sock in sockets] == [port, port]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        waiting = [listen_queue(sock) for sock in sockets]
+        for client in clients:
+            client.close()
+        # Spread by a hash of each connection's addresses: fewer than 16 of 64 on one is about 1 in 30,000.
+        assert sum(waiting) == 64 and min(waiting) >= 16, waiting
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT as Linux has it")
+def test_workers_do_not_share_a_port_with_another_server_that_could() -> None:
+    """Another server listening with SO_REUSEPORT (a second `serve --workers` by mistake) would take
+    half the connections: the port counts as in use."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(OSError):
+            workers.listening_sockets("127.0.0.1", other.getsockname()[1], 2)

@@ -70,7 +70,8 @@ def serve(
 def _serve_workers(
     settings: Settings, host: str, port: int, scheduler: bool, count: int, db: str | None
 ) -> None:
-    """The port bound here, once, and `count` workers serving on it until stopped."""
+    """The port bound here, once (a socket for each worker), and `count` workers serving on it until
+    stopped."""
     from bot.runtime import logs, workers
     from bot.runtime import serve as serving
 
@@ -80,14 +81,14 @@ def _serve_workers(
         raise fail(str(error)) from None
     engine_for(db).dispose()  # migrated here, before the workers, which would all try at once
     try:
-        sock = workers.listening_socket(host, port)
+        sockets = workers.listening_sockets(host, port, count)
     except OSError as error:
         raise fail(f"cannot listen on {host}:{port}: {error.strerror}") from None
     logs.configure(serving.secrets_of(settings))
     err.print(f"workers: {count} processes on {host}:{port}", markup=False)
     status = workers.supervise(
         count,
-        sock,
+        sockets,
         lambda index, fd: workers.worker_command(index, fd, scheduler),
         {"DATABASE_URL": database_url(db)},  # not on the command line, where `ps` shows it
         serving.GRACEFUL_SHUTDOWN_SECONDS + 5,

@@ -3,8 +3,12 @@ intake, deliverer), the first also the scheduler. One Python process runs on one
 is how `serve` uses more than one.
 
 This process only binds the port, starts the workers, starts again one that dies (SIGKILL, out of
-memory) and stops them all on SIGTERM or Ctrl-C, each finishing what it accepted as `serve` does. The
-kernel hands each new connection to one of the workers waiting on the socket. What they share lives
+memory) and stops them all on SIGTERM or Ctrl-C, each finishing what it accepted as `serve` does. On
+Linux each worker has a listening socket of its own on the port (SO_REUSEPORT), and the kernel spreads
+new connections evenly over them: a worker takes every connection waiting on its socket at once
+(bot/runtime/serve.py), so on one shared socket whichever woke first took most of a burst. This process
+keeps each socket open, so what waits on a dead worker's is taken by the worker started in its place.
+Elsewhere the workers share one socket. What they share lives
 in the database: a message is stored once, whichever worker a platform's retry reaches; on SQLite
 they take turns to write through the lock file beside it (bot/runtime/turns.py). Their metrics are
 added up at `/metrics` through prometheus-client's multiprocess mode, in a folder this process makes
@@ -45,31 +49,49 @@ class _Worker:
     early_exits: int = 0
 
 
-def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The socket every worker accepts on, bound here so that it is bound once."""
+def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
+    """The sockets the workers accept on, one each (one for all of them where the kernel cannot spread
+    connections over several), bound here so that a port in use is one error before any worker starts.
+    With port 0, all on the port the system gives the first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    spread = sys.platform == "linux"
+    sockets: list[socket.socket] = []
     try:
-        sock.bind((host, port))
+        if spread:
+            # Sockets with SO_REUSEPORT share a port with any other that has it (of the same user): a
+            # second `serve` started on this port by mistake would take half its connections, unseen.
+            # A plain bind fails on a port anything listens on.
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+                port = probe.getsockname()[1]
+        for _ in range(count if spread else 1):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if spread:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(backlog)
+            sock.set_inheritable(True)
     except OSError:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock
+    return sockets
 
 
 def supervise(
     count: int,
-    sock: socket.socket,
+    sockets: Sequence[socket.socket],
     command: Callable[[int, int], Sequence[str]],
     environment: Mapping[str, str],
     stop_seconds: float,
 ) -> int:
-    """Run `count` workers, `command(index, fd)` each with `environment` added to this process's, on
-    `sock` until SIGTERM or SIGINT; the exit status for `serve`: 0 once they have stopped, 1 if a
-    worker kept exiting at start."""
+    """Run `count` workers, `command(index, fd)` each with `environment` added to this process's,
+    worker n on `sockets[n]` (or the one socket), until SIGTERM or SIGINT; the exit status for `serve`:
+    0 once they have stopped, 1 if a worker kept exiting at start."""
     folder = tempfile.mkdtemp(prefix="cda-bot-metrics-")
     env = {**os.environ, **environment, MULTIPROC_DIR: folder}
     stopping: list[int] = []
@@ -82,10 +104,11 @@ def supervise(
     def start(index: int, early_exits: int = 0) -> _Worker:
         # In a process group of its own: Ctrl-C at a terminal reaches this process alone, which
         # stops each worker once (a second signal would make uvicorn skip finishing what it has).
+        fd = sockets[index % len(sockets)].fileno()
         process = subprocess.Popen(
-            command(index, sock.fileno()),
+            command(index, fd),
             env=env,
-            pass_fds=(sock.fileno(),),
+            pass_fds=(fd,),
             process_group=0,
             preexec_fn=_die_with_parent,
         )
@@ -115,7 +138,8 @@ def supervise(
         _stop_all(workers, stop_seconds)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sock.close()
+        for sock in sockets:
+            sock.close()
         shutil.rmtree(folder, ignore_errors=True)
     return status
 
