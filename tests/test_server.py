@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -319,62 +318,31 @@ def test_serve_sets_what_it_loaded_aside_from_the_cycle_collector(monkeypatch: p
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads the accept queue through Linux's TCP_INFO")
-def test_serve_takes_every_waiting_connection_as_soon_as_its_loop_is_free(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_serve_takes_every_waiting_connection_as_soon_as_its_loop_is_free() -> None:
     """Connections that arrive while the server's loop is busy are all accepted when it is free again,
     where the shedding counts their requests and refuses what is past capacity. uvloop accepted one a
     turn of the loop: under load the rest waited in the kernel's queue, unseen, past the platforms'
     deadlines."""
     import uvicorn
     from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
 
-    from bot.runtime import serve
-
-    configs: list[uvicorn.Config] = []
-
-    class Captured:
-        started = True
-
-        def __init__(self, config: uvicorn.Config) -> None:
-            configs.append(config)
-
-        def run(self, sockets: object = None) -> None:
-            pass
-
-    monkeypatch.setattr(logs, "configure", lambda secrets: None)
-    monkeypatch.setattr(serve.uvicorn, "Server", Captured)
-    try:
-        serve.run(serve.Server(app=Starlette(), hub=None, adapters=[], status=[]), "127.0.0.1", 0, [], print)  # type: ignore[arg-type]
-    finally:
-        gc.unfreeze()
-    monkeypatch.undo()
+    from bot.runtime.serve import uvicorn_config
 
     listening = socket.create_server(("127.0.0.1", 0), backlog=128)
     busy = threading.Event()
 
-    async def probe(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b"ok"
-        if scope["path"] == "/busy":
-            busy.set()
-            time.sleep(0.5)  # the loop computes; connections arrive meanwhile
-            for _ in range(3):  # a few turns of the loop
-                await asyncio.sleep(0)
-            body = str(listen_queue(listening)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", b"%d" % len(body))],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def busy_loop(_: Request) -> PlainTextResponse:
+        busy.set()
+        time.sleep(0.5)  # the loop computes; connections arrive meanwhile
+        for _turn in range(3):  # a few turns of the loop
+            await asyncio.sleep(0)
+        return PlainTextResponse(str(listen_queue(listening)))
 
-    server = uvicorn.Server(
-        uvicorn.Config(probe, loop=configs[0].loop, lifespan="off", log_config=None, access_log=False)
-    )
+    probe = Starlette(routes=[Route("/busy", busy_loop)])
+    server = uvicorn.Server(uvicorn_config(probe, "127.0.0.1", 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     try:

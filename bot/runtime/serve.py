@@ -124,22 +124,9 @@ def platform_adapters(settings: Settings, hub: Hub) -> tuple[list[PlatformAdapte
     return adapters, status
 
 
-def run(
-    server: Server,
-    host: str,
-    port: int,
-    secrets: list[str],
-    say: Callable[[str], None],
-    sock: socket.socket | None = None,
-) -> None:
-    """Serve on `host`:`port`, or on `sock`, a listening socket shared with other workers."""
-    logs.configure(secrets)
-    for line in server.status:
-        say(line)
-    log.info("listening", extra={"host": host, "port": port} if sock is None else {"fd": sock.fileno()})
-    heap.keep_what_is_loaded()
-    config = uvicorn.Config(
-        server.app,
+def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_config=None,
@@ -152,11 +139,27 @@ def run(
         # asyncio's own loop, not uvloop: libuv accepts one connection per turn of the loop, so under
         # load, new connections waited seconds in the kernel's queue, where the shedding cannot see them,
         # and were answered after the platform's deadline (by hand, PostgreSQL at twice capacity: 1,311
-        # of 3,585 new connections waited over a second to be accepted; none with asyncio's, which
+        # of 3,525 new connections waited over a second to be accepted; none with asyncio's, which
         # accepts every waiting connection at once). Throughput was the same within the runs' spread.
         loop="asyncio",
     )
-    running = uvicorn.Server(config)
+
+
+def run(
+    server: Server,
+    host: str,
+    port: int,
+    secrets: list[str],
+    say: Callable[[str], None],
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve on `host`:`port`, or on `sock`, the listening socket `serve --workers` made for this one."""
+    logs.configure(secrets)
+    for line in server.status:
+        say(line)
+    log.info("listening", extra={"host": host, "port": port} if sock is None else {"fd": sock.fileno()})
+    heap.keep_what_is_loaded()
+    running = uvicorn.Server(uvicorn_config(server.app, host, port))
     with contextlib.suppress(KeyboardInterrupt):
         running.run(sockets=None if sock is None else [sock])
     if not running.started:

@@ -1,4 +1,4 @@
-"""`serve --workers N`: N server processes on one listening socket, each the whole bot (adapters,
+"""`serve --workers N`: N server processes on one port, each the whole bot (adapters,
 intake, deliverer), the first also the scheduler. One Python process runs on one core at a time; this
 is how `serve` uses more than one.
 
@@ -8,11 +8,12 @@ Linux each worker has a listening socket of its own on the port (SO_REUSEPORT), 
 new connections evenly over them: a worker takes every connection waiting on its socket at once
 (bot/runtime/serve.py), so on one shared socket whichever woke first took most of a burst. This process
 keeps each socket open, so what waits on a dead worker's is taken by the worker started in its place.
-Elsewhere the workers share one socket. What they share lives
-in the database: a message is stored once, whichever worker a platform's retry reaches; on SQLite
-they take turns to write through the lock file beside it (bot/runtime/turns.py). Their metrics are
-added up at `/metrics` through prometheus-client's multiprocess mode, in a folder this process makes
-and removes."""
+Elsewhere the workers share one socket.
+
+What the workers share lives in the database: a message is stored once, whichever worker a platform's
+retry reaches; on SQLite they take turns to write through the lock file beside it
+(bot/runtime/turns.py). Their metrics are added up at `/metrics` through prometheus-client's
+multiprocess mode, in a folder this process makes and removes."""
 
 import ctypes
 import logging
@@ -52,7 +53,7 @@ class _Worker:
 def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
     """The sockets the workers accept on, one each (one for all of them where the kernel cannot spread
     connections over several), bound here so that a port in use is one error before any worker starts.
-    With port 0, all on the port the system gives the first."""
+    With port 0, all on the one port the system gives."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     spread = sys.platform == "linux"
     sockets: list[socket.socket] = []
@@ -72,7 +73,6 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
             if spread:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
-            port = sock.getsockname()[1]
             sock.listen(backlog)
             sock.set_inheritable(True)
     except OSError:
