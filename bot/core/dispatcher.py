@@ -48,10 +48,13 @@ class Spec:
     # Changes who someone is (a person added, stopped or started): what a batch read of its speakers
     # before such a message may no longer hold for the messages after it (`dispatch_all`).
     changes_speaker: bool = False
+    # Records an update that `Store.updates_together` may hold back, to write it with the batch's
+    # others: any other command may read updates, so those held back are written before it runs.
+    held_back: bool = False
 
 
 COMMANDS: dict[str, Spec] = {
-    "update": Spec(updates.record_update, frozenset({MEMBER}), "own"),
+    "update": Spec(updates.record_update, frozenset({MEMBER}), "own", held_back=True),
     "blocker": Spec(blockers.open_blocker, frozenset({MEMBER}), "own"),
     "resolve": Spec(blockers.resolve_blocker, SEERS, "none"),
     "blockers": Spec(blockers.list_blockers, SEERS, "named"),
@@ -250,25 +253,21 @@ def dispatch_all(store: Store, messages: list[InboundMessage], now: datetime) ->
     """`dispatch` for each of `messages`, in order, in the caller's transaction, with who speaks where
     read for all of them in one statement; after a message that changes a speaker, each reads its own.
     The updates are written together, before any other command, which may read them."""
-    names = [command_of(msg).name for msg in messages]
-    changing = (n for n, name in enumerate(names) if _changes_speaker(name))
+    specs = [COMMANDS.get(command_of(msg).name) for msg in messages]
+    changing = (n for n, spec in enumerate(specs) if spec is not None and spec.changes_speaker)
     fresh = next(changing, len(messages) - 1) + 1  # read together: up to the first such message
     found: list[views.Whereabouts | None] = [
         *views.whereabouts_of(store, [asked(m) for m in messages[:fresh]]),
         *[None] * (len(messages) - fresh),
     ]
     answers: list[list[Outgoing]] = []
-    with store.updates_together(names.count("update")):
-        for msg, name, where in zip(messages, names, found, strict=True):
-            if name != "update":
+    held_back = [spec is not None and spec.held_back for spec in specs]
+    with store.updates_together(sum(held_back)):
+        for msg, held, where in zip(messages, held_back, found, strict=True):
+            if not held:
                 store.write_updates()
             answers.append(dispatch(store, msg, now, where))
     return answers
-
-
-def _changes_speaker(name: str) -> bool:
-    spec = COMMANDS.get(name)
-    return spec is not None and spec.changes_speaker
 
 
 def command_of(msg: InboundMessage, addressed: bool | None = None) -> Command:
