@@ -15,6 +15,7 @@ from sqlmodel import select
 from bot.calendar.sessions import DEFAULT_TITLE, Fields, SessionError, between, check_session, local_start
 from bot.core.identity import IdentityError, normalize_identity
 from store.models import (
+    NUDGE_AFTER_DAYS_MAX,
     ChannelBinding,
     City,
     CoachCity,
@@ -315,7 +316,13 @@ def set_city_schedule(
     if reminders is not None:
         city.reminder_offsets = parse_offsets(reminders)
     if nudge_after is not None:
-        city.nudge_after_days = _within(nudge_after, "--nudge-after", 0, 90, "days from 0 (off) to 90")
+        city.nudge_after_days = _within(
+            nudge_after,
+            "--nudge-after",
+            0,
+            NUDGE_AFTER_DAYS_MAX,
+            f"days from 0 (off) to {NUDGE_AFTER_DAYS_MAX}",
+        )
     if nudge_hour is not None:
         city.nudge_hour = _within(nudge_hour, "--nudge-hour", 0, 23, "an hour from 0 to 23")
     if stale_after is not None:

@@ -13,11 +13,17 @@ from bot.runtime import metrics
 from bot.runtime.delivery import Deliverer, DeliveryReport
 from scheduler.planner import PlanReport, plan_pass
 from store import agenda
+from store.models import NUDGE_AFTER_DAYS_MAX
 
 log = logging.getLogger("cda_bot.scheduler")
 
 # Platforms retry a message for minutes (Slack) to a day at most; a month is far beyond any retry.
 KEEP_PROCESSED = timedelta(days=30)
+# An outbox row's key keeps its message from being planned again for as long as the planner may plan
+# it: a nudge's for its whole quiet stretch (up to NUDGE_AFTER_DAYS_MAX days), a reminder's up to 14
+# days before its session, a digest's for its week, a reply's while its message id is remembered
+# (KEEP_PROCESSED). Twice the longest of them; stale-blocker notices are kept whatever their age.
+KEEP_SENT = timedelta(days=2 * NUDGE_AFTER_DAYS_MAX)
 EXPIRED = "expired before it could be sent"
 
 
@@ -53,6 +59,7 @@ class PassRunner:
         now = self.clock.now()
         turn = self.deliverer.turns.turn  # the process's writers': arrivals are stored first
         agenda.forget_processed(self.engine, now - KEEP_PROCESSED, turn=turn)
+        agenda.forget_sent(self.engine, now - KEEP_SENT, turn=turn)
         report = plan_pass(self.engine, now, turn)
         # Also rows for a platform whose adapter is not running here: they would wait forever.
         for key in agenda.drop_expired(self.engine, now, EXPIRED, turn=turn):

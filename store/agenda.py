@@ -34,6 +34,7 @@ from sqlalchemy import (
 from store import bulk
 from store.db import reader
 from store.models import (
+    STALE_KIND,
     ChannelBinding,
     City,
     CoachCity,
@@ -41,6 +42,7 @@ from store.models import (
     InboxMessage,
     InboxStatus,
     OutboxMessage,
+    OutboxReceipt,
     OutboxStatus,
     Person,
     Role,
@@ -418,6 +420,46 @@ def drop_expired(
             ).scalars()
             dropped += keys
     return dropped
+
+
+# The states an old outbox row is forgotten in: delivered, or dropped unsent. A failed one stays (the
+# coaches' page counts them), as does anything still to go.
+FORGETTABLE = (OutboxStatus.sent, OutboxStatus.dropped)
+
+
+def forget_sent(
+    engine: Engine, before: datetime, batch: int = 1000, most: int = 50_000, turn: Turn = nullcontext
+) -> int:
+    """Outbox rows sent or dropped before `before`, and the platform ids they went out as, in batches,
+    each its own short transaction; at most `most` a pass. A row's key is what keeps its message from
+    being planned twice, so `before` must lie past any moment the planner can still plan it for; a
+    stale-blocker notice stays whatever its age, its key saying the coaches were told of a blocker
+    that may still be open."""
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    receipts = OutboxReceipt.__table__  # type: ignore[attr-defined]
+    final = table.c.status.in_(list(FORGETTABLE))
+    old = (
+        select(table.c.id)
+        # next_attempt_at first: (status, next_attempt_at) is indexed, and a row retried lately is not
+        # old, whenever it was made.
+        .where(final, table.c.next_attempt_at < before, table.c.created_at < before)
+        .where(table.c.kind != STALE_KIND)
+        .limit(most)
+    )
+    with open_store(reader(engine)) as store:
+        ids = list(store.session.execute(old).scalars())
+    forgotten = 0
+    for chunk in chunked(ids, batch):
+        with turn(), open_store(engine) as store:
+            # Still final, and held so until they go: a delivery report may have made a sent row a
+            # failed one since it was read.
+            held = select(table.c.id).where(table.c.id.in_(chunk), final).with_for_update()
+            gone = list(store.session.execute(held).scalars())
+            if gone:
+                store.session.execute(delete(receipts).where(receipts.c.outbox_id.in_(gone)))
+                store.session.execute(delete(table).where(table.c.id.in_(gone)))
+            forgotten += len(gone)
+    return forgotten
 
 
 def forget_processed(

@@ -13,6 +13,7 @@ from store.types import UTCDateTime
 MAX_TEXT = 8000
 DEFAULT_REMINDER_OFFSETS = (24 * 60, 60)  # minutes before a session
 DEFAULT_WORKING_DAYS = (0, 1, 2, 3, 4)  # Monday to Friday
+NUDGE_AFTER_DAYS_MAX = 90  # the longest quiet stretch a city may be given before it is nudged
 
 
 def utc_column(*, nullable: bool = False, index: bool = False) -> Any:
@@ -212,6 +213,7 @@ class OutboxStatus(StrEnum):
 
 
 REPLY_KIND = "reply"  # an outbox row answering a message: someone is waiting for it
+STALE_KIND = "blocker_stale"  # coaches told of a blocker open too long: once, while it stays open
 # Replies still to go, as a claim asks for them first (0009). Literal, not bound, in the index and in the
 # claim alike: SQLite uses a partial index only for a query whose terms match its own; and the index's
 # columns repeat them, so that SQLite, without statistics, prefers it to the status index.

@@ -18,9 +18,9 @@ from bot.core.messages import DeliveryError, Reply
 from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
 from bot.runtime.ratelimit import RateLimiter
 from bot.runtime.turns import Turns
-from scheduler.runner import EXPIRED, PassRunner
+from scheduler.runner import EXPIRED, KEEP_SENT, PassRunner
 from store.db import READER, make_engine
-from store.models import Blocker, OutboxMessage
+from store.models import NUDGE_AFTER_DAYS_MAX, STALE_KIND, Blocker, OutboxMessage
 from tests.conftest import TestBot, due_message
 
 
@@ -551,6 +551,60 @@ def test_a_pass_forgets_message_ids_older_than_a_month(world: TestBot) -> None:
     tick(world, world.clock.now() + timedelta(days=2), Inbox(world.clock))
     assert world.send("console:a1", "help", message_id="recent-1") == []  # still remembered
     assert world.send("console:a1", "help", message_id="old-1") != []  # forgotten, so processed again
+
+
+def test_a_pass_forgets_outbox_rows_sent_or_dropped_half_a_year_ago_and_keeps_the_rest(
+    testbot: TestBot,
+) -> None:
+    """Sent and dropped rows older than KEEP_SENT go, with the platform ids they went out as; a failed
+    row (the coaches' page counts it), one still to go, a stale-blocker notice and anything younger
+    stay."""
+    now = testbot.clock.now()
+    old, recent = now - KEEP_SENT - timedelta(hours=1), now - KEEP_SENT + timedelta(hours=1)
+    rows = {
+        "sent-old": ("sent", "reminder-60", old),
+        "dropped-old": ("dropped", "reminder-1440", old),
+        "failed-old": ("failed", "nudge", old),
+        "pending-old": ("pending", "reply", old),
+        "stale-old": ("sent", STALE_KIND, old),
+        "sent-recent": ("sent", "digest", recent),
+    }
+    with testbot.store() as store:
+        for key, (status, kind, at) in rows.items():
+            row = due_message(key, "whatsapp:+15550001", at, kind=kind)
+            row.status = status
+            store.enqueue(row)
+        ids = {row.key: row.id for row in store.session.exec(select(OutboxMessage))}
+        store.add_receipts([(ids["sent-old"], "whatsapp", ["SM-old"], old)])
+        store.add_receipts([(ids["sent-recent"], "whatsapp", ["SM-recent"], recent)])
+    runner(testbot)._plan()
+    assert {row.key for row in outbox(testbot)} == {
+        "failed-old",
+        "pending-old",
+        "stale-old",
+        "sent-recent",
+    }
+    with testbot.store() as store:
+        assert store.sent_as("whatsapp", "SM-old") is None
+        found = store.sent_as("whatsapp", "SM-recent")
+        assert found is not None and found.key == "sent-recent"
+
+
+def test_a_city_quiet_for_a_year_is_nudged_once_a_stretch_though_old_nudges_are_forgotten(
+    testbot: TestBot,
+) -> None:
+    """The longest quiet stretch a city may be given: each stretch's nudge goes once, though the rows
+    of earlier ones are forgotten meanwhile; forgotten any sooner, a stretch would be nudged again."""
+    quiet_city(testbot, nudge_after_days=NUDGE_AFTER_DAYS_MAX)
+    inbox = Inbox(testbot.clock)
+    start = utc("2026-11-18T15:00")  # 10:00 in Bogotá, the day of the last update
+    for day in range(0, 4 * NUDGE_AFTER_DAYS_MAX + 30, 3):
+        tick(testbot, start + timedelta(days=day), inbox)
+    sent = nudges(testbot, inbox)
+    stretches = [(at - utc("2026-11-18T17:00")).days // NUDGE_AFTER_DAYS_MAX for at in sent]
+    assert stretches == [1, 2, 3, 4]
+    kept = [row.key for row in outbox(testbot) if row.kind == "nudge"]
+    assert [key.rsplit(":", 1)[1] for key in kept] == ["3", "4"]  # the first two were forgotten
 
 
 def test_every_write_of_a_pass_waits_its_turn_among_the_servers_writers(world: TestBot) -> None:
