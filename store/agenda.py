@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ARRAY,
@@ -54,6 +54,7 @@ from store.views import SessionRow, in_json_list
 # Taken around each writing transaction: the server's turn to write (bot/runtime/turns.py), so that on
 # SQLite what arrives meanwhile is stored between a pass's writes rather than after SQLite's busy wait.
 Turn = Callable[[], AbstractContextManager[object]]
+T = TypeVar("T")
 
 # An outbox row as the driver takes it, in the order of OUTBOX_COLUMNS: instants already converted
 # (`bulk.value`), the payload already JSON text.
@@ -397,29 +398,35 @@ def latest_updates(store: Store, city_ids: Sequence[int]) -> dict[int, LatestUpd
     }
 
 
+def _in_batches(
+    engine: Engine, query: Any, batch: int, turn: Turn, work: Callable[[Store, list[int]], list[T]]
+) -> list[T]:
+    """`work` on the ids `query` finds (read without a lock), `batch` at a time, each batch in its own
+    short transaction in a `turn` of the process's writers; what each returned, together."""
+    with open_store(reader(engine)) as store:
+        ids = list(store.session.execute(query).scalars())
+    done: list[T] = []
+    for chunk in chunked(ids, batch):
+        with turn(), open_store(engine) as store:
+            done += work(store, chunk)
+    return done
+
+
 def drop_expired(
     engine: Engine, now: datetime, reason: str, batch: int = 500, turn: Turn = nullcontext
 ) -> list[str]:
-    """`Store.drop_expired` in batches of `batch` rows, each its own short transaction."""
+    """Mark pending rows whose `expires_at` has passed as dropped, whatever their platform (one with no
+    running adapter is never claimed, so no deliverer would drop it), in batches; their keys."""
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
-    expired = (
-        select(table.c.id)
-        .where(table.c.status == OutboxStatus.pending, table.c.expires_at <= now)
-        .order_by(table.c.id)
-    )
-    dropped: list[str] = []
-    with open_store(reader(engine)) as store:
-        ids = list(store.session.execute(expired).scalars())
-    for chunk in chunked(ids, batch):
-        with turn(), open_store(engine) as store:
-            keys = store.session.execute(
-                update(table)
-                .where(table.c.id.in_(chunk), table.c.status == OutboxStatus.pending)
-                .values(status=OutboxStatus.dropped, last_error=reason)
-                .returning(table.c.key)
-            ).scalars()
-            dropped += keys
-    return dropped
+    pending = table.c.status == OutboxStatus.pending
+    expired = select(table.c.id).where(pending, table.c.expires_at <= now).order_by(table.c.id)
+
+    def drop(store: Store, chunk: list[int]) -> list[str]:
+        marked = update(table).where(table.c.id.in_(chunk), pending)
+        changed = marked.values(status=OutboxStatus.dropped, last_error=reason).returning(table.c.key)
+        return list(store.session.execute(changed).scalars())
+
+    return _in_batches(engine, expired, batch, turn, drop)
 
 
 # The states an old outbox row is forgotten in: delivered, or dropped unsent. A failed one stays (the
@@ -430,11 +437,10 @@ FORGETTABLE = (OutboxStatus.sent, OutboxStatus.dropped)
 def forget_sent(
     engine: Engine, before: datetime, batch: int = 1000, most: int = 50_000, turn: Turn = nullcontext
 ) -> int:
-    """Outbox rows sent or dropped before `before`, and the platform ids they went out as, in batches,
-    each its own short transaction; at most `most` a pass. A row's key is what keeps its message from
-    being planned twice, so `before` must lie past any moment the planner can still plan it for; a
-    stale-blocker notice stays whatever its age, its key saying the coaches were told of a blocker
-    that may still be open."""
+    """Outbox rows sent or dropped before `before`, and the platform ids they went out as, in batches;
+    at most `most` a pass. A row's key is what keeps its message from being planned twice, so `before`
+    must lie past any moment the planner can still plan it for; a stale-blocker notice stays whatever
+    its age, its key saying the coaches were told of a blocker that may still be open."""
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
     receipts = OutboxReceipt.__table__  # type: ignore[attr-defined]
     final = table.c.status.in_(list(FORGETTABLE))
@@ -446,27 +452,26 @@ def forget_sent(
         .where(table.c.kind != STALE_KIND)
         .limit(most)
     )
-    with open_store(reader(engine)) as store:
-        ids = list(store.session.execute(old).scalars())
-    forgotten = 0
-    for chunk in chunked(ids, batch):
-        with turn(), open_store(engine) as store:
-            # Still final, and held so until they go: a delivery report may have made a sent row a
-            # failed one since it was read.
-            held = select(table.c.id).where(table.c.id.in_(chunk), final).with_for_update()
-            gone = list(store.session.execute(held).scalars())
-            if gone:
-                store.session.execute(delete(receipts).where(receipts.c.outbox_id.in_(gone)))
-                store.session.execute(delete(table).where(table.c.id.in_(gone)))
-            forgotten += len(gone)
-    return forgotten
+
+    def forget(store: Store, chunk: list[int]) -> list[int]:
+        # Still final, and held so until they go: a delivery report may have made a sent row a failed
+        # one since it was read.
+        held = select(table.c.id).where(table.c.id.in_(chunk), final).with_for_update()
+        gone = list(store.session.execute(held).scalars())
+        if gone:
+            store.session.execute(delete(receipts).where(receipts.c.outbox_id.in_(gone)))
+            store.session.execute(delete(table).where(table.c.id.in_(gone)))
+        return gone
+
+    return len(_in_batches(engine, old, batch, turn, forget))
 
 
 def forget_processed(
     engine: Engine, before: datetime, batch: int = 1000, most: int = 50_000, turn: Turn = nullcontext
 ) -> int:
-    """`Store.forget_processed` in batches, each its own short transaction; at most `most` rows a
-    pass (the rest go in the next ones), so a backlog never makes one pass long."""
+    """Drop handled message ids older than any platform retries (they only guard against repeats), in
+    batches; at most `most` a pass (the rest go in the next ones), so a backlog never makes one pass
+    long."""
     table = InboxMessage.__table__  # type: ignore[attr-defined]
     old = (
         select(table.c.id)
@@ -474,9 +479,9 @@ def forget_processed(
         .order_by(table.c.id)
         .limit(most)
     )
-    with open_store(reader(engine)) as store:
-        ids = list(store.session.execute(old).scalars())
-    for chunk in chunked(ids, batch):
-        with turn(), open_store(engine) as store:
-            store.session.execute(delete(table).where(table.c.id.in_(chunk)))
-    return len(ids)
+
+    def forget(store: Store, chunk: list[int]) -> list[int]:
+        store.session.execute(delete(table).where(table.c.id.in_(chunk)))
+        return chunk
+
+    return len(_in_batches(engine, old, batch, turn, forget))

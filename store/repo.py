@@ -293,15 +293,6 @@ class Store:
         pending = InboxMessage.status == InboxStatus.pending
         return self.session.exec(select(func.count()).select_from(InboxMessage).where(pending)).one()
 
-    def forget_processed(self, before: datetime) -> int:
-        """Drop handled message ids older than any platform retries (they only guard against repeats)."""
-        result = self.session.execute(
-            delete(InboxMessage).where(
-                col(InboxMessage.received_at) < before, InboxMessage.status != InboxStatus.pending
-            )
-        )
-        return result.rowcount  # type: ignore[attr-defined, no-any-return]
-
     def _insert_once(self, row: SQLModel) -> int | None:
         """Insert a row whose unique key may exist already, also in a concurrent transaction: one
         statement, no savepoint; the new id, or None where the key was taken."""
@@ -610,17 +601,6 @@ class Store:
             )
             .values(status=OutboxStatus.sent, sent_at=now)
         )
-
-    def drop_expired(self, now: datetime, reason: str) -> list[str]:
-        """Mark pending rows whose `expires_at` has passed as dropped, whatever their platform (one with
-        no running adapter is never claimed, so the deliverer would not drop it); their keys."""
-        dropped = self.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.status == OutboxStatus.pending, col(OutboxMessage.expires_at) <= now)
-            .values(status=OutboxStatus.dropped, last_error=reason)
-            .returning(OutboxMessage.key)
-        )
-        return list(dropped.scalars())
 
     def add_receipts(self, sent: Sequence[tuple[int, str, Sequence[str], datetime]]) -> None:
         """The platform's ids of what each (outbox id, platform, ids, when) went out as, in one
