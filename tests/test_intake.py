@@ -231,6 +231,46 @@ async def test_replies_of_a_handling_whose_commit_was_not_confirmed_go_out_witho
     engine.dispose()
 
 
+async def test_the_sweep_does_not_queue_again_what_was_handled_while_it_read(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep reads what is pending in a thread; messages this process handles meanwhile are in
+    that read still pending, and queued again from it they would be handled a second time."""
+    engine = make_engine(db_url)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    intake = Intake(engine, FixedClock(NOW), Outlet())
+    read, handled = threading.Event(), threading.Event()
+    sizes: list[int] = []
+    handle_all, due = inbox.handle_all, intake._due
+
+    def counted(store: Store, inbox_ids: list[int], *args: Any, **kwargs: Any) -> inbox.Handled:
+        read.wait(10)  # handled once the sweep has read them as pending
+        sizes.append(len(inbox_ids))
+        return handle_all(store, inbox_ids, *args, **kwargs)
+
+    def slow_read(now: Any) -> list[int]:
+        found = due(now)
+        read.set()
+        handled.wait(10)  # the read comes back after they were handled
+        return found
+
+    monkeypatch.setattr(inbox, "handle_all", counted)
+    monkeypatch.setattr(intake, "_due", slow_read)
+    assert all(await asyncio.gather(*(intake.submit(_message(f"update: n{n}")) for n in range(5))))
+    await intake.start()
+    try:
+        await _until(lambda: sum(sizes) == 5 and intake.backlog == 0, 30)
+        handled.set()
+        await asyncio.sleep(0.2)  # the sweep's read back, and anything it queued taken
+        await _until(lambda: intake.backlog == 0, 30)
+    finally:
+        await intake.stop(1)
+    assert sum(sizes) == 5
+    engine.dispose()
+
+
 async def test_a_backlog_is_handled_in_batches_as_big_as_the_database_allows(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

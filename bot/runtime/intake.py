@@ -282,12 +282,16 @@ class Intake:
         # this process skips. Then only what waited out its handoff or backoff.
         horizon = STARTUP_HORIZON
         while True:
+            held = set(self._known)
             try:
                 due = await asyncio.to_thread(self._due, self.clock.now() + horizon)
             except Exception as error:
                 log.warning("inbox sweep failed", extra={"error": type(error).__name__})
             else:
                 for inbox_id in due:
+                    # Held here when the sweep read it, and no longer: handled since, not pending.
+                    if inbox_id in held and inbox_id not in self._known:
+                        continue
                     if self.backlog < MAX_BACKLOG:
                         self._add(inbox_id)
                 horizon = timedelta()
