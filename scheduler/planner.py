@@ -35,7 +35,7 @@ from handlers.status import DigestData, digest_of, digest_section
 from store import agenda, bulk, views
 from store.agenda import CityRow, OutboxRow
 from store.db import reader
-from store.models import STALE_KIND, City, OutboxStatus, Person
+from store.models import STALE_KIND, City, OutboxStatus, Person, stale_key
 from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.scheduler")
@@ -397,7 +397,7 @@ def _plan_cities(store: Store, ids: list[int], run: _Pass) -> _Work:
         coaches = agenda.coaches_by_city(store, stale_in, run.everywhere(store))
         for m in messages:
             if m.blocker is not None:
-                m.keys = [(f"{coach}|{STALE_KIND}|{m.blocker}", coach) for coach in coaches[m.city_id]]
+                m.keys = [(stale_key(coach, m.blocker), coach) for coach in coaches[m.city_id]]
     taken = agenda.existing_keys(store, [key for m in messages for key, _r in m.keys])
     free = [(m, [(k, r) for k, r in m.keys if k not in taken] if taken else m.keys) for m in messages]
     free = [(m, keys) for m, keys in free if keys]

@@ -23,7 +23,9 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    exists,
     func,
+    literal,
     or_,
     select,
     true,
@@ -35,6 +37,8 @@ from store import bulk
 from store.db import reader
 from store.models import (
     STALE_KIND,
+    Blocker,
+    BlockerStatus,
     ChannelBinding,
     City,
     CoachCity,
@@ -439,17 +443,25 @@ def forget_sent(
 ) -> int:
     """Outbox rows sent or dropped before `before`, and the platform ids they went out as, in batches;
     at most `most` a pass. A row's key is what keeps its message from being planned twice, so `before`
-    must lie past any moment the planner can still plan it for; a stale-blocker notice stays whatever
-    its age, its key saying the coaches were told of a blocker that may still be open."""
+    must lie past any moment the planner can still plan it for; a stale-blocker notice stays, whatever
+    its age, while its blocker is open, its key saying the coaches were told of it. A resolved blocker
+    is never reopened, so nothing plans its notice again."""
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
     receipts = OutboxReceipt.__table__  # type: ignore[attr-defined]
+    blockers = Blocker.__table__  # type: ignore[attr-defined]
     final = table.c.status.in_(list(FORGETTABLE))
+    still_open = exists().where(
+        blockers.c.city_id == table.c.city_id,
+        blockers.c.status == BlockerStatus.open,
+        # The key ends in the blocker's id (models.stale_key).
+        table.c.key.endswith(literal(f"|{STALE_KIND}|") + cast(blockers.c.id, String)),
+    )
     old = (
         select(table.c.id)
         # next_attempt_at first: (status, next_attempt_at) is indexed, and a row retried lately is not
         # old, whenever it was made.
         .where(final, table.c.next_attempt_at < before, table.c.created_at < before)
-        .where(table.c.kind != STALE_KIND)
+        .where(or_(table.c.kind != STALE_KIND, ~still_open))
         .limit(most)
     )
 

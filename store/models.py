@@ -214,6 +214,14 @@ class OutboxStatus(StrEnum):
 
 REPLY_KIND = "reply"  # an outbox row answering a message: someone is waiting for it
 STALE_KIND = "blocker_stale"  # coaches told of a blocker open too long: once, while it stays open
+
+
+def stale_key(coach: str, blocker_id: int) -> str:
+    """The outbox key of the notice telling `coach` of a blocker open too long. It ends in the blocker's
+    id: the pass that forgets old rows looks for the blocker there (store/agenda.py, forget_sent)."""
+    return f"{coach}|{STALE_KIND}|{blocker_id}"
+
+
 # Replies still to go, as a claim asks for them first (0009). Literal, not bound, in the index and in the
 # claim alike: SQLite uses a partial index only for a query whose terms match its own; and the index's
 # columns repeat them, so that SQLite, without statistics, prefers it to the status index.

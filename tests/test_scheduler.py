@@ -20,7 +20,7 @@ from bot.runtime.ratelimit import RateLimiter
 from bot.runtime.turns import Turns
 from scheduler.runner import EXPIRED, KEEP_SENT, PassRunner
 from store.db import READER, make_engine
-from store.models import NUDGE_AFTER_DAYS_MAX, STALE_KIND, Blocker, OutboxMessage
+from store.models import NUDGE_AFTER_DAYS_MAX, STALE_KIND, Blocker, OutboxMessage, stale_key
 from tests.conftest import TestBot, due_message
 
 
@@ -556,23 +556,41 @@ def test_a_pass_forgets_message_ids_older_than_a_month(world: TestBot) -> None:
 def test_a_pass_forgets_outbox_rows_sent_or_dropped_half_a_year_ago_and_keeps_the_rest(
     testbot: TestBot,
 ) -> None:
-    """Sent and dropped rows older than KEEP_SENT go, with the platform ids they went out as; a failed
-    row (the coaches' page counts it), one still to go, a stale-blocker notice and anything younger
-    stay."""
+    """Sent and dropped rows older than KEEP_SENT go, with the platform ids they went out as, and so
+    does a notice of a blocker since resolved; a failed row (the coaches' page counts it), one still to
+    go, a notice of a blocker still open and anything younger stay."""
     now = testbot.clock.now()
     old, recent = now - KEEP_SENT - timedelta(hours=1), now - KEEP_SENT + timedelta(hours=1)
+    with testbot.store() as store:
+        admin.add_city(store, "home", "Home", "UTC", old, None, None, "en")
+        city = store.city_by_slug("home")
+        assert city is not None and city.id is not None
+        # Blockers 2 and 5 stay open; 12, resolved, ends in 2: an id that only ends another's keeps nothing.
+        opened = [
+            store.add_blocker(Blocker(city_id=city.id, author="m", text="x", opened_at=old))
+            for _ in range(12)
+        ]
+        for blocker in opened:
+            if blocker.id not in (2, 5):
+                store.resolve_blocker(blocker, "m", None, old)
+        open_ids = [b.id for b in opened if b.status == "open"]
+    assert open_ids == [2, 5]
     rows = {
         "sent-old": ("sent", "reminder-60", old),
         "dropped-old": ("dropped", "reminder-1440", old),
         "failed-old": ("failed", "nudge", old),
         "pending-old": ("pending", "reply", old),
-        "stale-old": ("sent", STALE_KIND, old),
+        stale_key("console:coach", 2): ("sent", STALE_KIND, old),  # still open
+        stale_key("console:coach", 5): ("dropped", STALE_KIND, old),  # still open
+        stale_key("console:coach", 12): ("sent", STALE_KIND, old),  # resolved
+        stale_key("console:other-coach", 11): ("sent", STALE_KIND, old),  # resolved
+        stale_key("console:coach", 3): ("sent", STALE_KIND, recent),  # resolved, but recent
         "sent-recent": ("sent", "digest", recent),
     }
     with testbot.store() as store:
         for key, (status, kind, at) in rows.items():
             row = due_message(key, "whatsapp:+15550001", at, kind=kind)
-            row.status = status
+            row.status, row.city_id = status, city.id
             store.enqueue(row)
         ids = {row.key: row.id for row in store.session.exec(select(OutboxMessage))}
         store.add_receipts([(ids["sent-old"], "whatsapp", ["SM-old"], old)])
@@ -581,13 +599,47 @@ def test_a_pass_forgets_outbox_rows_sent_or_dropped_half_a_year_ago_and_keeps_th
     assert {row.key for row in outbox(testbot)} == {
         "failed-old",
         "pending-old",
-        "stale-old",
+        stale_key("console:coach", 2),
+        stale_key("console:coach", 5),
+        stale_key("console:coach", 3),
         "sent-recent",
     }
     with testbot.store() as store:
         assert store.sent_as("whatsapp", "SM-old") is None
         found = store.sent_as("whatsapp", "SM-recent")
         assert found is not None and found.key == "sent-recent"
+
+
+def test_coaches_are_told_of_a_blocker_once_while_it_stays_open_however_long(world: TestBot) -> None:
+    """Half a year on, the notices of a blocker since resolved are forgotten, and those of one still
+    open are kept, so its coaches are not told of it a second time."""
+    inbox = Inbox(world.clock)
+    with world.store() as store:
+        for city in store.cities():
+            city.nudge_after_days = 0
+            store.session.add(city)
+        alpha = store.session.exec(select(Blocker).where(Blocker.text == "ALPHA-BLOCKER-TEXT")).one()
+        opened, alpha_id = alpha.opened_at, alpha.id
+    tick(world, opened + timedelta(days=14, minutes=1), inbox)
+
+    def told() -> list[str]:
+        return sorted(
+            reply.text.split(" has been")[0]
+            for _a, _r, reply in inbox.received
+            if "has been open" in reply.text
+        )
+
+    notices = told()
+    assert len(notices) == 6  # Alpha's to 3 coaches, Beta's to 2, Gamma's to 1
+    with world.store() as store:
+        store.resolve_blocker(
+            store.session.get(Blocker, alpha_id), "console:coach-a", None, world.clock.now()
+        )  # type: ignore[arg-type]
+    for day in range(15, 14 + KEEP_SENT.days + 30, 5):
+        tick(world, opened + timedelta(days=day), inbox)
+    assert told() == notices  # nobody told twice
+    kept = [row for row in outbox(world) if row.kind == STALE_KIND]
+    assert len(kept) == 3 and not [row for row in kept if row.key.endswith(f"|{alpha_id}")]
 
 
 def test_a_city_quiet_for_a_year_is_nudged_once_a_stretch_though_old_nudges_are_forgotten(
