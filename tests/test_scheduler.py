@@ -2,6 +2,7 @@
 
 import asyncio
 import itertools
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from bot.runtime.delivery import MAX_ATTEMPTS, Deliverer
 from bot.runtime.ratelimit import RateLimiter
 from bot.runtime.turns import Turns
 from scheduler.runner import EXPIRED, KEEP_SENT, PassRunner
+from store import agenda
 from store.db import READER, make_engine
 from store.models import NUDGE_AFTER_DAYS_MAX, STALE_KIND, Blocker, OutboxMessage, stale_key
 from tests.conftest import TestBot, due_message
@@ -640,6 +642,49 @@ def test_coaches_are_told_of_a_blocker_once_while_it_stays_open_however_long(wor
     assert told() == notices  # nobody told twice
     kept = [row for row in outbox(world) if row.kind == STALE_KIND]
     assert len(kept) == 3 and not [row for row in kept if row.key.endswith(f"|{alpha_id}")]
+
+
+def test_a_delivery_report_for_a_row_being_forgotten_waits_and_then_finds_nothing(testbot: TestBot) -> None:
+    """A platform's late word (a WhatsApp "read" can come months on) on a row another process is
+    forgetting at that moment waits for the forgetting to commit and finds no row: no error, and the
+    row is not written back."""
+    old = testbot.clock.now() - KEEP_SENT - timedelta(days=1)
+    with testbot.store() as store:
+        row = due_message("sent-old", "whatsapp:+15550001", old)
+        row.status = "sent"
+        store.enqueue(row)
+        assert row.id is not None
+        store.add_receipts([(row.id, "whatsapp", ["SM-read-late"], old)])
+    deliverer = Deliverer(testbot.engine, {}, testbot.clock, RateLimiter(intervals={}))
+    deleted, go_on = threading.Event(), threading.Event()
+
+    def hold_the_commit(connection: Any) -> None:
+        writing = not connection.get_execution_options().get(READER)
+        if writing and threading.current_thread() is forgetting:
+            deleted.set()
+            assert go_on.wait(10)
+
+    found: list[bool] = []
+    reporter = threading.Thread(
+        target=lambda: found.append(deliverer._report("whatsapp", "SM-read-late", "read", None, None))
+    )
+    forgetting = threading.Thread(
+        target=agenda.forget_sent, args=(testbot.engine, testbot.clock.now() - KEEP_SENT)
+    )
+    event.listen(testbot.engine, "commit", hold_the_commit)
+    try:
+        forgetting.start()
+        assert deleted.wait(10)  # the row is deleted, not yet committed
+        reporter.start()
+        time.sleep(0.3)
+        assert reporter.is_alive()  # waiting for the row's lock
+    finally:
+        go_on.set()
+        forgetting.join(10)
+        reporter.join(10)
+        event.remove(testbot.engine, "commit", hold_the_commit)
+    assert found == [False]
+    assert outbox(testbot) == []
 
 
 def test_a_city_quiet_for_a_year_is_nudged_once_a_stretch_though_old_nudges_are_forgotten(
