@@ -687,6 +687,33 @@ def test_a_delivery_report_for_a_row_being_forgotten_waits_and_then_finds_nothin
     assert outbox(testbot) == []
 
 
+def test_two_replicas_forgetting_at_once_forget_each_row_once_and_neither_fails(testbot: TestBot) -> None:
+    old = testbot.clock.now() - KEEP_SENT - timedelta(days=1)
+    with testbot.store() as store:
+        for n in range(1200):
+            row = due_message(f"sent-{n}", "whatsapp:+15550001", old)
+            row.status = "sent"
+            store.enqueue(row)
+        ids = [row.id for row in store.session.exec(select(OutboxMessage))]
+        store.add_receipts([(id_, "whatsapp", [f"SM-{id_}"], old) for id_ in ids])  # type: ignore[misc]
+    start = threading.Barrier(2)
+    counts: list[int] = []
+
+    def forget() -> None:
+        start.wait()
+        counts.append(agenda.forget_sent(testbot.engine, testbot.clock.now() - KEEP_SENT, batch=100))
+
+    replicas = [threading.Thread(target=forget) for _ in range(2)]
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        replica.join(30)
+    assert len(counts) == 2 and sum(counts) == 1200
+    assert outbox(testbot) == []
+    with testbot.store() as store:
+        assert store.sent_as("whatsapp", f"SM-{ids[0]}") is None
+
+
 def test_a_city_quiet_for_a_year_is_nudged_once_a_stretch_though_old_nudges_are_forgotten(
     testbot: TestBot,
 ) -> None:
