@@ -4,6 +4,7 @@ import contextlib
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, inspect, text
-from sqlmodel import SQLModel, select
+from sqlmodel import Session, SQLModel, select
 
 from bot import admin
 from bot.core.clock import FixedClock
@@ -56,6 +57,91 @@ def test_migrations_upgrade_an_empty_database_and_match_the_models(kind: str, tm
         upgrade(engine)
         assert "updates" in inspect(engine).get_table_names()
         engine.dispose()
+
+
+@pytest.mark.parametrize("start", ["0006", "0008"])
+def test_the_upgrade_builds_outbox_indexes_without_holding_off_the_outbox_writes(start: str) -> None:
+    """The migration runs while the previous release's replicas serve (README, "Upgrading"). On
+    PostgreSQL 0007 and 0009 build their outbox indexes CONCURRENTLY: while a build waits for a
+    replica's transaction open on the outbox, another replica still writes to the outbox. A plain
+    build would queue that write behind it until the open transaction ended."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    with scratch_postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine, start)
+        try:
+            with Session(engine) as open_, Session(engine) as other:
+                open_.add(due_message("open", "console:a", NOW))
+                open_.flush()  # a replica's transaction on the outbox, still open
+                building = threading.Thread(target=upgrade, args=(engine,))
+                building.start()
+                try:
+                    _wait_for_a_waiting_index_build(engine)
+                    other.execute(text("SET LOCAL lock_timeout = '3s'"))
+                    other.add(due_message("meanwhile", "console:b", NOW))
+                    other.commit()  # raises if the write waited for the build
+                finally:
+                    open_.commit()
+                    building.join(30)
+            assert not building.is_alive()
+            with engine.connect() as connection:
+                index = "'ix_outbox_replies_waiting'::regclass"
+                valid = connection.execute(
+                    text(f"SELECT indisvalid FROM pg_index WHERE indexrelid = {index}")
+                ).scalar()
+                assert valid is True
+                context = MigrationContext.configure(connection, opts={"compare_type": True})
+                assert context.get_current_revision() == HEAD
+                assert compare_metadata(context, SQLModel.metadata) == []
+        finally:
+            engine.dispose()
+
+
+def test_an_upgrade_tried_again_after_the_index_build_failed_builds_it_again() -> None:
+    """A concurrent build that fails (a cancelled upgrade) leaves an invalid index of that name, and
+    the revision unchanged: the next upgrade builds the index anew."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    with scratch_postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            upgrade(engine, "0008")
+            with engine.begin() as connection:
+                connection.execute(text("CREATE INDEX ix_outbox_replies_waiting ON outbox (key)"))
+                connection.execute(
+                    text(
+                        "UPDATE pg_index SET indisvalid = false "
+                        "WHERE indexrelid = 'ix_outbox_replies_waiting'::regclass"
+                    )
+                )
+            upgrade(engine)
+            with engine.connect() as connection:
+                context = MigrationContext.configure(connection, opts={"compare_type": True})
+                assert context.get_current_revision() == HEAD
+                assert compare_metadata(context, SQLModel.metadata) == []
+                valid = connection.execute(
+                    text(
+                        "SELECT indisvalid FROM pg_index "
+                        "WHERE indexrelid = 'ix_outbox_replies_waiting'::regclass"
+                    )
+                ).scalar()
+                assert valid is True
+        finally:
+            engine.dispose()
+
+
+def _wait_for_a_waiting_index_build(engine: Engine) -> None:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query ILIKE 'CREATE INDEX%' AND wait_event_type = 'Lock'"
+    )
+    for _ in range(200):
+        with engine.connect() as connection:
+            if connection.execute(query).scalar():
+                return
+        time.sleep(0.05)
+    raise AssertionError("the index build never waited for the open transaction")
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""Alembic environment: the engine comes from `store.db.upgrade`, never from an ini file."""
+"""Alembic environment: the engine comes from `store.db.upgrade`, never from an ini file.
+
+Alembic begins the transaction itself, so that a migration may leave it for a statement PostgreSQL
+runs only outside one (`op.get_context().autocommit_block()`, for `CREATE INDEX CONCURRENTLY`)."""
 
 from alembic import context
 from sqlmodel import SQLModel
@@ -7,7 +10,7 @@ import store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 engine = context.config.attributes["engine"]
 
-with engine.begin() as connection:
+with engine.connect() as connection:
     context.configure(
         connection=connection,
         target_metadata=SQLModel.metadata,

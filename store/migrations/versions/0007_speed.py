@@ -84,16 +84,33 @@ _CITY_NAMING = "zone, name"
 _PEOPLE_CHANGED = "city_id, role, stopped_at, zone, all_cities"
 
 
+# On PostgreSQL built CONCURRENTLY, first: the migration runs while the previous release's replicas
+# serve (README, "Upgrading"), and a plain build would hold off every write to the outbox until it
+# ended. Such a build runs outside the migration's transaction, so it comes before the rest, and is
+# made again from the start (an invalid index a failed build left included) if the rest fails.
+_OUTBOX_INDEXES = {
+    "ix_outbox_status_expires": ["status", "expires_at"],
+    "ix_outbox_city_status": ["city_id", "status"],
+}
+
+
 def upgrade() -> None:
+    context = op.get_context()
+    if context.dialect.name == "postgresql":
+        with context.autocommit_block():
+            for name, columns in _OUTBOX_INDEXES.items():
+                op.drop_index(name, table_name="outbox", postgresql_concurrently=True, if_exists=True)
+                op.create_index(name, "outbox", columns, unique=False, postgresql_concurrently=True)
+    else:
+        with op.batch_alter_table("outbox", schema=None) as batch_op:
+            for name, columns in _OUTBOX_INDEXES.items():
+                batch_op.create_index(name, columns, unique=False)
     with op.batch_alter_table("cities", schema=None) as batch_op:
         batch_op.add_column(sa.Column("plan_at", store.types.UTCDateTime(), nullable=True))
         batch_op.create_index(batch_op.f("ix_cities_plan_at"), ["plan_at"], unique=False)
     with op.batch_alter_table("people", schema=None) as batch_op:
         batch_op.add_column(sa.Column("plan_at", store.types.UTCDateTime(), nullable=True))
         batch_op.create_index(batch_op.f("ix_people_plan_at"), ["plan_at"], unique=False)
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.create_index("ix_outbox_status_expires", ["status", "expires_at"], unique=False)
-        batch_op.create_index("ix_outbox_city_status", ["city_id", "status"], unique=False)
     if op.get_bind().dialect.name == "postgresql":
         _postgres_triggers()
     else:

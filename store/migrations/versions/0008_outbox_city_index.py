@@ -15,9 +15,17 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-# Not in batch mode: on SQLite that may copy the table, and dropping an index never needs it.
+# Not in batch mode: on SQLite that may copy the table, and dropping an index never needs it. On
+# PostgreSQL dropped CONCURRENTLY: the previous release's replicas are serving meanwhile (README,
+# "Upgrading"), and a plain drop would wait for their open transactions with every write to the outbox
+# queued behind it.
 def upgrade() -> None:
-    op.drop_index("ix_outbox_city_id", table_name="outbox")
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        op.drop_index("ix_outbox_city_id", table_name="outbox")
+        return
+    with context.autocommit_block():
+        op.drop_index("ix_outbox_city_id", table_name="outbox", postgresql_concurrently=True, if_exists=True)
 
 
 def downgrade() -> None:
