@@ -3,7 +3,7 @@ HTTP/1.1 to the apps of one run, interleaved — a bare Starlette endpoint that 
 signature, a Bolt app whose handler does nothing, a Bolt app that answers as cda-bot does and stores
 nothing (its figure is the rate its answers reach the fake Web API), and `cda-bot serve` with its full
 path (stored before the acknowledgement, reply through the outbox to a local fake Web API), alone and
-with `--delivery-process` (the sends in a second process). WhatsApp and Teams likewise, each beside a
+with `--delivery-process` (handling and sends in a second process). WhatsApp and Teams likewise, each beside a
 bare check of its signature or token and that check answering as cda-bot does, storing nothing.
 
 Saturation: events/s with 64 connections kept busy (one told 503 waits 0.1 s before its next).

@@ -9,16 +9,19 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from bot.core.clock import FixedClock
-from bot.runtime import metrics
+from bot.runtime import intake, metrics
 from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.serve import Server, build_server
 from store.db import make_engine
+from store.models import Update
 from tests.conftest import NOW, TestBot
 from tests.slack_fixtures import CHANNEL, Running, mock, slack_settings, slack_world  # noqa: F401
 from tests.slack_harness import SLACK_ENV, MockSlack, event_body, serving, wait_until
@@ -86,6 +89,66 @@ def test_replies_go_out_from_the_child_which_comes_back_when_killed_and_ends_wit
     # The server stopped: its delivery process ended with it.
     wait_until(lambda: not _alive(second), 15, "the delivery process to end")
     assert len(mock.named("chat.postMessage")) == 2  # each reply once, whichever process sent it
+
+
+def test_the_child_handles_what_the_server_stored_even_what_was_handed_to_a_child_that_died(
+    slack_world: TestBot, mock: MockSlack
+) -> None:
+    """The server only stores and acknowledges: with its child paused, a message is acknowledged and
+    nothing answers it. Killed while paused, the child is replaced, and the new one handles it: once."""
+    server = build_server(slack_settings(mock), slack_world.engine, slack_world.clock, delivery_process=True)
+    with serving(server.app) as url:
+        run = Running(url, server, mock, slack_world)
+        first = _child(server)
+        os.kill(first, signal.SIGSTOP)
+        try:
+            reply = run.event(event_body(_message("update: mapped 40 bus stops", "1700000000.000100"), "Ev1"))
+            assert reply.status_code == 200
+            time.sleep(2)
+            assert _updates(slack_world).count("mapped 40 bus stops") == 0  # the server handled nothing
+        finally:
+            os.kill(first, signal.SIGKILL)  # what was handed to it is still pending in the inbox
+        [post] = mock.wait_for("chat.postMessage", timeout=15)
+        assert "recorded for Alpha" in post.params["text"]
+        assert _child(server) != first
+        run.settle()
+    assert len(mock.named("chat.postMessage")) == 1
+    assert _updates(slack_world).count("mapped 40 bus stops") == 1
+
+
+def _updates(bot: TestBot) -> list[str]:
+    with bot.store() as store:
+        return [u.text for u in store.session.exec(select(Update))]
+
+
+def test_what_waits_in_the_child_counts_against_the_servers_backlog_bound(
+    slack_world: TestBot, mock: MockSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound the server refuses (503, so the platform retries) what its child could not
+    handle soon; once the child reports that it caught up, the server accepts again."""
+    monkeypatch.setattr(intake, "MAX_BACKLOG", 3)  # the server's; the child keeps its own
+    server = build_server(slack_settings(mock), slack_world.engine, slack_world.clock, delivery_process=True)
+    with serving(server.app) as url:
+        run = Running(url, server, mock, slack_world)
+        child = _child(server)
+        wait_until(lambda: server.hub.intake.backlog == 0, 10, "the child's first report")
+        os.kill(child, signal.SIGSTOP)
+        try:
+            statuses = [
+                run.event(
+                    event_body(_message(f"update: step {n}", f"1700000000.00010{n}"), f"Ev{n}")
+                ).status_code
+                for n in range(4)
+            ]
+        finally:
+            os.kill(child, signal.SIGCONT)
+        assert statuses == [200, 200, 200, 503]
+        mock.wait_for("chat.postMessage", count=3, timeout=15)
+        wait_until(lambda: server.hub.intake.backlog == 0, 10, "the child to report it caught up")
+        again = run.event(event_body(_message("update: step 3", "1700000000.000103"), "Ev3"))
+        assert again.status_code == 200
+        mock.wait_for("chat.postMessage", count=4, timeout=15)
+        run.settle()
 
 
 def test_a_killed_server_leaves_no_delivery_process_behind(tmp_path: Path, mock: MockSlack) -> None:
@@ -159,6 +222,8 @@ async def test_the_childs_reports_are_added_to_the_servers_counts_and_a_bad_one_
     reports = [
         "not json",
         '{"sends|nowhere|extra": 1}',
+        '{"backlog": -1, "read": 0}',
+        '{"backlog": 4, "read": 0}',
         '{"sends|slack": 2, "send_failures|slack|retrying": 1}',
     ]
     script = "".join(f"print({line!r}, flush=True)\n" for line in reports) + "import sys\nsys.stdin.read()\n"
@@ -175,5 +240,8 @@ async def test_the_childs_reports_are_added_to_the_servers_counts_and_a_bad_one_
         assert metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) == sent + 2
         assert deliverer.running  # a bad report did not stop the server reading the child
         assert caplog.text.count("delivery process report not understood") == 1
+        assert deliverer.backlog == 4  # waiting in the child, by its last report
+        deliverer.hand([7, 8])
+        assert deliverer.backlog == 6  # and what was handed since, until it says it read them
     finally:
         await deliverer.stop(5)

@@ -33,7 +33,8 @@ def serve(
     delivery_process: Annotated[
         bool,
         typer.Option(
-            "--delivery-process", help="Send replies and reminders from a second process (a second core)"
+            "--delivery-process",
+            help="Handle messages and send replies and reminders from a second process (a second core)",
         ),
     ] = False,
     workers: Annotated[

@@ -22,6 +22,7 @@ from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND, Claiming
 from bot.core.messages import Adapter, DeliveryError, Reply
 from bot.runtime import metrics
+from bot.runtime.intake import Handoff
 from bot.runtime.ratelimit import RateLimiter, limit_key
 from bot.runtime.turns import Turns
 from store.db import is_transient, reader
@@ -241,7 +242,7 @@ class Deliverer:
     async def _claim_into_lanes(self, replies_only: bool = False) -> tuple[int, datetime | None]:
         """Claim what is due into the lanes: how many rows, and when the next one falls due (None: the
         lanes are full, and wake the loop once they have room). With the lanes full, replies still
-        come in, up to the bound `claiming` keeps: written for a claim (`--delivery-process`, a retry),
+        come in, up to the bound `claiming` keeps: written for a claim (a retry, lanes full at handling),
         one would otherwise wait behind the whole burst."""
         room = (self._reply_bound() if replies_only else MAX_IN_FLIGHT) - self.in_flight
         if room <= 0:
@@ -258,6 +259,10 @@ class Deliverer:
         del self._unsure[: len(unsure)]  # put back by that claim (lanes only ever append)
         self._into_lanes(rows)
         return len(rows), None if replies_only else next_due
+
+    def handoff(self) -> Handoff | None:
+        """Where what this process stores is handled: here (None), unless it sends from elsewhere."""
+        return None
 
     def claiming(self) -> Claiming | None:
         """How new replies may be written, so that this deliverer sends them without claiming them:

@@ -1,18 +1,24 @@
-"""Sending from a process of its own (`cda-bot serve --delivery-process`).
+"""Handling and sending from a process of its own (`cda-bot serve --delivery-process`).
 
 One Python process runs one thing at a time: receiving a message (the platform's request, its
-signature, Bolt) and sending replies (the SDKs' HTTP calls) take turns on one core. With this option
-the sends run in a child process on another core, which claims due outbox rows as any deliverer does
-(leases: a row goes out once, whoever claims it) and is woken through its stdin whenever this process
-queues something. The server itself still stores, handles and records what platforms report later.
+signature, Bolt), handling it and sending the replies take turns on one core, and an acknowledgement
+waits for its turn behind the others. With this option the server only receives and stores: a child
+process on another core handles what was stored and sends what is due. The server tells the child, on
+its stdin, the inbox ids it stored (`h 12 13`) and that something was queued (an empty line); the child
+handles the ids as the server would (a message is handled once, under its row lock, whoever handles
+it) and claims due outbox rows as any deliverer does (leases: a row goes out once, whoever claims it).
+The server still records what platforms report later, and runs the scheduler.
 
-The child is started again if it dies (what it had claimed goes out once its lease runs out), and it
-ends when its stdin closes: when the server stops (it first sends what it holds, for a while) or is
+The child is started again if it dies: it then handles everything still pending (what it held, what
+was handed to no child), and what it had claimed goes out once its lease runs out. It ends when its
+stdin closes: when the server stops (it first handles and sends what it holds, for a while) or is
 killed (nothing is left behind running).
 
-What the child sent, and what failed, it reports on its stdout once a second; the server adds that to
-its own counters, so `/metrics` counts sends as it does without the option. A child killed outright
-takes up to a second of its counts with it (the rows themselves are in the outbox, counted there)."""
+On its stdout the child reports how many messages wait to be handled there whenever that changes (at
+most ten times a second), which the server counts against its backlog bound (503 past it), and once a
+second what it sent and what failed, which the server adds to its own counters, so `/metrics` counts
+sends as it does without the option. A child killed outright takes up to a second of its counts with it
+(the rows themselves are in the outbox, counted there)."""
 
 import asyncio
 import contextlib
@@ -21,7 +27,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import Engine
 
@@ -30,6 +36,7 @@ from bot.core.inbox import Claiming
 from bot.core.messages import Adapter
 from bot.runtime import heap, metrics
 from bot.runtime.delivery import Deliverer
+from bot.runtime.intake import Handoff, Intake
 from bot.runtime.turns import Turns
 
 log = logging.getLogger("cda_bot.delivery_process")
@@ -37,6 +44,7 @@ log = logging.getLogger("cda_bot.delivery_process")
 RESTART_SECONDS = 1.0  # a child that keeps dying is not started in a tight loop
 DRAIN_SECONDS = 10.0  # how long the child sends what it holds once told to stop
 REPORT_SECONDS = 1.0  # how often the child reports its send counts
+BACKLOG_SECONDS = 0.1  # how often the child looks whether its backlog changed, to report it
 
 
 class DeliveryProcess(Deliverer):
@@ -57,6 +65,9 @@ class DeliveryProcess(Deliverer):
         self._child: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._done = False
+        # The current child's: ids written to it; and from its last report, how many of them it had
+        # read, and how many messages waited to be handled there.
+        self._handed = self._read = self._waiting = 0
 
     @property
     def running(self) -> bool:
@@ -68,6 +79,20 @@ class DeliveryProcess(Deliverer):
 
     def claiming(self) -> Claiming | None:
         return None  # the child claims what it sends
+
+    def handoff(self) -> Handoff:
+        return self
+
+    @property
+    def backlog(self) -> int:
+        """What waits in the child, and what was written to it since it last said so."""
+        return self._waiting + max(0, self._handed - self._read)
+
+    def hand(self, inbox_ids: list[int]) -> None:
+        """Stored messages for the child to handle. With no child running, the next one finds them
+        pending (it starts by handling everything pending)."""
+        if inbox_ids and self._tell(("h " + " ".join(map(str, inbox_ids)) + "\n").encode()):
+            self._handed += len(inbox_ids)
 
     @property
     def child_pid(self) -> int | None:
@@ -88,22 +113,32 @@ class DeliveryProcess(Deliverer):
                 await asyncio.sleep(RESTART_SECONDS)
                 continue
             log.info("delivery process started", extra={"pid": self._child.pid})
+            self._handed = self._read = self._waiting = 0  # what the last one held, this one sweeps up
             self.wake()  # whatever was queued while there was no child
             assert self._child.stdout is not None
             # Read until the child's stdout closes, which is when it ends: its last report counts too.
-            await _count_reports(self._child.stdout)
+            await _read_reports(self._child.stdout, self._backlog_reported)
             code = await self._child.wait()
             if self._done:
                 return
             log.error("delivery process ended, starting it again", extra={"code": code})
             await asyncio.sleep(RESTART_SECONDS)
 
+    def _backlog_reported(self, waiting: int, read: int) -> None:
+        self._waiting, self._read = waiting, read
+
     def wake(self) -> None:
+        self._tell(b"\n")
+
+    def _tell(self, line: bytes) -> bool:
         child = self._child
         if child is None or child.stdin is None or child.returncode is not None:
-            return  # the next child looks at once
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-            child.stdin.write(b"\n")
+            return False  # the next child looks at once
+        try:
+            child.stdin.write(line)
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            return False
+        return True
 
     async def stop(self, timeout: float) -> None:
         """Tell the child to send what it holds and end, up to `timeout` seconds; then it is killed
@@ -128,11 +163,20 @@ def command() -> list[str]:
     return [sys.executable, "-m", "bot.runtime.delivery_process"]
 
 
-async def _count_reports(reports: asyncio.StreamReader) -> None:
+async def _read_reports(reports: asyncio.StreamReader, backlog: Callable[[int, int], None]) -> None:
+    """The child's reports: its backlog and how many handed ids it read (`{"backlog": 3, "read":
+    40}`), given to `backlog`, or send counts."""
     told = False
     while line := await reports.readline():
         try:
-            metrics.add_sends(json.loads(line))
+            report = json.loads(line)
+            if isinstance(report, dict) and BACKLOG in report:
+                waiting, read = report[BACKLOG], report[READ]
+                if not (_count(waiting) and _count(read)):
+                    raise ValueError("not a backlog")
+                backlog(waiting, read)
+            else:
+                metrics.add_sends(report)
         except (ValueError, TypeError, AttributeError):
             if not told:  # the same fault again in every report: said once per child
                 log.warning(
@@ -142,14 +186,36 @@ async def _count_reports(reports: asyncio.StreamReader) -> None:
                 told = True
 
 
+BACKLOG, READ = "backlog", "read"
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _say(report: Mapping[str, float]) -> None:
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+
+
+async def _report_backlog(intake: Intake, read: list[int]) -> None:
+    """What waits here and how many handed ids were read (`read[0]`), whenever either changed."""
+    said: tuple[int, int] | None = None
+    while True:
+        now = (intake.backlog, read[0])
+        if now != said:
+            said = now
+            _say({BACKLOG: now[0], READ: now[1]})
+        await asyncio.sleep(BACKLOG_SECONDS)
+
+
 def _report(last: dict[str, float]) -> None:
     """Write what was counted since `last` (which it then holds) to stdout, as one line, if anything was."""
     now = metrics.send_totals()
     added = {key: value - last.get(key, 0.0) for key, value in now.items() if value > last.get(key, 0.0)}
     last.update(now)
     if added:
-        sys.stdout.write(json.dumps(added) + "\n")
-        sys.stdout.flush()
+        _say(added)
 
 
 async def _report_every(seconds: float, last: dict[str, float]) -> None:
@@ -171,18 +237,26 @@ async def _send_until_stdin_closes(database_url: str) -> None:
     for adapter in adapters:
         hub.register(adapter)
         await adapter.start()
-    hub.deliverer.start()
+    await hub.start()  # handling everything pending first: what an earlier child left, what it missed
     heap.keep_what_is_loaded()
     reported: dict[str, float] = {}
     reporting = asyncio.create_task(_report_every(REPORT_SECONDS, reported))
-    told = asyncio.StreamReader()
+    read = [0]
+    backlog = asyncio.create_task(_report_backlog(hub.intake, read))
+    told = asyncio.StreamReader(limit=2**20)
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(told), sys.stdin)
     try:
-        while await told.read(4096):
-            hub.deliverer.wake()
+        while line := await told.readline():
+            if line.startswith(b"h "):
+                ids = [int(word) for word in line.split()[1:]]
+                hub.intake.take(ids)
+                read[0] += len(ids)
+            else:
+                hub.deliverer.wake()
     finally:
-        await hub.deliverer.stop(DRAIN_SECONDS)
+        await hub.stop(2 * DRAIN_SECONDS)  # half to handle, half to send
+        backlog.cancel()
         reporting.cancel()
         with contextlib.suppress(Exception):
             _report(reported)  # what was sent while draining

@@ -47,7 +47,7 @@ class Hub:
         sqlite = engine.dialect.name == "sqlite"
         self.turns = Turns(enabled=sqlite, shared=beside(engine.url.database) if sqlite else None)
         self.deliverer = deliverer(engine, self.adapters, clock, turns=self.turns)
-        self.intake = Intake(engine, clock, outlet=self.deliverer, turns=self.turns)
+        self.intake = Intake(engine, clock, self.deliverer, self.turns, self.deliverer.handoff())
         self._refusals = Tally(log, "backlog full, messages refused")
 
     def register(self, adapter: Adapter) -> None:

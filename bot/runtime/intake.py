@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -68,12 +68,33 @@ class Outlet(Protocol):
 UNCLAIMED = inbox.Handled(claimed=[], waiting=1)
 
 
+class Handoff(Protocol):
+    """Another process of this server that handles what this one stores (`serve --delivery-process`)."""
+
+    def hand(self, inbox_ids: list[int]) -> None:
+        """Messages this process stored, for the other to handle."""
+
+    @property
+    def backlog(self) -> int:
+        """Messages handed over and not yet handled, as far as this process knows."""
+
+
 class Intake:
-    def __init__(self, engine: Engine, clock: Clock, outlet: Outlet, turns: Turns | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        outlet: Outlet,
+        turns: Turns | None = None,
+        handoff: Handoff | None = None,
+    ) -> None:
+        """`handoff`: what this intake stores is handled there; this one only stores (and neither
+        handles nor sweeps: the other process's own intake does)."""
         self.engine = engine
         self.clock = clock
         self.outlet = outlet
         self.turns = turns or Turns(enabled=False)
+        self.handoff = handoff
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
         self._failures: dict[int, int] = {}  # database failures per message, for its backoff
@@ -88,7 +109,7 @@ class Intake:
 
     @property
     def backlog(self) -> int:
-        return len(self._known)
+        return self.handoff.backlog if self.handoff is not None else len(self._known)
 
     @property
     def full(self) -> bool:
@@ -122,9 +143,14 @@ class Intake:
                         stored.set_exception(outcome)
                 continue
             answered = False
+            # A retry of one stored but never handled is picked up too.
+            stored_ids = [accepted.inbox_id for accepted in outcome if accepted.inbox_id is not None]
+            if self.handoff is not None:
+                self.handoff.hand(stored_ids)
+            else:
+                for inbox_id in stored_ids:
+                    self._add(inbox_id)
             for (_, stored), accepted in zip(batch, outcome, strict=True):
-                if accepted.inbox_id is not None:
-                    self._add(accepted.inbox_id)  # a retry of one stored but never handled is picked up too
                 answered = answered or bool(accepted.answered)
                 if not stored.done():
                     stored.set_result(accepted)
@@ -151,6 +177,11 @@ class Intake:
             batch, self._arriving = self._arriving[:count], self._arriving[count:]
         return batch
 
+    def take(self, inbox_ids: Iterable[int]) -> None:
+        """Messages another process of this server stored, to be handled here."""
+        for inbox_id in inbox_ids:
+            self._add(inbox_id)
+
     def _add(self, inbox_id: int) -> None:
         if inbox_id not in self._known:
             self._known.add(inbox_id)
@@ -158,6 +189,8 @@ class Intake:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.handoff is not None:
+            return
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._work(), name=f"intake-{n}") for n in range(WORKERS)]
         self._tasks.append(loop.create_task(self._sweep(), name="intake-sweep"))

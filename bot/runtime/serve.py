@@ -58,7 +58,8 @@ def secrets_of(settings: Settings) -> list[str]:
 def build_server(
     settings: Settings, engine: Engine, clock: Clock, scheduler: bool = True, delivery_process: bool = False
 ) -> Server:
-    """`delivery_process`: replies and unprompted messages are sent from a child process."""
+    """`delivery_process`: what this process stores is handled, and replies and unprompted messages
+    are sent, from a child process."""
     deliverer: DelivererType = Deliverer
     if delivery_process:
         database = engine.url.render_as_string(hide_password=False)
@@ -67,7 +68,7 @@ def build_server(
     hub = Hub(engine, clock, deliverer)
     adapters, status = platform_adapters(settings, hub)
     if delivery_process:
-        status.append("sending: from a process of its own")
+        status.append("handling and sending: from a process of its own")
     services = []
     if scheduler:
         services.append(SchedulerService(PassRunner(engine, hub.deliverer, clock)))
