@@ -22,7 +22,7 @@ KEEP_PROCESSED = timedelta(days=30)
 # An outbox row's key keeps its message from being planned again for as long as the planner may plan
 # it: a nudge's for its whole quiet stretch (up to NUDGE_AFTER_DAYS_MAX days), a reminder's up to 14
 # days before its session, a digest's for its week, a reply's while its message id is remembered
-# (KEEP_PROCESSED). Twice the longest of them; stale-blocker notices are kept whatever their age.
+# (KEEP_PROCESSED). Twice the longest of them; a stale-blocker notice is kept while its blocker is open.
 KEEP_SENT = timedelta(days=2 * NUDGE_AFTER_DAYS_MAX)
 EXPIRED = "expired before it could be sent"
 

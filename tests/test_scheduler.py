@@ -338,32 +338,38 @@ def test_weekly_digest_monday_8_in_the_coachs_zone_once(world: TestBot) -> None:
     assert "*Alpha*" in digest.text and "ALPHA-BLOCKER-TEXT" in digest.text
 
 
-def test_blockers_open_14_days_are_flagged_to_coaches_once(world: TestBot) -> None:
-    inbox = Inbox(world.clock)
+def alpha_blocker_without_nudges(world: TestBot) -> Blocker:
+    """Alpha's open blocker, with every city's nudges off, so that only blocker notices are planned."""
     with world.store() as store:
         for city in store.cities():
             city.nudge_after_days = 0
             store.session.add(city)
-        blocker = store.session.exec(select(Blocker).where(Blocker.text == "ALPHA-BLOCKER-TEXT")).one()
-        opened = blocker.opened_at
+        return store.session.exec(select(Blocker).where(Blocker.text == "ALPHA-BLOCKER-TEXT")).one()
+
+
+def stale_notices(inbox: Inbox) -> list[tuple[str, str]]:
+    """(recipient, "Blocker #n in City") of each stale-blocker notice received, sorted."""
+    return sorted(
+        (r, reply.text.split(" has been")[0])
+        for _at, r, reply in inbox.received
+        if "has been open" in reply.text
+    )
+
+
+def test_blockers_open_14_days_are_flagged_to_coaches_once(world: TestBot) -> None:
+    inbox = Inbox(world.clock)
+    blocker = alpha_blocker_without_nudges(world)
+    opened = blocker.opened_at
     tick(world, opened + timedelta(days=13, hours=23), inbox)
-
-    def stale() -> list[tuple[str, str]]:
-        return sorted(
-            (r, reply.text.split(" has been")[0])
-            for _at, r, reply in inbox.received
-            if "has been open" in reply.text
-        )
-
-    assert stale() == []
+    assert stale_notices(inbox) == []
     tick(world, opened + timedelta(days=14, minutes=1), inbox)
     tick(world, opened + timedelta(days=15), inbox)
-    assert [s for s in stale() if "Alpha" in s[1]] == [
+    assert [s for s in stale_notices(inbox) if "Alpha" in s[1]] == [
         ("console:coach-a", f"Blocker #{blocker.id} in Alpha"),
         ("console:coach-ab", f"Blocker #{blocker.id} in Alpha"),
         ("console:coach-all", f"Blocker #{blocker.id} in Alpha"),
     ]
-    assert len(stale()) == 6  # Alpha's to 3 coaches, Beta's to 2, Gamma's to 1: once each
+    assert len(stale_notices(inbox)) == 6  # Alpha's to 3 coaches, Beta's to 2, Gamma's to 1: once each
 
 
 def test_each_city_sets_when_an_open_blocker_is_flagged(world: TestBot) -> None:
@@ -616,30 +622,18 @@ def test_coaches_are_told_of_a_blocker_once_while_it_stays_open_however_long(wor
     """Half a year on, the notices of a blocker since resolved are forgotten, and those of one still
     open are kept, so its coaches are not told of it a second time."""
     inbox = Inbox(world.clock)
-    with world.store() as store:
-        for city in store.cities():
-            city.nudge_after_days = 0
-            store.session.add(city)
-        alpha = store.session.exec(select(Blocker).where(Blocker.text == "ALPHA-BLOCKER-TEXT")).one()
-        opened, alpha_id = alpha.opened_at, alpha.id
+    alpha = alpha_blocker_without_nudges(world)
+    opened, alpha_id = alpha.opened_at, alpha.id
     tick(world, opened + timedelta(days=14, minutes=1), inbox)
-
-    def told() -> list[str]:
-        return sorted(
-            reply.text.split(" has been")[0]
-            for _a, _r, reply in inbox.received
-            if "has been open" in reply.text
-        )
-
-    notices = told()
+    notices = stale_notices(inbox)
     assert len(notices) == 6  # Alpha's to 3 coaches, Beta's to 2, Gamma's to 1
     with world.store() as store:
-        store.resolve_blocker(
-            store.session.get(Blocker, alpha_id), "console:coach-a", None, world.clock.now()
-        )  # type: ignore[arg-type]
+        resolved = store.session.get(Blocker, alpha_id)
+        assert resolved is not None
+        store.resolve_blocker(resolved, "console:coach-a", None, world.clock.now())
     for day in range(15, 14 + KEEP_SENT.days + 30, 5):
         tick(world, opened + timedelta(days=day), inbox)
-    assert told() == notices  # nobody told twice
+    assert stale_notices(inbox) == notices  # nobody told twice
     kept = [row for row in outbox(world) if row.kind == STALE_KIND]
     assert len(kept) == 3 and not [row for row in kept if row.key.endswith(f"|{alpha_id}")]
 

@@ -42,7 +42,7 @@ from bot.runtime.turns import Turns
 log = logging.getLogger("cda_bot.delivery_process")
 
 RESTART_SECONDS = 1.0  # a child that keeps dying is not started in a tight loop
-DRAIN_SECONDS = 10.0  # how long the child sends what it holds once told to stop
+DRAIN_SECONDS = 10.0  # how long the child handles, and then sends, what it holds once told to stop
 REPORT_SECONDS = 1.0  # how often the child reports its send counts
 BACKLOG_SECONDS = 0.1  # how often the child looks whether its backlog changed, to report it
 
@@ -255,7 +255,7 @@ async def _send_until_stdin_closes(database_url: str) -> None:
             else:
                 hub.deliverer.wake()
     finally:
-        await hub.stop(2 * DRAIN_SECONDS)  # half to handle, half to send
+        await hub.stop(2 * DRAIN_SECONDS)  # half to handle, half to send (`Hub.stop`)
         backlog.cancel()
         reporting.cancel()
         with contextlib.suppress(Exception):
