@@ -352,7 +352,10 @@ def process(
         while True:
             try:
                 if ready_path:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1).read()
+                    body = urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1).read()
+                    # With --delivery-process, load waits for the child too: it would start under it.
+                    if json.loads(body).get("delivery_process", "running") != "running":
+                        raise OSError("the delivery process is starting")
                 else:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break

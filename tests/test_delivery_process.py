@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import select
 
 from bot.core.clock import FixedClock
-from bot.runtime import intake, metrics
+from bot.runtime import delivery_process, intake, metrics
 from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.serve import Server, build_server
 from store.db import make_engine
@@ -76,8 +76,12 @@ def test_replies_go_out_from_the_child_which_comes_back_when_killed_and_ends_wit
         # Sent by the child, counted at the server's /metrics once the child reports it.
         wait_until(lambda: _sends_at(url) == sent_before + 1, 10, "the child's send in the server's metrics")
 
+        wait_until(lambda: _state(url) == "running", 15, "/readyz to say the child runs")
         os.kill(first, signal.SIGKILL)  # what it held goes out from the next one; here it held nothing
+        wait_until(lambda: _state(url) == "starting", 5, "/readyz to say a child is starting")
+        assert httpx.get(f"{url}/readyz").status_code == 200  # still storing what arrives meanwhile
         wait_until(lambda: _child(server) != first, 15, "a new delivery process")
+        wait_until(lambda: _state(url) == "running", 15, "/readyz to say the new child runs")
         assert (
             run.event(event_body(_message("update: tested the form", "1700000000.000200"), "Ev2")).status_code
             == 200
@@ -177,6 +181,10 @@ def test_a_killed_server_leaves_no_delivery_process_behind(tmp_path: Path, mock:
             server.wait()
 
 
+def _state(url: str) -> object:
+    return httpx.get(f"{url}/readyz").json().get("delivery_process")
+
+
 def _sends_at(url: str) -> float:
     body = httpx.get(f"{url}/metrics").text
     found = re.search(r'^cda_bot_sends_total\{platform="slack"\} (\S+)$', body, re.MULTILINE)
@@ -231,6 +239,7 @@ async def test_the_childs_reports_are_added_to_the_servers_counts_and_a_bad_one_
     deliverer = DeliveryProcess(
         [sys.executable, "-c", script], {}, make_engine("sqlite://"), {}, FixedClock(NOW)
     )
+    assert deliverer.state == "starting"
     deliverer.start()
     try:
         for _ in range(100):
@@ -241,7 +250,49 @@ async def test_the_childs_reports_are_added_to_the_servers_counts_and_a_bad_one_
         assert deliverer.running  # a bad report did not stop the server reading the child
         assert caplog.text.count("delivery process report not understood") == 1
         assert deliverer.backlog == 4  # waiting in the child, by its last report
+        assert deliverer.state == "running"  # it reported, so it handles
         deliverer.hand([7, 8])
         assert deliverer.backlog == 6  # and what was handed since, until it says it read them
+    finally:
+        await deliverer.stop(5)
+
+
+async def test_a_child_is_starting_until_it_first_reports_and_again_once_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery_process, "RESTART_SECONDS", 60)  # no next child within the test
+    # A stand-in child that reports once handed something, and ends once handed something more.
+    script = (
+        "import sys\n"
+        "def handed():\n"
+        "    while not sys.stdin.readline().startswith('h'):\n"
+        "        pass\n"
+        "handed()\n"
+        'print(\'{"backlog": 0, "read": 1}\', flush=True)\n'
+        "handed()\n"
+    )
+    deliverer = DeliveryProcess(
+        [sys.executable, "-c", script], {}, make_engine("sqlite://"), {}, FixedClock(NOW)
+    )
+    deliverer.start()
+    try:
+        for _ in range(100):
+            if deliverer.child_pid is not None:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert deliverer.state == "starting"  # started, but not yet handling
+        deliverer.hand([1])
+        for _ in range(100):
+            if deliverer.state == "running":
+                break
+            await asyncio.sleep(0.02)
+        assert deliverer.state == "running"
+        deliverer.hand([2])
+        for _ in range(100):
+            if deliverer.state == "starting":
+                break
+            await asyncio.sleep(0.02)
+        assert deliverer.state == "starting"  # it ended: the next one is not handling yet
     finally:
         await deliverer.stop(5)

@@ -260,6 +260,11 @@ class Deliverer:
         self._into_lanes(rows)
         return len(rows), None if replies_only else next_due
 
+    @property
+    def state(self) -> str | None:
+        """How a process handling and sending for this one stands, for `/readyz`; None: it is this one."""
+        return None
+
     def handoff(self) -> Handoff | None:
         """Where what this process stores is handled: here (None), unless it sends from elsewhere."""
         return None

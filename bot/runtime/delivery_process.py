@@ -68,6 +68,13 @@ class DeliveryProcess(Deliverer):
         # The current child's: ids written to it; and from its last report, how many of them it had
         # read, and how many messages waited to be handled there.
         self._handed = self._read = self._waiting = 0
+        self._reported = False  # the current child has reported: it handled what was pending, and listens
+
+    @property
+    def state(self) -> str:
+        """`running` once the current child has started handling (it reports first after sweeping up
+        what was pending), `starting` before that and while a dead child is replaced."""
+        return "running" if self._reported else "starting"
 
     @property
     def running(self) -> bool:
@@ -114,10 +121,12 @@ class DeliveryProcess(Deliverer):
                 continue
             log.info("delivery process started", extra={"pid": self._child.pid})
             self._handed = self._read = self._waiting = 0  # what the last one held, this one sweeps up
+            self._reported = False
             self.wake()  # whatever was queued while there was no child
             assert self._child.stdout is not None
             # Read until the child's stdout closes, which is when it ends: its last report counts too.
             await _read_reports(self._child.stdout, self._backlog_reported)
+            self._reported = False
             code = await self._child.wait()
             if self._done:
                 return
@@ -126,6 +135,7 @@ class DeliveryProcess(Deliverer):
 
     def _backlog_reported(self, waiting: int, read: int) -> None:
         self._waiting, self._read = waiting, read
+        self._reported = True
 
     def wake(self) -> None:
         self._tell(b"\n")

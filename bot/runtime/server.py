@@ -115,7 +115,12 @@ def build_app(
                 {"status": "unavailable", "error": "database unreachable", "backlog": backlog},
                 status_code=503,
             )
-        return JSONResponse({"status": "ready", "backlog": backlog})
+        body: dict[str, object] = {"status": "ready", "backlog": backlog}
+        if (state := hub.deliverer.state) is not None:
+            # Ready all the same while the delivery process starts: what arrives is stored, and
+            # handled once it runs (past the backlog bound, refused with 503).
+            body["delivery_process"] = state
+        return JSONResponse(body)
 
     async def http_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
