@@ -278,9 +278,22 @@ class AgainstFloor:
     answering: float  # events/s answered by the answering floor, the best round
     cda: float  # events/s stored and answered, the best round
     loop: OpenLoop  # the last round's fixed rate and overload
+    cda2: float  # events/s stored and answered with --delivery-process, the best round
+    p99_cda2: float  # ms, its acknowledgement at the fixed rate, the last round
+    refused_cda2: int  # and what it refused at once there
     acknowledged: list[str]
     lost: int  # acknowledged and not stored
     unanswered: int  # acknowledged and not answered
+
+
+def delivery_process_figures(prefix: str, run: AgainstFloor, rate: float) -> list[Figure]:
+    return [
+        figure(f"{prefix} cda-bot --delivery-process, stored and answered", run.cda2, "ev/s"),
+        figure(f"{prefix} ack p99 at {rate:g}/s offered, --delivery-process", run.p99_cda2, "ms", 50),
+        figure(
+            f"{prefix} refused (503) at {rate:g}/s offered, --delivery-process", run.refused_cda2, "events"
+        ),
+    ]
 
 
 def serve_command(url: str, port: int, *options: str) -> list[str]:
@@ -304,13 +317,15 @@ def against_floor(
     """Rounds of a bare endpoint (`floor_app`), an answering floor (its app, the fake platform's port,
     the call that ends an answer: `answered_rate`), and then `cda-bot serve` on the
     database at `url`, each saturated; in the last round cda-bot also at a fixed offered rate and
-    overloaded; then every acknowledged event checked. A floor that refuses anything, or cda-bot
+    overloaded; then `serve --delivery-process` likewise, without the overload; then every
+    acknowledged event checked. A floor that refuses anything, or cda-bot
     answering other than 200 or 503, means the set-up is wrong, not that a server is slow: no figure
     from it."""
     engine = make_engine(url)
-    floor_port, answering_port, cda_port = free_port(), free_port(), free_port()
+    floor_port, answering_port, cda_port, cda2_port = free_port(), free_port(), free_port(), free_port()
     serve = serve_command(url, cda_port)
-    best_floor = best_cda = best_answering = 0.0
+    best_floor = best_cda = best_answering = best_cda2 = p99_cda2 = 0.0
+    refused_cda2 = 0
     acknowledged: list[str] = []
     loop: OpenLoop | None = None
     for round_ in range(rounds):
@@ -334,10 +349,37 @@ def against_floor(
         if set(tally.statuses) - {200, 503}:
             raise RuntimeError(f"{platform}: unexpected answers from cda-bot {tally.statuses}")
         best_floor, best_cda = max(best_floor, floor_rate), max(best_cda, tally.ok / seconds)
+        with process(serve_command(url, cda2_port, "--delivery-process"), cda2_port, env, folder, "/readyz"):
+            _, tally = asyncio.run(saturate(cda2_port, requests, seconds))
+            acknowledged += tally.acknowledged
+            drain(engine, acknowledged, platform=platform)
+            if round_ == rounds - 1:
+                time.sleep(1)
+                ack = asyncio.run(offered(cda2_port, requests, rate, seconds))
+                acknowledged += ack.acknowledged
+                p99_cda2 = percentile(ack.ack_latencies, 0.99)
+                refused_cda2 = sum(v for k, v in ack.statuses.items() if k != 200)
+                drain(engine, acknowledged, platform=platform)
+        if set(tally.statuses) - {200, 503}:
+            raise RuntimeError(
+                f"{platform}: unexpected answers from cda-bot --delivery-process {tally.statuses}"
+            )
+        best_cda2 = max(best_cda2, tally.ok / seconds)
     assert loop is not None
     lost, unanswered = missing(engine, acknowledged, platform)
     engine.dispose()
-    return AgainstFloor(best_floor, best_answering, best_cda, loop, acknowledged, lost, unanswered)
+    return AgainstFloor(
+        best_floor,
+        best_answering,
+        best_cda,
+        loop,
+        best_cda2,
+        p99_cda2,
+        refused_cda2,
+        acknowledged,
+        lost,
+        unanswered,
+    )
 
 
 @contextmanager
@@ -361,9 +403,9 @@ def process(
                 break
             except OSError:
                 if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{args[2:5]} did not start: {child.stderr.read().decode()[-2000:]}"
-                    ) from None  # type: ignore[union-attr]
+                    log.flush()
+                    said = Path(log.name).read_bytes()[-2000:].decode(errors="replace")
+                    raise RuntimeError(f"{args[2:5]} did not start: {said}") from None
                 time.sleep(0.1)
         yield
     finally:
@@ -702,6 +744,7 @@ def whatsapp(
         figure(f"inbound WhatsApp {name}: cda-bot / bare", run.cda / run.floor, "x"),
         figure(f"inbound WhatsApp {name}: cda-bot / answering", run.cda / run.answering, "x"),
         *open_loop_figures(f"inbound WhatsApp {name}:", run.loop, rate, TWILIO_DEADLINE),
+        *delivery_process_figures(f"inbound WhatsApp {name}:", run, rate),
         figure(f"inbound WhatsApp {name}: acknowledged but not stored", run.lost, "events", 0),
         figure(f"inbound WhatsApp {name}: acknowledged but not answered", run.unanswered, "events", 0),
     ]
@@ -873,6 +916,7 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         figure(f"inbound {name}: Teams, cda-bot / bare", run.cda / run.floor, "x"),
         figure(f"inbound {name}: Teams, cda-bot / answering", run.cda / run.answering, "x"),
         *open_loop_figures(f"inbound {name}: Teams,", run.loop, rate, TEAMS_DEADLINE),
+        *delivery_process_figures(f"inbound {name}: Teams,", run, rate),
         figure(f"inbound {name}: Teams, acknowledged, all runs", len(run.acknowledged), "events"),
         figure(f"inbound {name}: Teams, acknowledged but not stored", run.lost, "events", 0),
         figure(f"inbound {name}: Teams, acknowledged but not answered", run.unanswered, "events", 0),

@@ -77,11 +77,13 @@ def test_replies_go_out_from_the_child_which_comes_back_when_killed_and_ends_wit
         wait_until(lambda: _sends_at(url) == sent_before + 1, 10, "the child's send in the server's metrics")
 
         wait_until(lambda: _state(url) == "running", 15, "/readyz to say the child runs")
+        exits = _exits_at(url)
         os.kill(first, signal.SIGKILL)  # what it held goes out from the next one; here it held nothing
         wait_until(lambda: _state(url) == "starting", 5, "/readyz to say a child is starting")
         assert httpx.get(f"{url}/readyz").status_code == 200  # still storing what arrives meanwhile
         wait_until(lambda: _child(server) != first, 15, "a new delivery process")
         wait_until(lambda: _state(url) == "running", 15, "/readyz to say the new child runs")
+        assert _exits_at(url) == exits + 1
         assert (
             run.event(event_body(_message("update: tested the form", "1700000000.000200"), "Ev2")).status_code
             == 200
@@ -186,8 +188,16 @@ def _state(url: str) -> object:
 
 
 def _sends_at(url: str) -> float:
+    return _metric_at(url, r'cda_bot_sends_total\{platform="slack"\}')
+
+
+def _exits_at(url: str) -> float:
+    return _metric_at(url, "cda_bot_delivery_process_exits_total")
+
+
+def _metric_at(url: str, sample: str) -> float:
     body = httpx.get(f"{url}/metrics").text
-    found = re.search(r'^cda_bot_sends_total\{platform="slack"\} (\S+)$', body, re.MULTILINE)
+    found = re.search(rf"^{sample} (\S+)$", body, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 

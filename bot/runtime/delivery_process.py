@@ -131,6 +131,7 @@ class DeliveryProcess(Deliverer):
             if self._done:
                 return
             log.error("delivery process ended, starting it again", extra={"code": code})
+            metrics.DELIVERY_PROCESS_EXITS.inc()
             await asyncio.sleep(RESTART_SECONDS)
 
     def _backlog_reported(self, waiting: int, read: int) -> None:

@@ -93,6 +93,11 @@ SCHEDULER_PASS_SECONDS = Histogram(
     buckets=PASS_BUCKETS,
     registry=REGISTRY,
 )
+DELIVERY_PROCESS_EXITS = Counter(
+    "cda_bot_delivery_process_exits",
+    "Delivery processes (serve --delivery-process) that ended while the server ran, each started again",
+    registry=REGISTRY,
+)
 
 RETRYING, FAILED = "retrying", "failed"
 
