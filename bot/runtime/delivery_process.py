@@ -10,7 +10,9 @@ it) and claims due outbox rows as any deliverer does (leases: a row goes out onc
 The server still records what platforms report later, and runs the scheduler.
 
 The child is started again if it dies: it then handles everything still pending (what it held, what
-was handed to no child), and what it had claimed goes out once its lease runs out. It ends when its
+was handed to no child), and what it had claimed goes out once its lease runs out. Until a child has
+done that, `/readyz` says `"delivery_process": "starting"`; `cda_bot_delivery_process_exits_total`
+counts the children that died. It ends when its
 stdin closes: when the server stops (it first handles and sends what it holds, for a while) or is
 killed (nothing is left behind running).
 
