@@ -286,6 +286,47 @@ class AgainstFloor:
     unanswered: int  # acknowledged and not answered
 
 
+@dataclass
+class SecondCore:
+    rate: float  # events/s acknowledged at saturation
+    p99: float = 0.0  # ms, the acknowledgement at the fixed rate
+    refused: int = 0  # refused at once at the fixed rate
+
+
+def second_core(
+    serve: list[str],
+    port: int,
+    engine: Engine,
+    env: dict[str, str],
+    folder: Path,
+    requests: Iterator[tuple[str, bytes]],
+    acknowledged: list[str],
+    seconds: float,
+    rate: float | None,
+    platform: str = "slack",
+    settle: float = 0.0,
+) -> SecondCore:
+    """`serve` with a second core (`--delivery-process`, `--workers 2`) saturated, then at `rate`
+    offered unless None; what it acknowledged added to `acknowledged`, and all of it answered before
+    this returns."""
+    with process(serve, port, env, folder, "/readyz"):
+        time.sleep(settle)
+        _, tally = asyncio.run(saturate(port, requests, seconds))
+        if set(tally.statuses) - {200, 503}:
+            raise RuntimeError(f"{platform}: unexpected answers from {serve[5:]} {tally.statuses}")
+        acknowledged.extend(tally.acknowledged)
+        drain(engine, acknowledged, platform=platform)
+        found = SecondCore(tally.ok / seconds)
+        if rate is not None:
+            time.sleep(1)
+            ack = asyncio.run(offered(port, requests, rate, seconds))
+            acknowledged.extend(ack.acknowledged)
+            found.p99 = percentile(ack.ack_latencies, 0.99)
+            found.refused = sum(v for k, v in ack.statuses.items() if k != 200)
+            drain(engine, acknowledged, platform=platform)
+    return found
+
+
 def delivery_process_figures(prefix: str, run: AgainstFloor, rate: float) -> list[Figure]:
     return [
         figure(f"{prefix} cda-bot --delivery-process, stored and answered", run.cda2, "ev/s"),
@@ -349,22 +390,21 @@ def against_floor(
         if set(tally.statuses) - {200, 503}:
             raise RuntimeError(f"{platform}: unexpected answers from cda-bot {tally.statuses}")
         best_floor, best_cda = max(best_floor, floor_rate), max(best_cda, tally.ok / seconds)
-        with process(serve_command(url, cda2_port, "--delivery-process"), cda2_port, env, folder, "/readyz"):
-            _, tally = asyncio.run(saturate(cda2_port, requests, seconds))
-            acknowledged += tally.acknowledged
-            drain(engine, acknowledged, platform=platform)
-            if round_ == rounds - 1:
-                time.sleep(1)
-                ack = asyncio.run(offered(cda2_port, requests, rate, seconds))
-                acknowledged += ack.acknowledged
-                p99_cda2 = percentile(ack.ack_latencies, 0.99)
-                refused_cda2 = sum(v for k, v in ack.statuses.items() if k != 200)
-                drain(engine, acknowledged, platform=platform)
-        if set(tally.statuses) - {200, 503}:
-            raise RuntimeError(
-                f"{platform}: unexpected answers from cda-bot --delivery-process {tally.statuses}"
-            )
-        best_cda2 = max(best_cda2, tally.ok / seconds)
+        second = second_core(
+            serve_command(url, cda2_port, "--delivery-process"),
+            cda2_port,
+            engine,
+            env,
+            folder,
+            requests,
+            acknowledged,
+            seconds,
+            rate if round_ == rounds - 1 else None,
+            platform,
+        )
+        best_cda2 = max(best_cda2, second.rate)
+        if round_ == rounds - 1:
+            p99_cda2, refused_cda2 = second.p99, second.refused
     assert loop is not None
     lost, unanswered = missing(engine, acknowledged, platform)
     engine.dispose()
@@ -573,18 +613,20 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                 port = ports[app]
                 started = time.perf_counter()
                 if app in variants:
-                    with process(serve_command(url, port, *variants[app]), port, env, folder, "/readyz"):
-                        time.sleep(2 if app == "workers" else 0)  # the second worker may still be starting
-                        _, tally = asyncio.run(saturate(port, requests, seconds))
-                        best[app] = max(best.get(app, 0.0), tally.ok / seconds)
-                        acknowledged += tally.acknowledged
-                        drain(engine, acknowledged)
-                        time.sleep(1)
-                        ack = asyncio.run(offered(port, requests, rate, seconds))
-                        acknowledged += ack.acknowledged
-                        seen[f"p99_{app}"] = percentile(ack.ack_latencies, 0.99)
-                        seen[f"refused_{app}"] = sum(v for k, v in ack.statuses.items() if k != 200)
-                        drain(engine, acknowledged)
+                    second = second_core(
+                        serve_command(url, port, *variants[app]),
+                        port,
+                        engine,
+                        env,
+                        folder,
+                        requests,
+                        acknowledged,
+                        seconds,
+                        rate,
+                        settle=2 if app == "workers" else 0,  # the second worker may still be starting
+                    )
+                    best[app] = max(best.get(app, 0.0), second.rate)
+                    seen[f"p99_{app}"], seen[f"refused_{app}"] = second.p99, second.refused
                     continue
                 if app == "cda":
                     context = process(serve, port, env, folder, "/readyz")

@@ -1,6 +1,7 @@
 """Fixtures: a migrated database per test on SQLite and (where TEST_DATABASE_URL is set) PostgreSQL,
 a fixed clock, and `testbot`, which makes a command test one line."""
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -218,3 +219,10 @@ def populate_world(bot: TestBot, also: Callable[[Store, datetime], None] | None 
     for member, city in (("console:a1", "ALPHA"), ("console:b1", "BETA"), ("console:g1", "GAMMA")):
         bot.say(member, f"update: {city}-UPDATE-TEXT")
         bot.say(member, f"blocker: {city}-BLOCKER-TEXT")
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Until `condition` holds, for a test running in the event loop (what it waits for happens there)."""
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.001)

@@ -22,7 +22,7 @@ from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.serve import Server, build_server
 from store.db import make_engine
 from store.models import Update
-from tests.conftest import NOW, TestBot
+from tests.conftest import NOW, TestBot, until
 from tests.slack_fixtures import CHANNEL, Running, mock, slack_settings, slack_world  # noqa: F401
 from tests.slack_harness import SLACK_ENV, MockSlack, event_body, serving, wait_until
 
@@ -245,17 +245,18 @@ async def test_the_childs_reports_are_added_to_the_servers_counts_and_a_bad_one_
         '{"sends|slack": 2, "send_failures|slack|retrying": 1}',
     ]
     script = "".join(f"print({line!r}, flush=True)\n" for line in reports) + "import sys\nsys.stdin.read()\n"
-    sent = metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) or 0.0
+    sent = _sends()
     deliverer = DeliveryProcess(
         [sys.executable, "-c", script], {}, make_engine("sqlite://"), {}, FixedClock(NOW)
     )
     assert deliverer.state == "starting"
     deliverer.start()
     try:
-        for _ in range(100):
-            if metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) == sent + 2:
-                break
-            await asyncio.sleep(0.05)
+        await until(
+            lambda: (
+                metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) == sent + 2
+            )
+        )
         assert metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) == sent + 2
         assert deliverer.running  # a bad report did not stop the server reading the child
         assert caplog.text.count("delivery process report not understood") == 1
@@ -265,6 +266,10 @@ async def test_the_childs_reports_are_added_to_the_servers_counts_and_a_bad_one_
         assert deliverer.backlog == 6  # and what was handed since, until it says it read them
     finally:
         await deliverer.stop(5)
+
+
+def _sends() -> float:
+    return metrics.REGISTRY.get_sample_value("cda_bot_sends_total", {"platform": "slack"}) or 0.0
 
 
 async def test_a_child_is_starting_until_it_first_reports_and_again_once_it_ended(
@@ -286,23 +291,12 @@ async def test_a_child_is_starting_until_it_first_reports_and_again_once_it_ende
     )
     deliverer.start()
     try:
-        for _ in range(100):
-            if deliverer.child_pid is not None:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: deliverer.child_pid is not None)
         await asyncio.sleep(0.3)
         assert deliverer.state == "starting"  # started, but not yet handling
         deliverer.hand([1])
-        for _ in range(100):
-            if deliverer.state == "running":
-                break
-            await asyncio.sleep(0.02)
-        assert deliverer.state == "running"
+        await until(lambda: deliverer.state == "running")
         deliverer.hand([2])
-        for _ in range(100):
-            if deliverer.state == "starting":
-                break
-            await asyncio.sleep(0.02)
-        assert deliverer.state == "starting"  # it ended: the next one is not handling yet
+        await until(lambda: deliverer.state == "starting")  # it ended: the next one is not handling yet
     finally:
         await deliverer.stop(5)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from bot.runtime.turns import Turns
 from store.db import make_engine
 from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus
 from store.repo import Store, open_store
-from tests.conftest import NOW, said
+from tests.conftest import NOW, said, until
 
 LEASE = timedelta(seconds=30)
 
@@ -58,12 +58,6 @@ class ClaimingOutlet(Outlet):
 
     def claiming(self) -> inbox.Claiming:
         return inbox.Claiming(frozenset({"console"}), LEASE)
-
-
-async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.001)
 
 
 @pytest.fixture
@@ -103,10 +97,10 @@ async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
     try:
         assert held.wait(5)
         first = asyncio.ensure_future(intake.submit(_message("update: first")))
-        await _until(lambda: turns._waiting[True] == 1)
+        await until(lambda: turns._waiting[True] == 1)
         later = [asyncio.ensure_future(intake.submit(_message(f"update: later {n}"))) for n in range(2)]
         # All three wait together: the first's batch is not taken before its turn comes.
-        await _until(lambda: len(intake._arriving) == 3)
+        await until(lambda: len(intake._arriving) == 3)
         assert not first.done()
         release.set()
         assert await asyncio.gather(first, *later) == [True, True, True]
@@ -160,7 +154,7 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
     await intake.start()
     try:
         assert await intake.submit(_message("update: handled the long way"))
-        await _until(outlet.woken.is_set)
+        await until(outlet.woken.is_set)
     finally:
         await intake.stop(1)
     assert outlet.taken == []
@@ -211,10 +205,10 @@ async def test_replies_of_a_handling_whose_commit_was_not_confirmed_go_out_witho
     await intake.start()
     try:
         assert await intake.submit(_message("update: committed, though nobody heard"))
-        await _until(lambda: calls["broken"] == 1)
+        await until(lambda: calls["broken"] == 1)
         clock.at = NOW + timedelta(seconds=1)  # the retry's time
-        await _until(lambda: bool(outlet.taken))
-        await _until(lambda: intake.backlog == 0)
+        await until(lambda: bool(outlet.taken))
+        await until(lambda: intake.backlog == 0)
     finally:
         await intake.stop(1)
     assert calls["handled"] == 2  # handled once, and found done the second time
@@ -261,10 +255,10 @@ async def test_the_sweep_does_not_queue_again_what_was_handled_while_it_read(
     assert all(await asyncio.gather(*(intake.submit(_message(f"update: n{n}")) for n in range(5))))
     await intake.start()
     try:
-        await _until(lambda: sum(sizes) == 5 and intake.backlog == 0, 30)
+        await until(lambda: sum(sizes) == 5 and intake.backlog == 0, 30)
         handled.set()
         await asyncio.sleep(0.2)  # the sweep's read back, and anything it queued taken
-        await _until(lambda: intake.backlog == 0, 30)
+        await until(lambda: intake.backlog == 0, 30)
     finally:
         await intake.stop(1)
     assert sum(sizes) == 5
@@ -293,7 +287,7 @@ async def test_a_backlog_is_handled_in_batches_as_big_as_the_database_allows(
     assert all(await asyncio.gather(*(intake.submit(_message(f"update: n{n}")) for n in range(120))))
     await intake.start()
     try:
-        await _until(lambda: intake.backlog == 0, 30)
+        await until(lambda: intake.backlog == 0, 30)
     finally:
         await intake.stop(1)
     assert sum(sizes) == 120

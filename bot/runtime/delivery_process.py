@@ -70,7 +70,9 @@ class DeliveryProcess(Deliverer):
         # The current child's: ids written to it; and from its last report, how many of them it had
         # read, and how many messages waited to be handled there.
         self._handed = self._read = self._waiting = 0
-        self._reported = False  # the current child has reported: it handled what was pending, and listens
+        # The current child has reported: it handled what was pending, and listens. False again once
+        # it ended, until the next one reports.
+        self._reported = False
 
     @property
     def state(self) -> str:
@@ -123,7 +125,6 @@ class DeliveryProcess(Deliverer):
                 continue
             log.info("delivery process started", extra={"pid": self._child.pid})
             self._handed = self._read = self._waiting = 0  # what the last one held, this one sweeps up
-            self._reported = False
             self.wake()  # whatever was queued while there was no child
             assert self._child.stdout is not None
             # Read until the child's stdout closes, which is when it ends: its last report counts too.
@@ -211,11 +212,11 @@ def _say(report: Mapping[str, float]) -> None:
     sys.stdout.flush()
 
 
-async def _report_backlog(intake: Intake, read: list[int]) -> None:
-    """What waits here and how many handed ids were read (`read[0]`), whenever either changed."""
+async def _report_backlog(intake: Intake) -> None:
+    """What waits here and how many handed ids were read, whenever either changed."""
     said: tuple[int, int] | None = None
     while True:
-        now = (intake.backlog, read[0])
+        now = (intake.backlog, intake.taken)
         if now != said:
             said = now
             _say({BACKLOG: now[0], READ: now[1]})
@@ -254,17 +255,14 @@ async def _send_until_stdin_closes(database_url: str) -> None:
     heap.keep_what_is_loaded()
     reported: dict[str, float] = {}
     reporting = asyncio.create_task(_report_every(REPORT_SECONDS, reported))
-    read = [0]
-    backlog = asyncio.create_task(_report_backlog(hub.intake, read))
+    backlog = asyncio.create_task(_report_backlog(hub.intake))
     told = asyncio.StreamReader(limit=2**20)
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(told), sys.stdin)
     try:
         while line := await told.readline():
             if line.startswith(b"h "):
-                ids = [int(word) for word in line.split()[1:]]
-                hub.intake.take(ids)
-                read[0] += len(ids)
+                hub.intake.take(int(word) for word in line.split()[1:])
             else:
                 hub.deliverer.wake()
     finally:

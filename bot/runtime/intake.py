@@ -95,6 +95,7 @@ class Intake:
         self.outlet = outlet
         self.turns = turns or Turns(enabled=False)
         self.handoff = handoff
+        self.taken = 0  # ids given to `take`
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._known: set[int] = set()  # queued, being handled or waiting to retry here: added once
         self._failures: dict[int, int] = {}  # database failures per message, for its backoff
@@ -148,8 +149,7 @@ class Intake:
             if self.handoff is not None:
                 self.handoff.hand(stored_ids)
             else:
-                for inbox_id in stored_ids:
-                    self._add(inbox_id)
+                self.take(stored_ids)
             for (_, stored), accepted in zip(batch, outcome, strict=True):
                 answered = answered or bool(accepted.answered)
                 if not stored.done():
@@ -178,8 +178,10 @@ class Intake:
         return batch
 
     def take(self, inbox_ids: Iterable[int]) -> None:
-        """Messages another process of this server stored, to be handled here."""
+        """Stored messages to be handled here: this intake's own, or another process's of this server
+        (counted in `taken`, which that process is told)."""
         for inbox_id in inbox_ids:
+            self.taken += 1
             self._add(inbox_id)
 
     def _add(self, inbox_id: int) -> None:
