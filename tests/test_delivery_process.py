@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import select
 
 from bot.core.clock import FixedClock
-from bot.runtime import delivery_process, intake, metrics
+from bot.runtime import delivery_process, intake, metrics, serve
 from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.serve import Server, build_server
 from store.db import make_engine
@@ -125,6 +125,51 @@ def test_the_child_handles_what_the_server_stored_even_what_was_handed_to_a_chil
 def _updates(bot: TestBot) -> list[str]:
     with bot.store() as store:
         return [u.text for u in store.session.exec(select(Update))]
+
+
+def test_a_child_that_keeps_dying_at_start_makes_the_server_unready_until_one_lasts(
+    slack_world: TestBot, mock: MockSlack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The first three children end at once: /readyz says failing with 503 (a proxy sends new
+    messages elsewhere), yet what still arrives is stored. The fourth is the real child: once it has
+    lasted, /readyz is 200 again, and the message that arrived meanwhile is answered, once."""
+    monkeypatch.setattr(delivery_process, "RESTART_SECONDS", 0.05)
+    monkeypatch.setattr(delivery_process, "EARLY_SECONDS", 6.0)
+    tries = tmp_path / "tries"
+    script = (
+        "import os, sys\n"
+        f"tries = {str(tries)!r}\n"
+        "n = len(open(tries).read()) if os.path.exists(tries) else 0\n"
+        "open(tries, 'a').write('x')\n"
+        "if n < 3:\n"
+        "    sys.exit(1)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'bot.runtime.delivery_process'])\n"
+    )
+    monkeypatch.setattr(serve, "delivery_command", lambda: [sys.executable, "-c", script])
+    server = build_server(slack_settings(mock), slack_world.engine, slack_world.clock, delivery_process=True)
+    with serving(server.app) as url:
+        run = Running(url, server, mock, slack_world)
+        wait_until(lambda: _state(url) == "failing", 15, "/readyz to say the child keeps failing")
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"] == "delivery process keeps ending"
+        sent = run.event(event_body(_message("update: mapped 40 bus stops", "1700000000.000100"), "Ev1"))
+        assert sent.status_code == 200  # stored all the same, for whichever child lasts
+        [post] = mock.wait_for("chat.postMessage", timeout=15)  # the fourth child handles it
+        assert "recorded for Alpha" in post.params["text"]
+        assert _state(url) == "failing"  # it has not lasted yet
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, 10, "/readyz to be 200 again")
+        assert _state(url) == "running"
+        run.settle()
+    assert len(tries.read_text()) == 4
+    assert len(mock.named("chat.postMessage")) == 1
+
+
+def test_the_pause_before_the_next_child_doubles_once_children_keep_dying_early() -> None:
+    pauses = [delivery_process.restart_pause(n) for n in range(9)]
+    assert pauses[: delivery_process.EARLY_EXITS] == [delivery_process.RESTART_SECONDS] * 3
+    assert pauses[3:7] == [2.0, 4.0, 8.0, 16.0]
+    assert pauses[7:] == [delivery_process.RESTART_SECONDS_MAX] * 2
 
 
 def test_what_waits_in_the_child_counts_against_the_servers_backlog_bound(

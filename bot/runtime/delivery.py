@@ -48,6 +48,7 @@ SHARED_LANE_SENDS = 8
 LOOK_AHEAD = 64  # rows a lane looks through for one whose conversation has nothing in flight
 RECORD_TRIES = 3
 CLAIM_RETRY = timedelta(seconds=1)  # after a claim the database failed
+FAILING = "failing"  # a `state` in which the handling and sending process cannot be relied on
 
 
 STOPPED = "the recipient said stop"
@@ -262,7 +263,8 @@ class Deliverer:
 
     @property
     def state(self) -> str | None:
-        """How a process handling and sending for this one stands, for `/readyz`; None: it is this one."""
+        """How a process handling and sending for this one stands, for `/readyz` (FAILING: unready);
+        None: it is this one."""
         return None
 
     def handoff(self) -> Handoff | None:

@@ -12,7 +12,10 @@ The server still records what platforms report later, and runs the scheduler.
 The child is started again if it dies: it then handles everything still pending (what it held, what
 was handed to no child), and what it had claimed goes out once its lease runs out. Until a child has
 done that, `/readyz` says `"delivery_process": "starting"`; `cda_bot_delivery_process_exits_total`
-counts the children that died. It ends when its
+counts the children that died. A child that keeps dying soon after its start (`EARLY_EXITS` in a row)
+will not handle much here: `/readyz` then says `"failing"` with 503, so that a proxy sends new messages
+to a replica that handles them, and the next child is started after longer and longer pauses (what
+arrives meanwhile is still stored). It ends when its
 stdin closes: when the server stops (it first handles and sends what it holds, for a while) or is
 killed (nothing is left behind running).
 
@@ -29,6 +32,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import Engine
@@ -37,13 +41,15 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.inbox import Claiming
 from bot.core.messages import Adapter
 from bot.runtime import heap, metrics
-from bot.runtime.delivery import Deliverer
+from bot.runtime.delivery import FAILING, Deliverer
 from bot.runtime.intake import Handoff, Intake
 from bot.runtime.turns import Turns
+from bot.runtime.workers import EARLY_EXITS, EARLY_SECONDS
 
 log = logging.getLogger("cda_bot.delivery_process")
 
 RESTART_SECONDS = 1.0  # a child that keeps dying is not started in a tight loop
+RESTART_SECONDS_MAX = 30.0  # the longest pause, doubling from RESTART_SECONDS, once it keeps dying early
 DRAIN_SECONDS = 10.0  # how long the child handles, and then sends, what it holds once told to stop
 REPORT_SECONDS = 1.0  # how often the child reports its send counts
 BACKLOG_SECONDS = 0.1  # how often the child looks whether its backlog changed, to report it
@@ -73,11 +79,19 @@ class DeliveryProcess(Deliverer):
         # The current child has reported: it handled what was pending, and listens. False again once
         # it ended, until the next one reports.
         self._reported = False
+        # Children in a row that ended (or could not be started) within EARLY_SECONDS of their start,
+        # and when the current one started.
+        self._early_exits = 0
+        self._started = 0.0
 
     @property
     def state(self) -> str:
         """`running` once the current child has started handling (it reports first after sweeping up
-        what was pending), `starting` before that and while a dead child is replaced."""
+        what was pending), `starting` before that and while a dead child is replaced; `failing` after
+        EARLY_EXITS early ends in a row, until a child has handled for EARLY_SECONDS."""
+        lasting = self._reported and time.monotonic() - self._started >= EARLY_SECONDS
+        if self._early_exits >= EARLY_EXITS and not lasting:
+            return FAILING
         return "running" if self._reported else "starting"
 
     @property
@@ -115,13 +129,14 @@ class DeliveryProcess(Deliverer):
 
     async def _supervise(self) -> None:
         while not self._done:
+            self._started = time.monotonic()
             try:
                 self._child = await asyncio.create_subprocess_exec(
                     *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=self.env
                 )
             except OSError as error:  # out of processes or memory for a moment: try again
                 log.error("delivery process not started", extra={"error": str(error)})
-                await asyncio.sleep(RESTART_SECONDS)
+                await self._pause()
                 continue
             log.info("delivery process started", extra={"pid": self._child.pid})
             self._handed = self._read = self._waiting = 0  # what the last one held, this one sweeps up
@@ -135,7 +150,19 @@ class DeliveryProcess(Deliverer):
                 return
             log.error("delivery process ended, starting it again", extra={"code": code})
             metrics.DELIVERY_PROCESS_EXITS.inc()
-            await asyncio.sleep(RESTART_SECONDS)
+            await self._pause()
+
+    async def _pause(self) -> None:
+        if time.monotonic() - self._started < EARLY_SECONDS:
+            self._early_exits += 1
+        else:
+            self._early_exits = 0
+        if self._early_exits == EARLY_EXITS:
+            log.error(
+                "delivery process keeps ending soon after its start: /readyz says failing",
+                extra={"early_exits": self._early_exits},
+            )
+        await asyncio.sleep(restart_pause(self._early_exits))
 
     def _backlog_reported(self, waiting: int, read: int) -> None:
         self._waiting, self._read = waiting, read
@@ -171,6 +198,13 @@ class DeliveryProcess(Deliverer):
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
+
+
+def restart_pause(early_exits: int) -> float:
+    """Before the next child: RESTART_SECONDS, doubled for each early end in a row from EARLY_EXITS
+    of them on, up to RESTART_SECONDS_MAX."""
+    beyond = max(0, early_exits - EARLY_EXITS + 1)
+    return float(min(RESTART_SECONDS * 2**beyond, RESTART_SECONDS_MAX))
 
 
 def command() -> list[str]:

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.core.messages import Reply
+from bot.runtime.delivery import FAILING
 from bot.runtime.hub import Hub
 from bot.runtime.metrics import RequestMetrics, metrics_route, published
 from bot.runtime.shedding import Shedding
@@ -118,8 +119,12 @@ def build_app(
         body: dict[str, object] = {"status": "ready", "backlog": backlog}
         if (state := hub.deliverer.state) is not None:
             # Ready all the same while the delivery process starts: what arrives is stored, and
-            # handled once it runs (past the backlog bound, refused with 503).
+            # handled once it runs (past the backlog bound, refused with 503). Not while it keeps
+            # dying: a replica that handles would answer sooner.
             body["delivery_process"] = state
+            if state == FAILING:
+                body.update(status="unavailable", error="delivery process keeps ending")
+                return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
     async def http_error(_: Request, error: Exception) -> Response:
