@@ -9,7 +9,8 @@ bare check of its signature or token and that check answering as cda-bot does, s
 Saturation: events/s with 64 connections kept busy (one told 503 waits 0.1 s before its next).
 Acknowledgement: p50/p99 at a fixed offered rate, started once the saturation run's events are all
 answered (open loop: each event is due at its own instant and its latency counts from then, so
-queueing shows).
+queueing shows), in every round, over the events of all rounds: one 8 s run's p99 moves by 2x or more
+from run to run.
 At the end every event cda-bot acknowledged must be stored once and answered once."""
 
 import asyncio
@@ -222,52 +223,69 @@ def percentile(values: list[float], share: float) -> float:
 
 
 @dataclass
-class OpenLoop:
-    """A server at a fixed offered rate, then at twice what it sustained, then at a trickle. The fixed
-    rate is measured from a server with nothing left to handle or send (the caller drains it first):
-    what a saturation run left behind would otherwise be counted against the rate."""
+class FixedRate:
+    """A server's acknowledgements at the fixed offered rate, over all its runs. Each run starts from a
+    server with nothing left to handle or send (the caller drains it first): what a saturation run left
+    behind would otherwise be counted against the rate."""
 
-    p50: float  # ms, of the events acknowledged (200) at the fixed rate
-    p99: float
-    refused: int  # not 200 at the fixed rate
-    over_late: int  # answered after the platform's deadline, at twice capacity
-    over_refused: int
+    server: str  # for the progress lines
+    latencies: list[float] = field(default_factory=list)  # ms, of the events acknowledged (200)
+    refused: int = 0  # not 200
+
+    def run(self, port: int, requests: Iterator[tuple[str, bytes]], rate: float, seconds: float) -> list[str]:
+        """One more run; the events it acknowledged."""
+        time.sleep(1)
+        tally = asyncio.run(offered(port, requests, rate, seconds))
+        self.latencies += tally.ack_latencies
+        self.refused += sum(v for k, v in tally.statuses.items() if k != 200)
+        p99 = percentile(tally.ack_latencies, 0.99)
+        print(f"    {self.server} at {rate:g}/s offered: ack p99 {p99:.0f} ms", flush=True)
+        return tally.acknowledged
+
+    def figures(self, prefix: str, rate: float, variant: str = "") -> list[Figure]:
+        found = []
+        if not variant:  # the variants' p50s would only lengthen the table
+            found.append(
+                figure(f"{prefix} ack p50 at {rate:g}/s offered", percentile(self.latencies, 0.5), "ms")
+            )
+        return [
+            *found,
+            figure(
+                f"{prefix} ack p99 at {rate:g}/s offered{variant}", percentile(self.latencies, 0.99), "ms", 50
+            ),
+            figure(f"{prefix} refused (503) at {rate:g}/s offered{variant}", self.refused, "events"),
+        ]
+
+
+@dataclass
+class Overload:
+    """A server at twice what it sustained, then at a trickle."""
+
+    late: int  # answered after the platform's deadline, at twice capacity
+    refused: int
     recovered: float  # share answered 200 at the trickle after the overload
     acknowledged: list[str]
 
 
-def open_loop(
-    port: int,
-    requests: Iterator[tuple[str, bytes]],
-    rate: float,
-    capacity: float,
-    seconds: float,
-    deadline_s: float,
-) -> OpenLoop:
-    time.sleep(1)
-    ack = asyncio.run(offered(port, requests, rate, seconds))
+def overload(
+    port: int, requests: Iterator[tuple[str, bytes]], capacity: float, seconds: float, deadline_s: float
+) -> Overload:
     # Twice what it sustains: refused early with 503, never answered late, nothing lost.
     over = asyncio.run(offered(port, requests, max(2 * capacity, 50.0), seconds))
     time.sleep(2)
     after = asyncio.run(offered(port, requests, 20, 2))
-    return OpenLoop(
-        p50=percentile(ack.ack_latencies, 0.5),
-        p99=percentile(ack.ack_latencies, 0.99),
-        refused=sum(v for k, v in ack.statuses.items() if k != 200),
-        over_late=sum(1 for v in over.latencies if v > deadline_s * 1000),
-        over_refused=sum(v for k, v in over.statuses.items() if k != 200),
+    return Overload(
+        late=sum(1 for v in over.latencies if v > deadline_s * 1000),
+        refused=sum(v for k, v in over.statuses.items() if k != 200),
         recovered=after.ok / max(1, sum(after.statuses.values())),
-        acknowledged=ack.acknowledged + over.acknowledged + after.acknowledged,
+        acknowledged=over.acknowledged + after.acknowledged,
     )
 
 
-def open_loop_figures(prefix: str, run: OpenLoop, rate: float, deadline_s: float) -> list[Figure]:
+def overload_figures(prefix: str, run: Overload, deadline_s: float) -> list[Figure]:
     return [
-        figure(f"{prefix} ack p50 at {rate:g}/s offered", run.p50, "ms"),
-        figure(f"{prefix} ack p99 at {rate:g}/s offered", run.p99, "ms", 50),
-        figure(f"{prefix} refused (503) at {rate:g}/s offered", run.refused, "events"),
-        figure(f"{prefix} at 2x capacity, answered after {deadline_s:g} s", run.over_late, "events", 0),
-        figure(f"{prefix} at 2x capacity, refused with 503", run.over_refused, "events"),
+        figure(f"{prefix} at 2x capacity, answered after {deadline_s:g} s", run.late, "events", 0),
+        figure(f"{prefix} at 2x capacity, refused with 503", run.refused, "events"),
         figure(f"{prefix} after overload, share answered 200", run.recovered, "x", 1.0, floor=True),
     ]
 
@@ -277,20 +295,13 @@ class AgainstFloor:
     floor: float  # events/s of the bare endpoint, the best round
     answering: float  # events/s answered by the answering floor, the best round
     cda: float  # events/s stored and answered, the best round
-    loop: OpenLoop  # the last round's fixed rate and overload
+    fixed: FixedRate  # cda-bot at the fixed rate, every round
+    over: Overload  # the last round's overload
     cda2: float  # events/s stored and answered with --delivery-process, the best round
-    p99_cda2: float  # ms, its acknowledgement at the fixed rate, the last round
-    refused_cda2: int  # and what it refused at once there
+    fixed_cda2: FixedRate  # and at the fixed rate, every round
     acknowledged: list[str]
     lost: int  # acknowledged and not stored
     unanswered: int  # acknowledged and not answered
-
-
-@dataclass
-class SecondCore:
-    rate: float  # events/s acknowledged at saturation
-    p99: float = 0.0  # ms, the acknowledgement at the fixed rate
-    refused: int = 0  # refused at once at the fixed rate
 
 
 def second_core(
@@ -302,13 +313,14 @@ def second_core(
     requests: Iterator[tuple[str, bytes]],
     acknowledged: list[str],
     seconds: float,
-    rate: float | None,
+    rate: float,
+    fixed: FixedRate,
     platform: str = "slack",
     settle: float = 0.0,
-) -> SecondCore:
+) -> float:
     """`serve` with a second core (`--delivery-process`, `--workers 2`) saturated, then at `rate`
-    offered unless None; what it acknowledged added to `acknowledged`, and all of it answered before
-    this returns."""
+    offered (into `fixed`); what it acknowledged added to `acknowledged`, and all of it answered before
+    this returns. Events/s acknowledged at saturation."""
     with process(serve, port, env, folder, "/readyz"):
         time.sleep(settle)
         _, tally = asyncio.run(saturate(port, requests, seconds))
@@ -316,24 +328,15 @@ def second_core(
             raise RuntimeError(f"{platform}: unexpected answers from {serve[5:]} {tally.statuses}")
         acknowledged.extend(tally.acknowledged)
         drain(engine, acknowledged, platform=platform)
-        found = SecondCore(tally.ok / seconds)
-        if rate is not None:
-            time.sleep(1)
-            ack = asyncio.run(offered(port, requests, rate, seconds))
-            acknowledged.extend(ack.acknowledged)
-            found.p99 = percentile(ack.ack_latencies, 0.99)
-            found.refused = sum(v for k, v in ack.statuses.items() if k != 200)
-            drain(engine, acknowledged, platform=platform)
-    return found
+        acknowledged.extend(fixed.run(port, requests, rate, seconds))
+        drain(engine, acknowledged, platform=platform)
+    return tally.ok / seconds
 
 
 def delivery_process_figures(prefix: str, run: AgainstFloor, rate: float) -> list[Figure]:
     return [
         figure(f"{prefix} cda-bot --delivery-process, stored and answered", run.cda2, "ev/s"),
-        figure(f"{prefix} ack p99 at {rate:g}/s offered, --delivery-process", run.p99_cda2, "ms", 50),
-        figure(
-            f"{prefix} refused (503) at {rate:g}/s offered, --delivery-process", run.refused_cda2, "events"
-        ),
+        *run.fixed_cda2.figures(prefix, rate, ", --delivery-process"),
     ]
 
 
@@ -357,18 +360,18 @@ def against_floor(
 ) -> AgainstFloor:
     """Rounds of a bare endpoint (`floor_app`), an answering floor (its app, the fake platform's port,
     the call that ends an answer: `answered_rate`), and then `cda-bot serve` on the
-    database at `url`, each saturated; in the last round cda-bot also at a fixed offered rate and
-    overloaded; then `serve --delivery-process` likewise, without the overload; then every
+    database at `url`, each saturated, then at a fixed offered rate, and in the last round overloaded;
+    then `serve --delivery-process` likewise, without the overload; then every
     acknowledged event checked. A floor that refuses anything, or cda-bot
     answering other than 200 or 503, means the set-up is wrong, not that a server is slow: no figure
     from it."""
     engine = make_engine(url)
     floor_port, answering_port, cda_port, cda2_port = free_port(), free_port(), free_port(), free_port()
     serve = serve_command(url, cda_port)
-    best_floor = best_cda = best_answering = best_cda2 = p99_cda2 = 0.0
-    refused_cda2 = 0
+    best_floor = best_cda = best_answering = best_cda2 = 0.0
+    fixed, fixed_cda2 = FixedRate(f"{platform} cda-bot"), FixedRate(f"{platform} cda-bot --delivery-process")
     acknowledged: list[str] = []
-    loop: OpenLoop | None = None
+    over: Overload | None = None
     for round_ in range(rounds):
         with process(uvicorn_args(floor_app, floor_port), floor_port, env, folder):
             floor_rate, floor = asyncio.run(saturate(floor_port, requests, seconds))
@@ -380,12 +383,11 @@ def against_floor(
         with process(serve, cda_port, env, folder, "/readyz"):
             _, tally = asyncio.run(saturate(cda_port, requests, seconds))
             acknowledged += tally.acknowledged
+            drain(engine, acknowledged, platform=platform)  # the fixed rate starts from nothing waiting
+            acknowledged += fixed.run(cda_port, requests, rate, seconds)
             if round_ == rounds - 1:
-                drain(engine, acknowledged, platform=platform)  # the fixed rate starts from nothing waiting
-                loop = open_loop(
-                    cda_port, requests, rate, max(best_cda, tally.ok / seconds), seconds, deadline_s
-                )
-                acknowledged += loop.acknowledged
+                over = overload(cda_port, requests, max(best_cda, tally.ok / seconds), seconds, deadline_s)
+                acknowledged += over.acknowledged
             drain(engine, acknowledged, platform=platform)
         if set(tally.statuses) - {200, 503}:
             raise RuntimeError(f"{platform}: unexpected answers from cda-bot {tally.statuses}")
@@ -399,23 +401,22 @@ def against_floor(
             requests,
             acknowledged,
             seconds,
-            rate if round_ == rounds - 1 else None,
+            rate,
+            fixed_cda2,
             platform,
         )
-        best_cda2 = max(best_cda2, second.rate)
-        if round_ == rounds - 1:
-            p99_cda2, refused_cda2 = second.p99, second.refused
-    assert loop is not None
+        best_cda2 = max(best_cda2, second)
+    assert over is not None
     lost, unanswered = missing(engine, acknowledged, platform)
     engine.dispose()
     return AgainstFloor(
         best_floor,
         best_answering,
         best_cda,
-        loop,
+        fixed,
+        over,
         best_cda2,
-        p99_cda2,
-        refused_cda2,
+        fixed_cda2,
         acknowledged,
         lost,
         unanswered,
@@ -586,12 +587,15 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     best: dict[str, float] = {}
     acknowledged: list[str] = []
     seen: dict[str, float] = {}
-    loop: OpenLoop | None = None
+    fixed = {
+        app: FixedRate(" ".join(("slack cda-bot", *variants.get(app, ())))) for app in ("cda", *variants)
+    }
+    over: Overload | None = None
     with process(uvicorn_args("benchmarks.fake_platforms:app", fake_port), fake_port, env, folder):
         apps = ["bare", "bolt", "answering", "cda", "cda2", "workers"]
         if backend == "postgresql":
             apps.append("replicas")
-        for _ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
+        for round_ in range(rounds):  # interleaved, so a busy moment of the machine hits every app alike
             for app in apps:
                 if app == "replicas":
                     with contextlib.ExitStack() as both:
@@ -623,10 +627,10 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                         acknowledged,
                         seconds,
                         rate,
+                        fixed[app],
                         settle=2 if app == "workers" else 0,  # the second worker may still be starting
                     )
-                    best[app] = max(best.get(app, 0.0), second.rate)
-                    seen[f"p99_{app}"], seen[f"refused_{app}"] = second.p99, second.refused
+                    best[app] = max(best.get(app, 0.0), second)
                     continue
                 if app == "cda":
                     context = process(serve, port, env, folder, "/readyz")
@@ -649,12 +653,14 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                     best["cda"] = max(best.get("cda", 0.0), tally.ok / seconds)
                     acknowledged += tally.acknowledged
                     drain(engine, acknowledged)
-                    loop = open_loop(port, requests, rate, best["cda"], seconds, SLACK_DEADLINE)
-                    acknowledged += loop.acknowledged
+                    acknowledged += fixed["cda"].run(port, requests, rate, seconds)
+                    if round_ == rounds - 1:
+                        over = overload(port, requests, best["cda"], seconds, SLACK_DEADLINE)
+                        acknowledged += over.acknowledged
                     drain(engine, acknowledged)
     lost, unanswered = missing(engine, acknowledged)
     engine.dispose()
-    assert loop is not None
+    assert over is not None
     target = 1500 if backend == "sqlite" else 1000
     return [
         figure(f"inbound {name}: bare signature check", best["bare"], "ev/s", note="floor"),
@@ -670,21 +676,10 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
             if "replicas" in best
             else []
         ),
-        *open_loop_figures(f"inbound {name}:", loop, rate, SLACK_DEADLINE),
-        figure(
-            f"inbound {name}: ack p99 at {rate:g}/s offered, --delivery-process", seen["p99_cda2"], "ms", 50
-        ),
-        figure(f"inbound {name}: ack p99 at {rate:g}/s offered, --workers 2", seen["p99_workers"], "ms", 50),
-        figure(
-            f"inbound {name}: refused (503) at {rate:g}/s offered, --delivery-process",
-            seen["refused_cda2"],
-            "events",
-        ),
-        figure(
-            f"inbound {name}: refused (503) at {rate:g}/s offered, --workers 2",
-            seen["refused_workers"],
-            "events",
-        ),
+        *fixed["cda"].figures(f"inbound {name}:", rate),
+        *overload_figures(f"inbound {name}:", over, SLACK_DEADLINE),
+        *fixed["cda2"].figures(f"inbound {name}:", rate, ", --delivery-process"),
+        *fixed["workers"].figures(f"inbound {name}:", rate, ", --workers 2"),
         figure(f"inbound {name}: acknowledged, all runs", len(acknowledged), "events"),
         figure(f"inbound {name}: acknowledged but not stored", lost, "events", 0),
         figure(f"inbound {name}: acknowledged but not answered", unanswered, "events", 0),
@@ -785,7 +780,8 @@ def whatsapp(
         figure(f"inbound WhatsApp {name}: cda-bot, stored and answered", run.cda, "ev/s"),
         figure(f"inbound WhatsApp {name}: cda-bot / bare", run.cda / run.floor, "x"),
         figure(f"inbound WhatsApp {name}: cda-bot / answering", run.cda / run.answering, "x"),
-        *open_loop_figures(f"inbound WhatsApp {name}:", run.loop, rate, TWILIO_DEADLINE),
+        *run.fixed.figures(f"inbound WhatsApp {name}:", rate),
+        *overload_figures(f"inbound WhatsApp {name}:", run.over, TWILIO_DEADLINE),
         *delivery_process_figures(f"inbound WhatsApp {name}:", run, rate),
         figure(f"inbound WhatsApp {name}: acknowledged but not stored", run.lost, "events", 0),
         figure(f"inbound WhatsApp {name}: acknowledged but not answered", run.unanswered, "events", 0),
@@ -957,7 +953,8 @@ def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
         figure(f"inbound {name}: Teams, stored and answered", run.cda, "ev/s", target, floor=True),
         figure(f"inbound {name}: Teams, cda-bot / bare", run.cda / run.floor, "x"),
         figure(f"inbound {name}: Teams, cda-bot / answering", run.cda / run.answering, "x"),
-        *open_loop_figures(f"inbound {name}: Teams,", run.loop, rate, TEAMS_DEADLINE),
+        *run.fixed.figures(f"inbound {name}: Teams,", rate),
+        *overload_figures(f"inbound {name}: Teams,", run.over, TEAMS_DEADLINE),
         *delivery_process_figures(f"inbound {name}: Teams,", run, rate),
         figure(f"inbound {name}: Teams, acknowledged, all runs", len(run.acknowledged), "events"),
         figure(f"inbound {name}: Teams, acknowledged but not stored", run.lost, "events", 0),
