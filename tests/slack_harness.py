@@ -105,14 +105,22 @@ class MockSlack:
     def api_url(self) -> str:
         return f"{self.base_url}/api/"
 
-    def named(self, method: str) -> list[Call]:
+    def named(self, method: str, channel: str | None = None) -> list[Call]:
+        """The calls of `method`; with `channel`, only those to it (a server on the real clock also
+        sends what its scheduler finds due, such as a coach's Monday digest)."""
         with self.lock:
-            return [c for c in self.calls if c.method == method]
+            return [
+                c
+                for c in self.calls
+                if c.method == method and (channel is None or c.params.get("channel") == channel)
+            ]
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 10) -> list[Call]:
+    def wait_for(
+        self, method: str, count: int = 1, timeout: float = 10, channel: str | None = None
+    ) -> list[Call]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.named(method)
+            found = self.named(method, channel)
             if len(found) >= count:
                 return found
             time.sleep(0.02)

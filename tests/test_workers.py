@@ -137,7 +137,9 @@ def _send_all(url: str, numbers: range) -> list[str]:
 
 
 def _answered(mock: MockSlack) -> list[str]:
-    return [call.params.get("thread_ts", "") for call in mock.named("chat.postMessage")]
+    """The events answered in the channel (on the real clock the scheduler may also send a coach's
+    digest, to the coach)."""
+    return [call.params.get("thread_ts", "") for call in mock.named("chat.postMessage", CHANNEL)]
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
