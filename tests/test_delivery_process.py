@@ -134,7 +134,7 @@ def test_a_child_that_keeps_dying_at_start_makes_the_server_unready_until_one_la
     messages elsewhere), yet what still arrives is stored. The fourth is the real child: once it has
     lasted, /readyz is 200 again, and the message that arrived meanwhile is answered, once."""
     monkeypatch.setattr(delivery_process, "RESTART_SECONDS", 0.05)
-    monkeypatch.setattr(delivery_process, "EARLY_SECONDS", 6.0)
+    monkeypatch.setattr(delivery_process, "EARLY_SECONDS", 8.0)
     tries = tmp_path / "tries"
     script = (
         "import os, sys\n"
@@ -158,7 +158,7 @@ def test_a_child_that_keeps_dying_at_start_makes_the_server_unready_until_one_la
         [post] = mock.wait_for("chat.postMessage", timeout=15)  # the fourth child handles it
         assert "recorded for Alpha" in post.params["text"]
         assert _state(url) == "failing"  # it has not lasted yet
-        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, 10, "/readyz to be 200 again")
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, 15, "/readyz to be 200 again")
         assert _state(url) == "running"
         run.settle()
     assert len(tries.read_text()) == 4
