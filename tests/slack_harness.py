@@ -105,26 +105,28 @@ class MockSlack:
     def api_url(self) -> str:
         return f"{self.base_url}/api/"
 
-    def named(self, method: str, channel: str | None = None) -> list[Call]:
-        """The calls of `method`; with `channel`, only those to it (a server on the real clock also
-        sends what its scheduler finds due, such as a coach's Monday digest)."""
+    def named(self, method: str) -> list[Call]:
         with self.lock:
-            return [
-                c
-                for c in self.calls
-                if c.method == method and (channel is None or c.params.get("channel") == channel)
-            ]
+            return [c for c in self.calls if c.method == method]
 
-    def wait_for(
-        self, method: str, count: int = 1, timeout: float = 10, channel: str | None = None
-    ) -> list[Call]:
+    def wait_for(self, method: str, count: int = 1, timeout: float = 10) -> list[Call]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.named(method, channel)
+            found = self.named(method)
             if len(found) >= count:
                 return found
             time.sleep(0.02)
         raise AssertionError(f"expected {count} {method} call(s), got {self.named(method)}")
+
+    def replies(self, channel: str) -> list[Call]:
+        """The posts to `channel` in a message's thread: the answers to messages. A server on the real
+        clock also posts what its scheduler finds due, which answer nothing (a session's reminders to
+        the channel, a coach's Monday digest to the coach)."""
+        return [
+            c
+            for c in self.named("chat.postMessage")
+            if c.params.get("channel") == channel and c.params.get("thread_ts")
+        ]
 
     async def _record(self, method: str, request: Request) -> dict[str, Any]:
         raw = await request.body()

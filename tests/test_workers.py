@@ -137,9 +137,8 @@ def _send_all(url: str, numbers: range) -> list[str]:
 
 
 def _answered(mock: MockSlack) -> list[str]:
-    """The events answered in the channel (on the real clock the scheduler may also send a coach's
-    digest, to the coach)."""
-    return [call.params.get("thread_ts", "") for call in mock.named("chat.postMessage", CHANNEL)]
+    """The events answered (on the real clock the scheduler may also post a reminder or a digest)."""
+    return [call.params["thread_ts"] for call in mock.replies(CHANNEL)]
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
