@@ -750,8 +750,8 @@ def whatsapp_env(fake_port: int) -> dict[str, str]:
 def whatsapp(
     backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2
 ) -> list[Figure]:
-    """WhatsApp inbound on one database, beside a bare endpoint checking Twilio's signature; in the last
-    round also at a fixed offered rate and overloaded."""
+    """WhatsApp inbound on one database, beside a bare endpoint checking Twilio's signature; each round
+    also at a fixed offered rate, and the last overloaded."""
     name = label(backend)
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-wa-"))
     seed_numbers(url)
@@ -923,8 +923,8 @@ def teams_platform(folder: Path, latency_ms: int = 0) -> Iterator[TeamsFakes]:
 def teams(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rounds: int = 2) -> list[Figure]:
     """Teams inbound on one database: channel posts with a Bot Framework token signed by a local key
     (published by a local OpenID metadata and JWKS), beside a bare endpoint that only checks that
-    token; replies go to a local Bot Connector with a token from a local Entra. In the last round also at
-    a fixed offered rate and overloaded."""
+    token; replies go to a local Bot Connector with a token from a local Entra. Each round also at a
+    fixed offered rate, and the last overloaded."""
     name = label(backend)
     folder = Path(tempfile.mkdtemp(prefix="cda-inbound-teams-"))
     seed_teams(url)
