@@ -304,33 +304,35 @@ class AgainstFloor:
     unanswered: int  # acknowledged and not answered
 
 
-def second_core(
-    serve: list[str],
-    port: int,
-    engine: Engine,
-    env: dict[str, str],
-    folder: Path,
-    requests: Iterator[tuple[str, bytes]],
-    acknowledged: list[str],
-    seconds: float,
-    rate: float,
-    fixed: FixedRate,
-    platform: str = "slack",
-    settle: float = 0.0,
-) -> float:
-    """`serve` with a second core (`--delivery-process`, `--workers 2`) saturated, then at `rate`
-    offered (into `fixed`); what it acknowledged added to `acknowledged`, and all of it answered before
-    this returns. Events/s acknowledged at saturation."""
-    with process(serve, port, env, folder, "/readyz"):
+@dataclass
+class Load:
+    """What the servers of one platform's run share: the database and the servers' settings, the
+    folder for their logs, the signed requests, how long each run lasts and the fixed rate offered, and
+    every event acknowledged so far (all checked at the end)."""
+
+    engine: Engine
+    env: dict[str, str]
+    folder: Path
+    requests: Iterator[tuple[str, bytes]]
+    seconds: float
+    rate: float
+    platform: str = "slack"
+    acknowledged: list[str] = field(default_factory=list)
+
+
+def second_core(serve: list[str], port: int, load: Load, fixed: FixedRate, settle: float = 0.0) -> float:
+    """`serve` with a second core (`--delivery-process`, `--workers 2`) saturated, then at the fixed
+    rate (into `fixed`); what it acknowledged added to the load's, and all of it answered before this
+    returns. Events/s acknowledged at saturation."""
+    with process(serve, port, load.env, load.folder, "/readyz"):
         time.sleep(settle)
-        _, tally = asyncio.run(saturate(port, requests, seconds))
-        if set(tally.statuses) - {200, 503}:
-            raise RuntimeError(f"{platform}: unexpected answers from {serve[5:]} {tally.statuses}")
-        acknowledged.extend(tally.acknowledged)
-        drain(engine, acknowledged, platform=platform)
-        acknowledged.extend(fixed.run(port, requests, rate, seconds))
-        drain(engine, acknowledged, platform=platform)
-    return tally.ok / seconds
+        _, tally = asyncio.run(saturate(port, load.requests, load.seconds))
+        accepted_or_shed(tally, f"{load.platform} {serve[5:]}")
+        load.acknowledged += tally.acknowledged
+        drain(load.engine, load.acknowledged, platform=load.platform)
+        load.acknowledged += fixed.run(port, load.requests, load.rate, load.seconds)
+        drain(load.engine, load.acknowledged, platform=load.platform)
+    return tally.ok / load.seconds
 
 
 def delivery_process_figures(prefix: str, run: AgainstFloor, rate: float) -> list[Figure]:
@@ -371,6 +373,7 @@ def against_floor(
     best_floor = best_cda = best_answering = best_cda2 = 0.0
     fixed, fixed_cda2 = FixedRate(f"{platform} cda-bot"), FixedRate(f"{platform} cda-bot --delivery-process")
     acknowledged: list[str] = []
+    load = Load(engine, env, folder, requests, seconds, rate, platform, acknowledged)
     over: Overload | None = None
     for round_ in range(rounds):
         with process(uvicorn_args(floor_app, floor_port), floor_port, env, folder):
@@ -389,22 +392,9 @@ def against_floor(
                 over = overload(cda_port, requests, max(best_cda, tally.ok / seconds), seconds, deadline_s)
                 acknowledged += over.acknowledged
             drain(engine, acknowledged, platform=platform)
-        if set(tally.statuses) - {200, 503}:
-            raise RuntimeError(f"{platform}: unexpected answers from cda-bot {tally.statuses}")
+        accepted_or_shed(tally, f"{platform} cda-bot")
         best_floor, best_cda = max(best_floor, floor_rate), max(best_cda, tally.ok / seconds)
-        second = second_core(
-            serve_command(url, cda2_port, "--delivery-process"),
-            cda2_port,
-            engine,
-            env,
-            folder,
-            requests,
-            acknowledged,
-            seconds,
-            rate,
-            fixed_cda2,
-            platform,
-        )
+        second = second_core(serve_command(url, cda2_port, "--delivery-process"), cda2_port, load, fixed_cda2)
         best_cda2 = max(best_cda2, second)
     assert over is not None
     lost, unanswered = missing(engine, acknowledged, platform)
@@ -526,6 +516,13 @@ def only_200(tally: Tally, server: str) -> None:
         raise RuntimeError(f"{server} answered {tally.statuses}")
 
 
+def accepted_or_shed(tally: Tally, server: str) -> None:
+    """cda-bot answers 200, or 503 past its capacity: anything else means the set-up is wrong, and its
+    figures would mean nothing."""
+    if set(tally.statuses) - {200, 503}:
+        raise RuntimeError(f"unexpected answers from {server}: {tally.statuses}")
+
+
 def answered_rate(
     port: int, fake_port: int, requests: Iterator[tuple[str, bytes]], seconds: float, last_call: str
 ) -> float:
@@ -586,6 +583,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
     variants = {"cda2": ("--delivery-process",), "workers": ("--workers", "2")}
     best: dict[str, float] = {}
     acknowledged: list[str] = []
+    load = Load(engine, env, folder, requests, seconds, rate, acknowledged=acknowledged)
     seen: dict[str, float] = {}
     fixed = {
         app: FixedRate(" ".join(("slack cda-bot", *variants.get(app, ())))) for app in ("cda", *variants)
@@ -620,13 +618,7 @@ def slack(backend: str, url: str, seconds: float = 8.0, rate: float = 500.0, rou
                     second = second_core(
                         serve_command(url, port, *variants[app]),
                         port,
-                        engine,
-                        env,
-                        folder,
-                        requests,
-                        acknowledged,
-                        seconds,
-                        rate,
+                        load,
                         fixed[app],
                         settle=2 if app == "workers" else 0,  # the second worker may still be starting
                     )

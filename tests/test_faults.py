@@ -196,11 +196,7 @@ def pending_inbox(engine: Engine) -> int:
 
 def replies(mock: MockSlack, event: SlackEvent) -> list[Call]:
     """The posts in `event`'s thread (every post the mock received: it answers each with ok)."""
-    return [
-        call
-        for call in mock.named("chat.postMessage")
-        if call.params.get("thread_ts") == event.ts and call.params.get("channel") == event.channel
-    ]
+    return [call for call in mock.replies(event.channel) if call.params["thread_ts"] == event.ts]
 
 
 def answers_its_update(call: Call, update_id: int | None) -> bool:

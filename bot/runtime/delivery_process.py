@@ -12,10 +12,10 @@ The server still records what platforms report later, and runs the scheduler.
 The child is started again if it dies: it then handles everything still pending (what it held, what
 was handed to no child), and what it had claimed goes out once its lease runs out. Until a child has
 done that, `/readyz` says `"delivery_process": "starting"`; `cda_bot_delivery_process_exits_total`
-counts the children that died. A child that keeps dying soon after its start (`EARLY_EXITS` in a row)
-will not handle much here: `/readyz` then says `"failing"` with 503, so that a proxy sends new messages
-to a replica that handles them, and the next child is started after longer and longer pauses (what
-arrives meanwhile is still stored). It ends when its
+counts the children that died. A child that keeps dying soon after its start (counted as `serve
+--workers` counts a worker's) will not handle much here: `/readyz` then says `"failing"` with 503, so
+that a proxy sends new messages to a replica that handles them, and the next child is started after
+longer and longer pauses (what arrives meanwhile is still stored). It ends when its
 stdin closes: when the server stops (it first handles and sends what it holds, for a while) or is
 killed (nothing is left behind running).
 
@@ -40,11 +40,10 @@ from sqlalchemy import Engine
 from bot.core.clock import Clock, SystemClock
 from bot.core.inbox import Claiming
 from bot.core.messages import Adapter
-from bot.runtime import heap, metrics
+from bot.runtime import heap, metrics, workers
 from bot.runtime.delivery import FAILING, Deliverer
 from bot.runtime.intake import Handoff, Intake
 from bot.runtime.turns import Turns
-from bot.runtime.workers import EARLY_EXITS, EARLY_SECONDS
 
 log = logging.getLogger("cda_bot.delivery_process")
 
@@ -89,8 +88,8 @@ class DeliveryProcess(Deliverer):
         """`running` once the current child has started handling (it reports first after sweeping up
         what was pending), `starting` before that and while a dead child is replaced; `failing` after
         EARLY_EXITS early ends in a row, until a child has handled for EARLY_SECONDS."""
-        lasting = self._reported and time.monotonic() - self._started >= EARLY_SECONDS
-        if self._early_exits >= EARLY_EXITS and not lasting:
+        lasting = self._reported and time.monotonic() - self._started >= workers.EARLY_SECONDS
+        if self._early_exits >= workers.EARLY_EXITS and not lasting:
             return FAILING
         return "running" if self._reported else "starting"
 
@@ -153,11 +152,8 @@ class DeliveryProcess(Deliverer):
             await self._pause()
 
     async def _pause(self) -> None:
-        if time.monotonic() - self._started < EARLY_SECONDS:
-            self._early_exits += 1
-        else:
-            self._early_exits = 0
-        if self._early_exits == EARLY_EXITS:
+        self._early_exits = workers.exits_in_a_row(self._early_exits, self._started)
+        if self._early_exits == workers.EARLY_EXITS:
             log.error(
                 "delivery process keeps ending soon after its start: /readyz says failing",
                 extra={"early_exits": self._early_exits},
@@ -203,7 +199,7 @@ class DeliveryProcess(Deliverer):
 def restart_pause(early_exits: int) -> float:
     """Before the next child: RESTART_SECONDS, doubled for each early end in a row from EARLY_EXITS
     of them on, up to RESTART_SECONDS_MAX."""
-    beyond = max(0, early_exits - EARLY_EXITS + 1)
+    beyond = max(0, early_exits - workers.EARLY_EXITS + 1)
     return float(min(RESTART_SECONDS * 2**beyond, RESTART_SECONDS_MAX))
 
 

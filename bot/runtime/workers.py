@@ -50,6 +50,12 @@ class _Worker:
     early_exits: int = 0
 
 
+def exits_in_a_row(before: int, started: float) -> int:
+    """Early exits in a row, with one just now of a process started at `started` (`time.monotonic()`):
+    one more than `before` if it ran less than EARLY_SECONDS, else none."""
+    return before + 1 if time.monotonic() - started < EARLY_SECONDS else 0
+
+
 def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
     """The sockets the workers accept on, one each (one for all of them where the kernel cannot spread
     connections over several), bound here so that a port in use is one error before any worker starts.
@@ -125,9 +131,8 @@ def supervise(
                 if code is None or stopping:
                     continue
                 multiprocess.mark_process_dead(worker.process.pid, folder)
-                early = time.monotonic() - worker.started < EARLY_SECONDS
-                exits = worker.early_exits + 1 if early else 0
-                log.warning("worker exited", extra={"worker": worker.index, "code": code, "early": early})
+                exits = exits_in_a_row(worker.early_exits, worker.started)
+                log.warning("worker exited", extra={"worker": worker.index, "code": code, "early": exits > 0})
                 if exits >= EARLY_EXITS:
                     log.error("worker keeps exiting at start: stopping", extra={"worker": worker.index})
                     stopping.append(0)
