@@ -1,0 +1,135 @@
+"""Audit: one city's data must not reach a conversation or person that may not see it (SPEC, Promise
+"Cities see only their own data": a reply is posted in a conversation only if everyone there may see
+all of it; a bound channel sees its own city only).
+
+Every test here drives the real paths (the dispatcher through `TestBot`, the planner and the one
+deliverer through `PassRunner`) against the `world` of tests/conftest.py: alpha bound to
+slack:T0001:C0001, beta, gamma, their members, coaches and sessions.
+
+The defect these tests show: an unprompted message (reminder, nudge, coach notice) is addressed when
+it is planned, and the deliverer sends it later to that recipient without asking whether the recipient
+may still see the city it is about. A message still queued when an admin re-binds or un-binds a
+channel, moves a member to another city, or takes a coach off a city goes out anyway, to a channel or
+person that may no longer see that city. Rows stay queued for real: a platform that is down or rate
+limiting (retried for up to ~1.5 hours), an adapter that is not running in this process (the rows wait
+for it), a Teams person the bot cannot reach yet.
+"""
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from bot import admin
+from bot.core.clock import FixedClock
+from bot.core.messages import DeliveryError, Reply
+from bot.runtime.delivery import Deliverer
+from bot.runtime.ratelimit import RateLimiter
+from scheduler.runner import PassRunner
+from store.models import Role
+from tests.conftest import TestBot
+
+ALPHA_CHANNEL = "slack:T0001:C0001"  # bound to alpha in the world
+# Monday 30 Nov 2026 16:00 UTC: 24 hours before Alpha's weekly session (Tue 1 Dec 10:00 America/Chicago),
+# when Alpha's 24-hour reminder is due for its channel (and, on the console, for its member a1).
+ALPHA_REMINDER_DUE = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+LATER = datetime(2026, 11, 30, 16, 5, tzinfo=UTC)  # past the retry of a send that failed at 16:00
+
+
+class Platform:
+    """An adapter that records what it is given to send, or fails while `down` is set."""
+
+    def __init__(self, clock: FixedClock, platform: str) -> None:
+        self.platform = platform
+        self.clock = clock
+        self.down: Exception | None = None
+        self.received: list[tuple[str, Reply]] = []
+
+    async def send(
+        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
+    ) -> None:
+        await asyncio.sleep(0)
+        if self.down is not None:
+            raise self.down
+        self.received.append((recipient, reply))
+
+    def to(self, recipient: str) -> list[Reply]:
+        return [reply for who, reply in self.received if who == recipient]
+
+
+def _pass(bot: TestBot, at: datetime, *platforms: Platform) -> None:
+    """One scheduler pass at `at` (plan what is due, deliver it), as `cda-bot tick` runs it."""
+    bot.clock.set(at)
+    deliverer = Deliverer(bot.engine, {p.platform: p for p in platforms}, bot.clock, RateLimiter(intervals={}))
+    asyncio.run(PassRunner(bot.engine, deliverer, bot.clock).run())
+
+
+def _shows(reply: Reply, *marks: str) -> bool:
+    text = " ".join([reply.text, reply.title or "", *reply.items])
+    return any(mark in text for mark in marks)
+
+
+def _alpha_reminder_queued_while_slack_is_down(world: TestBot) -> tuple[Platform, Platform]:
+    slack, console = Platform(world.clock, "slack"), Platform(world.clock, "console")
+    slack.down = DeliveryError("slack rate limited", retry_after=60)
+    _pass(world, ALPHA_REMINDER_DUE, slack, console)
+    assert slack.received == []  # the reminder for Alpha's channel waits in the outbox for a retry
+    slack.down = None
+    return slack, console
+
+
+def test_rebound_channel_is_not_sent_the_old_citys_queued_reminder(world: TestBot) -> None:
+    """The channel was Alpha's when Alpha's reminder was planned; an admin then binds it to Beta (the
+    binding was wrong, or the channel changed hands). The channel is Beta's now and sees Beta only, yet
+    the queued Alpha reminder (Alpha's session time, phase and open-blocker count) is posted in it."""
+    slack, console = _alpha_reminder_queued_while_slack_is_down(world)
+    with world.store() as store:
+        _binding, before = admin.bind(store, ALPHA_CHANNEL, "beta", world.clock.now())
+        assert before is not None and before.slug == "alpha"
+    _pass(world, LATER, slack, console)
+    leaked = [r for r in slack.to(ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
+    assert leaked == [], f"Beta's channel was sent Alpha's data: {leaked[0].text!r}"
+
+
+def test_unbound_channel_is_not_sent_the_old_citys_queued_reminder(world: TestBot) -> None:
+    """Un-bound, the channel is a shared conversation that sees no city's data; the queued Alpha
+    reminder still goes to it."""
+    slack, console = _alpha_reminder_queued_while_slack_is_down(world)
+    with world.store() as store:
+        assert admin.unbind(store, ALPHA_CHANNEL).slug == "alpha"
+    _pass(world, LATER, slack, console)
+    leaked = [r for r in slack.to(ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
+    assert leaked == [], f"an unbound channel was sent Alpha's data: {leaked[0].text!r}"
+
+
+def test_member_moved_to_another_city_is_not_sent_the_old_citys_queued_reminder(world: TestBot) -> None:
+    """a1 hears Alpha's reminders directly (Alpha has no console channel). While the console is down,
+    an admin moves a1 to Beta (remove, then add: the roster has no move). a1 is now a member of Beta
+    only, and a member sees their own city only; the queued Alpha reminder still reaches them."""
+    slack, console = Platform(world.clock, "slack"), Platform(world.clock, "console")
+    console.down = DeliveryError("console unreachable")
+    _pass(world, ALPHA_REMINDER_DUE, slack, console)
+    assert console.received == []
+    with world.store() as store:
+        admin.remove_person(store, "console:a1", Role.member)
+        admin.add_member(store, "console:a1", "beta", world.clock.now(), "Ann, now of Beta")
+    console.down = None
+    _pass(world, LATER, slack, console)
+    leaked = [r for r in console.to("console:a1") if _shows(r, "ALPHA", "Alpha")]
+    assert leaked == [], f"Beta's member was sent Alpha's data: {leaked[0].text!r}"
+
+
+def test_coach_taken_off_a_city_is_not_sent_its_queued_blocker_notice(world: TestBot) -> None:
+    """Alpha's coaches are told of a new blocker, with its text. While the notice waits (the coach's
+    platform down), an admin takes coach-ab off Alpha: coach-ab coaches Beta only and may no longer
+    see Alpha, yet the queued notice carrying Alpha's blocker text reaches them."""
+    console = Platform(world.clock, "console")
+    console.down = DeliveryError("console unreachable")
+    assert "Blocker #" in world.say("console:a1", "blocker: ALPHA-SECRET-PROCUREMENT-ISSUE")
+    _pass(world, world.clock.now(), console)
+    with world.store() as store:
+        admin.remove_person(store, "console:coach-ab", Role.coach, ["alpha"])
+    console.down = None
+    _pass(world, LATER, console)
+    assert any(_shows(r, "ALPHA-SECRET") for r in console.to("console:coach-a"))  # still Alpha's coach
+    leaked = [r for r in console.to("console:coach-ab") if _shows(r, "ALPHA-SECRET", "Alpha")]
+    assert leaked == [], f"a coach of Beta only was sent Alpha's blocker: {leaked[0].text!r}"
