@@ -738,6 +738,8 @@ def _plan_digests(store: Store, ids: list[int], run: _Pass) -> _Work:
     data = DigestData(sections.figures, {}, {}, {})
     for coach, key, local in due:
         reply = digest_of(t, data, shown[coach.id], now, section=lambda c: sections.text[c.id])
+        # Named, so the deliverer can tell whether the coach still coaches them all when it is sent.
+        reply.about = [c.id for c in shown[coach.id]]
         when = datetime.combine(local.date(), time(DIGEST_HOUR), local.tzinfo)
         payload = json.dumps(reply.model_dump(mode="json"))
         work.rows.append(

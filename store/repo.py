@@ -144,10 +144,6 @@ class Store:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def has_stopped(self, identity: str) -> bool:
-        query = select(Person.stopped_at).where(Person.identity == identity)
-        return self.session.exec(query).first() is not None
-
     # -- join codes -----------------------------------------------------------------------------
     def add_join_code(self, code: JoinCode) -> JoinCode:
         self.session.add(code)

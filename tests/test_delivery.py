@@ -395,15 +395,17 @@ async def test_a_send_the_database_failed_before_is_put_back_by_the_next_claim(
     """An unprompted message reads how to reach its recipient before it is sent; the database fails
     that read once. The clock stands still here, so a lease would never run out to free the row."""
     world.say("console:a1", "blocker: the vendor went silent")
-    reference, failed = Deliverer._reference, []
+    reachable, failed = Deliverer._reachable, []
 
-    def fails_once(deliverer: Deliverer, recipient: str) -> tuple[dict[str, Any] | None, bool]:
+    def fails_once(
+        deliverer: Deliverer, recipient: str, cities: set[int]
+    ) -> tuple[dict[str, Any] | None, str | None]:
         if not failed:
             failed.append(recipient)
             raise OperationalError("SELECT", {}, ConnectionResetError("the server closed the connection"))
-        return reference(deliverer, recipient)
+        return reachable(deliverer, recipient, cities)
 
-    monkeypatch.setattr(Deliverer, "_reference", fails_once)
+    monkeypatch.setattr(Deliverer, "_reachable", fails_once)
     adapter = Recorder()
     deliverer = Deliverer(world.engine, {"console": adapter}, world.clock)
     deliverer.start()

@@ -1,13 +1,21 @@
-"""Who may see a reply: the one rule every platform's replies go through.
+"""Who may see a message: the one rule every platform's replies and unprompted messages go through.
 
 A reply is posted in a conversation only if everyone there may see all of it: a channel bound to a city
 sees that city's data only, any other shared conversation sees no city's data. Anything else goes
 privately to the person who asked, with a short line in the conversation saying so. A personal reply
-(a sign-in link) always goes privately, whoever else may see the conversation."""
+(a sign-in link) always goes privately, whoever else may see the conversation.
+
+An unprompted message (a reminder, a nudge, a digest, a coach's notice) is addressed when it is planned
+and may wait in the outbox (a platform down, a retry): `may_be_told` asks the rule again when it is
+sent, since a channel may have been bound to another city meanwhile, a member moved or a coach taken
+off a city."""
+
+from collections.abc import Iterable
 
 from bot.core.i18n import N_, Translator
 from bot.core.messages import InboundMessage, Outgoing, Reply
-from store.models import City
+from store.models import City, Role
+from store.views import Whereabouts
 
 SENT_PRIVATELY = N_("I've sent you the answer in a direct message: it shows data this channel doesn't see.")
 SENT_PERSONALLY = N_("I've sent you the answer in a direct message: it is for you alone.")
@@ -16,6 +24,24 @@ SENT_PERSONALLY = N_("I've sent you the answer in a direct message: it is for yo
 def visible_cities(channel_city: City | None) -> set[int]:
     """The cities whose data everyone in a shared conversation may see."""
     return {channel_city.id} if channel_city is not None and channel_city.id is not None else set()
+
+
+def may_be_told(recipient: Whereabouts, cities: Iterable[int]) -> bool:
+    """Whether a message about `cities` may go to a recipient now (`recipient`: their whereabouts as a
+    person and as a conversation): a bound conversation sees its own city only, a person what their
+    role lets them, any other conversation no city's data."""
+    return set(cities) <= _seen_by(recipient)
+
+
+def _seen_by(recipient: Whereabouts) -> set[int]:
+    if recipient.channel_city is not None:
+        return visible_cities(recipient.channel_city)
+    person = recipient.person
+    if person is None:
+        return set()
+    if person.role == Role.member:
+        return {person.city_id} if person.city_id is not None else set()
+    return set(recipient.accessible or ())
 
 
 def address(

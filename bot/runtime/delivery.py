@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from bot.core.audience import may_be_told
 from bot.core.clock import Clock
 from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND, Claiming
@@ -25,6 +26,7 @@ from bot.runtime import metrics
 from bot.runtime.intake import Handoff
 from bot.runtime.ratelimit import RateLimiter, limit_key
 from bot.runtime.turns import Turns
+from store import views
 from store.db import is_transient, reader
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import Claim, Finished, open_store
@@ -52,9 +54,21 @@ FAILING = "failing"  # a `state` in which the handling and sending process canno
 
 
 STOPPED = "the recipient said stop"
+# Planned when the recipient could see its city; since then a channel was bound elsewhere (or unbound),
+# a member moved or a coach taken off the city.
+UNSEEN = "the recipient may no longer see the city it is about"
 # How far a sent message got, as platforms report it; a failure is final.
 DELIVERY_ORDER = {"sent": 1, "delivered": 2, "read": 3}
 FINAL = frozenset({"failed", "undelivered"})
+
+
+def _about(row: OutboxMessage) -> set[int]:
+    """The cities whose data an unprompted message shows: its row's, and those its reply names (a
+    digest's)."""
+    cities = set(row.payload.get("about") or ())
+    if row.city_id is not None:
+        cities.add(row.city_id)
+    return cities
 
 
 @dataclass(frozen=True)
@@ -369,14 +383,14 @@ class Deliverer:
         # A reply knows where it goes; only an unprompted message needs the stored reference.
         reference = None
         if row.kind != REPLY_KIND:
-            reference, stopped = await asyncio.to_thread(self._reference, row.recipient)
-            if stopped:
-                log.info("recipient said stop, not sent", extra={"outbox_id": row.id, "kind": row.kind})
-                await self._record(row.id, OutboxStatus.dropped, now, STOPPED, None)
+            reference, refused = await asyncio.to_thread(self._reachable, row.recipient, _about(row))
+            if refused is not None:
+                log.info("not sent", extra={"outbox_id": row.id, "kind": row.kind, "reason": refused})
+                await self._record(row.id, OutboxStatus.dropped, now, refused, None)
                 report.dropped.append(row.id)
                 return
         elif not row.context:
-            reference, _ = await asyncio.to_thread(self._reference, row.recipient)
+            reference = await asyncio.to_thread(self._reference, row.recipient)
         # A retry goes on from the parts of a long reply an earlier attempt sent, in whichever process.
         sent = await asyncio.to_thread(self._parts_sent, row.id) if row.attempts > 1 else []
         # The wait comes last, right before the send, so the spacing holds between actual sends.
@@ -572,7 +586,17 @@ class Deliverer:
         with open_store(reader(self.engine)) as store:
             return store.parts_sent(outbox_id)
 
-    def _reference(self, recipient: str) -> tuple[dict[str, Any] | None, bool]:
-        """How to reach `recipient` unprompted, and whether they said `stop` (a read: no write lock)."""
+    def _reference(self, recipient: str) -> dict[str, Any] | None:
         with open_store(reader(self.engine)) as store:
-            return store.reference(recipient), store.has_stopped(recipient)
+            return store.reference(recipient)
+
+    def _reachable(self, recipient: str, cities: set[int]) -> tuple[dict[str, Any] | None, str | None]:
+        """How to reach `recipient` unprompted, or why not to: they said `stop`, or they may no longer
+        see a city the message shows (a read: no write lock)."""
+        with open_store(reader(self.engine)) as store:
+            found = views.whereabouts(store, recipient, recipient)
+            if found.person is not None and found.person.stopped_at is not None:
+                return None, STOPPED
+            if not may_be_told(found, cities):
+                return None, UNSEEN
+            return store.reference(recipient), None

@@ -1,31 +1,27 @@
-"""Audit: one city's data must not reach a conversation or person that may not see it (SPEC, Promise
-"Cities see only their own data": a reply is posted in a conversation only if everyone there may see
-all of it; a bound channel sees its own city only).
+"""An unprompted message goes out only if its recipient may still see the cities it shows (SPEC,
+"Cities see only their own data"), asked again when it is sent: a reminder, nudge, digest or coach
+notice is addressed when it is planned, and may wait in the outbox (a platform down or rate limiting,
+retried for up to ~1.5 hours; an adapter not running in this process; a Teams person not reachable
+yet). Meanwhile an admin may bind the channel to another city or unbind it, move a member, or take a
+coach off a city: what is queued for them about the old city is then dropped, not sent.
 
-Every test here drives the real paths (the dispatcher through `TestBot`, the planner and the one
-deliverer through `PassRunner`) against the `world` of tests/conftest.py: alpha bound to
-slack:T0001:C0001, beta, gamma, their members, coaches and sessions.
-
-The defect these tests show: an unprompted message (reminder, nudge, coach notice) is addressed when
-it is planned, and the deliverer sends it later to that recipient without asking whether the recipient
-may still see the city it is about. A message still queued when an admin re-binds or un-binds a
-channel, moves a member to another city, or takes a coach off a city goes out anyway, to a channel or
-person that may no longer see that city. Rows stay queued for real: a platform that is down or rate
-limiting (retried for up to ~1.5 hours), an adapter that is not running in this process (the rows wait
-for it), a Teams person the bot cannot reach yet.
-"""
+Every test drives the real paths (the dispatcher through `TestBot`, the planner and the one deliverer
+through `PassRunner`) against the `world` of tests/conftest.py: alpha bound to slack:T0001:C0001,
+beta, gamma, their members, coaches and sessions."""
 
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlmodel import select
+
 from bot import admin
 from bot.core.clock import FixedClock
 from bot.core.messages import DeliveryError, Reply
-from bot.runtime.delivery import Deliverer
+from bot.runtime.delivery import UNSEEN, Deliverer
 from bot.runtime.ratelimit import RateLimiter
 from scheduler.runner import PassRunner
-from store.models import Role
+from store.models import OutboxMessage, OutboxStatus, Role
 from tests.conftest import TestBot
 
 ALPHA_CHANNEL = "slack:T0001:C0001"  # bound to alpha in the world
@@ -59,8 +55,19 @@ class Platform:
 def _pass(bot: TestBot, at: datetime, *platforms: Platform) -> None:
     """One scheduler pass at `at` (plan what is due, deliver it), as `cda-bot tick` runs it."""
     bot.clock.set(at)
-    deliverer = Deliverer(bot.engine, {p.platform: p for p in platforms}, bot.clock, RateLimiter(intervals={}))
+    adapters = {p.platform: p for p in platforms}
+    deliverer = Deliverer(bot.engine, adapters, bot.clock, RateLimiter(intervals={}))
     asyncio.run(PassRunner(bot.engine, deliverer, bot.clock).run())
+
+
+def _dropped_as_unseen(bot: TestBot, recipient: str, kind_prefix: str) -> bool:
+    """Whether a row of that kind for `recipient` was dropped because they may no longer see its city."""
+    with bot.store() as store:
+        rows = [r for r in store.session.exec(select(OutboxMessage)) if r.recipient == recipient]
+    return any(
+        r.kind.startswith(kind_prefix) and r.status == OutboxStatus.dropped and r.last_error == UNSEEN
+        for r in rows
+    )
 
 
 def _shows(reply: Reply, *marks: str) -> bool:
@@ -88,6 +95,7 @@ def test_rebound_channel_is_not_sent_the_old_citys_queued_reminder(world: TestBo
     _pass(world, LATER, slack, console)
     leaked = [r for r in slack.to(ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
     assert leaked == [], f"Beta's channel was sent Alpha's data: {leaked[0].text!r}"
+    assert _dropped_as_unseen(world, ALPHA_CHANNEL, "reminder")
 
 
 def test_unbound_channel_is_not_sent_the_old_citys_queued_reminder(world: TestBot) -> None:
@@ -133,3 +141,19 @@ def test_coach_taken_off_a_city_is_not_sent_its_queued_blocker_notice(world: Tes
     assert any(_shows(r, "ALPHA-SECRET") for r in console.to("console:coach-a"))  # still Alpha's coach
     leaked = [r for r in console.to("console:coach-ab") if _shows(r, "ALPHA-SECRET", "Alpha")]
     assert leaked == [], f"a coach of Beta only was sent Alpha's blocker: {leaked[0].text!r}"
+
+
+def test_coach_taken_off_a_city_is_not_sent_a_queued_digest_showing_it(world: TestBot) -> None:
+    """coach-ab's weekly digest (Monday 08:00 in Alpha's zone, 14:00 UTC) shows Alpha and Beta; it waits
+    while the console is down, and coach-ab is taken off Alpha meanwhile. The digest, which shows
+    Alpha's blocker, is dropped; coach-a's, whose cities are unchanged, goes out."""
+    console = Platform(world.clock, "console")
+    console.down = DeliveryError("console unreachable")
+    _pass(world, datetime(2026, 11, 30, 14, 0, tzinfo=UTC), console)
+    with world.store() as store:
+        admin.remove_person(store, "console:coach-ab", Role.coach, ["alpha"])
+    console.down = None
+    _pass(world, datetime(2026, 11, 30, 14, 5, tzinfo=UTC), console)
+    assert [r.title for r in console.to("console:coach-a")].count("Weekly digest") == 1
+    assert not [r for r in console.to("console:coach-ab") if r.title == "Weekly digest"]
+    assert _dropped_as_unseen(world, "console:coach-ab", "digest")
