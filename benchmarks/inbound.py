@@ -132,8 +132,11 @@ class Connection:
         for line in head.split(b"\r\n"):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        if length:
-            await self.reader.readexactly(length)
+        body = await self.reader.readexactly(length) if length else b""
+        if status == 200 and b"<Message>" in body:
+            # WhatsApp's answer when a message could not be stored: TwiML telling the sender nothing
+            # was saved (Twilio would not send it again after a 503). Not an acknowledgement.
+            return 503
         return status
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 twice, 503 and never 500 while the database is away, acknowledged within Slack's 3 s.
 
 - the database cut (connections dropped, new ones refused) under a stream of signed events;
+- the database cut under a WhatsApp message, which Twilio would not send again after a 503;
 - the database stalled (bytes held, nothing answered), the way a network partition looks;
 - `cda-bot serve` SIGKILLed right after acknowledging a batch, then started again on the same database;
 - the Web API answering a reply 429, then 500.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -35,8 +37,9 @@ from sqlmodel import select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from adapters.whatsapp.adapter import NOT_SAVED
 from bot import admin
-from bot.core.clock import SystemClock
+from bot.core.clock import FixedClock, SystemClock
 from bot.core.inbox import HANDOFF
 from bot.runtime.delivery import LEASE, POLL_SECONDS
 from bot.runtime.intake import SWEEP_SECONDS
@@ -44,7 +47,7 @@ from bot.runtime.serve import build_server
 from store.db import make_engine, upgrade
 from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus, Update
 from store.repo import open_store
-from tests.conftest import PG_URL, scratch_postgres_database
+from tests.conftest import NOW, PG_URL, TestBot, scratch_postgres_database
 from tests.fault_proxy import FaultProxy
 from tests.slack_fixtures import COACH, MEMBER, slack_settings
 from tests.slack_harness import (
@@ -59,6 +62,7 @@ from tests.slack_harness import (
     signature_headers,
     wait_until,
 )
+from tests.whatsapp_harness import ALPHA_NUMBER, FakeTwilio, clean_environment, inbound, running_whatsapp
 
 BACKENDS = ["sqlite", "postgresql"]
 SLACK_DEADLINE = 3.0  # seconds Slack waits for an acknowledgement before it counts a failure
@@ -530,6 +534,46 @@ def test_a_reply_answered_429_then_500_is_delivered_once_within_seconds(db_url: 
         assert len(mock.named("reactions.add")) == 1
     finally:
         engine.dispose()
+
+
+def test_whatsapp_during_a_db_cut_is_told_nothing_was_saved_and_nothing_of_it_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twilio does not send a message again after a 503 (unless its webhook URL asks it to, and then
+    within 15 s), so while the database is cut the sender is told in the TwiML answer, which Twilio
+    delivers, that nothing was saved; once the database is back the same sender is stored and answered."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    clean_environment(monkeypatch)
+    twilio = FakeTwilio()
+    with contextlib.ExitStack() as stack:
+        direct_url = stack.enter_context(scratch_postgres_database())
+        direct = make_engine(direct_url)
+        stack.callback(direct.dispose)
+        upgrade(direct)
+        with open_store(direct) as store:
+            now = datetime.now(UTC)
+            admin.add_city(store, "alpha", "Alpha", "America/Chicago", now, "US", "implementation", "en")
+            admin.add_member(store, ALPHA_NUMBER, "alpha", now, "Wanda WhatsApp")
+        twilio.base_url = stack.enter_context(serving(twilio.app()))
+        proxy = stack.enter_context(FaultProxy())
+        engine = make_engine(proxy.url_for(direct_url))
+        stack.callback(engine.dispose)
+        wa = stack.enter_context(running_whatsapp(TestBot(engine, FixedClock(NOW)), twilio))
+
+        proxy.cut()
+        during = wa.post(inbound(ALPHA_NUMBER, "update: sent during the cut"))
+        assert during.status_code == 200, during.text
+        assert [m.text for m in ElementTree.fromstring(during.text).findall("Message")] == [NOT_SAVED]
+        proxy.restore()
+        after = wa.post(inbound(ALPHA_NUMBER, "update: sent after the cut"))
+        assert after.status_code == 200 and ElementTree.fromstring(after.text).findall("Message") == []
+        wait_until(lambda: bool(twilio.to(ALPHA_NUMBER)), 10, "the reply to the message after the cut")
+        with open_store(direct) as store:
+            texts = [u.text for u in store.session.exec(select(Update))]
+            inbox = list(store.session.exec(select(InboxMessage)))
+        assert texts == ["sent after the cut"] and len(inbox) == 1
+        assert "recorded" in twilio.to(ALPHA_NUMBER)[0].body
 
 
 # -- (b) SIGKILL right after a batch of acknowledgements ----------------------------------------------

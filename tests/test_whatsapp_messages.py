@@ -7,11 +7,12 @@ import json
 import logging
 import time
 from datetime import UTC, timedelta
+from xml.etree import ElementTree
 
 import pytest
 from sqlmodel import select
 
-from adapters.whatsapp.adapter import WhatsAppAdapter
+from adapters.whatsapp.adapter import NOT_SAVED, WhatsAppAdapter
 from bot.core.clock import FixedClock
 from bot.runtime import logs
 from bot.runtime.hub import Hub, Unavailable
@@ -289,15 +290,25 @@ def test_a_bad_number_fails_for_good_without_retrying(whatsapp: WhatsApp) -> Non
     assert row.attempts == 1
 
 
-def test_a_database_that_cannot_store_gets_twilio_a_503_and_nothing_is_kept(
+def test_a_message_that_could_not_be_stored_is_answered_that_nothing_was_saved(
     whatsapp: WhatsApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Twilio does not send a message again after a 503 (unless its URL asks, and then for 15 s), so
+    the sender is told in the answer's TwiML, which Twilio delivers, in the program's three languages."""
+
     async def unavailable(_: object) -> bool:
         raise Unavailable("database unavailable", retry_after=5)
 
     monkeypatch.setattr(whatsapp.server.hub, "accept", unavailable)
-    response = whatsapp.post(inbound(ALPHA_NUMBER, "update: into the void"))
-    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    response = whatsapp.post(inbound(ALPHA_NUMBER, "update: <into> the void & back"))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
+    said = ElementTree.fromstring(response.text).findall("Message")
+    assert [m.text for m in said] == [NOT_SAVED]
+    assert (
+        "nothing was saved" in NOT_SAVED
+        and "no se guardó nada" in NOT_SAVED
+        and "nada foi salvo" in NOT_SAVED
+    )
     assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == []
 
 

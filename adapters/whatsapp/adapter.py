@@ -1,8 +1,11 @@
 """WhatsApp through Twilio on the common message path: `POST /twilio/whatsapp` lets in what Twilio
 signed with the account's auth token, turns a message from a rostered number into an inbound message
-and answers empty TwiML once the hub has stored it (503 with Retry-After when it could not be).
+and answers empty TwiML once the hub has stored it. When it could not be stored, the answer is TwiML
+telling the sender nothing was saved: Twilio sends a message again after a 5xx only if the webhook's
+URL asks it to, and then within 15 s, so a bare 503 would lose it without a word.
 Replies and unprompted messages come back through `send`, posted to the Messages API with twilio's
-async client. `POST /twilio/status` takes delivery status callbacks."""
+async client. `POST /twilio/status` takes delivery status callbacks (503 while the database is away;
+Twilio does not report again, so that delivery state goes unrecorded)."""
 
 import base64
 import contextvars
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from xml.sax.saxutils import escape
 
 import aiohttp
 from starlette.requests import Request
@@ -38,6 +42,12 @@ BODY_TIMEOUT_SECONDS = 10.0  # Twilio waits 15 s for its answer
 SEND_TIMEOUT_SECONDS = 20.0
 SIGNATURE_HEADER = "X-Twilio-Signature"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+# In the three languages of the program: without the database the sender's is not known.
+NOT_SAVED = (
+    "I couldn't record that just now, so nothing was saved. Please send it again in a minute.\n"
+    "No pude registrarlo ahora, así que no se guardó nada. Envíalo de nuevo en un minuto.\n"
+    "Não consegui registrar isso agora, então nada foi salvo. Envie de novo em um minuto."
+)
 # Twilio error codes that no retry will cure: the number, the sender or the recipient's choice.
 PERMANENT_CODES = frozenset(
     {
@@ -136,8 +146,11 @@ def _seconds(value: str | None) -> float | None:
         return None  # an HTTP date: the delivery's own backoff is good enough
 
 
-def twiml() -> Response:
-    return Response(EMPTY_TWIML, media_type="application/xml")
+def twiml(say: str | None = None) -> Response:
+    if say is None:
+        return Response(EMPTY_TWIML, media_type="application/xml")
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(say)}</Message></Response>'
+    return Response(body, media_type="application/xml")
 
 
 def refusal(status: int, error: str, retry_after: int | None = None) -> JSONResponse:
@@ -276,8 +289,8 @@ class WhatsAppAdapter:
             await self.hub.accept(message.inbound(self.hub.clock.now()))
         except PayloadError as error:
             return refusal(400, str(error))
-        except Unavailable as unavailable:
-            return refusal(503, "temporarily unavailable", unavailable.retry_after)
+        except Unavailable:
+            return twiml(NOT_SAVED)
         return twiml()
 
     async def _status(self, request: Request) -> Response:
