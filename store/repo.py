@@ -39,6 +39,7 @@ class Finished(NamedTuple):
     """How one send ended, as `finish_all` writes it."""
 
     outbox_id: int
+    attempts: int  # as the claim the send was made under set them
     status: OutboxStatus
     now: datetime
     error: str | None = None
@@ -655,12 +656,16 @@ class Store:
         )
         return {city_id: (count, errors.get(row_id)) for city_id, count, row_id in counts if city_id}
 
-    def finish_all(self, outcomes: Sequence[Finished]) -> None:
-        """Record how sends ended, one statement for the rows that ended alike (sent, say)."""
+    def finish_all(self, outcomes: Sequence[Finished]) -> list[int]:
+        """Record how sends ended, one statement for the rows that ended alike (sent, say); the ids of
+        those not recorded. Only a row still under the claim its send was made in is written: one whose
+        lease ran out before its outcome could be recorded (the database was away) may have been claimed
+        by another deliverer since, and what that one does with it is what counts."""
         alike: dict[tuple[OutboxStatus, bool], list[dict[str, Any]]] = {}
         for outcome in outcomes:
             values: dict[str, Any] = {
                 "row_id": outcome.outbox_id,
+                "claimed": outcome.attempts,
                 "new_status": outcome.status,
                 "new_error": outcome.error,
             }
@@ -670,8 +675,22 @@ class Store:
                 values["new_next"] = outcome.retry_at
             alike.setdefault((outcome.status, outcome.retry_at is not None), []).append(values)
         connection = self.session.connection()
+        written = 0
         for (status, retry), rows in alike.items():
-            connection.execute(_finish_statement(status == OutboxStatus.sent, retry), rows)
+            written += connection.execute(
+                _finish_statement(status == OutboxStatus.sent, retry), rows
+            ).rowcount
+        if written == len(outcomes):
+            return []
+        # A claim always counts an attempt, so a row claimed again since has attempts of its own.
+        outbox = _OUTBOX.c
+        ids = [outcome.outbox_id for outcome in outcomes]
+        now_at = dict(
+            connection.execute(core_select(outbox.id, outbox.attempts).where(outbox.id.in_(ids))).all()
+        )
+        return [
+            outcome.outbox_id for outcome in outcomes if now_at.get(outcome.outbox_id) != outcome.attempts
+        ]
 
     def outbox(self, city_ids: Sequence[int] | None = None) -> list[OutboxMessage]:
         query = select(OutboxMessage).order_by(OutboxMessage.due_at, OutboxMessage.id)
@@ -755,7 +774,8 @@ def _finish_statement(sent: bool, retry: bool) -> Any:
         values.update(sent_at=bindparam("new_sent_at"), delivery=None, delivery_code=None)
     if retry:
         values["next_attempt_at"] = bindparam("new_next")
-    return update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(**values)
+    still_claimed = (_OUTBOX.c.status == OutboxStatus.sending, _OUTBOX.c.attempts == bindparam("claimed"))
+    return update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id"), *still_claimed).values(**values)
 
 
 @cache

@@ -3,6 +3,7 @@
 import asyncio
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from bot.runtime.delivery import LEASE, MAX_ATTEMPTS, Deliverer
 from bot.runtime.hub import Hub
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import Claim, Store
-from tests.conftest import TestBot, due_message, said
+from tests.conftest import TestBot, due_message, said, until
 
 
 class Recorder:
@@ -426,6 +427,91 @@ async def test_a_send_the_database_failed_before_is_put_back_by_the_next_claim(
     assert len(adapter.sent) == len(rows) == 9 and {row.status for row in rows} == {"sent"}
     assert failed[0] in [recipient for recipient, _ in adapter.sent]
     assert {row.attempts for row in rows} == {1}
+
+
+async def test_a_send_recorded_after_an_outage_longer_than_its_lease_is_not_claimed_back_and_sent_again(
+    testbot: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform takes a message and the database goes away before it is recorded, for longer than
+    the lease (a PostgreSQL failover), renewing failing too: in the database the row is `sending` under
+    a lease that ran out. When the database is back, the claim (tried every second) comes before the
+    record's next try (seconds apart by then). Found by an audit: the claim took the row back as a dead
+    deliverer's and queued it behind the send being recorded, and it went out twice from one process."""
+    with testbot.store() as store:
+        store.enqueue(due_message("outage|1", "console:ana", testbot.clock.now(), "your reminder"))
+    database = ("_finish", "_extend", "_claim_and_peek", "_parts_sent", "_reference")  # all it asks of it
+    away: set[str] = set()
+    answered: Counter[str] = Counter()
+    lost = OperationalError("SELECT 1", {}, ConnectionResetError("the server closed the connection"))
+    for name in database:
+
+        def through(
+            deliverer: Deliverer,
+            *args: Any,
+            _name: str = name,
+            _real: Any = getattr(Deliverer, name),
+            **kw: Any,
+        ) -> Any:
+            if _name in away:
+                raise lost
+            result = _real(deliverer, *args, **kw)
+            answered[_name] += 1
+            return result
+
+        monkeypatch.setattr(Deliverer, name, through)
+
+    class TakenThenTheDatabaseGoes(Recorder):
+        async def send(self, *args: Any, **kwargs: Any) -> None:
+            await super().send(*args, **kwargs)
+            if len(self.sent) == 1:
+                away.update(database)
+
+    adapter = TakenThenTheDatabaseGoes()
+    deliverer = Deliverer(testbot.engine, {"console": adapter}, testbot.clock)
+    deliverer.start()
+    try:
+        await until(lambda: len(adapter.sent) == 1)
+        testbot.clock.set(testbot.clock.now() + LEASE + timedelta(seconds=5))  # the outage outlasts the lease
+        claims = answered["_claim_and_peek"]
+        away.discard("_claim_and_peek")  # the database is back, and the claim goes first
+        deliverer.wake()
+        await until(lambda: answered["_claim_and_peek"] > claims)
+        away.clear()
+        await until(lambda: deliverer.in_flight == 0, seconds=10)  # recorded, and whatever follows that
+    finally:
+        await deliverer.stop(5)
+    assert [reply.text for _, reply in adapter.sent] == ["your reminder"]
+    (row,) = _rows(testbot)
+    assert (row.status, row.attempts) == (OutboxStatus.sent, 1)
+
+
+async def test_an_outcome_recorded_after_another_deliverer_took_the_row_over_leaves_what_that_one_did(
+    testbot: TestBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A send recorded only after its lease ran out (the database was away for longer, say) finds its
+    row claimed by another deliverer, as a dead one's, and tried again: that try's outcome stands."""
+    now = testbot.clock.now()
+    with testbot.store() as store:
+        store.enqueue(due_message("late|1", "console:ana", now, "your reminder"))
+    sending, go_on = asyncio.Event(), asyncio.Event()
+
+    class Stalled(Recorder):
+        async def send(self, *args: Any, **kwargs: Any) -> None:
+            sending.set()
+            await go_on.wait()
+            await super().send(*args, **kwargs)
+
+    late = asyncio.create_task(Deliverer(testbot.engine, {"console": Stalled()}, testbot.clock).deliver_due())
+    await sending.wait()
+    testbot.clock.set(now + LEASE + timedelta(seconds=1))
+    other = Deliverer(testbot.engine, {"console": Recorder(fail_with=DeliveryError("busy"))}, testbot.clock)
+    retrying = (await other.deliver_due()).retrying
+    go_on.set()
+    assert (await late).sent == retrying != []
+    (row,) = _rows(testbot)
+    assert (row.status, row.attempts, row.last_error) == (OutboxStatus.pending, 2, "busy")
+    assert row.next_attempt_at > testbot.clock.now()
+    assert "outcome not recorded" in caplog.text
 
 
 # -- replies handled in this process go straight to its deliverer --------------------------------------

@@ -833,7 +833,7 @@ def test_sigkill_after_acknowledging_a_batch_every_update_is_stored_once_and_ans
     for event in run.acknowledged:
         posts = run.posts_at_check[event.ts]
         assert posts, event.text
-        # The README's one window for a repeat: a post the platform had when the process died.
+        # The README's crash window for a repeat: a post the platform had when the process died.
         assert len(posts) <= 1 or event.ts in run.in_flight, (event.text, "answered twice")
         assert all(answers_its_update(post, run.update_ids.get(event.text)) for post in posts)
 
@@ -863,7 +863,7 @@ def test_sigkill_after_the_lease_every_update_is_answered_and_only_posts_in_flig
     assert all(count >= 1 for count in posts.values()), posts
     repeated = {ts: count for ts, count in posts.items() if count > 1}
     print(f"[sigkill {backend}] repeated replies: {repeated}; posts in flight at the kill: {run.in_flight}")
-    # The README's one window: a post the platform accepted just before the crash.
+    # The README's crash window: a post the platform accepted just before the crash.
     assert set(repeated) <= run.in_flight
     assert sum(count - 1 for count in repeated.values()) <= len(run.in_flight)
     assert not unsettled(outbox(run.engine))

@@ -200,7 +200,7 @@ def test_a_worker_killed_is_started_again_and_nothing_it_acknowledged_is_lost(
     victim = served.workers()[1]
     os.kill(victim, signal.SIGKILL)
     time.sleep(0.5)  # bytes the dead worker had written still reach the mock
-    # The one window for a repeat (README): a post Slack had when the worker died, not yet recorded.
+    # The crash window for a repeat (README): a post Slack had when the worker died, not yet recorded.
     posted = set(_answered(mock))
     with slack_world.store() as store:
         sending = store.session.exec(

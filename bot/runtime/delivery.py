@@ -38,7 +38,7 @@ BACKOFF_SECONDS = (30, 120, 600, 1800, 3600)
 REPLY_BACKOFF_SECONDS = (1, 3, 10, 30, 60)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 # How long a claimed row stays with its deliverer. The server renews the lease of what it holds every
-# third of it, so a row changes hands only when its deliverer died.
+# third of it, so a row changes hands only when its deliverer died or lost the database for longer.
 LEASE = timedelta(seconds=30)
 POLL_SECONDS = 5.0  # the loop looks for retries and rows of other replicas at least this often
 MAX_IN_FLIGHT = 1000  # rows held in lanes at once; past this the loop claims nothing new
@@ -84,6 +84,7 @@ class Outcome:
     """What one send did, to be recorded on its row."""
 
     outbox_id: int
+    attempts: int  # as the claim the send was made under set them
     status: OutboxStatus
     now: datetime
     error: str | None
@@ -262,16 +263,22 @@ class Deliverer:
         room = (self._reply_bound() if replies_only else MAX_IN_FLIGHT) - self.in_flight
         if room <= 0:
             return 0, None
-        unsure, taken = list(self._unsure), list[Claim]()
+        unsure, taken, now = list(self._unsure), list[Claim](), self.clock.now()
+        # Held here past their lease (the database was away while they were sent or recorded, and so
+        # was their renewal): the claim would take them as a dead deliverer's, for a lane to send again.
+        lapsed = [outbox_id for outbox_id, lease in list(self._held.items()) if lease <= now]
         try:
             rows, next_due = await asyncio.to_thread(
-                self._claim_and_peek, self.clock.now(), min(room, 200), unsure, taken, replies_only
+                self._claim_and_peek, now, min(room, 200), unsure, taken, replies_only, lapsed
             )
         except Exception as error:
             log.warning("claiming due messages failed", extra={"error": type(error).__name__})
             self._unsure.extend(taken)
             return 0, self.clock.now() + CLAIM_RETRY  # the sender is waiting: look again soon
         del self._unsure[: len(unsure)]  # put back by that claim (lanes only ever append)
+        for outbox_id in lapsed:
+            if outbox_id in self._held:  # not recorded meanwhile
+                self._held[outbox_id] = now + LEASE
         self._into_lanes(rows)
         return len(rows), None if replies_only else next_due
 
@@ -377,7 +384,7 @@ class Deliverer:
         now = self.clock.now()
         if row.expires_at is not None and now >= row.expires_at:
             log.info("outbox message expired, not sent", extra={"outbox_id": row.id, "kind": row.kind})
-            await self._record(row.id, OutboxStatus.dropped, now, "expired", None)
+            await self._record(row, OutboxStatus.dropped, now, "expired", None)
             report.dropped.append(row.id)
             return
         # A reply knows where it goes; only an unprompted message needs the stored reference.
@@ -386,7 +393,7 @@ class Deliverer:
             reference, refused = await asyncio.to_thread(self._reachable, row.recipient, _about(row))
             if refused is not None:
                 log.info("not sent", extra={"outbox_id": row.id, "kind": row.kind, "reason": refused})
-                await self._record(row.id, OutboxStatus.dropped, now, refused, None)
+                await self._record(row, OutboxStatus.dropped, now, refused, None)
                 report.dropped.append(row.id)
                 return
         elif not row.context:
@@ -432,23 +439,23 @@ class Deliverer:
                     extra={"outbox_id": row.id, "attempts": row.attempts, "error": reason},
                 )
                 metrics.send_failed(platform_of(row.recipient), final=True)
-                await self._record(row.id, OutboxStatus.failed, now, reason, None, parts)
+                await self._record(row, OutboxStatus.failed, now, reason, None, parts)
                 report.failed.append(row.id)
             else:
                 retry_at = now + retry_delay(row.kind, row.attempts, retry_after)
                 metrics.send_failed(platform_of(row.recipient), final=False)
-                await self._record(row.id, OutboxStatus.pending, now, reason, retry_at, parts)
+                await self._record(row, OutboxStatus.pending, now, reason, retry_at, parts)
                 report.retrying.append(row.id)
                 self.wake()  # so the loop sleeps until this retry is due, not a whole poll
             return
         sent = Receipts(platform_of(row.recipient), tuple(receipts or ()))
         metrics.SENDS.labels(sent.platform).inc()
-        await self._record(row.id, OutboxStatus.sent, self.clock.now(), None, None, sent)
+        await self._record(row, OutboxStatus.sent, self.clock.now(), None, None, sent)
         report.sent.append(row.id)
 
     async def _record(
         self,
-        outbox_id: int,
+        row: OutboxMessage,
         status: OutboxStatus,
         now: datetime,
         error: str | None,
@@ -457,10 +464,14 @@ class Deliverer:
     ) -> None:
         """Record what a send did, however long the database is away: a row sent but recorded as still
         claimed would go out again when its lease ran out. Meanwhile the row stays in its lane, whose
-        lease the loop keeps renewing. A one-off round (`deliver_due`) gives up after a few tries."""
+        lease the loop keeps renewing (first thing once the database is back, if it ran out meanwhile).
+        A one-off round (`deliver_due`) gives up after a few tries."""
+        outbox_id = row.id
+        assert outbox_id is not None
+        outcome = Outcome(outbox_id, row.attempts, status, now, error, retry_at, receipts)
         for attempt in itertools.count(1):
             try:
-                await self._finish_together(Outcome(outbox_id, status, now, error, retry_at, receipts))
+                await self._finish_together(outcome)
                 self._held.pop(outbox_id, None)
                 return
             except Exception as failure:
@@ -529,18 +540,22 @@ class Deliverer:
         unsure: Sequence[Claim] = (),
         taken: list[Claim] | None = None,
         replies_only: bool = False,
+        lapsed: Sequence[int] = (),
     ) -> tuple[list[OutboxMessage], datetime | None]:
-        """Put back `unsure` rows still claimed as they were, claim what is due (also into `taken`, which
-        the caller keeps if the commit fails), and say when the next row falls due."""
+        """Put back `unsure` rows still claimed as they were, lease the `lapsed` rows held here again,
+        claim what is due (also into `taken`, which the caller keeps if the commit fails), and say when
+        the next row falls due."""
         # On SQLite, looked at first without the write lock: most looks (every wake, every poll) find
         # nothing due, and a claim would make the server's writers wait for nothing. PostgreSQL's claim
         # locks only the rows it takes, so there the look would be one more round trip for nothing.
-        if self.engine.dialect.name == "sqlite" and not unsure:
+        if self.engine.dialect.name == "sqlite" and not unsure and not lapsed:
             with open_store(reader(self.engine)) as store:
                 if not store.any_claimable(now, list(self.adapters), replies_only):
                     return [], store.next_due(list(self.adapters))
         with self.turns.turn(), open_store(self.engine) as store:
             store.release_claims(unsure, now)
+            if lapsed:
+                store.extend_lease(lapsed, now + LEASE)
             rows = store.claim_due(now, list(self.adapters), LEASE, limit, replies_only)
             if taken is not None:
                 taken.extend(Claim(row.id, row.attempts, row.next_attempt_at) for row in rows)  # type: ignore[arg-type]
@@ -577,10 +592,20 @@ class Deliverer:
 
     def _finish(self, outcomes: list[Outcome]) -> None:
         with self.turns.turn(), open_store(self.engine) as store:
-            store.finish_all([Finished(o.outbox_id, o.status, o.now, o.error, o.retry_at) for o in outcomes])
+            taken_over = store.finish_all(
+                [Finished(o.outbox_id, o.attempts, o.status, o.now, o.error, o.retry_at) for o in outcomes]
+            )
+            # Kept all the same: the platform has these messages, a report on one finds its row, and a
+            # retry of a long reply goes on after them.
             store.add_receipts(
                 [(o.outbox_id, o.receipts.platform, o.receipts.ids, o.now) for o in outcomes if o.receipts]
             )
+        for outcome in outcomes:
+            if outcome.outbox_id in taken_over:
+                log.warning(
+                    "outcome not recorded: the lease ran out first and another deliverer claimed the message",
+                    extra={"outbox_id": outcome.outbox_id, "status": outcome.status.value},
+                )
 
     def _parts_sent(self, outbox_id: int) -> list[str]:
         with open_store(reader(self.engine)) as store:
