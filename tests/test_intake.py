@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -111,6 +112,61 @@ async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
     assert batches == [["update: first", "update: later 0", "update: later 1"]]
     with open_store(engine) as store:
         assert len(store.session.exec(select(InboxMessage)).all()) == 3
+    engine.dispose()
+
+
+async def test_a_message_not_being_written_by_its_deadline_is_withdrawn_and_never_stored(
+    sqlite_file: str,
+) -> None:
+    """Its sender is told it was not stored (a 503, "nothing was saved"): so it must not be, even once
+    the write turn it waited for comes."""
+    engine = make_engine(sqlite_file)
+    turns = Turns()
+    intake = Intake(engine, FixedClock(NOW), Outlet(), turns=turns)
+    release, held = threading.Event(), threading.Event()
+
+    def handling() -> None:
+        with turns.turn():
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=handling)
+    holder.start()
+    try:
+        assert held.wait(5)
+        with pytest.raises(intake_module.Withdrawn):
+            await intake.submit(_message("update: too late"), patience=0.2)
+        assert intake._arriving == []
+    finally:
+        release.set()
+        holder.join(5)
+    assert intake._writer is not None
+    await asyncio.wait_for(intake._writer, 5)
+    with open_store(engine) as store:
+        assert store.session.exec(select(InboxMessage)).all() == []
+    engine.dispose()
+
+
+async def test_a_message_being_written_at_its_deadline_hears_the_outcome(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its batch has begun and may commit: withdrawing it is no longer possible, and telling its sender
+    it was not stored could be untrue."""
+    engine = make_engine(sqlite_file)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    accept_all = inbox.accept_all
+
+    def slow(store: Store, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:
+        time.sleep(0.5)
+        return accept_all(store, messages, now)
+
+    monkeypatch.setattr(inbox, "accept_all", slow)
+    intake = Intake(engine, FixedClock(NOW), Outlet())
+    assert await intake.submit(_message("update: slow but sure"), patience=0.1) is True
+    with open_store(engine) as store:
+        assert len(store.session.exec(select(InboxMessage)).all()) == 1
     engine.dispose()
 
 

@@ -15,7 +15,7 @@ from bot.runtime.serve import build_server
 from bot.runtime.settings import Settings
 from store.models import InboxMessage, Update
 from tests.conftest import NOW
-from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world  # noqa: F401
+from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world, slow_writes  # noqa: F401
 from tests.slack_harness import BOT_ID, BOT_TOKEN, BOT_USER, SIGNING_SECRET, TEAM, event_body
 
 
@@ -238,3 +238,20 @@ def test_past_the_backlog_bound_slack_is_told_to_retry_and_nothing_is_stored(
     running.settle()
     assert [u.text for u in _updates(running)] == ["one too many"]
     assert httpx.get(f"{running.url}/readyz").json()["backlog"] == {"inbox": 0, "outbox_in_flight": 0}
+
+
+def test_an_event_still_being_written_at_the_deadline_is_refused_and_its_retry_dropped(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack sends an event again after a 503, so one whose write is still under way at the deadline
+    may be refused: it is stored all the same, and the retry finds it. Recorded and answered once."""
+    slow_writes(monkeypatch, 1.5)
+    body = event_body(_message("update: written slowly"), "EvSLOWWRITE")
+    assert running.event(body).status_code == 503
+    running.mock.wait_for("chat.postMessage")
+    monkeypatch.undo()  # by Slack's retry the database is quick again
+    retry = running.event(body, {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"})
+    assert retry.status_code == 200
+    running.settle()
+    assert [u.text for u in _updates(running)] == ["written slowly"]
+    assert len(running.mock.named("chat.postMessage")) == 1

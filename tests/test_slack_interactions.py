@@ -2,17 +2,23 @@
 """The `/cda` slash command and the Resolve button, through the real server and the mock Web API."""
 
 import json
+import sqlite3
+import threading
+import time
 
+import httpx
 import pytest
+from sqlmodel import select
 
+from adapters.slack.adapter import NOT_STORED, STILL_SAVING
 from bot.core.messages import DeliveryError, Reply
-from store.models import Blocker, BlockerStatus
-from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world  # noqa: F401
+from store.models import Blocker, BlockerStatus, InboxMessage, Update
+from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world, slow_writes  # noqa: F401
 from tests.slack_harness import TEAM, event_body
 
 
-def _command(run: Running, user: str, text: str, trigger: str, channel: str = CHANNEL) -> None:
-    response = run.form(
+def _slash(run: Running, user: str, text: str, trigger: str, channel: str = CHANNEL) -> httpx.Response:
+    return run.form(
         {
             "token": "unused",
             "team_id": TEAM,
@@ -27,6 +33,10 @@ def _command(run: Running, user: str, text: str, trigger: str, channel: str = CH
             "api_app_id": "A0001",
         }
     )
+
+
+def _command(run: Running, user: str, text: str, trigger: str, channel: str = CHANNEL) -> None:
+    response = _slash(run, user, text, trigger, channel)
     assert response.status_code == 200
     assert response.text == ""  # the bare acknowledgement; the answer follows through response_url
 
@@ -152,3 +162,90 @@ def test_a_large_export_asked_in_a_channel_is_uploaded_to_the_coach_dm(running: 
     assert complete.params["channel_id"] == "D0DIRECT"
     [note] = running.mock.named("chat.postMessage")
     assert note.params["channel"] == "C0UNBOUND" and "direct message" in note.params["text"]
+
+
+def test_a_slash_command_told_nothing_was_saved_is_withdrawn_and_never_recorded(running: Running) -> None:
+    """Slack never retries a slash command: past the hub's 2-second deadline the person is told at once
+    "nothing was saved, please try again". Here another writer holds SQLite's write lock for 2.6 s (as
+    a `cda-bot` command beside the server can), so the message's batch has not begun by then: it is
+    withdrawn, and once the lock comes free nothing of it is stored, handled or answered. The person
+    who tries again as told records the update once."""
+    database = running.bot.engine.url.database
+    if running.bot.engine.dialect.name != "sqlite" or not database:
+        pytest.skip("holds SQLite's write lock from outside the server")
+    other_writer = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
+    other_writer.execute("BEGIN IMMEDIATE")  # e.g. `cda-bot calendar import` writing for a while
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(2.6)
+        other_writer.execute("ROLLBACK")
+        released.set()
+
+    releaser = threading.Thread(target=release_later)
+    releaser.start()
+    try:
+        response = _slash(running, "UMEMBER1", "update surveyed the depot", "trig-slow-lock")
+    finally:
+        releaser.join(10)
+        other_writer.close()
+    assert released.is_set()
+    assert response.status_code == 200 and response.text == NOT_STORED
+    time.sleep(1.0)
+    running.settle()
+    with running.bot.store() as store:
+        recorded = store.session.exec(select(Update).where(Update.text == "surveyed the depot")).all()
+        stored = store.session.exec(select(InboxMessage).where(InboxMessage.message_id == "trig-slow-lock"))
+        assert recorded == [] and stored.all() == []
+    assert running.mock.named("response_url") == []
+
+
+@pytest.mark.parametrize(("seconds", "told"), [(0.6, ""), (1.5, STILL_SAVING)])
+def test_a_slash_command_being_written_at_the_deadline_is_not_told_nothing_was_saved(
+    running: Running, monkeypatch: pytest.MonkeyPatch, seconds: float, told: str
+) -> None:
+    """Its batch began before the deadline, so it may be stored all the same, and "nothing was saved"
+    would have the person record it twice. A write that ends within the rest of Slack's 3 s is
+    acknowledged as usual; one still under way says the answer will follow. It is recorded once."""
+    slow_writes(monkeypatch, seconds)
+    response = _slash(running, "UMEMBER1", "update surveyed the depot", "trig-slow-write")
+    assert response.status_code == 200 and response.text == told  # what the person reads at once
+    [answer] = running.mock.wait_for("response_url")
+    running.settle()
+    assert answer.params["text"].startswith("Update #"), answer.params["text"]
+    with running.bot.store() as store:
+        recorded = store.session.exec(select(Update).where(Update.text == "surveyed the depot")).all()
+        assert len(recorded) == 1
+
+
+def test_a_click_still_being_written_at_the_deadline_is_acknowledged_and_resolves_once(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack never sends a click again, and a 503 would have the person click again on a blocker that
+    may be resolved already: the click is acknowledged, and its answer follows once it is stored."""
+    _command(running, "UMEMBER1", "blocker the GIS server is down", "trig-blocker")
+    running.settle()
+    with running.bot.store() as store:
+        [blocker] = store.session.exec(select(Blocker).where(Blocker.text == "the GIS server is down")).all()
+    slow_writes(monkeypatch, 1.5)
+    click = {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": "UCOACH1", "team_id": TEAM},
+        "api_app_id": "A0001",
+        "trigger_id": "trig-slow-click",
+        "container": {"type": "message", "message_ts": "6.1", "channel_id": "D0COACH"},
+        "channel": {"id": "D0COACH"},
+        "response_url": f"{running.mock.base_url}/response/click",
+        "actions": [{"type": "button", "action_id": "resolve_blocker", "value": str(blocker.id)}],
+    }
+    posted = len(running.mock.named("chat.postMessage"))
+    response = running.form({"payload": json.dumps(click)})
+    assert response.status_code == 200
+    running.mock.wait_for("chat.postMessage", posted + 1)  # the answer, once the click is stored
+    running.settle()
+    with running.bot.store() as store:
+        resolved = store.session.get(Blocker, blocker.id)
+        assert resolved is not None and resolved.status == BlockerStatus.resolved
+    [reply] = [p for p in running.mock.named("chat.postMessage") if p.params["channel"] == "D0COACH"]
+    assert reply.params["text"].startswith(f"Blocker #{blocker.id} resolved")

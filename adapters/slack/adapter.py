@@ -35,7 +35,7 @@ from adapters.slack.parse import PLATFORM, RESOLVE_ACTION
 from adapters.slack.token_crypto import TokenDecryptionError
 from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, InboundMessage, Reply
 from bot.runtime.http_input import body_or_refusal
-from bot.runtime.hub import Hub, Unavailable
+from bot.runtime.hub import Hub, Unavailable, Undecided
 
 log = logging.getLogger("cda_bot.slack")
 
@@ -55,6 +55,7 @@ SLASH_COMMAND = COMMAND  # the gate refuses any other
 EVENTS_ROUTE = "/slack/events"
 UPDATE_REACTION = "white_check_mark"
 NOT_STORED = "I couldn't record that just now, so nothing was saved. Please try again in a minute."
+STILL_SAVING = "I'm still saving that. Once it's saved, my answer will follow here."
 # Errors that another attempt cannot fix: the outbox stops retrying these.
 PERMANENT_ERRORS = frozenset(
     {
@@ -281,6 +282,10 @@ class SlackAdapter:
             message = parse.from_command(body, self.hub.clock.now())
             try:
                 await self.hub.accept(message)
+            except Undecided:
+                # It may yet be stored: "nothing was saved" could be untrue, and a retry a second update.
+                await ack(text=STILL_SAVING)
+                return
             except Unavailable:
                 # Slack never retries a slash command: say so now, while the person is looking.
                 await ack(text=NOT_STORED)
@@ -292,7 +297,7 @@ class SlackAdapter:
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
         ) -> BoltResponse | None:
             message = parse.from_action(body, action, self.hub.clock.now())
-            refused = await self._accept(message)
+            refused = await self._accept(message, retried=False)
             if refused is None:
                 await ack()
             return refused
@@ -313,10 +318,16 @@ class SlackAdapter:
             log.error("slack listener failed", exc_info=error)
             return BoltResponse(status=500, body='{"error": "internal error"}')
 
-    async def _accept(self, message: InboundMessage) -> BoltResponse | None:
+    async def _accept(self, message: InboundMessage, retried: bool = True) -> BoltResponse | None:
+        """None to acknowledge; a 503 when not stored, and Slack sends an event again (one stored after
+        all is then dropped as a duplicate). A click it never sends again (`retried` False): one still
+        being written is acknowledged, as a 503 would have the person click again; its answer follows
+        if it is stored."""
         try:
             await self.hub.accept(message)
         except Unavailable as unavailable:
+            if isinstance(unavailable, Undecided) and not retried:
+                return None
             return BoltResponse(
                 status=503,
                 body='{"error": "temporarily unavailable"}',

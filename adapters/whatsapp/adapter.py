@@ -33,7 +33,7 @@ from adapters.whatsapp.parse import PLATFORM, PayloadError
 from bot.core.identity import IdentityError, normalize_identity
 from bot.core.messages import DeliveryError, Reply
 from bot.runtime.http_input import BodyError, read_body
-from bot.runtime.hub import Hub, Unavailable
+from bot.runtime.hub import Hub, Unavailable, Undecided
 
 log = logging.getLogger("cda_bot.whatsapp")
 
@@ -289,6 +289,9 @@ class WhatsAppAdapter:
             await self.hub.accept(message.inbound(self.hub.clock.now()))
         except PayloadError as error:
             return refusal(400, str(error))
+        except Undecided as undecided:
+            # It may yet be stored (and then answered): the sender must not be told nothing was saved.
+            return refusal(503, "still being stored", undecided.retry_after)
         except Unavailable:
             return twiml(NOT_SAVED)
         return twiml()

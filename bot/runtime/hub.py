@@ -22,6 +22,7 @@ log = logging.getLogger("cda_bot.hub")
 Write = Callable[[Store, datetime], None]  # a transaction an adapter needs before it answers
 DelivererType = Callable[..., Deliverer]
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
+DECIDE_SECONDS = 2.6  # how long a message whose write is under way at ACCEPT_SECONDS may still take
 REPORT_PAUSES = (0.2, 0.5, 1.0)
 
 
@@ -32,6 +33,12 @@ class Unavailable(Exception):
     def __init__(self, reason: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class Undecided(Unavailable):
+    """The message's write was still under way at the deadline: it may yet be stored, and answered. A
+    platform that sends it again may be refused (its retry is a duplicate if it was stored), but a
+    person must not be told that nothing was saved."""
 
 
 class Hub:
@@ -59,16 +66,21 @@ class Hub:
 
     async def accept(self, message: InboundMessage) -> bool:
         """Store `message` durably for handling; True if new, False for a duplicate or chatter.
-        Raises Unavailable when it could not be stored: the platform must not be acknowledged."""
+        Raises Unavailable when it was not stored (the platform must not be acknowledged), Undecided
+        when it was still being written at the platform's deadline."""
         try:
-            # Past this, the platform's own deadline is near: say 503 now rather than nothing. Should
-            # the insert still commit later, the platform's retry finds it and it is handled once.
+            # Past ACCEPT_SECONDS the platform's own deadline is near: a message not yet being written is
+            # withdrawn, so a 503 (or "nothing was saved") is true. One being written may be stored
+            # still: its outcome is waited for, up to DECIDE_SECONDS.
             # (`timeout`, not `wait_for`: no task of its own for every message.)
-            async with asyncio.timeout(ACCEPT_SECONDS):
-                return await self.intake.submit(message)
+            async with asyncio.timeout(DECIDE_SECONDS):
+                return await self.intake.submit(message, ACCEPT_SECONDS)
         except Busy as busy:
             self._refusals.count(platform=message.platform)
             raise Unavailable(str(busy)) from None
+        except TimeoutError:
+            log.warning("message still being stored at its deadline", extra={"platform": message.platform})
+            raise Undecided("still being stored") from None
         except Exception as error:
             log.warning(
                 "message not stored",

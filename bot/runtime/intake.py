@@ -53,6 +53,11 @@ class Busy(Exception):
     """Too much accepted and not yet handled: the platform should retry later."""
 
 
+class Withdrawn(Exception):
+    """Not written within the sender's patience, and taken back before its batch began: nothing of it
+    is stored, now or later."""
+
+
 class Outlet(Protocol):
     """The deliverer of this process: woken when rows wait in the outbox for a claim, and given the
     replies handling wrote as its own claim."""
@@ -116,9 +121,11 @@ class Intake:
     def full(self) -> bool:
         return self.backlog + len(self._arriving) >= MAX_BACKLOG
 
-    async def submit(self, message: InboundMessage) -> bool:
+    async def submit(self, message: InboundMessage, patience: float | None = None) -> bool:
         """Store `message` for handling: True once it is durable (the platform may be acknowledged),
-        False for a duplicate or chatter. Raises Busy past the backlog bound, or the database's error."""
+        False for a duplicate or chatter. Raises Busy past the backlog bound, or the database's error.
+        Past `patience` seconds a message whose batch has not begun is withdrawn (raises Withdrawn); one
+        whose batch is being written waits for its outcome, which alone says whether it was stored."""
         if self.full:
             raise Busy(f"{self.backlog} messages waiting")
         stored: asyncio.Future[inbox.Accepted] = asyncio.get_running_loop().create_future()
@@ -126,8 +133,21 @@ class Intake:
             self._arriving.append((message, stored))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._store_arriving(), name="intake-store")
+        # `wait`, not `timeout`: a timeout would cancel `stored`, and with it the outcome waited for.
+        await asyncio.wait([stored], timeout=patience)
+        if not stored.done() and self._withdraw(stored):
+            raise Withdrawn(f"not stored within {patience} s")
         accepted = await stored
         return accepted.new
+
+    def _withdraw(self, stored: asyncio.Future[inbox.Accepted]) -> bool:
+        """Take back the arrival `stored` waits for, unless a writer has taken it into a batch."""
+        with self._arriving_lock:  # the lock `_take` holds
+            for index, (_, waiting) in enumerate(self._arriving):
+                if waiting is stored:
+                    del self._arriving[index]
+                    return True
+        return False
 
     async def _store_arriving(self) -> None:
         """Store what arrived, a batch a transaction, until nothing waits; each sender hears once its
