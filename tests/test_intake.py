@@ -19,14 +19,14 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from bot import admin
-from bot.core import inbox
+from bot.core import dispatcher, inbox
 from bot.core.clock import FixedClock
 from bot.core.messages import InboundMessage
 from bot.runtime import intake as intake_module
 from bot.runtime.intake import Intake
 from bot.runtime.turns import Turns
 from store.db import make_engine
-from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus
+from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus, Update
 from store.repo import Store, open_store
 from tests.conftest import NOW, said, until
 
@@ -219,6 +219,96 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
         assert (reply.status, reply.attempts) == (OutboxStatus.pending, 0)
         assert "recorded" in reply.payload["text"]
     engine.dispose()
+
+
+def _ana_and_bob(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two members; whatever reads who bob is raises, which handling and its failure notice both do
+    first (any fault the two paths share)."""
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+        admin.add_member(store, "console:bob", "home", NOW)
+    real = dispatcher.resolve_speaker
+
+    def broken_for_bob(store: Store, msg: InboundMessage, *args: Any) -> Any:
+        if msg.sender == "console:bob":
+            raise ValueError("bob's row cannot be read")
+        return real(store, msg, *args)
+
+    monkeypatch.setattr(dispatcher, "resolve_speaker", broken_for_bob)
+
+
+async def _one_batch(intake: Intake) -> None:
+    """Ana's update and bob's, stored in one group commit and handed to the workers together."""
+    await intake.start()
+    stored = await asyncio.gather(
+        intake.submit(said("console:ana", "update: innocent bystander")),
+        intake.submit(said("console:bob", "update: poisoned")),
+    )
+    assert stored == [True, True]
+
+
+async def test_a_message_whose_failure_notice_also_fails_is_failed_and_its_batch_mates_handled(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bob's message raises, and so does its failure notice. Recorded in the transaction of the batch
+    handled again one by one, that second fault once took the batch with it: ana's update and reply
+    were rolled back, nothing was postponed, and the sweep brought both back together every few
+    seconds, forever. Now only the notice is lost: ana's message is handled and answered, bob's is
+    marked failed."""
+    engine = make_engine(sqlite_file)
+    _ana_and_bob(engine, monkeypatch)
+    monkeypatch.setattr(intake_module, "SWEEP_SECONDS", 0.05)
+    clock = FixedClock(NOW)
+    intake = Intake(engine, clock, Outlet())
+    try:
+        await _one_batch(intake)
+        await asyncio.sleep(0.5)
+        clock.set(NOW + timedelta(seconds=31))  # past the hand-off: the sweep would find them pending
+        await asyncio.sleep(1.0)
+    finally:
+        await intake.stop(1)
+    with open_store(engine) as store:
+        statuses = {
+            InboundMessage.model_validate(row.message).sender if row.message else "ana": row.status
+            for row in store.session.exec(select(InboxMessage))
+        }
+        updates = [u.text for u in store.session.exec(select(Update))]
+        replies = [o.payload["text"] for o in store.session.exec(select(OutboxMessage))]
+    engine.dispose()
+    assert statuses == {"ana": InboxStatus.done, "console:bob": InboxStatus.failed}
+    assert updates == ["innocent bystander"]
+    assert len(replies) == 1 and "recorded" in replies[0], replies
+
+
+async def test_a_batch_that_raises_unforeseen_is_postponed_not_left_for_the_sweep(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should even marking bob's message failed raise, nothing of the batch is kept: it waits out a
+    backoff, in this process and in the database, instead of coming back with the next sweep."""
+    engine = make_engine(sqlite_file)
+    _ana_and_bob(engine, monkeypatch)
+
+    def unwritable(*args: Any) -> None:
+        raise ValueError("the inbox row cannot be written")
+
+    monkeypatch.setattr(Store, "fail_inbox", unwritable)
+    intake = Intake(engine, FixedClock(NOW), Outlet())
+
+    def postponed() -> list[InboxMessage]:
+        with open_store(engine) as store:
+            return [r for r in store.session.exec(select(InboxMessage)) if r.attempts == 1]
+
+    try:
+        await _one_batch(intake)
+        await until(lambda: len(postponed()) == 2)
+        rows = postponed()
+        assert intake._known == {r.id for r in rows}  # held, to be tried again here after the backoff
+    finally:
+        await intake.stop(0)
+    engine.dispose()
+    assert [(r.status, r.last_error) for r in rows] == [(InboxStatus.pending, "ValueError")] * 2
+    assert all(r.next_attempt_at == NOW + intake_module.backoff(1) for r in rows)
 
 
 @pytest.mark.parametrize("retry", ["whole", "one by one"])

@@ -239,8 +239,11 @@ class Intake:
             claiming = self.outlet.claiming()
             try:
                 retry_in, handled = await asyncio.to_thread(self._handle, batch, claiming)
-            except Exception:
+            except Exception as error:
                 log.exception("handling messages failed", extra={"inbox_ids": str(batch)})
+                # Left pending, the sweep would hand the batch back together within seconds, to fail the
+                # same way again and again: postponed, as when the database fails.
+                retry_in = await asyncio.to_thread(self._postpone, batch, error, self.clock.now())
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -302,23 +305,41 @@ class Intake:
                         broken.append((inbox_id, error))
                 for inbox_id, error in broken:
                     log.error("handling failed", exc_info=error, extra={"inbox_id": inbox_id})
-                    inbox.fail(store, inbox_id, f"{type(error).__name__}: {error}", now)
+                    self._fail(store, inbox_id, f"{type(error).__name__}: {error}", now)
             return None, inbox.Handled(reclaimed, UNCLAIMED.waiting)
         except Exception as error:
             if not is_transient(error):
                 raise
             # The database went away mid-batch: nothing of it was written.
             log.warning("database unavailable, messages postponed", extra={"inbox_ids": str(batch)})
-            attempts = 0
-            for inbox_id in batch:
-                if claiming is not None:
-                    self._unconfirmed.setdefault(inbox_id, set()).add(now + claiming.lease)
-                self._failures[inbox_id] = self._failures.get(inbox_id, 0) + 1
-                attempts = max(attempts, self._failures[inbox_id])
-            with contextlib.suppress(Exception), open_store(self.engine) as store:
+            if claiming is not None:
                 for inbox_id in batch:
-                    store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
-            return backoff(attempts), UNCLAIMED
+                    self._unconfirmed.setdefault(inbox_id, set()).add(now + claiming.lease)
+            return self._postpone(batch, error, now), UNCLAIMED
+
+    def _fail(self, store: Store, inbox_id: int, reason: str, now: datetime) -> None:
+        """Give up on a message that raised, in a savepoint: the fault can be one its failure notice
+        shares (reading who spoke, say), and then only the notice is lost, not its batch-mates' work."""
+        try:
+            with store.session.begin_nested():
+                inbox.fail(store, inbox_id, reason, now)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            log.error("failure notice failed", exc_info=error, extra={"inbox_id": inbox_id})
+            store.fail_inbox(inbox_id, reason, now)  # failed all the same, its sender untold
+
+    def _postpone(self, batch: list[int], error: Exception, now: datetime) -> timedelta:
+        """Count a failed try at each message of `batch`, and write when the next is due (should this
+        process die meanwhile, the sweep finds them then): how long to wait, growing with the tries."""
+        attempts = 0
+        for inbox_id in batch:
+            self._failures[inbox_id] = self._failures.get(inbox_id, 0) + 1
+            attempts = max(attempts, self._failures[inbox_id])
+        with contextlib.suppress(Exception), open_store(self.engine) as store:
+            for inbox_id in batch:
+                store.postpone_inbox(inbox_id, type(error).__name__, lambda tries: now + backoff(tries))
+        return backoff(attempts)
 
     def _reclaim(
         self, store: Store, batch: list[int], now: datetime, claiming: inbox.Claiming | None
