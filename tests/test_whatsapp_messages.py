@@ -15,7 +15,7 @@ from sqlmodel import select
 from adapters.whatsapp.adapter import NOT_SAVED, WhatsAppAdapter
 from bot.core.clock import FixedClock
 from bot.runtime import logs
-from bot.runtime.hub import Hub, Unavailable
+from bot.runtime.hub import Hub, Unavailable, Undecided
 from store.models import OutboxMessage, Update
 from tests.conftest import NOW
 from tests.slack_harness import wait_until
@@ -310,6 +310,20 @@ def test_a_message_that_could_not_be_stored_is_answered_that_nothing_was_saved(
         and "nada foi salvo" in NOT_SAVED
     )
     assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == []
+
+
+def test_a_message_still_being_written_at_the_deadline_is_not_told_nothing_was_saved(
+    whatsapp: WhatsApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its write may yet commit, and then it is answered: "nothing was saved" could be untrue and
+    invite the same update twice, so Twilio gets the 503 and the sender nothing from this answer."""
+
+    async def undecided(_: object) -> bool:
+        raise Undecided("still being stored")
+
+    monkeypatch.setattr(whatsapp.server.hub, "accept", undecided)
+    response = whatsapp.post(inbound(ALPHA_NUMBER, "update: a slow write"))
+    assert response.status_code == 503 and "Message" not in response.text
 
 
 def test_a_signed_status_callback_is_taken_and_a_forged_one_refused(whatsapp: WhatsApp) -> None:
