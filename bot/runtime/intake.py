@@ -128,26 +128,35 @@ class Intake:
         whose batch is being written waits for its outcome, which alone says whether it was stored."""
         if self.full:
             raise Busy(f"{self.backlog} messages waiting")
-        stored: asyncio.Future[inbox.Accepted] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[inbox.Accepted] = loop.create_future()
         with self._arriving_lock:
             self._arriving.append((message, stored))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._store_arriving(), name="intake-store")
-        # `wait`, not `timeout`: a timeout would cancel `stored`, and with it the outcome waited for.
-        await asyncio.wait([stored], timeout=patience)
-        if not stored.done() and self._withdraw(stored):
-            raise Withdrawn(f"not stored within {patience} s")
-        accepted = await stored
+            self._writer = loop.create_task(self._store_arriving(), name="intake-store")
+        # A timer beside the wait, not `asyncio.wait` (whose waiter wakes the sender a loop turn after
+        # the outcome) nor a timeout (which would cancel `stored`, and with it the outcome waited for).
+        timer = loop.call_later(patience, self._withdraw, stored, patience) if patience is not None else None
+        try:
+            accepted = await stored
+        finally:
+            if timer is not None:
+                timer.cancel()
         return accepted.new
 
-    def _withdraw(self, stored: asyncio.Future[inbox.Accepted]) -> bool:
-        """Take back the arrival `stored` waits for, unless a writer has taken it into a batch."""
+    def _withdraw(self, stored: asyncio.Future[inbox.Accepted], patience: float) -> None:
+        """Take back the arrival `stored` waits for, unless a writer has taken it into a batch (whose
+        outcome alone says whether it was stored): its sender hears Withdrawn."""
+        if stored.done():
+            return
         with self._arriving_lock:  # the lock `_take` holds
             for index, (_, waiting) in enumerate(self._arriving):
                 if waiting is stored:
                     del self._arriving[index]
-                    return True
-        return False
+                    break
+            else:
+                return
+        stored.set_exception(Withdrawn(f"not stored within {patience} s"))
 
     async def _store_arriving(self) -> None:
         """Store what arrived, a batch a transaction, until nothing waits; each sender hears once its
