@@ -93,9 +93,9 @@ def running(slack_world: TestBot, mock: MockSlack) -> Iterator[Running]:
 
 def slow_writes(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Storing a batch of arrivals takes `seconds` once begun, against deadlines shortened to 0.3 s (a
-    message not yet being written is withdrawn) and 0.9 s (the last for one being written)."""
+    message not yet being written is withdrawn) and 1.2 s (the last for one being written)."""
     monkeypatch.setattr(hub, "ACCEPT_SECONDS", 0.3)
-    monkeypatch.setattr(hub, "DECIDE_SECONDS", 0.9)
+    monkeypatch.setattr(hub, "DECIDE_SECONDS", 1.2)
     accept_all = inbox.accept_all
 
     def slow(store: Any, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:

@@ -159,12 +159,12 @@ async def test_a_message_being_written_at_its_deadline_hears_the_outcome(
     accept_all = inbox.accept_all
 
     def slow(store: Store, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:
-        time.sleep(0.5)
+        time.sleep(1.0)
         return accept_all(store, messages, now)
 
     monkeypatch.setattr(inbox, "accept_all", slow)
     intake = Intake(engine, FixedClock(NOW), Outlet())
-    assert await intake.submit(_message("update: slow but sure"), patience=0.1) is True
+    assert await intake.submit(_message("update: slow but sure"), patience=0.4) is True
     with open_store(engine) as store:
         assert len(store.session.exec(select(InboxMessage)).all()) == 1
     engine.dispose()

@@ -245,7 +245,7 @@ def test_an_event_still_being_written_at_the_deadline_is_refused_and_its_retry_d
 ) -> None:
     """Slack sends an event again after a 503, so one whose write is still under way at the deadline
     may be refused: it is stored all the same, and the retry finds it. Recorded and answered once."""
-    slow_writes(monkeypatch, 1.5)
+    slow_writes(monkeypatch, 2.0)
     body = event_body(_message("update: written slowly"), "EvSLOWWRITE")
     assert running.event(body).status_code == 503
     running.mock.wait_for("chat.postMessage")

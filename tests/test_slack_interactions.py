@@ -200,7 +200,8 @@ def test_a_slash_command_told_nothing_was_saved_is_withdrawn_and_never_recorded(
     assert running.mock.named("response_url") == []
 
 
-@pytest.mark.parametrize(("seconds", "told"), [(0.6, ""), (1.5, STILL_SAVING)])
+# Each 0.7 s or more from the 1.2 s deadline, so that a busy machine does not move it to the other side.
+@pytest.mark.parametrize(("seconds", "told"), [(0.5, ""), (2.0, STILL_SAVING)])
 def test_a_slash_command_being_written_at_the_deadline_is_not_told_nothing_was_saved(
     running: Running, monkeypatch: pytest.MonkeyPatch, seconds: float, told: str
 ) -> None:
@@ -227,7 +228,7 @@ def test_a_click_still_being_written_at_the_deadline_is_acknowledged_and_resolve
     running.settle()
     with running.bot.store() as store:
         [blocker] = store.session.exec(select(Blocker).where(Blocker.text == "the GIS server is down")).all()
-    slow_writes(monkeypatch, 1.5)
+    slow_writes(monkeypatch, 2.0)
     click = {
         "type": "block_actions",
         "team": {"id": TEAM, "domain": "test"},
