@@ -143,6 +143,29 @@ def test_a_command_mentioning_payload_is_answered(running: Running) -> None:
     assert "recorded for Alpha" in answer.params["text"]
 
 
+def test_a_slash_command_without_a_response_url_is_answered_to_the_person_not_the_channel(
+    running: Running,
+) -> None:
+    """Only the person saw their command; Slack sends a response URL with every one, but should one come
+    without, the answer (here the member's city's status) goes to them directly, never to the channel."""
+    form = {
+        "token": "unused",
+        "team_id": TEAM,
+        "channel_id": CHANNEL,
+        "channel_name": "alpha-team",
+        "user_id": "UMEMBER1",
+        "user_name": "umember1",
+        "command": "/cda",
+        "text": "status",
+        "trigger_id": "trig-no-response-url",
+        "api_app_id": "A0001",
+    }
+    assert running.form(form).status_code == 200
+    [answer] = running.mock.wait_for("chat.postMessage")
+    assert answer.params["channel"] == "UMEMBER1" and "Alpha" in answer.params["text"]
+    assert running.mock.named("response_url") == []
+
+
 def test_a_large_export_asked_in_a_channel_is_uploaded_to_the_coach_dm(running: Running) -> None:
     for n in range(40):
         running.bot.say("console:a1", f"update: {'long update text ' * 8} number {n}")

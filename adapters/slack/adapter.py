@@ -351,6 +351,10 @@ class SlackAdapter:
                 await self._respond(team_id, str(context["response_url"]), context.get("user"), reply)
                 return
             client = await self._client_for(team_id)
+            if context is not None and "response_url" in context and context.get("user"):
+                # Only the person saw what this answers (a slash command, a click in a channel), and Slack
+                # sent no response URL for it: to them directly, never to the channel they were in.
+                context = {"channel": str(context["user"])}
             channel = (context or reference or {}).get("channel") or slack_id
             thread_ts = (context or {}).get("thread_ts")
             if reply.attachment is not None and not render.inline_csv(reply.attachment):
