@@ -88,6 +88,7 @@ class MockSlack:
     calls: list[Call] = field(default_factory=list)
     rate_limit: dict[str, int] = field(default_factory=dict)  # method → how many 429s to answer first
     delay: dict[str, float] = field(default_factory=dict)  # method → seconds before answering
+    expired: set[str] = field(default_factory=set)  # response URL keys answered 404, as Slack does late
     base_url: str = ""
     socket_url: str = ""  # what `apps.connections.open` gives (Socket Mode)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -194,6 +195,8 @@ class MockSlack:
 
     async def _response_url(self, request: Request) -> Response:
         await self._record("response_url", request)
+        if request.path_params["key"] in self.expired:
+            return PlainTextResponse("expired_url", status_code=404)
         return PlainTextResponse("ok")
 
     async def _upload(self, request: Request) -> Response:

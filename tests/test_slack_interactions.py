@@ -13,6 +13,7 @@ from sqlmodel import select
 from adapters.slack.adapter import NOT_STORED, STILL_SAVING
 from bot.core.messages import DeliveryError, Reply
 from store.models import Blocker, BlockerStatus, InboxMessage, Update
+from tests.platform_run import outbox_of
 from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world, slow_writes  # noqa: F401
 from tests.slack_harness import TEAM, event_body
 
@@ -164,6 +165,19 @@ def test_a_slash_command_without_a_response_url_is_answered_to_the_person_not_th
     [answer] = running.mock.wait_for("chat.postMessage")
     assert answer.params["channel"] == "UMEMBER1" and "Alpha" in answer.params["text"]
     assert running.mock.named("response_url") == []
+
+
+def test_an_answer_whose_response_url_expired_goes_to_the_persons_dm(running: Running) -> None:
+    """A response URL takes answers for 30 minutes (and 5 of them): one spent or expired, as after a
+    Slack outage, answers 404, and the answer goes to the person's DM instead of nowhere."""
+    running.mock.expired.add("trig-late")
+    _command(running, "UMEMBER1", "status", "trig-late")
+    [answer] = running.mock.wait_for("chat.postMessage")
+    assert answer.params["channel"] == "UMEMBER1" and "Alpha" in answer.params["text"]
+    assert len(running.mock.named("response_url")) == 1
+    running.settle()
+    [row] = [r for r in outbox_of(running.bot, "slack") if r.kind == "reply"]
+    assert row.status == "sent" and row.attempts == 1
 
 
 def test_a_large_export_asked_in_a_channel_is_uploaded_to_the_coach_dm(running: Running) -> None:

@@ -397,7 +397,15 @@ class SlackAdapter:
                 "slack rate limited", retry_after=_seconds(answered.headers.get("retry-after"))
             )
         if answered.status_code in (404, 410):
-            raise DeliveryError("slack: response URL expired", permanent=True)
+            if not user:
+                raise DeliveryError("slack: response URL expired", permanent=True)
+            # Spent or expired (5 answers, 30 minutes: a Slack outage outlasted it): the answer goes to
+            # the person's DM with the bot, which only they see too, rather than nowhere.
+            client = await self._client_for(team_id)
+            await client.chat_postMessage(
+                channel=user, text=render.fallback_text(reply), blocks=render.render_blocks(reply)
+            )
+            return
         if answered.status_code >= 300:
             raise DeliveryError(f"slack response URL answered {answered.status_code}")
 
