@@ -9,20 +9,16 @@ Every test drives the real paths (the dispatcher through `TestBot`, the planner 
 through `PassRunner`) against the `world` of tests/conftest.py: alpha bound to slack:T0001:C0001,
 beta, gamma, their members, coaches and sessions."""
 
-import asyncio
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlmodel import select
 
 from bot import admin
-from bot.core.clock import FixedClock
 from bot.core.messages import DeliveryError, Reply
-from bot.runtime.delivery import UNSEEN, Deliverer
-from bot.runtime.ratelimit import RateLimiter
-from scheduler.runner import PassRunner
+from bot.runtime.delivery import UNSEEN
 from store.models import OutboxMessage, OutboxStatus, Role
 from tests.conftest import TestBot
+from tests.test_scheduler import Inbox, tick
 
 ALPHA_CHANNEL = "slack:T0001:C0001"  # bound to alpha in the world
 # Monday 30 Nov 2026 16:00 UTC: 24 hours before Alpha's weekly session (Tue 1 Dec 10:00 America/Chicago),
@@ -31,33 +27,8 @@ ALPHA_REMINDER_DUE = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 30, 16, 5, tzinfo=UTC)  # past the retry of a send that failed at 16:00
 
 
-class Platform:
-    """An adapter that records what it is given to send, or fails while `down` is set."""
-
-    def __init__(self, clock: FixedClock, platform: str) -> None:
-        self.platform = platform
-        self.clock = clock
-        self.down: Exception | None = None
-        self.received: list[tuple[str, Reply]] = []
-
-    async def send(
-        self, recipient: str, reply: Reply, reference: dict[str, Any] | None, context: Any = None
-    ) -> None:
-        await asyncio.sleep(0)
-        if self.down is not None:
-            raise self.down
-        self.received.append((recipient, reply))
-
-    def to(self, recipient: str) -> list[Reply]:
-        return [reply for who, reply in self.received if who == recipient]
-
-
-def _pass(bot: TestBot, at: datetime, *platforms: Platform) -> None:
-    """One scheduler pass at `at` (plan what is due, deliver it), as `cda-bot tick` runs it."""
-    bot.clock.set(at)
-    adapters = {p.platform: p for p in platforms}
-    deliverer = Deliverer(bot.engine, adapters, bot.clock, RateLimiter(intervals={}))
-    asyncio.run(PassRunner(bot.engine, deliverer, bot.clock).run())
+def _to(inbox: Inbox, recipient: str) -> list[Reply]:
+    return [reply for _at, who, reply in inbox.received if who == recipient]
 
 
 def _dropped_as_unseen(bot: TestBot, recipient: str, kind_prefix: str) -> bool:
@@ -75,12 +46,12 @@ def _shows(reply: Reply, *marks: str) -> bool:
     return any(mark in text for mark in marks)
 
 
-def _alpha_reminder_queued_while_slack_is_down(world: TestBot) -> tuple[Platform, Platform]:
-    slack, console = Platform(world.clock, "slack"), Platform(world.clock, "console")
-    slack.down = DeliveryError("slack rate limited", retry_after=60)
-    _pass(world, ALPHA_REMINDER_DUE, slack, console)
+def _alpha_reminder_queued_while_slack_is_down(world: TestBot) -> tuple[Inbox, Inbox]:
+    slack, console = Inbox(world.clock, "slack"), Inbox(world.clock, "console")
+    slack.failing = DeliveryError("slack rate limited", retry_after=60)
+    tick(world, ALPHA_REMINDER_DUE, slack, console)
     assert slack.received == []  # the reminder for Alpha's channel waits in the outbox for a retry
-    slack.down = None
+    slack.failing = None
     return slack, console
 
 
@@ -92,8 +63,8 @@ def test_rebound_channel_is_not_sent_the_old_citys_queued_reminder(world: TestBo
     with world.store() as store:
         _binding, before = admin.bind(store, ALPHA_CHANNEL, "beta", world.clock.now())
         assert before is not None and before.slug == "alpha"
-    _pass(world, LATER, slack, console)
-    leaked = [r for r in slack.to(ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
+    tick(world, LATER, slack, console)
+    leaked = [r for r in _to(slack, ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
     assert leaked == [], f"Beta's channel was sent Alpha's data: {leaked[0].text!r}"
     assert _dropped_as_unseen(world, ALPHA_CHANNEL, "reminder")
 
@@ -104,8 +75,8 @@ def test_unbound_channel_is_not_sent_the_old_citys_queued_reminder(world: TestBo
     slack, console = _alpha_reminder_queued_while_slack_is_down(world)
     with world.store() as store:
         assert admin.unbind(store, ALPHA_CHANNEL).slug == "alpha"
-    _pass(world, LATER, slack, console)
-    leaked = [r for r in slack.to(ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
+    tick(world, LATER, slack, console)
+    leaked = [r for r in _to(slack, ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
     assert leaked == [], f"an unbound channel was sent Alpha's data: {leaked[0].text!r}"
 
 
@@ -113,16 +84,16 @@ def test_member_moved_to_another_city_is_not_sent_the_old_citys_queued_reminder(
     """a1 hears Alpha's reminders directly (Alpha has no console channel). While the console is down,
     an admin moves a1 to Beta (remove, then add: the roster has no move). a1 is now a member of Beta
     only, and a member sees their own city only; the queued Alpha reminder still reaches them."""
-    slack, console = Platform(world.clock, "slack"), Platform(world.clock, "console")
-    console.down = DeliveryError("console unreachable")
-    _pass(world, ALPHA_REMINDER_DUE, slack, console)
+    slack, console = Inbox(world.clock, "slack"), Inbox(world.clock, "console")
+    console.failing = DeliveryError("console unreachable")
+    tick(world, ALPHA_REMINDER_DUE, slack, console)
     assert console.received == []
     with world.store() as store:
         admin.remove_person(store, "console:a1", Role.member)
         admin.add_member(store, "console:a1", "beta", world.clock.now(), "Ann, now of Beta")
-    console.down = None
-    _pass(world, LATER, slack, console)
-    leaked = [r for r in console.to("console:a1") if _shows(r, "ALPHA", "Alpha")]
+    console.failing = None
+    tick(world, LATER, slack, console)
+    leaked = [r for r in _to(console, "console:a1") if _shows(r, "ALPHA", "Alpha")]
     assert leaked == [], f"Beta's member was sent Alpha's data: {leaked[0].text!r}"
 
 
@@ -130,16 +101,16 @@ def test_coach_taken_off_a_city_is_not_sent_its_queued_blocker_notice(world: Tes
     """Alpha's coaches are told of a new blocker, with its text. While the notice waits (the coach's
     platform down), an admin takes coach-ab off Alpha: coach-ab coaches Beta only and may no longer
     see Alpha, yet the queued notice carrying Alpha's blocker text reaches them."""
-    console = Platform(world.clock, "console")
-    console.down = DeliveryError("console unreachable")
+    console = Inbox(world.clock, "console")
+    console.failing = DeliveryError("console unreachable")
     assert "Blocker #" in world.say("console:a1", "blocker: ALPHA-SECRET-PROCUREMENT-ISSUE")
-    _pass(world, world.clock.now(), console)
+    tick(world, world.clock.now(), console)
     with world.store() as store:
         admin.remove_person(store, "console:coach-ab", Role.coach, ["alpha"])
-    console.down = None
-    _pass(world, LATER, console)
-    assert any(_shows(r, "ALPHA-SECRET") for r in console.to("console:coach-a"))  # still Alpha's coach
-    leaked = [r for r in console.to("console:coach-ab") if _shows(r, "ALPHA-SECRET", "Alpha")]
+    console.failing = None
+    tick(world, LATER, console)
+    assert any(_shows(r, "ALPHA-SECRET") for r in _to(console, "console:coach-a"))  # still Alpha's coach
+    leaked = [r for r in _to(console, "console:coach-ab") if _shows(r, "ALPHA-SECRET", "Alpha")]
     assert leaked == [], f"a coach of Beta only was sent Alpha's blocker: {leaked[0].text!r}"
 
 
@@ -147,13 +118,13 @@ def test_coach_taken_off_a_city_is_not_sent_a_queued_digest_showing_it(world: Te
     """coach-ab's weekly digest (Monday 08:00 in Alpha's zone, 14:00 UTC) shows Alpha and Beta; it waits
     while the console is down, and coach-ab is taken off Alpha meanwhile. The digest, which shows
     Alpha's blocker, is dropped; coach-a's, whose cities are unchanged, goes out."""
-    console = Platform(world.clock, "console")
-    console.down = DeliveryError("console unreachable")
-    _pass(world, datetime(2026, 11, 30, 14, 0, tzinfo=UTC), console)
+    console = Inbox(world.clock, "console")
+    console.failing = DeliveryError("console unreachable")
+    tick(world, datetime(2026, 11, 30, 14, 0, tzinfo=UTC), console)
     with world.store() as store:
         admin.remove_person(store, "console:coach-ab", Role.coach, ["alpha"])
-    console.down = None
-    _pass(world, datetime(2026, 11, 30, 14, 5, tzinfo=UTC), console)
-    assert [r.title for r in console.to("console:coach-a")].count("Weekly digest") == 1
-    assert not [r for r in console.to("console:coach-ab") if r.title == "Weekly digest"]
+    console.failing = None
+    tick(world, datetime(2026, 11, 30, 14, 5, tzinfo=UTC), console)
+    assert [r.title for r in _to(console, "console:coach-a")].count("Weekly digest") == 1
+    assert not [r for r in _to(console, "console:coach-ab") if r.title == "Weekly digest"]
     assert _dropped_as_unseen(world, "console:coach-ab", "digest")

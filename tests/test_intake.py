@@ -33,6 +33,26 @@ from tests.conftest import NOW, said, until
 LEASE = timedelta(seconds=30)
 
 
+@contextlib.contextmanager
+def turn_held(turns: Turns) -> Iterator[threading.Event]:
+    """The write turn held by another thread (a handling, say) until the event is set or the block ends."""
+    release, held = threading.Event(), threading.Event()
+
+    def handling() -> None:
+        with turns.turn():
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=handling)
+    holder.start()
+    try:
+        assert held.wait(5)
+        yield release
+    finally:
+        release.set()
+        holder.join(5)
+
+
 def _message(text: str) -> InboundMessage:
     return said("console:ana", text)
 
@@ -86,17 +106,7 @@ async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
     turns = Turns()
     intake = Intake(engine, FixedClock(NOW), Outlet(), turns=turns)
     # Handling holds the write turn; the first arrival's writer queues behind it.
-    release, held = threading.Event(), threading.Event()
-
-    def handling() -> None:
-        with turns.turn():
-            held.set()
-            release.wait(5)
-
-    holder = threading.Thread(target=handling)
-    holder.start()
-    try:
-        assert held.wait(5)
+    with turn_held(turns) as release:
         first = asyncio.ensure_future(intake.submit(_message("update: first")))
         await until(lambda: turns._waiting[True] == 1)
         later = [asyncio.ensure_future(intake.submit(_message(f"update: later {n}"))) for n in range(2)]
@@ -105,9 +115,6 @@ async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
         assert not first.done()
         release.set()
         assert await asyncio.gather(first, *later) == [True, True, True]
-    finally:
-        release.set()
-        holder.join(5)
     # One transaction for all three: the later two were there when the turn came.
     assert batches == [["update: first", "update: later 0", "update: later 1"]]
     with open_store(engine) as store:
@@ -123,23 +130,10 @@ async def test_a_message_not_being_written_by_its_deadline_is_withdrawn_and_neve
     engine = make_engine(sqlite_file)
     turns = Turns()
     intake = Intake(engine, FixedClock(NOW), Outlet(), turns=turns)
-    release, held = threading.Event(), threading.Event()
-
-    def handling() -> None:
-        with turns.turn():
-            held.set()
-            release.wait(5)
-
-    holder = threading.Thread(target=handling)
-    holder.start()
-    try:
-        assert held.wait(5)
+    with turn_held(turns):
         with pytest.raises(intake_module.Withdrawn):
             await intake.submit(_message("update: too late"), patience=0.2)
         assert intake._arriving == []
-    finally:
-        release.set()
-        holder.join(5)
     assert intake._writer is not None
     await asyncio.wait_for(intake._writer, 5)
     with open_store(engine) as store:

@@ -5,6 +5,7 @@ import json
 import sqlite3
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -18,22 +19,41 @@ from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_w
 from tests.slack_harness import TEAM, event_body
 
 
-def _slash(run: Running, user: str, text: str, trigger: str, channel: str = CHANNEL) -> httpx.Response:
-    return run.form(
-        {
-            "token": "unused",
-            "team_id": TEAM,
-            "channel_id": channel,
-            "channel_name": "alpha-team",
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": "/cda",
-            "text": text,
-            "response_url": f"{run.mock.base_url}/response/{trigger}",
-            "trigger_id": trigger,
-            "api_app_id": "A0001",
-        }
-    )
+def _slash(
+    run: Running, user: str, text: str, trigger: str, channel: str = CHANNEL, response_url: bool = True
+) -> httpx.Response:
+    form = {
+        "token": "unused",
+        "team_id": TEAM,
+        "channel_id": channel,
+        "channel_name": "alpha-team",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/cda",
+        "text": text,
+        "response_url": f"{run.mock.base_url}/response/{trigger}",
+        "trigger_id": trigger,
+        "api_app_id": "A0001",
+    }
+    if not response_url:
+        del form["response_url"]
+    return run.form(form)
+
+
+def _click(run: Running, trigger: str, action: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A coach's click on a Resolve button under a notice in their DM, as Slack posts it."""
+    return {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": "UCOACH1", "team_id": TEAM},
+        "api_app_id": "A0001",
+        "trigger_id": trigger,
+        "container": {"type": "message", "message_ts": "6.1", "channel_id": "D0COACH"},
+        "channel": {"id": "D0COACH"},
+        "response_url": f"{run.mock.base_url}/response/click",
+        "actions": [action],
+        **extra,
+    }
 
 
 def _command(run: Running, user: str, text: str, trigger: str, channel: str = CHANNEL) -> None:
@@ -103,18 +123,8 @@ def test_a_blocker_notice_reaches_the_slack_coach_and_its_button_resolves_it(run
         blocker = store.session.get(Blocker, int(button["value"]))
         assert blocker is not None and blocker.status == BlockerStatus.open
 
-    click = {
-        "type": "block_actions",
-        "team": {"id": TEAM, "domain": "test"},
-        "user": {"id": "UCOACH1", "team_id": TEAM},
-        "api_app_id": "A0001",
-        "trigger_id": "trig-click-1",
-        "container": {"type": "message", "message_ts": "6.1", "channel_id": "D0COACH"},
-        "channel": {"id": "D0COACH"},
-        "message": {"ts": "6.1", "text": notice["text"]},
-        "response_url": f"{running.mock.base_url}/response/click",
-        "actions": [{**button, "type": "button", "block_id": "b1", "action_ts": "6.2"}],
-    }
+    action = {**button, "type": "button", "block_id": "b1", "action_ts": "6.2"}
+    click = _click(running, "trig-click-1", action, message={"ts": "6.1", "text": notice["text"]})
     response = running.form({"payload": json.dumps(click)})
     assert response.status_code == 200
     reply = running.mock.wait_for("chat.postMessage", 3)[-1]
@@ -149,19 +159,8 @@ def test_a_slash_command_without_a_response_url_is_answered_to_the_person_not_th
 ) -> None:
     """Only the person saw their command; Slack sends a response URL with every one, but should one come
     without, the answer (here the member's city's status) goes to them directly, never to the channel."""
-    form = {
-        "token": "unused",
-        "team_id": TEAM,
-        "channel_id": CHANNEL,
-        "channel_name": "alpha-team",
-        "user_id": "UMEMBER1",
-        "user_name": "umember1",
-        "command": "/cda",
-        "text": "status",
-        "trigger_id": "trig-no-response-url",
-        "api_app_id": "A0001",
-    }
-    assert running.form(form).status_code == 200
+    response = _slash(running, "UMEMBER1", "status", "trig-no-response-url", response_url=False)
+    assert response.status_code == 200
     [answer] = running.mock.wait_for("chat.postMessage")
     assert answer.params["channel"] == "UMEMBER1" and "Alpha" in answer.params["text"]
     assert running.mock.named("response_url") == []
@@ -266,17 +265,8 @@ def test_a_click_still_being_written_at_the_deadline_is_acknowledged_and_resolve
     with running.bot.store() as store:
         [blocker] = store.session.exec(select(Blocker).where(Blocker.text == "the GIS server is down")).all()
     slow_writes(monkeypatch, 2.0)
-    click = {
-        "type": "block_actions",
-        "team": {"id": TEAM, "domain": "test"},
-        "user": {"id": "UCOACH1", "team_id": TEAM},
-        "api_app_id": "A0001",
-        "trigger_id": "trig-slow-click",
-        "container": {"type": "message", "message_ts": "6.1", "channel_id": "D0COACH"},
-        "channel": {"id": "D0COACH"},
-        "response_url": f"{running.mock.base_url}/response/click",
-        "actions": [{"type": "button", "action_id": "resolve_blocker", "value": str(blocker.id)}],
-    }
+    action = {"type": "button", "action_id": "resolve_blocker", "value": str(blocker.id)}
+    click = _click(running, "trig-slow-click", action)
     posted = len(running.mock.named("chat.postMessage"))
     response = running.form({"payload": json.dumps(click)})
     assert response.status_code == 200

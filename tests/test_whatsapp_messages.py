@@ -304,11 +304,6 @@ def test_a_message_that_could_not_be_stored_is_answered_that_nothing_was_saved(
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
     said = ElementTree.fromstring(response.text).findall("Message")
     assert [m.text for m in said] == [NOT_SAVED]
-    assert (
-        "nothing was saved" in NOT_SAVED
-        and "no se guardó nada" in NOT_SAVED
-        and "nada foi salvo" in NOT_SAVED
-    )
     assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == []
 
 

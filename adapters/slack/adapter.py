@@ -364,12 +364,7 @@ class SlackAdapter:
                 # One call carrying the text too, so a retry never posts the text twice.
                 await self._upload(client, channel, thread_ts, reply.attachment, render.fallback_text(reply))
             else:
-                await client.chat_postMessage(
-                    channel=channel,
-                    thread_ts=thread_ts,
-                    text=render.fallback_text(reply),
-                    blocks=render.render_blocks(reply),
-                )
+                await self._post(client, channel, thread_ts, reply)
         except SlackApiError as error:
             raise delivery_error(error) from None
         except (aiohttp.ClientError, TimeoutError) as error:
@@ -401,13 +396,18 @@ class SlackAdapter:
                 raise DeliveryError("slack: response URL expired", permanent=True)
             # Spent or expired (5 answers, 30 minutes: a Slack outage outlasted it): the answer goes to
             # the person's DM with the bot, which only they see too, rather than nowhere.
-            client = await self._client_for(team_id)
-            await client.chat_postMessage(
-                channel=user, text=render.fallback_text(reply), blocks=render.render_blocks(reply)
-            )
+            await self._post(await self._client_for(team_id), user, None, reply)
             return
         if answered.status_code >= 300:
             raise DeliveryError(f"slack response URL answered {answered.status_code}")
+
+    async def _post(self, client: AsyncWebClient, channel: str, thread_ts: str | None, reply: Reply) -> None:
+        await client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_ts,
+            text=render.fallback_text(reply),
+            blocks=render.render_blocks(reply),
+        )
 
     async def _react(self, client: AsyncWebClient, channel: str, message_ts: str) -> None:
         """The ✅ on a recorded update is a nicety: failing it never sends the reply again."""
