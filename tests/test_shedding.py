@@ -16,7 +16,13 @@ from bot.runtime.intake import RETRY_AFTER_SECONDS
 from bot.runtime.shedding import Shedding
 
 
-def _app(full: list[bool], limit: int, release: asyncio.Event, handled: list[str]) -> Starlette:
+def _app(
+    full: list[bool],
+    limit: int,
+    release: asyncio.Event,
+    handled: list[str],
+    refusals: dict[str, Response] | None = None,
+) -> Starlette:
     async def messages(request: Request) -> Response:
         handled.append((await request.body()).decode())
         await release.wait()
@@ -27,7 +33,9 @@ def _app(full: list[bool], limit: int, release: asyncio.Event, handled: list[str
 
     return Starlette(
         routes=[Route("/in", messages, methods=["POST"]), Route("/page", page, methods=["GET", "POST"])],
-        middleware=[Middleware(Shedding, paths=["/in"], full=lambda: full[0], limit=limit)],
+        middleware=[
+            Middleware(Shedding, paths=["/in"], full=lambda: full[0], limit=limit, refusals=refusals)
+        ],
     )
 
 
@@ -73,3 +81,21 @@ async def test_a_flood_of_refusals_is_one_log_line_not_one_each(caplog: pytest.L
                 assert (await client.post("/in", content=f"m{n}".encode())).status_code == 503
     [line] = [r for r in caplog.records if r.name == "cda_bot.shedding"]
     assert line.getMessage() == "over capacity, messages refused" and line.path == "/in"  # type: ignore[attr-defined]
+
+
+async def test_a_path_with_its_own_refusal_is_answered_with_it_past_either_bound() -> None:
+    """WhatsApp's: Twilio would not send the message again after a 503, so its sender is told."""
+    own = Response("<Response><Message>nothing was saved</Message></Response>", media_type="application/xml")
+    full, release, handled = [True], asyncio.Event(), []
+    async with _client(_app(full, 1, release, handled, {"/in": own})) as client:
+        refused = await client.post("/in", content=b"m1")
+        assert (refused.status_code, refused.text) == (200, own.body.decode())
+        full[0] = False
+        waiting = asyncio.create_task(client.post("/in", content=b"m2"))
+        while not handled:
+            await asyncio.sleep(0.01)
+        second = await client.post("/in", content=b"m3")  # past the one request in flight
+        assert second.headers["content-type"].startswith("application/xml") and "<Message>" in second.text
+        release.set()
+        assert (await waiting).status_code == 200
+        assert handled == ["m2"]

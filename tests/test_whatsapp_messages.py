@@ -307,6 +307,22 @@ def test_a_message_that_could_not_be_stored_is_answered_that_nothing_was_saved(
     assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == []
 
 
+def test_past_capacity_a_message_refused_at_the_door_is_answered_that_nothing_was_saved(
+    whatsapp: WhatsApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before its body is read, as every platform's is past capacity: a 503 would lose it
+    without a word (Twilio does not send it again), so the sender is told in TwiML instead."""
+    monkeypatch.setattr(type(whatsapp.server.hub), "full", property(lambda _: True))
+    response = whatsapp.post(inbound(ALPHA_NUMBER, "update: in a busy minute"))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
+    said = ElementTree.fromstring(response.text).findall("Message")
+    assert [m.text for m in said] == [NOT_SAVED]
+    assert whatsapp.inbox_count() == 0
+    # Only the intake's route: a delivery report is not a message, and is still taken.
+    report = {"MessageSid": "SM" + "3" * 32, "MessageStatus": "queued", "To": ALPHA_NUMBER, "From": SENDER}
+    assert whatsapp.post(report, path="/twilio/status").status_code == 204
+
+
 def test_a_message_still_being_written_at_the_deadline_is_not_told_nothing_was_saved(
     whatsapp: WhatsApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -216,6 +216,8 @@ def template_variables(reply: Reply) -> dict[str, str]:
 class WhatsAppAdapter:
     platform = PLATFORM
     intake_paths = (ROUTE,)  # refused at the door past capacity
+    # …with the words a 503 would never bring the sender (Twilio does not send the message again).
+    refusal = twiml(NOT_SAVED)
 
     def __init__(self, config: WhatsAppConfig, hub: Hub) -> None:
         self.config = config

@@ -32,7 +32,8 @@ READY_SECONDS = 2.0  # a database that takes longer than this to say `1` is not 
 
 class PlatformAdapter(Protocol):
     """Optionally `intake_paths`: the routes where its platform posts messages, refused at the door
-    past capacity (bot/runtime/shedding.py)."""
+    past capacity (bot/runtime/shedding.py); and `refusal`, what its platform is answered there
+    instead of a 503 (WhatsApp's, which Twilio would not send again)."""
 
     platform: str
 
@@ -149,7 +150,13 @@ def build_app(
     routes.extend(pages)
     middleware = [Middleware(RequestMetrics, routes=routes, platforms=platforms)] if metrics else []
     intake = [path for adapter in adapters for path in getattr(adapter, "intake_paths", ())]
-    middleware.append(Middleware(Shedding, paths=intake, full=lambda: hub.full))
+    refusals = {
+        path: adapter.refusal
+        for adapter in adapters
+        if hasattr(adapter, "refusal")
+        for path in getattr(adapter, "intake_paths", ())
+    }
+    middleware.append(Middleware(Shedding, paths=intake, full=lambda: hub.full, refusals=refusals))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -4,10 +4,13 @@ flood of retries cannot take the time the messages already accepted need to be h
 waits to be refused after the platform's deadline.
 
 Capacity is two bounds: the messages accepted and not yet handled (the intake's backlog), and the
-requests in flight, which bounds how long one can wait behind the others (Slack's deadline is 3 s)."""
+requests in flight, which bounds how long one can wait behind the others (Slack's deadline is 3 s).
+
+A platform that would not send the message again after a 503 has its own refusal instead (WhatsApp:
+TwiML telling the sender nothing was saved), so a refused message is never lost without a word."""
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,14 +21,24 @@ from bot.runtime.logs import Tally
 log = logging.getLogger("cda_bot.shedding")
 
 MAX_IN_FLIGHT = 200  # about a third of a second of messages at full speed
+REFUSAL = JSONResponse(
+    {"error": "temporarily unavailable"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+)
 
 
 class Shedding:
     def __init__(
-        self, app: ASGIApp, paths: Collection[str], full: Callable[[], bool], limit: int = MAX_IN_FLIGHT
+        self,
+        app: ASGIApp,
+        paths: Collection[str],
+        full: Callable[[], bool],
+        limit: int = MAX_IN_FLIGHT,
+        refusals: Mapping[str, ASGIApp] | None = None,
     ) -> None:
+        """`refusals`: a path's own answer past capacity, instead of REFUSAL."""
         self.app = app
         self.paths = frozenset(paths)
+        self.refusals = dict(refusals or {})
         self.full = full
         self.limit = limit
         self.in_flight = 0
@@ -37,12 +50,7 @@ class Shedding:
             return
         if self.in_flight >= self.limit or self.full():
             self._refusals.count(path=scope["path"], in_flight=self.in_flight)
-            refusal = JSONResponse(
-                {"error": "temporarily unavailable"},
-                status_code=503,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-            await refusal(scope, receive, send)
+            await self.refusals.get(scope["path"], REFUSAL)(scope, receive, send)
             return
         self.in_flight += 1
         try:
