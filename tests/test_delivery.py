@@ -216,6 +216,57 @@ class SlowRecorder(Recorder):
         await super().send(recipient, reply, reference, context)
 
 
+def _database_away_for_finishing(monkeypatch: pytest.MonkeyPatch, times: float) -> list[int]:
+    """Recording a send fails `times` times (the database away), then goes through; the tries made."""
+    tries = [0]
+    real = Deliverer._finish
+
+    def finish(deliverer: Deliverer, outcomes: list[Any]) -> None:
+        tries[0] += 1
+        if tries[0] <= times:
+            raise OperationalError("UPDATE", {}, ConnectionResetError("the server closed the connection"))
+        real(deliverer, outcomes)
+
+    monkeypatch.setattr(Deliverer, "_finish", finish)
+    monkeypatch.setattr(delivery, "record_pause", lambda _: 0.01)
+    return tries
+
+
+async def test_a_one_off_round_keeps_recording_a_send_through_a_short_outage_so_it_is_not_sent_again(
+    testbot: TestBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cda-bot tick` sends a reminder, then the database is away for a few seconds: the round goes on
+    trying to record it while the row is still its own, rather than give up after three tries and leave
+    it `sending`, for the server to send again once the lease ran out."""
+    with testbot.store() as store:
+        store.enqueue(due_message("tick|1", "console:ana", testbot.clock.now(), "your reminder"))
+    tries = _database_away_for_finishing(monkeypatch, 5)
+    adapter = Recorder()
+    report = await Deliverer(testbot.engine, {"console": adapter}, testbot.clock).deliver_due()
+    assert len(report.sent) == 1 and tries[0] == 6
+    with testbot.store() as store:
+        [row] = store.session.exec(select(OutboxMessage)).all()
+        assert row.status == OutboxStatus.sent
+    testbot.clock.set(testbot.clock.now() + LEASE + timedelta(seconds=5))
+    assert (await Deliverer(testbot.engine, {"console": adapter}, testbot.clock).deliver_due()).sent == []
+    assert len(adapter.sent) == 1
+
+
+async def test_a_one_off_round_gives_up_recording_once_its_patience_is_spent(
+    testbot: TestBot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never a `tick` that hangs for ever on a database that stays away: it ends with the error, and
+    says the message may go out again."""
+    with testbot.store() as store:
+        store.enqueue(due_message("tick|2", "console:ana", testbot.clock.now(), "your reminder"))
+    tries = _database_away_for_finishing(monkeypatch, float("inf"))
+    monkeypatch.setattr(delivery, "RECORD_PATIENCE", 0.2)
+    with pytest.raises(OperationalError):
+        await Deliverer(testbot.engine, {"console": Recorder()}, testbot.clock).deliver_due()
+    assert tries[0] > 3
+    assert "delivery not recorded: it may be sent again" in caplog.text
+
+
 async def test_lanes_that_were_full_wake_the_loop_as_they_empty_instead_of_leaving_the_rest_to_the_poll(
     world: TestBot, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,10 @@ MAX_IN_FLIGHT = 1000  # rows held in lanes at once; past this the loop claims no
 # sender's spacing, and a reply taken next would wait behind them (32: 76 a second, replies 0.3 s).
 SHARED_LANE_SENDS = 8
 LOOK_AHEAD = 64  # rows a lane looks through for one whose conversation has nothing in flight
-RECORD_TRIES = 3
+# A one-off round (`deliver_due`: `cda-bot tick`, `say`) keeps trying to record a send this long: the
+# row stays its own until the lease runs out, and a round that gave up sooner would leave a sent row to
+# be sent again by the server once it did.
+RECORD_PATIENCE = LEASE.total_seconds()
 CLAIM_RETRY = timedelta(seconds=1)  # after a claim the database failed
 FAILING = "failing"  # a `state` in which the handling and sending process cannot be relied on
 
@@ -134,6 +138,10 @@ class Lane:
     def done(self, row: OutboxMessage) -> None:
         self.sending.discard(row.recipient)
         self.changed.set()
+
+
+def record_pause(attempt: int) -> float:
+    return min(0.5 * attempt, 5.0)
 
 
 def retry_delay(kind: str, attempts: int, retry_after: float | None) -> timedelta:
@@ -465,23 +473,28 @@ class Deliverer:
         """Record what a send did, however long the database is away: a row sent but recorded as still
         claimed would go out again when its lease ran out. Meanwhile the row stays in its lane, whose
         lease the loop keeps renewing (first thing once the database is back, if it ran out meanwhile).
-        A one-off round (`deliver_due`) gives up after a few tries."""
+        A one-off round (`deliver_due`) gives up after RECORD_PATIENCE seconds."""
         outbox_id = row.id
         assert outbox_id is not None
         outcome = Outcome(outbox_id, row.attempts, status, now, error, retry_at, receipts)
+        started = time.monotonic()
         for attempt in itertools.count(1):
             try:
                 await self._finish_together(outcome)
                 self._held.pop(outbox_id, None)
                 return
             except Exception as failure:
-                if not self.running and attempt >= RECORD_TRIES:
+                if not self.running and time.monotonic() - started >= RECORD_PATIENCE:
+                    log.error(
+                        "delivery not recorded: it may be sent again",
+                        extra={"outbox_id": outbox_id, "error": type(failure).__name__},
+                    )
                     raise
                 log.warning(
                     "recording a delivery failed, trying again",
                     extra={"outbox_id": outbox_id, "error": type(failure).__name__},
                 )
-                await asyncio.sleep(min(0.5 * attempt, 5.0))
+                await asyncio.sleep(record_pause(attempt))
 
     # -- what the platform reports later -------------------------------------------------------------
     async def reported(
