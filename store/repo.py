@@ -279,6 +279,18 @@ class Store:
         )
         return {message_id: inbox_id for message_id, inbox_id in self.session.connection().execute(query)}
 
+    def inbox_ids(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Which of these messages are stored, in whatever state: (platform, message id) → inbox id."""
+        if not keys:
+            return {}
+        wanted = set(keys)
+        query = core_select(_INBOX.c.platform, _INBOX.c.message_id, _INBOX.c.id).where(
+            _INBOX.c.platform.in_({platform for platform, _ in wanted}),
+            _INBOX.c.message_id.in_({message_id for _, message_id in wanted}),
+        )
+        found = self.session.connection().execute(query)
+        return {(p, m): inbox_id for p, m, inbox_id in found if (p, m) in wanted}
+
     def due_inbox(self, now: datetime, limit: int) -> list[int]:
         """Pending messages whose turn has come: left by a replica that died, or waiting out a failure."""
         query = (

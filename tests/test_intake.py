@@ -1,7 +1,8 @@
 """The intake's group commit: messages are stored a batch a transaction, and a batch is what has
 arrived by the time the writer's turn comes (SQLite), so a message that arrives while an earlier one
 waits for the write lock is stored with it, not one whole turn later; a failure before a batch is
-taken still reaches the senders waiting."""
+taken still reaches the senders waiting; a batch whose COMMIT failed is looked for in the inbox before
+anyone is told it was not stored."""
 
 import asyncio
 import contextlib
@@ -9,20 +10,22 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from bot import admin
 from bot.core import dispatcher, inbox
 from bot.core.clock import FixedClock
+from bot.core.inbox import HANDOFF
 from bot.core.messages import InboundMessage
 from bot.runtime import intake as intake_module
+from bot.runtime.hub import Hub, Undecided
 from bot.runtime.intake import Intake
 from bot.runtime.turns import Turns
 from store.db import make_engine
@@ -436,3 +439,122 @@ async def test_a_backlog_is_handled_in_batches_as_big_as_the_database_allows(
         statuses = store.session.exec(select(InboxMessage.status)).all()
         assert statuses == [InboxStatus.done] * 120
     engine.dispose()
+
+
+def commits_lost(monkeypatch: pytest.MonkeyPatch, committed: bool, readable: bool = True) -> None:
+    """The COMMIT of each batch of arrivals fails as a connection lost during it would: after the
+    database committed (`committed`), or before. Unless `readable`, the inbox cannot be read afterwards
+    either, to learn which."""
+    accept_all = inbox.accept_all
+
+    def then_lost(store: Store, messages: list[InboundMessage], now: datetime) -> list[inbox.Accepted]:
+        accepted = accept_all(store, messages, now)
+
+        def lose(connection: Connection) -> None:
+            if committed:
+                dbapi_connection = connection.connection.dbapi_connection
+                assert dbapi_connection is not None
+                dbapi_connection.commit()
+            raise OperationalError("COMMIT", None, Exception("server closed the connection unexpectedly"))
+
+        event.listen(store.session.connection(), "commit", lose, once=True)
+        return accepted
+
+    def unreadable(*args: Any) -> dict[tuple[str, str], int]:
+        raise OperationalError("SELECT", None, Exception("connection refused"))
+
+    monkeypatch.setattr(inbox, "accept_all", then_lost)
+    if not readable:
+        monkeypatch.setattr(Store, "inbox_ids", unreadable)
+
+
+def _inbox(engine: Engine) -> list[InboxMessage]:
+    with open_store(engine) as store:
+        return list(store.session.exec(select(InboxMessage).order_by(InboxMessage.id)))
+
+
+async def test_a_batch_whose_commit_failed_after_it_took_is_acknowledged_and_handled_now(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks during COMMIT, after the database committed. Told "nothing was saved",
+    the person would record the update again, and the one stored would wait out the handoff unanswered:
+    the inbox is read, and the message found there is acknowledged and handled at once, once."""
+    engine = make_engine(db_url)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    monkeypatch.setattr(intake_module, "STARTUP_HORIZON", timedelta())  # the sweep finds nothing due
+    commits_lost(monkeypatch, committed=True)
+    intake = Intake(engine, FixedClock(NOW), Outlet())  # the clock stays short of the handoff
+    await intake.start()
+    try:
+        assert await intake.submit(_message("update: committed, though nobody heard")) is True
+        await until(lambda: intake.taken == 1 and intake.backlog == 0)
+    finally:
+        await intake.stop(1)
+    ((status,),) = [(row.status,) for row in _inbox(engine)]
+    with open_store(engine) as store:
+        updates = [u.text for u in store.session.exec(select(Update))]
+        replies = [o.payload["text"] for o in store.session.exec(select(OutboxMessage))]
+    engine.dispose()
+    assert status == InboxStatus.done
+    assert updates == ["committed, though nobody heard"]
+    assert len(replies) == 1 and "recorded" in replies[0], replies
+
+
+async def test_a_batch_whose_commit_failed_before_it_took_refuses_only_what_is_not_stored(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks during COMMIT, before the database committed: the new message is refused
+    (its platform gets a 503, a person "nothing was saved", both true). A platform's retry in the same
+    batch of a message stored earlier is stored all the same: acknowledged as the duplicate it is, and
+    taken for handling."""
+    engine = make_engine(db_url)
+    intake = Intake(engine, FixedClock(NOW), Outlet())
+    earlier = _message("update: stored before")
+    assert await intake.submit(earlier) is True
+    (stored,) = _inbox(engine)
+    commits_lost(monkeypatch, committed=False)
+    batches: list[int] = []
+    lost_accept_all = inbox.accept_all
+
+    def recorded(store: Store, messages: list[InboundMessage], now: datetime) -> list[inbox.Accepted]:
+        batches.append(len(messages))
+        return lost_accept_all(store, messages, now)
+
+    monkeypatch.setattr(inbox, "accept_all", recorded)
+    retry, new = await asyncio.gather(
+        intake.submit(earlier),
+        intake.submit(_message("update: lost with the commit")),
+        return_exceptions=True,
+    )
+    assert batches == [2]  # one transaction for both
+    assert retry is False  # a duplicate: acknowledged
+    assert isinstance(new, OperationalError) and not isinstance(new, intake_module.Unconfirmed)
+    assert [row.id for row in _inbox(engine)] == [stored.id]
+    assert stored.id in intake._known  # the retry's: taken for handling
+    engine.dispose()
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not committed"])
+async def test_a_batch_whose_commit_failed_unseen_is_undecided(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """The connection breaks during COMMIT and the inbox cannot be read either: the message may be
+    stored, so the hub says Undecided (a slash command answers that its answer will follow), never
+    Unavailable ("nothing was saved"). One stored is found by the sweep after the handoff."""
+    engine = make_engine(db_url)
+    commits_lost(monkeypatch, committed=committed, readable=False)
+    hub = Hub(engine, FixedClock(NOW))
+    try:
+        with pytest.raises(Undecided):
+            await hub.accept(_message("update: nobody knows"))
+    finally:
+        hub.turns.close()
+    rows = _inbox(engine)
+    engine.dispose()
+    if committed:
+        ((status, due),) = [(row.status, row.next_attempt_at) for row in rows]
+        assert (status, due) == (InboxStatus.pending, NOW + HANDOFF)
+    else:
+        assert rows == []

@@ -5,6 +5,7 @@ import json
 import sqlite3
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,11 +13,13 @@ import pytest
 from sqlmodel import select
 
 from adapters.slack.adapter import NOT_STORED, STILL_SAVING
+from bot.core.inbox import HANDOFF
 from bot.core.messages import DeliveryError, Reply
 from store.models import Blocker, BlockerStatus, InboxMessage, Update
 from tests.platform_run import outbox_of
 from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world, slow_writes  # noqa: F401
 from tests.slack_harness import TEAM, event_body
+from tests.test_intake import commits_lost
 
 
 def _slash(
@@ -247,6 +250,27 @@ def test_a_slash_command_being_written_at_the_deadline_is_not_told_nothing_was_s
     slow_writes(monkeypatch, seconds)
     response = _slash(running, "UMEMBER1", "update surveyed the depot", "trig-slow-write")
     assert response.status_code == 200 and response.text == told  # what the person reads at once
+    [answer] = running.mock.wait_for("response_url")
+    running.settle()
+    assert answer.params["text"].startswith("Update #"), answer.params["text"]
+    with running.bot.store() as store:
+        recorded = store.session.exec(select(Update).where(Update.text == "surveyed the depot")).all()
+        assert len(recorded) == 1
+
+
+@pytest.mark.parametrize(("readable", "told"), [(True, ""), (False, STILL_SAVING)], ids=["read", "unread"])
+def test_a_slash_command_whose_commit_failed_after_it_took_is_not_told_nothing_was_saved(
+    running: Running, monkeypatch: pytest.MonkeyPatch, readable: bool, told: str
+) -> None:
+    """The connection breaks during COMMIT, after the database committed: "nothing was saved" would have
+    the person record the update twice. The inbox is read: found there, the command is acknowledged and
+    answered as usual; if the read fails too, the person is told the answer will follow, which it does
+    once the handoff has passed. Either way it is recorded once."""
+    commits_lost(monkeypatch, committed=True, readable=readable)
+    response = _slash(running, "UMEMBER1", "update surveyed the depot", "trig-lost-commit")
+    assert response.status_code == 200 and response.text == told
+    if not readable:
+        running.bot.clock.set(running.bot.clock.now() + HANDOFF + timedelta(seconds=1))  # the sweep's turn
     [answer] = running.mock.wait_for("response_url")
     running.settle()
     assert answer.params["text"].startswith("Update #"), answer.params["text"]

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from bot.core.clock import Clock
 from bot.core.messages import Adapter, DeliveryError, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
-from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake
+from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake, Unconfirmed
 from bot.runtime.logs import Tally
 from bot.runtime.turns import Turns, beside
 from store.repo import Store, open_store
@@ -36,9 +36,10 @@ class Unavailable(Exception):
 
 
 class Undecided(Unavailable):
-    """The message's write was still under way at the deadline: it may yet be stored, and answered. A
-    platform that sends it again may be refused (its retry is a duplicate if it was stored), but a
-    person must not be told that nothing was saved."""
+    """The message's write was still under way at the deadline, or its COMMIT failed and whether it took
+    could not be learned: it may yet be stored, and answered. A platform that sends it again may be
+    refused (its retry is a duplicate if it was stored), but a person must not be told that nothing was
+    saved."""
 
 
 class Hub:
@@ -67,7 +68,8 @@ class Hub:
     async def accept(self, message: InboundMessage) -> bool:
         """Store `message` durably for handling; True if new, False for a duplicate or chatter.
         Raises Unavailable when it was not stored (the platform must not be acknowledged), Undecided
-        when it was still being written at the platform's deadline."""
+        when it may be: still being written at the platform's deadline, or its COMMIT failed and the
+        inbox could not be read to say."""
         try:
             # Past ACCEPT_SECONDS the platform's own deadline is near: a message not yet being written is
             # withdrawn, so a 503 (or "nothing was saved") is true. One being written may be stored
@@ -81,6 +83,9 @@ class Hub:
         except TimeoutError:
             log.warning("message still being stored at its deadline", extra={"platform": message.platform})
             raise Undecided("still being stored") from None
+        except Unconfirmed:
+            log.warning("message may be stored, its commit unconfirmed", extra={"platform": message.platform})
+            raise Undecided("may be stored") from None
         except Exception as error:
             log.warning(
                 "message not stored",

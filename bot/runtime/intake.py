@@ -6,6 +6,7 @@ database was away — so an acknowledged message is always answered."""
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,8 @@ def backoff(attempts: int) -> timedelta:
 
 
 Arrival = tuple[InboundMessage, asyncio.Future[inbox.Accepted]]  # a message and who waits for it
+# What a batch's senders hear: one error for all, or each their own (stored, or the error).
+Outcome = list[inbox.Accepted | Exception] | Exception
 
 
 class Busy(Exception):
@@ -56,6 +59,15 @@ class Busy(Exception):
 class Withdrawn(Exception):
     """Not written within the sender's patience, and taken back before its batch began: nothing of it
     is stored, now or later."""
+
+
+class Unconfirmed(Exception):
+    """The batch's COMMIT failed, and the inbox could not be read to learn whether it took: the message
+    may be stored (and is then handled, after the handoff), so its sender must not hear it was not."""
+
+    def __init__(self, unread: Exception) -> None:
+        super().__init__(f"commit not confirmed: {type(unread).__name__}")
+        self.unread = unread  # why the inbox could not be read
 
 
 class Outlet(Protocol):
@@ -164,42 +176,98 @@ class Intake:
         while self._arriving:
             batch, outcome = await asyncio.to_thread(self._accept_arrived)
             if isinstance(outcome, Exception):
-                if is_transient(outcome):
+                away = outcome.unread if isinstance(outcome, Unconfirmed) else outcome
+                refused: list[Arrival] = []
+                if is_transient(away):
                     # The database is away: what arrived meanwhile would only wait to fail the same way,
                     # past the platform's patience. Each is refused now (503); the platform retries.
-                    batch += self._take(len(self._arriving))
-                for _, stored in batch:
-                    if not stored.done():
-                        stored.set_exception(outcome)
+                    # Nothing of it was written, so it hears the plain error even where the batch
+                    # may be stored.
+                    refused = self._take(len(self._arriving))
+                for arrivals, error in ((batch, outcome), (refused, away)):
+                    for _, stored in arrivals:
+                        if not stored.done():
+                            stored.set_exception(error)
                 continue
             answered = False
             # A retry of one stored but never handled is picked up too.
-            stored_ids = [accepted.inbox_id for accepted in outcome if accepted.inbox_id is not None]
+            stored_ids = [
+                accepted.inbox_id
+                for accepted in outcome
+                if isinstance(accepted, inbox.Accepted) and accepted.inbox_id is not None
+            ]
             if self.handoff is not None:
                 self.handoff.hand(stored_ids)
             else:
                 self.take(stored_ids)
             for (_, stored), accepted in zip(batch, outcome, strict=True):
+                if isinstance(accepted, Exception):
+                    if not stored.done():
+                        stored.set_exception(accepted)
+                    continue
                 answered = answered or bool(accepted.answered)
                 if not stored.done():
                     stored.set_result(accepted)
             if answered:
                 self.outlet.wake()  # what they were told waits in the outbox
 
-    def _accept_arrived(self) -> tuple[list[Arrival], list[inbox.Accepted] | Exception]:
+    def _accept_arrived(self) -> tuple[list[Arrival], Outcome]:
         """Store what has arrived by the time this process's turn comes, not by the time it was asked
         for: a message that arrives while an earlier batch waits its turn goes with it, instead of
         waiting for that batch's turn and then one more of its own."""
         # Urgent: each sender's platform waits for this commit before it is acknowledged.
         batch: list[Arrival] = []
+        accepted: list[inbox.Accepted] | None = None
         try:
             with self.turns.turn(urgent=True), open_store(self.engine) as store:
                 batch = self._take(MAX_BATCH)
-                return batch, inbox.accept_all(store, [message for message, _ in batch], self.clock.now())
+                accepted = inbox.accept_all(store, [message for message, _ in batch], self.clock.now())
         except Exception as error:
+            if accepted is not None:
+                # Failed at COMMIT (a connection lost during it, say): the database may have committed.
+                return batch, self._confirm(batch, accepted, error)
             # Failed before it took its batch: the next batch hears of it, so a fault that recurs
             # there cannot keep this loop going round with nothing taken.
             return batch or self._take(MAX_BATCH), error
+        return batch, list(accepted)
+
+    def _confirm(self, batch: list[Arrival], accepted: list[inbox.Accepted], error: Exception) -> Outcome:
+        """Each sender's outcome when the batch's COMMIT failed with `error`, from one read of the inbox
+        in a transaction of its own: "nothing was saved" would have a person send again what may be
+        stored, and one stored would wait out the handoff unanswered. A message found is taken for
+        handling as if the COMMIT had succeeded; one not found hears `error`. If the read fails too,
+        Unconfirmed for all of them."""
+        # Only what has an inbox id can be in the inbox; the rest were decided without it (chatter, a
+        # number on no roster, a message handled before), whether or not the COMMIT took. A join hint
+        # to such a number is lost if it did not take: its next message that day is sent one.
+        keys = [
+            (message.platform, message.message_id)
+            for (message, _), result in zip(batch, accepted, strict=True)
+            if result.inbox_id is not None
+        ]
+        try:
+            with open_store(reader(self.engine)) as store:
+                found = store.inbox_ids(keys)
+        except Exception as unread:
+            log.warning(
+                "messages whose commit failed may be stored",
+                extra={"error": type(error).__name__, "read_error": type(unread).__name__},
+            )
+            return Unconfirmed(unread)
+        log.warning(
+            "commit failed, the inbox read for what it stored",
+            extra={"error": type(error).__name__, "stored": len(found), "lost": len(set(keys) - set(found))},
+        )
+        outcome: list[inbox.Accepted | Exception] = []
+        for (message, _), result in zip(batch, accepted, strict=True):
+            key = (message.platform, message.message_id)
+            if result.inbox_id is None:
+                outcome.append(result)
+            elif key in found:
+                outcome.append(dataclasses.replace(result, inbox_id=found[key]))
+            else:
+                outcome.append(error)
+        return outcome
 
     def _take(self, count: int) -> list[Arrival]:
         with self._arriving_lock:  # the event loop adds to it while a writer thread takes from it
