@@ -4,12 +4,16 @@ links and sessions that end, and a coach never seeing a city they do not coach â
 not by a guessed URL, not through the CSV or the Resolve form, not after being taken off the roster."""
 
 import html
+import io
+import json
+import logging
 import re
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from starlette.responses import Response
 from typer.testing import CliRunner
@@ -17,6 +21,8 @@ from typer.testing import CliRunner
 from bot import admin
 from bot.cli import app as cli
 from bot.core.i18n import translator
+from bot.runtime import logs
+from store import dashboard
 from store.models import DashboardLink, DashboardSecret, Role
 from tests.conftest import TestBot
 from tests.dashboard_site import (
@@ -162,6 +168,34 @@ async def test_a_chat_apps_link_preview_does_not_spend_the_link(site: Site) -> N
             assert preview.status_code == 200 and "set-cookie" not in preview.headers
         assert (await client.head(link)).status_code == 200
         assert (await client.get(link)).status_code == 303
+
+
+async def test_a_link_opened_while_the_database_fails_is_not_written_to_the_log(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link is still unspent after the failure: whoever reads the log could sign in with it."""
+    link = link_for(site.bot, "console:coach-a")
+
+    def database_down(*_: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(dashboard, "link_by_nonce", database_down)
+    stream = io.StringIO()
+    logs.configure(stream=stream)
+    try:
+        transport = httpx.ASGITransport(app=site.app(), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            assert (await client.get(link)).status_code == 500
+    finally:
+        logging.getLogger().handlers.clear()
+    # The server's lines, not those of the test's own client (httpx logs every request it makes).
+    lines = [
+        entry for line in stream.getvalue().splitlines() if (entry := json.loads(line))["logger"] != "httpx"
+    ]
+    assert [(e["message"], e.get("route")) for e in lines] == [
+        ("request failed", "/dashboard/signin/{token}")
+    ]
+    assert link.rsplit("/", 1)[1].split(".")[1] not in json.dumps(lines)  # the link's signature
 
 
 async def test_the_key_from_the_environment_signs_and_checks_links(
