@@ -3,11 +3,13 @@
 links and sessions that end, and a coach never seeing a city they do not coach — not in the portfolio,
 not by a guessed URL, not through the CSV or the Resolve form, not after being taken off the roster."""
 
+import asyncio
 import html
 import io
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +40,7 @@ from tests.dashboard_site import (
     public_base,  # noqa: F401
     site,  # noqa: F401
 )
+from web import routes
 from web.signin import WebConfig
 
 # -- signing in ---------------------------------------------------------------------------------------
@@ -409,6 +412,23 @@ async def test_an_oversized_form_is_refused_unread(site: Site) -> None:
     async with site.signed_in("console:coach-a") as client:
         response = await client.post("/dashboard/city/alpha/resolve", content=b"x=" + b"y" * 20_000)
     assert response.status_code == 413
+
+
+async def test_a_form_that_never_finishes_arriving_is_given_up_on(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read before the session is known: anyone could otherwise hold requests open for as long as they
+    liked, a byte at a time."""
+    monkeypatch.setattr(routes, "FORM_TIMEOUT_SECONDS", 0.2)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"csrf="
+        await asyncio.sleep(3600)
+
+    async with site.client() as client:
+        for path in ("/dashboard/signout", "/dashboard/city/alpha/resolve"):
+            response = await asyncio.wait_for(client.post(path, content=trickle()), 5)
+            assert response.status_code == 408, path
 
 
 # -- what the pages say -------------------------------------------------------------------------------
