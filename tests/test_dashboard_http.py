@@ -3,13 +3,19 @@
 links and sessions that end, and a coach never seeing a city they do not coach — not in the portfolio,
 not by a guessed URL, not through the CSV or the Resolve form, not after being taken off the roster."""
 
+import asyncio
 import html
+import io
+import json
+import logging
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from starlette.responses import Response
 from typer.testing import CliRunner
@@ -17,6 +23,8 @@ from typer.testing import CliRunner
 from bot import admin
 from bot.cli import app as cli
 from bot.core.i18n import translator
+from bot.runtime import logs
+from store import dashboard
 from store.models import DashboardLink, DashboardSecret, Role
 from tests.conftest import TestBot
 from tests.dashboard_site import (
@@ -32,6 +40,7 @@ from tests.dashboard_site import (
     public_base,  # noqa: F401
     site,  # noqa: F401
 )
+from web import routes
 from web.signin import WebConfig
 
 # -- signing in ---------------------------------------------------------------------------------------
@@ -162,6 +171,34 @@ async def test_a_chat_apps_link_preview_does_not_spend_the_link(site: Site) -> N
             assert preview.status_code == 200 and "set-cookie" not in preview.headers
         assert (await client.head(link)).status_code == 200
         assert (await client.get(link)).status_code == 303
+
+
+async def test_a_link_opened_while_the_database_fails_is_not_written_to_the_log(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link is still unspent after the failure: whoever reads the log could sign in with it."""
+    link = link_for(site.bot, "console:coach-a")
+
+    def database_down(*_: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(dashboard, "link_by_nonce", database_down)
+    stream = io.StringIO()
+    logs.configure(stream=stream)
+    try:
+        transport = httpx.ASGITransport(app=site.app(), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            assert (await client.get(link)).status_code == 500
+    finally:
+        logging.getLogger().handlers.clear()
+    # The server's lines, not those of the test's own client (httpx logs every request it makes).
+    lines = [
+        entry for line in stream.getvalue().splitlines() if (entry := json.loads(line))["logger"] != "httpx"
+    ]
+    assert [(e["message"], e.get("route")) for e in lines] == [
+        ("request failed", "/dashboard/signin/{token}")
+    ]
+    assert link.rsplit("/", 1)[1].split(".")[1] not in json.dumps(lines)  # the link's signature
 
 
 async def test_the_key_from_the_environment_signs_and_checks_links(
@@ -375,6 +412,23 @@ async def test_an_oversized_form_is_refused_unread(site: Site) -> None:
     async with site.signed_in("console:coach-a") as client:
         response = await client.post("/dashboard/city/alpha/resolve", content=b"x=" + b"y" * 20_000)
     assert response.status_code == 413
+
+
+async def test_a_form_that_never_finishes_arriving_is_given_up_on(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read before the session is known: anyone could otherwise hold requests open for as long as they
+    liked, a byte at a time."""
+    monkeypatch.setattr(routes, "FORM_TIMEOUT_SECONDS", 0.2)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"csrf="
+        await asyncio.sleep(3600)
+
+    async with site.client() as client:
+        for path in ("/dashboard/signout", "/dashboard/city/alpha/resolve"):
+            response = await asyncio.wait_for(client.post(path, content=trickle()), 5)
+            assert response.status_code == 408, path
 
 
 # -- what the pages say -------------------------------------------------------------------------------

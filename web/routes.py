@@ -26,6 +26,7 @@ from bot.calendar.sessions import Occurrence, session_title
 from bot.core.clock import Clock
 from bot.core.i18n import N_, Translator, translator, zone_abbreviation
 from bot.core.request import Speaker, SpeakerRole
+from bot.runtime.http_input import BodyError, read_body
 from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
 from handlers.common import day_of, session_line
 from handlers.export import csv_text
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 STATIC = "/dashboard/static"
 MAX_FORM = 16 * 1024  # a Resolve form is a few hundred bytes
+FORM_TIMEOUT_SECONDS = 10.0  # a browser sends a few hundred bytes at once; a form still coming never will
 # Pages show data of cities: never kept by a cache, never framed, no script, nothing loaded from elsewhere.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -302,8 +304,8 @@ class Pages:
 
     async def signout(self, request: Request) -> Response:
         form = await _form(request)
-        if form is None:
-            return Response(status_code=413)
+        if isinstance(form, Response):
+            return form
         return await asyncio.to_thread(self._signout, request.cookies.get(COOKIE), form)
 
     def _signout(self, cookie: str | None, form: dict[str, str]) -> Response:
@@ -419,8 +421,8 @@ class Pages:
 
     async def resolve(self, request: Request) -> Response:
         form = await _form(request)
-        if form is None:
-            return Response(status_code=413)
+        if isinstance(form, Response):
+            return form
         slug = request.path_params["slug"]
         response = await asyncio.to_thread(self._resolve, request.cookies.get(COOKIE), slug, form)
         if response.status_code == 303:
@@ -464,17 +466,19 @@ def _flash(store: Store, who: Viewer, city: City, resolved: str | None) -> str |
     return translator(who.language).gettext("Blocker #{number} resolved.").format(number=blocker.id)
 
 
-async def _form(request: Request) -> dict[str, str] | None:
-    """A urlencoded form's fields (the first value of each); None when it is too large to be ours."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            return None
+async def _form(request: Request) -> dict[str, str] | Response:
+    """A urlencoded form's fields (the first value of each), or the answer to a body that is no form of
+    ours: 413 too large, 408 not all there in time. Read before anyone is known to be signed in, so
+    within a deadline, as the platforms' bodies are: a body trickled byte by byte held its request (and
+    connection) for as long as the sender liked."""
+    try:
+        body = await read_body(request, MAX_FORM, FORM_TIMEOUT_SECONDS)
+    except BodyError as error:
+        return Response(status_code=error.status, headers={"Connection": "close"})
     try:
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=20)
     except ValueError:  # more fields than any form of ours has
-        return None
+        return Response(status_code=413)
     return {name: values[0] for name, values in fields.items()}
 
 

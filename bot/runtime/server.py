@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from bot.core.messages import Reply
 from bot.runtime.delivery import FAILING
 from bot.runtime.hub import Hub
-from bot.runtime.metrics import RequestMetrics, metrics_route, published
+from bot.runtime.metrics import RequestMetrics, metrics_route, published, route_template
 from bot.runtime.shedding import Shedding
 
 log = logging.getLogger("cda_bot.server")
@@ -133,7 +133,10 @@ def build_app(
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
     async def server_error(request: Request, error: Exception) -> Response:
-        log.error("request failed", exc_info=error, extra={"path": request.url.path})
+        # The route's template, not the path asked for: a path can be a secret (a sign-in link of the
+        # coaches' page, still unspent when the database failed under it).
+        _, route = route_template(routes, request.scope)
+        log.error("request failed", exc_info=error, extra={"route": route})
         return JSONResponse({"error": "internal error"}, status_code=500)
 
     routes: list[BaseRoute] = [
