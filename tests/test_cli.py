@@ -426,3 +426,20 @@ def test_database_comes_from_database_url_else_a_file_here(
     assert runner.invoke(app, add).exit_code == 0  # a new database, so the slug is free there
     assert (tmp_path / "elsewhere.db").exists()
     assert runner.invoke(app, add).exit_code == 1  # and now taken
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://cda:s3cret-pw@127.0.0.1:1/cda", "cannot be reached: connection failed"),
+        ("sqlite:////no/such/folder/cda.db", "cannot be reached: unable to open database file"),
+        ("postgersql://cda:s3cret-pw@db/cda", "not a database URL cda-bot can use"),
+        ("cda:s3cret-pw at db", "not a database URL cda-bot can use: (unreadable)"),
+    ],
+)
+def test_a_database_that_does_not_answer_or_a_url_naming_none_is_one_clear_line(url: str, said: str) -> None:
+    """As any bad argument is: no traceback, exit 1, and never the password in the URL."""
+    code, stdout, stderr = run(url, "city", "list")
+    assert code == 1 and stdout == ""
+    assert len(stderr.strip().splitlines()) == 1 and said in stderr
+    assert "s3cret-pw" not in stderr and "Traceback" not in stderr

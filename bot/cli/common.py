@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from bot.admin import AdminError
 from bot.core.clock import Clock, FixedClock, SystemClock, parse_instant
@@ -48,11 +49,28 @@ def database_url(db: str | None) -> str:
 
 
 def engine_for(db: str | None) -> Engine:
-    engine = make_engine(database_url(db))
-    # Alembic loads only when there is something to migrate: `serve` would keep it (9 MB) for nothing.
-    if not at_head(engine):
-        upgrade(engine)
+    """The database, migrated; a URL that names none, or a database that does not answer, is one line
+    and exit 1, as any bad argument is (its password never printed)."""
+    url = database_url(db)
+    try:
+        engine = make_engine(url)
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise fail(f"not a database URL cda-bot can use: {_shown(url)} ({error})") from None
+    try:
+        # Alembic loads only when there is something to migrate: `serve` would keep it (9 MB) for nothing.
+        if not at_head(engine):
+            upgrade(engine)
+    except DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+        raise fail(f"the database at {_shown(url)} cannot be reached: {reason}") from None
     return engine
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(unreadable)"  # it could hold a password anywhere
 
 
 def migration_head() -> str | None:
