@@ -1,14 +1,21 @@
 """What the end-to-end tests of every platform share: waiting for the server to be quiet, reading the
-platform's outbox rows, and `serve` refusing a half-configured platform."""
+platform's outbox rows, slowing (and failing) a message's write, and `serve` refusing a half-configured
+platform."""
 
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import col, func, select
 from typer.testing import CliRunner
 
 from bot.cli import app
+from bot.core import inbox
+from bot.core.messages import InboundMessage
+from bot.runtime import hub
 from bot.runtime.serve import Server
 from store.models import OutboxMessage
 from tests.conftest import TestBot
@@ -30,6 +37,28 @@ def settle(server: Server, bot: TestBot, platform: str, timeout: float = 15) -> 
             return not claimable and store.session.exec(sending).one() == 0
 
     wait_until(quiet, timeout, "messages handled and replies sent")
+
+
+def lost_write() -> OperationalError:
+    """What a write meets when the database goes away while it is under way."""
+    return OperationalError("INSERT INTO inbox", None, Exception("server closed the connection unexpectedly"))
+
+
+def slow_writes(monkeypatch: pytest.MonkeyPatch, seconds: float, fail: Exception | None = None) -> None:
+    """Storing a batch of arrivals takes `seconds` once begun, against deadlines shortened to 0.3 s (a
+    message not yet being written is withdrawn) and 1.2 s (the last for one being written); with
+    `fail`, it then fails with that error, and nothing of the batch is stored."""
+    monkeypatch.setattr(hub, "ACCEPT_SECONDS", 0.3)
+    monkeypatch.setattr(hub, "DECIDE_SECONDS", 1.2)
+    accept_all = inbox.accept_all
+
+    def slow(store: Any, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:
+        time.sleep(seconds)
+        if fail is not None:
+            raise fail
+        return accept_all(store, messages, now)
+
+    monkeypatch.setattr(inbox, "accept_all", slow)
 
 
 def outbox_of(bot: TestBot, platform: str) -> list[OutboxMessage]:

@@ -1,7 +1,6 @@
 """Fixtures for the Slack tests: the `world`, with a Slack member and coach of Alpha, served for real."""
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +10,6 @@ import httpx
 import pytest
 
 from bot import admin
-from bot.core import inbox
-from bot.core.messages import InboundMessage
-from bot.runtime import hub
 from bot.runtime.serve import Server, build_server
 from bot.runtime.settings import Settings
 from tests.conftest import TestBot
@@ -89,17 +85,3 @@ def running(slack_world: TestBot, mock: MockSlack) -> Iterator[Running]:
     server = build_server(slack_settings(mock), slack_world.engine, slack_world.clock)
     with serving(server.app) as url:
         yield Running(url, server, mock, slack_world)
-
-
-def slow_writes(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """Storing a batch of arrivals takes `seconds` once begun, against deadlines shortened to 0.3 s (a
-    message not yet being written is withdrawn) and 1.2 s (the last for one being written)."""
-    monkeypatch.setattr(hub, "ACCEPT_SECONDS", 0.3)
-    monkeypatch.setattr(hub, "DECIDE_SECONDS", 1.2)
-    accept_all = inbox.accept_all
-
-    def slow(store: Any, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:
-        time.sleep(seconds)
-        return accept_all(store, messages, now)
-
-    monkeypatch.setattr(inbox, "accept_all", slow)

@@ -167,6 +167,68 @@ async def test_a_message_being_written_at_its_deadline_hears_the_outcome(
     engine.dispose()
 
 
+@pytest.mark.parametrize("fails", [False, True], ids=["stored", "not stored"])
+async def test_a_sender_woken_at_its_deadline_is_handed_the_outcome_still_to_come(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """Past its deadline the sender must answer its platform, while the write under way may commit or
+    fail: that outcome is neither cancelled nor lost, but handed over, for the sender to be told later
+    if nothing was saved. The write ends 0.8 s past the deadline."""
+    engine = make_engine(sqlite_file)
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    accept_all = inbox.accept_all
+
+    def slow(store: Store, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:
+        time.sleep(1.2)
+        if fails:
+            raise OperationalError("INSERT INTO inbox", None, Exception("the database went away"))
+        return accept_all(store, messages, now)
+
+    monkeypatch.setattr(inbox, "accept_all", slow)
+    intake = Intake(engine, FixedClock(NOW), Outlet())
+    with pytest.raises(intake_module.StillWriting) as raised:
+        await intake.submit(_message("update: slow, then?"), patience=0.3, deadline=0.4)
+    outcome = raised.value.outcome
+    assert not outcome.done()
+    if fails:
+        with pytest.raises(OperationalError):
+            await asyncio.wait_for(outcome, 5)
+    else:
+        assert (await asyncio.wait_for(outcome, 5)).new
+    with open_store(engine) as store:
+        assert len(store.session.exec(select(InboxMessage)).all()) == (0 if fails else 1)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("ended", "told"),
+    [
+        (OperationalError("INSERT", None, Exception("the database went away")), 1),
+        (intake_module.Unconfirmed(OperationalError("SELECT", None, Exception("refused"))), 0),
+    ],
+    ids=["failed", "unconfirmed"],
+)
+async def test_a_write_past_its_deadline_is_told_as_not_stored_only_when_it_surely_was_not(
+    sqlite_file: str, ended: Exception, told: int
+) -> None:
+    """A write that failed is told, once; one whose COMMIT failed and could not be checked may have
+    committed (and is then answered after the handoff), so "nothing was saved" would be a guess."""
+    hub = Hub(make_engine(sqlite_file), FixedClock(NOW))
+    outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    calls: list[int] = []
+
+    async def tell() -> None:
+        calls.append(1)
+
+    hub.tell_if_not_stored(Undecided("still being stored", outcome), tell)
+    outcome.set_exception(ended)
+    await asyncio.sleep(0.1)
+    assert len(calls) == told
+    hub.engine.dispose()
+
+
 async def test_a_failure_before_the_batch_is_taken_reaches_the_senders(sqlite_file: str) -> None:
     """The turn itself can fail (the lock file shared with other processes, say): the messages waiting
     hear the error (their platforms get a 503), and nothing is left going round."""

@@ -15,7 +15,8 @@ from bot.runtime.serve import build_server
 from bot.runtime.settings import Settings
 from store.models import InboxMessage, Update
 from tests.conftest import NOW
-from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world, slow_writes  # noqa: F401
+from tests.platform_run import slow_writes
+from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world  # noqa: F401
 from tests.slack_harness import BOT_ID, BOT_TOKEN, BOT_USER, SIGNING_SECRET, TEAM, event_body
 
 

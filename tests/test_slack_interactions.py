@@ -16,8 +16,8 @@ from adapters.slack.adapter import NOT_STORED, STILL_SAVING
 from bot.core.inbox import HANDOFF
 from bot.core.messages import DeliveryError, Reply
 from store.models import Blocker, BlockerStatus, InboxMessage, Update
-from tests.platform_run import outbox_of
-from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world, slow_writes  # noqa: F401
+from tests.platform_run import lost_write, outbox_of, slow_writes
+from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world  # noqa: F401
 from tests.slack_harness import TEAM, event_body
 from tests.test_intake import commits_lost
 
@@ -246,13 +246,16 @@ def test_a_slash_command_being_written_at_the_deadline_is_not_told_nothing_was_s
 ) -> None:
     """Its batch began before the deadline, so it may be stored all the same, and "nothing was saved"
     would have the person record it twice. A write that ends within the rest of Slack's 3 s is
-    acknowledged as usual; one still under way says the answer will follow. It is recorded once."""
+    acknowledged as usual; one still under way says the answer will follow, and only the answer does.
+    It is recorded once."""
     slow_writes(monkeypatch, seconds)
     response = _slash(running, "UMEMBER1", "update surveyed the depot", "trig-slow-write")
     assert response.status_code == 200 and response.text == told  # what the person reads at once
     [answer] = running.mock.wait_for("response_url")
     running.settle()
     assert answer.params["text"].startswith("Update #"), answer.params["text"]
+    time.sleep(0.5)
+    assert running.mock.named("response_url") == [answer]
     with running.bot.store() as store:
         recorded = store.session.exec(select(Update).where(Update.text == "surveyed the depot")).all()
         assert len(recorded) == 1
@@ -277,6 +280,28 @@ def test_a_slash_command_whose_commit_failed_after_it_took_is_not_told_nothing_w
     with running.bot.store() as store:
         recorded = store.session.exec(select(Update).where(Update.text == "surveyed the depot")).all()
         assert len(recorded) == 1
+
+
+def test_a_slash_command_still_saving_at_the_deadline_is_told_once_if_the_write_then_fails(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The person was told the answer would follow once it is saved; the database fails the write 0.8 s
+    after the deadline, so no answer ever would. They are told nothing was saved, once, through the
+    command's response URL (not the outbox: the database is what failed), and nothing is recorded."""
+    slow_writes(monkeypatch, 2.0, fail=lost_write())
+    response = _slash(running, "UMEMBER1", "update surveyed the depot", "trig-lost-write")
+    assert response.status_code == 200 and response.text == STILL_SAVING
+    [told] = running.mock.wait_for("response_url")
+    assert told.params["text"] == NOT_STORED and told.params["response_type"] == "ephemeral"
+    running.settle()
+    time.sleep(0.5)
+    assert running.mock.named("response_url") == [told]
+    assert running.mock.named("chat.postMessage") == []
+    with running.bot.store() as store:
+        recorded = store.session.exec(select(Update).where(Update.text == "surveyed the depot")).all()
+        stored = store.session.exec(select(InboxMessage).where(InboxMessage.message_id == "trig-lost-write"))
+        assert recorded == [] and stored.all() == []
+    assert outbox_of(running.bot, "slack") == []
 
 
 def test_a_click_still_being_written_at_the_deadline_is_acknowledged_and_resolves_once(

@@ -282,9 +282,14 @@ class SlackAdapter:
             message = parse.from_command(body, self.hub.clock.now())
             try:
                 await self.hub.accept(message)
-            except Undecided:
+            except Undecided as undecided:
                 # It may yet be stored: "nothing was saved" could be untrue, and a retry a second update.
                 await ack(text=STILL_SAVING)
+                # Should the write fail after all, the answer promised never comes: the person is told.
+                not_stored = Reply(text=NOT_STORED)
+                self.hub.tell_if_not_stored(
+                    undecided, lambda: self.send(message.sender, not_stored, None, message.reply_context)
+                )
                 return
             except Unavailable:
                 # Slack never retries a slash command: say so now, while the person is looking.

@@ -2,7 +2,9 @@
 signed with the account's auth token, turns a message from a rostered number into an inbound message
 and answers empty TwiML once the hub has stored it. When it could not be stored, the answer is TwiML
 telling the sender nothing was saved: Twilio sends a message again after a 5xx only if the webhook's
-URL asks it to, and then within 15 s, so a bare 503 would lose it without a word.
+URL asks it to, and then within 15 s, so a bare 503 would lose it without a word. One still being
+written at the deadline gets the 503, as it may yet be stored; should it not be, the sender is told by
+a message of its own.
 Replies and unprompted messages come back through `send`, posted to the Messages API with twilio's
 async client. `POST /twilio/status` takes delivery status callbacks (503 while the database is away;
 Twilio does not report again, so that delivery state goes unrecorded)."""
@@ -292,7 +294,10 @@ class WhatsAppAdapter:
         except PayloadError as error:
             return refusal(400, str(error))
         except Undecided as undecided:
-            # It may yet be stored (and then answered): the sender must not be told nothing was saved.
+            # It may yet be stored (and then answered): the sender must not be told nothing was saved yet.
+            # Should the write fail, Twilio does not send the message again after a 503: they are told.
+            sender = message.sender
+            self.hub.tell_if_not_stored(undecided, lambda: self._create(to=sender, body=NOT_SAVED))
             return refusal(503, "still being stored", undecided.retry_after)
         except Unavailable:
             return twiml(NOT_SAVED)

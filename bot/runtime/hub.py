@@ -2,16 +2,18 @@
 returns), and the one deliverer that sends every reply and unprompted message through the adapters."""
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 
 from bot.core.clock import Clock
 from bot.core.messages import Adapter, DeliveryError, InboundMessage
 from bot.runtime.delivery import Deliverer, DeliveryReport
-from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake, Unconfirmed
+from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake, StillWriting, Unconfirmed
 from bot.runtime.logs import Tally
 from bot.runtime.turns import Turns, beside
 from store.repo import Store, open_store
@@ -24,6 +26,7 @@ DelivererType = Callable[..., Deliverer]
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
 DECIDE_SECONDS = 2.6  # how long a message whose write is under way at ACCEPT_SECONDS may still take
 REPORT_PAUSES = (0.2, 0.5, 1.0)
+TELL_SECONDS = 10.0  # for the one call that tells a person their message was not stored after all
 
 
 class Unavailable(Exception):
@@ -39,7 +42,12 @@ class Undecided(Unavailable):
     """The message's write was still under way at the deadline, or its COMMIT failed and whether it took
     could not be learned: it may yet be stored, and answered. A platform that sends it again may be
     refused (its retry is a duplicate if it was stored), but a person must not be told that nothing was
-    saved."""
+    saved before `outcome` says so (`tell_if_not_stored`)."""
+
+    def __init__(self, reason: str, outcome: asyncio.Future[Any]) -> None:
+        super().__init__(reason)
+        # Settled once the write ends: stored, or the database's error (Unconfirmed: never known here).
+        self.outcome = outcome
 
 
 class Hub:
@@ -57,6 +65,7 @@ class Hub:
         self.deliverer = deliverer(engine, self.adapters, clock, turns=self.turns)
         self.intake = Intake(engine, clock, self.deliverer, self.turns, self.deliverer.handoff())
         self._refusals = Tally(log, "backlog full, messages refused")
+        self._telling: set[asyncio.Task[None]] = set()
 
     def register(self, adapter: Adapter) -> None:
         """An adapter that can deliver to its platform's identities, at the rate it asks for if any."""
@@ -74,24 +83,52 @@ class Hub:
             # Past ACCEPT_SECONDS the platform's own deadline is near: a message not yet being written is
             # withdrawn, so a 503 (or "nothing was saved") is true. One being written may be stored
             # still: its outcome is waited for, up to DECIDE_SECONDS.
-            # (`timeout`, not `wait_for`: no task of its own for every message.)
-            async with asyncio.timeout(DECIDE_SECONDS):
-                return await self.intake.submit(message, ACCEPT_SECONDS)
+            return await self.intake.submit(message, ACCEPT_SECONDS, DECIDE_SECONDS)
         except Busy as busy:
             self._refusals.count(platform=message.platform)
             raise Unavailable(str(busy)) from None
-        except TimeoutError:
+        except StillWriting as writing:
             log.warning("message still being stored at its deadline", extra={"platform": message.platform})
-            raise Undecided("still being stored") from None
-        except Unconfirmed:
+            writing.outcome.add_done_callback(functools.partial(_decided, message.platform))
+            raise Undecided("still being stored", writing.outcome) from None
+        except Unconfirmed as unconfirmed:
             log.warning("message may be stored, its commit unconfirmed", extra={"platform": message.platform})
-            raise Undecided("may be stored") from None
+            never_known: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            never_known.set_exception(unconfirmed)
+            never_known.exception()  # read: nobody need follow it
+            raise Undecided("may be stored", never_known) from None
         except Exception as error:
             log.warning(
                 "message not stored",
                 extra={"platform": message.platform, "error": type(error).__name__},
             )
             raise Unavailable("database unavailable") from None
+
+    def tell_if_not_stored(self, undecided: Undecided, tell: Callable[[], Awaitable[object]]) -> None:
+        """Should the write still under way at the deadline fail after all, `tell` the person nothing was
+        saved (so far they were told an answer would follow, or nothing), in the background, best
+        effort. `tell` reaches the platform directly, not through the outbox: the database is what
+        failed. Stored, the message is answered as usual."""
+        task = asyncio.get_running_loop().create_task(self._tell_if_not_stored(undecided.outcome, tell))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
+
+    async def _tell_if_not_stored(
+        self, outcome: asyncio.Future[Any], tell: Callable[[], Awaitable[object]]
+    ) -> None:
+        # `wait`, not `await`: cancelled at stop, this would cancel the outcome with it, and the writer
+        # would have no one left to settle.
+        await asyncio.wait([outcome])
+        # Unconfirmed: it may be stored (and answered after the handoff), so nothing is said.
+        if outcome.cancelled() or outcome.exception() is None or isinstance(outcome.exception(), Unconfirmed):
+            return
+        try:
+            async with asyncio.timeout(TELL_SECONDS):
+                await tell()
+        except Exception as error:
+            log.warning("sender not told their message was not stored", extra={"error": _described(error)})
+            return
+        log.info("sender told their message was not stored after all")
 
     async def record(self, write: Write) -> None:
         """A write an adapter needs durable before it answers its platform (an installation, a
@@ -147,7 +184,34 @@ class Hub:
         """Handle and send what this process accepted and claimed, within about `timeout` seconds."""
         await self.intake.stop(timeout / 2)
         await self.deliverer.stop(timeout / 2)
+        if self._telling:
+            # While the adapters are open still: a write under way may yet fail, and its sender be told.
+            _, untold = await asyncio.wait(self._telling, timeout=TELL_SECONDS)
+            for task in untold:
+                task.cancel()
+            await asyncio.gather(*untold, return_exceptions=True)
         self.turns.close()
 
     async def deliver_due(self) -> DeliveryReport:
         return await self.deliverer.deliver_due()
+
+
+def _decided(platform: str, outcome: asyncio.Future[Any]) -> None:
+    """What became of a message past its deadline. Read here whether or not an adapter waits for it, so
+    an error is never reported as unretrieved."""
+    if outcome.cancelled():
+        return
+    error = outcome.exception()
+    if error is None:
+        log.info("message stored after its deadline", extra={"platform": platform})
+    elif isinstance(error, Unconfirmed):
+        log.warning("message may be stored, its commit unconfirmed", extra={"platform": platform})
+    else:
+        log.warning(
+            "message not stored after its deadline", extra={"platform": platform, "error": _described(error)}
+        )
+
+
+def _described(error: BaseException) -> str:
+    # A database error's text can quote the message, and an HTTP error's the secret response URL.
+    return str(error)[:200] if isinstance(error, DeliveryError) else type(error).__name__

@@ -70,6 +70,15 @@ class Unconfirmed(Exception):
         self.unread = unread  # why the inbox could not be read
 
 
+class StillWriting(Exception):
+    """Not stored by the sender's deadline, nor withdrawn: it may yet be. `outcome` is settled in the
+    sender's stead, with what it would have heard (the message stored, or the database's error)."""
+
+    def __init__(self, outcome: asyncio.Future[inbox.Accepted]) -> None:
+        super().__init__("still being written")
+        self.outcome = outcome
+
+
 class Outlet(Protocol):
     """The deliverer of this process: woken when rows wait in the outbox for a claim, and given the
     replies handling wrote as its own claim."""
@@ -133,11 +142,14 @@ class Intake:
     def full(self) -> bool:
         return self.backlog + len(self._arriving) >= MAX_BACKLOG
 
-    async def submit(self, message: InboundMessage, patience: float | None = None) -> bool:
+    async def submit(
+        self, message: InboundMessage, patience: float | None = None, deadline: float | None = None
+    ) -> bool:
         """Store `message` for handling: True once it is durable (the platform may be acknowledged),
         False for a duplicate or chatter. Raises Busy past the backlog bound, or the database's error.
         Past `patience` seconds a message whose batch has not begun is withdrawn (raises Withdrawn); one
-        whose batch is being written waits for its outcome, which alone says whether it was stored."""
+        whose batch is being written waits for its outcome, which alone says whether it was stored, up
+        to `deadline` seconds: then it raises StillWriting, whose `outcome` says so later."""
         if self.full:
             raise Busy(f"{self.backlog} messages waiting")
         loop = asyncio.get_running_loop()
@@ -146,13 +158,15 @@ class Intake:
             self._arriving.append((message, stored))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._store_arriving(), name="intake-store")
-        # A timer beside the wait, not `asyncio.wait` (whose waiter wakes the sender a loop turn after
+        # Timers beside the wait, not `asyncio.wait` (whose waiter wakes the sender a loop turn after
         # the outcome) nor a timeout (which would cancel `stored`, and with it the outcome waited for).
-        timer = loop.call_later(patience, self._withdraw, stored, patience) if patience is not None else None
+        timers = [loop.call_later(patience, self._withdraw, stored, patience)] if patience is not None else []
+        if deadline is not None:
+            timers.append(loop.call_later(deadline, self._stop_waiting, stored))
         try:
             accepted = await stored
         finally:
-            if timer is not None:
+            for timer in timers:
                 timer.cancel()
         return accepted.new
 
@@ -170,6 +184,25 @@ class Intake:
                 return
         stored.set_exception(Withdrawn(f"not stored within {patience} s"))
 
+    def _stop_waiting(self, stored: asyncio.Future[inbox.Accepted]) -> None:
+        """Wake the sender still waiting for `stored` at its deadline: the writer settles the outcome
+        its StillWriting carries instead (`_settle`)."""
+        if not stored.done():
+            stored.set_exception(StillWriting(asyncio.get_running_loop().create_future()))
+
+    @staticmethod
+    def _settle(stored: asyncio.Future[inbox.Accepted], outcome: inbox.Accepted | Exception) -> None:
+        """Tell the sender waiting for `stored`, or, past its deadline, the outcome it was handed."""
+        if stored.done():
+            late = None if stored.cancelled() else stored.exception()
+            if not isinstance(late, StillWriting) or late.outcome.done():
+                return
+            stored = late.outcome
+        if isinstance(outcome, Exception):
+            stored.set_exception(outcome)
+        else:
+            stored.set_result(outcome)
+
     async def _store_arriving(self) -> None:
         """Store what arrived, a batch a transaction, until nothing waits; each sender hears once its
         batch has committed (or the database's error, and its platform gets a 503)."""
@@ -186,8 +219,7 @@ class Intake:
                     refused = self._take(len(self._arriving))
                 for arrivals, error in ((batch, outcome), (refused, away)):
                     for _, stored in arrivals:
-                        if not stored.done():
-                            stored.set_exception(error)
+                        self._settle(stored, error)
                 continue
             answered = False
             # A retry of one stored but never handled is picked up too.
@@ -201,13 +233,9 @@ class Intake:
             else:
                 self.take(stored_ids)
             for (_, stored), accepted in zip(batch, outcome, strict=True):
-                if isinstance(accepted, Exception):
-                    if not stored.done():
-                        stored.set_exception(accepted)
-                    continue
-                answered = answered or bool(accepted.answered)
-                if not stored.done():
-                    stored.set_result(accepted)
+                if isinstance(accepted, inbox.Accepted):
+                    answered = answered or bool(accepted.answered)
+                self._settle(stored, accepted)
             if answered:
                 self.outlet.wake()  # what they were told waits in the outbox
 
