@@ -44,9 +44,10 @@ class Undecided(Unavailable):
     refused (its retry is a duplicate if it was stored), but a person must not be told that nothing was
     saved before `outcome` says so (`tell_if_not_stored`)."""
 
-    def __init__(self, reason: str, outcome: asyncio.Future[Any]) -> None:
+    def __init__(self, reason: str, outcome: asyncio.Future[Any] | None) -> None:
         super().__init__(reason)
-        # Settled once the write ends: stored, or the database's error (Unconfirmed: never known here).
+        # Settled once the write ends: stored, or the database's error. None: never to be known here
+        # (a COMMIT that failed unconfirmed).
         self.outcome = outcome
 
 
@@ -91,12 +92,9 @@ class Hub:
             log.warning("message still being stored at its deadline", extra={"platform": message.platform})
             writing.outcome.add_done_callback(functools.partial(_decided, message.platform))
             raise Undecided("still being stored", writing.outcome) from None
-        except Unconfirmed as unconfirmed:
+        except Unconfirmed:
             log.warning("message may be stored, its commit unconfirmed", extra={"platform": message.platform})
-            never_known: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            never_known.set_exception(unconfirmed)
-            never_known.exception()  # read: nobody need follow it
-            raise Undecided("may be stored", never_known) from None
+            raise Undecided("may be stored", None) from None
         except Exception as error:
             log.warning(
                 "message not stored",
@@ -109,6 +107,8 @@ class Hub:
         saved (so far they were told an answer would follow, or nothing), in the background, best
         effort. `tell` reaches the platform directly, not through the outbox: the database is what
         failed. Stored, the message is answered as usual."""
+        if undecided.outcome is None:
+            return
         task = asyncio.get_running_loop().create_task(self._tell_if_not_stored(undecided.outcome, tell))
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
