@@ -148,6 +148,18 @@ def dump(found: ConversationReference) -> dict[str, Any]:
     return found.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def landing(recipient: str, found: dict[str, Any] | None) -> str:
+    """The identity of the conversation a send to `recipient` through the reference `found` lands in:
+    a person's personal chat under the chat's own name (its answers go there under that name), a
+    channel's thread as the channel; `recipient` itself while no conversation is known yet."""
+    conversation = found.get("conversation") if isinstance(found, dict) else None
+    chat = conversation.get("id") if isinstance(conversation, dict) else None
+    if not isinstance(chat, str) or not chat:
+        return recipient
+    tenant = recipient.split(":", 2)[1]
+    return identity(tenant, _THREAD.sub("", chat))
+
+
 def person_reference(activity: Activity, tenant: str) -> dict[str, Any]:
     """What a private reply needs to open a personal chat with the sender: the service, the bot, the
     person, the tenant; no conversation yet (it is created at the first send, then stored)."""
