@@ -237,3 +237,28 @@ def test_a_database_that_cannot_store_gets_teams_a_503_and_nothing_is_kept(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert teams.inbox() == 0 and _updates(teams) == []
+
+
+def test_a_mention_with_nothing_else_gets_an_answer_not_silence(teams: Teams) -> None:
+    body = message(teams.service_url, "", activity_id="17070")
+    assert teams.post(body).status_code == 200
+    [answer] = teams.connector.wait_for(1)
+    teams.settle()
+    assert answer.reply_to == "17070" and "/cda help" in answer.activity["text"]
+
+
+def test_a_picture_alone_in_a_personal_chat_is_told_only_text_is_read(teams: Teams) -> None:
+    body = message(
+        teams.service_url,
+        "",
+        activity_id="17080",
+        conversation="a:member-chat",
+        conversation_type="personal",
+        mention=False,
+    )
+    body["attachments"] = [{"contentType": "image/*", "contentUrl": "https://example.invalid/photo.png"}]
+    assert teams.post(body).status_code == 200
+    [answer] = teams.connector.wait_for(1)
+    teams.settle()
+    assert answer.conversation == "a:member-chat" and "Text only" in answer.activity["text"]
+    assert teams.inbox() == 1 and _updates(teams) == []

@@ -15,6 +15,7 @@ from tests.teams_harness import (
     FakeConnector,
     OpenId,
     installed,
+    message,
     running_teams,
     teams_fakes,
     teams_world,
@@ -118,3 +119,37 @@ def test_a_person_the_bot_has_never_met_is_retried_not_dropped(
     assert row.status == "pending" and row.attempts == 1
     assert "no conversation" in (row.last_error or "")
     assert MEMBER_AAD not in stranger
+
+
+def test_a_personal_chat_reached_as_the_person_and_as_the_chat_keeps_to_one_limit(
+    teams_world: TestBot, teams_fakes: tuple[FakeConnector, OpenId, Entra]
+) -> None:
+    # A personal chat is one Teams conversation under two names: the chat's (the answers to what is
+    # said there) and the person's (reminders, notices, private answers). Teams counts its limit,
+    # 7 a second, per conversation, whichever name a message went under.
+    connector, openid, entra = teams_fakes
+    with running_teams(teams_world, connector, openid, entra) as teams:
+        personal = installed(teams.service_url, conversation=PERSONAL_CHAT, conversation_type="personal")
+        assert teams.post(personal).status_code == 200
+        connector.wait_for(1)  # the greeting
+        teams.settle()
+        connector.posts.clear()
+        for number in range(7):
+            _plan(teams_world, f"reminder|person|{number}", MEMBER, f"Reminder {number}")
+        teams.server.hub.deliverer.wake()
+        for number in range(7):
+            said = message(
+                teams.service_url,
+                "/cda help",
+                activity_id=f"17100{number}",
+                conversation=PERSONAL_CHAT,
+                conversation_type="personal",
+                mention=False,
+            )
+            assert teams.post(said).status_code == 200
+        posts = connector.wait_for(14, timeout=15)
+        teams.settle()
+    arrivals = sorted(p.at for p in posts if p.conversation == PERSONAL_CHAT)
+    assert len(arrivals) == 14
+    busiest = max(sum(1 for t in arrivals if first <= t < first + 1.0) for first in arrivals)
+    assert busiest <= 7

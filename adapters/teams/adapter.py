@@ -159,6 +159,14 @@ class TeamsAdapter:
         )
 
     # -- out --------------------------------------------------------------------------------------------
+    def limit_key(
+        self, recipient: str, reference: dict[str, Any] | None, context: dict[str, Any] | None = None
+    ) -> str:
+        """What Teams counts its limits against: the conversation a send lands in. A personal chat is
+        written to as the person (reminders, notices) and as the chat (answers): one limit for both."""
+        found = (context or {}).get("reference") or reference
+        return parse.landing(recipient, found if isinstance(found, dict) else None)
+
     async def send(
         self,
         recipient: str,

@@ -28,6 +28,9 @@ ACTION_KEY = "cdaAction"
 VALUE_KEY = "value"
 RESOLVE_ACTION = "resolve_blocker"
 MAX_ACTION_VALUE = 40
+# Attachments that are no picture or file: the HTML copy of a message's text, cards (link previews).
+_NOT_MEDIA = ("text/html", "application/vnd.microsoft.card.")
+MAX_MEDIA, MAX_MEDIA_CHARS = 10, 500
 _THREAD = re.compile(r";messageid=.*$", re.IGNORECASE)
 _AT = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _TENANT = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -148,6 +151,18 @@ def dump(found: ConversationReference) -> dict[str, Any]:
     return found.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def landing(recipient: str, found: dict[str, Any] | None) -> str:
+    """The identity of the conversation a send to `recipient` through the reference `found` lands in:
+    a person's personal chat under the chat's own name (its answers go there under that name), a
+    channel's thread as the channel; `recipient` itself while no conversation is known yet."""
+    conversation = found.get("conversation") if isinstance(found, dict) else None
+    chat = conversation.get("id") if isinstance(conversation, dict) else None
+    if not isinstance(chat, str) or not chat:
+        return recipient
+    tenant = recipient.split(":", 2)[1]
+    return identity(tenant, _THREAD.sub("", chat))
+
+
 def person_reference(activity: Activity, tenant: str) -> dict[str, Any]:
     """What a private reply needs to open a personal chat with the sender: the service, the bot, the
     person, the tenant; no conversation yet (it is created at the first send, then stored)."""
@@ -184,6 +199,18 @@ def _mentions_bot(activity: Activity) -> bool:
         return False
 
 
+def _media(activity: Activity) -> list[str]:
+    """What was attached (pictures, files), which the bot does not read; not the HTML copy of the text
+    Teams attaches to a message, nor a card."""
+    found: list[str] = []
+    for attachment in activity.attachments or []:
+        kind = attachment.content_type or ""
+        if kind.lower().startswith(_NOT_MEDIA):
+            continue
+        found.append(str(attachment.content_url or kind)[:MAX_MEDIA_CHARS])
+    return found[:MAX_MEDIA]
+
+
 def submitted(activity: Activity) -> str | None:
     """The command an Adaptive Card's Action.Submit stands for, None when it is no such submit."""
     value = activity.value
@@ -212,8 +239,11 @@ def from_message(activity: Activity, received_at: datetime, local: bool) -> Inbo
     personal = is_personal(activity)
     command = submitted(activity)
     text = command if command is not None else _text(activity)
-    if not text:
-        return None  # an empty message, a submit of a card that is not ours: nothing to answer
+    addressed = personal or command is not None or _mentions_bot(activity)
+    if not text and (activity.value is not None or not addressed):
+        # A submit of a card that is not ours, or chatter without words: nothing to answer. What is
+        # said to the bot is answered even without words (a bare mention, a picture): never silence.
+        return None
     stored = reference(activity)
     thread_reference = reference(activity, thread=True)
     # A card's button answers the one who pressed it, privately (their personal chat).
@@ -236,6 +266,7 @@ def from_message(activity: Activity, received_at: datetime, local: bool) -> Inbo
             sender=identity(tenant, person_id(activity)),
             text=text,
             received_at=received_at,
+            media=_media(activity),
             reference=stored,
             reply_context=reply_context,
             # Someone first met in a channel: how to reach them privately (their personal chat opens
@@ -243,7 +274,7 @@ def from_message(activity: Activity, received_at: datetime, local: bool) -> Inbo
             sender_reference=None if personal else person_reference(activity, tenant),
             direct=personal,
             private=private,
-            addressed=personal or command is not None or _mentions_bot(activity),
+            addressed=addressed,
         )
     except ValidationError:
         raise PayloadError("conversation or sender id too long or empty") from None

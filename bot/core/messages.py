@@ -152,7 +152,10 @@ class DeliveryError(Exception):
 
 
 class Adapter(Protocol):
-    """Translates between one platform and the core. No business rules live here."""
+    """Translates between one platform and the core. No business rules live here. An adapter whose
+    platform counts its rate limit against something other than the recipient's identity (Teams: the
+    conversation, which a person and their personal chat both name) has `limit_key(recipient,
+    reference, context) -> str`, which the deliverer spaces sends by."""
 
     platform: str
 

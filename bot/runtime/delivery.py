@@ -409,8 +409,16 @@ class Deliverer:
         # A retry goes on from the parts of a long reply an earlier attempt sent, in whichever process.
         sent = await asyncio.to_thread(self._parts_sent, row.id) if row.attempts > 1 else []
         # The wait comes last, right before the send, so the spacing holds between actual sends.
-        await self.limiter.wait(row.recipient)
-        await self._send(row, reference, report, sent)
+        limited = self._limited_as(row, reference)
+        await self.limiter.wait(limited)
+        await self._send(row, reference, report, sent, limited)
+
+    def _limited_as(self, row: OutboxMessage, reference: dict[str, Any] | None) -> str:
+        """What the platform counts this send against: the recipient, unless its adapter says where the
+        send lands (a Teams personal chat is reached under the chat's name and the person's)."""
+        adapter = self.adapters.get(platform_of(row.recipient))
+        landing = getattr(adapter, "limit_key", None)
+        return landing(row.recipient, reference, row.context) if landing is not None else row.recipient
 
     async def _send(
         self,
@@ -418,7 +426,9 @@ class Deliverer:
         reference: dict[str, Any] | None,
         report: DeliveryReport,
         sent: Sequence[str] = (),
+        limited: str | None = None,
     ) -> None:
+        """`limited`: the rate-limit key `_deliver` waited for (the recipient when not given)."""
         assert row.id is not None
         adapter = self.adapters[platform_of(row.recipient)]
         try:
@@ -428,7 +438,7 @@ class Deliverer:
             try:
                 receipts = await adapter.send(row.recipient, reply, reference, row.context, **progress)
             finally:
-                self.limiter.done(row.recipient)
+                self.limiter.done(limited or row.recipient)
         except Exception as error:
             now = self.clock.now()
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None
