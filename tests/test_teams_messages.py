@@ -7,7 +7,8 @@ from datetime import UTC, timedelta
 import pytest
 from sqlmodel import select
 
-from bot.runtime.hub import Unavailable
+from bot.core.messages import NOT_SAVED
+from bot.runtime.hub import Unavailable, Undecided
 from store.models import Blocker, BlockerStatus, OutboxMessage, Update
 from tests.conftest import NOW
 from tests.slack_harness import wait_until
@@ -226,17 +227,68 @@ def test_blockers_updates_and_the_digest_are_cards_in_a_coachs_personal_chat(tea
     assert "BETA" not in words  # Cleo coaches alpha only
 
 
-def test_a_database_that_cannot_store_gets_teams_a_503_and_nothing_is_kept(
+def _unavailable(teams: Teams, monkeypatch: pytest.MonkeyPatch, error: Unavailable) -> None:
+    async def refused(_: object) -> bool:
+        raise error
+
+    monkeypatch.setattr(teams.server.hub, "accept", refused)
+
+
+def test_a_message_the_database_cannot_store_is_answered_at_once_that_nothing_was_saved(
     teams: Teams, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def unavailable(_: object) -> bool:
-        raise Unavailable("database unavailable", retry_after=5)
-
-    monkeypatch.setattr(teams.server.hub, "accept", unavailable)
+    """Teams sends a failed activity again at most a couple of times, soon after: an outage outlasts
+    them, and the person would never know. They are told in the post's thread, straight through the Bot
+    Connector (the database is what failed), and Teams gets 200; nothing of the message is kept."""
+    _unavailable(teams, monkeypatch, Unavailable("database unavailable", retry_after=5))
     response = teams.post(message(teams.service_url, "update: into the void", activity_id="17060"))
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "5"
+    assert response.status_code == 200
+    [told] = teams.connector.wait_for(1)
+    assert told.conversation == f"{CHANNEL_THREAD};messageid=17060" and told.reply_to == "17060"
+    assert told.activity["text"] == NOT_SAVED["en"]
+    assert teams.inbox() == 0 and _updates(teams) == [] and teams.outbox() == []
+
+
+def test_in_a_personal_chat_it_is_said_in_the_language_teams_names(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unavailable(teams, monkeypatch, Unavailable("database unavailable"))
+    body = message(
+        teams.service_url,
+        "update: a la nada",
+        activity_id="17061",
+        conversation="a:chat",
+        mention=False,
+        conversation_type="personal",
+    )
+    body["locale"] = "es-419"
+    assert teams.post(body).status_code == 200
+    [told] = teams.connector.wait_for(1)
+    assert told.conversation == "a:chat" and told.activity["text"] == NOT_SAVED["es"]
+
+
+def test_when_it_cannot_be_told_either_teams_gets_the_503_to_send_it_again(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unavailable(teams, monkeypatch, Unavailable("database unavailable", retry_after=5))
+    teams.connector.refuse[f"{CHANNEL_THREAD};messageid=17062"] = 500
+    response = teams.post(message(teams.service_url, "update: into the void", activity_id="17062"))
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert teams.inbox() == 0 and _updates(teams) == []
+
+
+@pytest.mark.parametrize("error", ["chatter", "undecided"])
+def test_chatter_and_a_message_that_may_yet_be_stored_get_the_503_and_no_word(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch, error: str
+) -> None:
+    """Chatter in a channel was never said to the bot; a message still being written may be stored
+    and answered after all, so "nothing was saved" could be untrue."""
+    failure = Unavailable("database unavailable") if error == "chatter" else Undecided("may be stored", None)
+    _unavailable(teams, monkeypatch, failure)
+    body = message(teams.service_url, "next session?", activity_id="17063", mention=error != "chatter")
+    assert teams.post(body).status_code == 503
+    time.sleep(0.3)
+    assert teams.connector.posts == []
 
 
 def test_a_mention_with_nothing_else_gets_an_answer_not_silence(teams: Teams) -> None:

@@ -1,9 +1,11 @@
 """Microsoft Teams on the common message path: `POST /api/messages` lets in what the Bot Framework
 signed (see `auth`), turns a message into an inbound message and answers 200 once the hub has stored
-it (503 with Retry-After when it could not be). Installing the bot stores the conversation's reference
+it (when it could not be, the person is told so at once, straight through the Bot Connector, or
+Teams gets a 503 with Retry-After). Installing the bot stores the conversation's reference
 and queues a greeting; removing it marks the reference gone. Replies and unprompted messages come back
 through `send`, as Adaptive Cards or text, posted with the bot's Entra token."""
 
+import asyncio
 import logging
 from functools import partial
 from typing import Any
@@ -29,15 +31,16 @@ from adapters.teams.connector import Connector
 from adapters.teams.parse import PLATFORM, Lifecycle
 from adapters.teams.tokens import BotTokens
 from bot.core import conversations
-from bot.core.messages import DeliveryError, Reply
+from bot.core.messages import DeliveryError, InboundMessage, Reply, not_saved
 from bot.runtime.http_input import body_or_refusal
-from bot.runtime.hub import Hub, Unavailable, Write
+from bot.runtime.hub import Hub, Unavailable, Undecided, Write
 from handlers.welcome import welcome
 
 log = logging.getLogger("cda_bot.teams")
 
 MAX_BODY_BYTES = 1_000_000  # Teams' own activities stay far below this
 BODY_TIMEOUT_SECONDS = 10.0  # Teams waits 15 s for its answer
+TELL_SECONDS = 5.0  # for telling a person their message was not saved, within those 15 s
 
 
 def refusal(status: int, error: str, retry_after: int | None = None) -> JSONResponse:
@@ -127,13 +130,37 @@ class TeamsAdapter:
             message = parse.from_message(activity, self.hub.clock.now(), local)
             if message is None:
                 return accepted()
-            await self.hub.accept(message)  # Unavailable: 503, and Teams sends it again
+            try:
+                await self.hub.accept(message)
+            except Undecided:
+                raise  # it may yet be stored: 503, and a retry of it is dropped if it was
+            except Unavailable:
+                # Teams sends a failed activity again at most a couple of times, soon after (no more is
+                # documented), which an outage outlasts: whoever spoke to the bot is told now, as on the
+                # other platforms, and Teams gets 200. Chatter is not answered; it gets the 503.
+                if message.addressed and await self._tell_not_saved(message, activity.locale):
+                    return accepted()
+                raise
             return accepted()
         event = parse.lifecycle(activity, local)
         if event is not None:
             await self.hub.record(self._installed(event) if event.installed else self._removed(event))
         # Typing, reactions, invokes the bot does not use: acknowledged, nothing stored.
         return accepted()
+
+    async def _tell_not_saved(self, message: InboundMessage, locale: str | None) -> bool:
+        """Say nothing was saved where the answer would have gone, straight through the Bot Connector
+        (the database is what failed), in the language Teams says the person uses; False if that
+        failed too."""
+        try:
+            async with asyncio.timeout(TELL_SECONDS):
+                reply = Reply(text=not_saved(locale))
+                await self.send(message.conversation, reply, message.reference, message.reply_context)
+        except Exception as error:
+            log.warning("teams sender not told nothing was saved", extra={"error": type(error).__name__})
+            return False
+        log.info("teams sender told nothing was saved")
+        return True
 
     def _installed(self, event: Lifecycle) -> Write:
         greeting = welcome(event.conversation, event.person, event.locale) if event.greet else None

@@ -33,7 +33,7 @@ from adapters.whatsapp import parse, render
 from adapters.whatsapp.config import ROUTE, STATUS_ROUTE, WhatsAppConfig
 from adapters.whatsapp.parse import PLATFORM, PayloadError
 from bot.core.identity import IdentityError, normalize_identity
-from bot.core.messages import DeliveryError, Reply
+from bot.core.messages import DeliveryError, Reply, not_saved
 from bot.runtime.http_input import BodyError, read_body
 from bot.runtime.hub import Hub, Unavailable, Undecided
 
@@ -45,11 +45,7 @@ SEND_TIMEOUT_SECONDS = 20.0
 SIGNATURE_HEADER = "X-Twilio-Signature"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 # In the three languages of the program: without the database the sender's is not known.
-NOT_SAVED = (
-    "I couldn't record that just now, so nothing was saved. Please send it again in a minute.\n"
-    "No pude registrarlo ahora, así que no se guardó nada. Envíalo de nuevo en un minuto.\n"
-    "Não consegui registrar isso agora, então nada foi salvo. Envie de novo em um minuto."
-)
+NOT_SAVED = not_saved()
 # Twilio error codes that no retry will cure: the number, the sender or the recipient's choice.
 PERMANENT_CODES = frozenset(
     {
