@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from bot.core.messages import NOT_SAVED
-from bot.runtime.hub import Unavailable, Undecided
+from bot.runtime.hub import Overloaded, Unavailable, Undecided
 from store.models import Blocker, BlockerStatus, OutboxMessage, Update
 from tests.conftest import NOW
 from tests.slack_harness import wait_until
@@ -277,13 +277,18 @@ def test_when_it_cannot_be_told_either_teams_gets_the_503_to_send_it_again(
     assert teams.inbox() == 0 and _updates(teams) == []
 
 
-@pytest.mark.parametrize("error", ["chatter", "undecided"])
-def test_chatter_and_a_message_that_may_yet_be_stored_get_the_503_and_no_word(
+@pytest.mark.parametrize("error", ["chatter", "undecided", "overloaded"])
+def test_chatter_a_message_that_may_yet_be_stored_and_overload_get_the_503_and_no_word(
     teams: Teams, monkeypatch: pytest.MonkeyPatch, error: str
 ) -> None:
     """Chatter in a channel was never said to the bot; a message still being written may be stored
-    and answered after all, so "nothing was saved" could be untrue."""
-    failure = Unavailable("database unavailable") if error == "chatter" else Undecided("may be stored", None)
+    and answered after all, so "nothing was saved" could be untrue; past capacity, a post to tell the
+    person would be more work for a server that has too much already."""
+    failure = {
+        "chatter": Unavailable("database unavailable"),
+        "undecided": Undecided("may be stored", None),
+        "overloaded": Overloaded("500 messages waiting"),
+    }[error]
     _unavailable(teams, monkeypatch, failure)
     body = message(teams.service_url, "next session?", activity_id="17063", mention=error != "chatter")
     assert teams.post(body).status_code == 503

@@ -33,7 +33,7 @@ from adapters.teams.tokens import BotTokens
 from bot.core import conversations
 from bot.core.messages import DeliveryError, InboundMessage, Reply, not_saved
 from bot.runtime.http_input import body_or_refusal
-from bot.runtime.hub import Hub, Unavailable, Undecided, Write
+from bot.runtime.hub import Hub, Overloaded, Unavailable, Undecided, Write
 from handlers.welcome import welcome
 
 log = logging.getLogger("cda_bot.teams")
@@ -132,8 +132,10 @@ class TeamsAdapter:
                 return accepted()
             try:
                 await self.hub.accept(message)
-            except Undecided:
-                raise  # it may yet be stored: 503, and a retry of it is dropped if it was
+            except (Undecided, Overloaded):
+                # It may yet be stored (a retry of it is then dropped), or the server has too much to
+                # do to tell anyone: 503, and Teams sends it again.
+                raise
             except Unavailable:
                 # Teams sends a failed activity again at most a couple of times, soon after (no more is
                 # documented), which an outage outlasts: whoever spoke to the bot is told now, as on the

@@ -38,6 +38,11 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
+class Overloaded(Unavailable):
+    """Refused for the messages this process already holds, not for the database: telling the person
+    would be one more call for a server that has too many, and the platform sends it again later."""
+
+
 class Undecided(Unavailable):
     """The message's write was still under way at the deadline, or its COMMIT failed and whether it took
     could not be learned: it may yet be stored, and answered. A platform that sends it again may be
@@ -87,7 +92,7 @@ class Hub:
             return await self.intake.submit(message, ACCEPT_SECONDS, DECIDE_SECONDS)
         except Busy as busy:
             self._refusals.count(platform=message.platform)
-            raise Unavailable(str(busy)) from None
+            raise Overloaded(str(busy)) from None
         except StillWriting as writing:
             log.warning("message still being stored at its deadline", extra={"platform": message.platform})
             writing.outcome.add_done_callback(functools.partial(_decided, message.platform))
