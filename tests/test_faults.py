@@ -41,13 +41,14 @@ from adapters.whatsapp.adapter import NOT_SAVED
 from bot import admin
 from bot.core.clock import FixedClock, SystemClock
 from bot.core.inbox import HANDOFF
+from bot.core.messages import NOT_SAVED as NOT_SAVED_WORDS
 from bot.runtime.delivery import LEASE, POLL_SECONDS
 from bot.runtime.intake import SWEEP_SECONDS
 from bot.runtime.serve import build_server
 from store.db import make_engine, upgrade
 from store.models import InboxMessage, InboxStatus, OutboxMessage, OutboxStatus, Update
 from store.repo import open_store
-from tests.conftest import NOW, PG_URL, TestBot, scratch_postgres_database
+from tests.conftest import NOW, PG_URL, TestBot, populate_world, scratch_postgres_database
 from tests.fault_proxy import FaultProxy
 from tests.slack_fixtures import COACH, MEMBER, slack_settings
 from tests.slack_harness import (
@@ -62,6 +63,9 @@ from tests.slack_harness import (
     signature_headers,
     wait_until,
 )
+from tests.teams_harness import add_teams_people, running_teams
+from tests.teams_harness import fakes as teams_fakes
+from tests.teams_harness import message as teams_message
 from tests.whatsapp_harness import ALPHA_NUMBER, FakeTwilio, clean_environment, inbound, running_whatsapp
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -574,6 +578,48 @@ def test_whatsapp_during_a_db_cut_is_told_nothing_was_saved_and_nothing_of_it_is
             inbox = list(store.session.exec(select(InboxMessage)))
         assert texts == ["sent after the cut"] and len(inbox) == 1
         assert "recorded" in twilio.to(ALPHA_NUMBER)[0].body
+
+
+def test_teams_during_a_db_cut_is_told_nothing_was_saved_and_nothing_of_it_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Teams sends a failed activity again a couple of times at most, soon after, which a cut outlasts:
+    the person is told in the post's thread, straight through the Bot Connector, and Teams gets 200;
+    once the database is back the same channel's next message is stored and answered."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    with contextlib.ExitStack() as stack:
+        direct_url = stack.enter_context(scratch_postgres_database())
+        direct = make_engine(direct_url)
+        stack.callback(direct.dispose)
+        upgrade(direct)
+        seeded = TestBot(direct, FixedClock(NOW))
+        populate_world(seeded)
+        add_teams_people(seeded)
+        connector, openid, entra = stack.enter_context(teams_fakes(tmp_path, monkeypatch))
+        proxy = stack.enter_context(FaultProxy())
+        engine = make_engine(proxy.url_for(direct_url))
+        stack.callback(engine.dispose)
+        teams = stack.enter_context(running_teams(TestBot(engine, FixedClock(NOW)), connector, openid, entra))
+
+        proxy.cut()
+        during = teams.post(
+            teams_message(teams.service_url, "update: sent during the cut", activity_id="cut-1")
+        )
+        assert during.status_code == 200, during.text
+        [told] = connector.wait_for(1)
+        assert told.reply_to == "cut-1" and told.activity["text"] == NOT_SAVED_WORDS["en"]
+        proxy.restore()
+        after = teams.post(
+            teams_message(teams.service_url, "update: sent after the cut", activity_id="cut-2")
+        )
+        assert after.status_code == 200
+        posts = connector.wait_for(2)
+        assert posts[1].reply_to == "cut-2" and "recorded" in posts[1].activity["text"]
+        with open_store(direct) as store:
+            texts = [u.text for u in store.session.exec(select(Update).where(Update.text.like("sent %")))]  # type: ignore[attr-defined]
+            inbox = list(store.session.exec(select(InboxMessage).where(InboxMessage.platform == "teams")))
+        assert texts == ["sent after the cut"] and len(inbox) == 1
 
 
 # -- (b) SIGKILL right after a batch of acknowledgements ----------------------------------------------
