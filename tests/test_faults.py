@@ -77,6 +77,15 @@ needs_postgres = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not
 # -- shared pieces --------------------------------------------------------------------------------
 
 
+def _scratch_database(stack: contextlib.ExitStack) -> tuple[str, Engine]:
+    """A fresh PostgreSQL database, migrated, and the test's own way into it, around the fault proxy."""
+    direct_url = stack.enter_context(scratch_postgres_database())
+    direct = make_engine(direct_url)
+    stack.callback(direct.dispose)
+    upgrade(direct)
+    return direct_url, direct
+
+
 class ShiftClock:
     """The real time plus an offset the test moves on: waits of 30 s happen in an instant,
     after the part of a test that runs in real time has been measured."""
@@ -257,10 +266,7 @@ def db_cut() -> Iterator[CutRun]:
     if not PG_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
     with contextlib.ExitStack() as stack:
-        direct_url = stack.enter_context(scratch_postgres_database())
-        direct = make_engine(direct_url)  # the test's own way in, around the proxy
-        stack.callback(direct.dispose)
-        upgrade(direct)
+        direct_url, direct = _scratch_database(stack)
         seed(direct, CUT_CHANNELS)
         mock = stack.enter_context(mock_slack())
         proxy = stack.enter_context(FaultProxy())
@@ -421,10 +427,7 @@ def db_stall() -> Iterator[StallRun]:
     if not PG_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
     with contextlib.ExitStack() as stack:
-        direct_url = stack.enter_context(scratch_postgres_database())
-        direct = make_engine(direct_url)
-        stack.callback(direct.dispose)
-        upgrade(direct)
+        direct_url, direct = _scratch_database(stack)
         seed(direct, ["C0STALL"])
         mock = stack.enter_context(mock_slack())
         proxy = stack.enter_context(FaultProxy())
@@ -551,10 +554,7 @@ def test_whatsapp_during_a_db_cut_is_told_nothing_was_saved_and_nothing_of_it_is
     clean_environment(monkeypatch)
     twilio = FakeTwilio()
     with contextlib.ExitStack() as stack:
-        direct_url = stack.enter_context(scratch_postgres_database())
-        direct = make_engine(direct_url)
-        stack.callback(direct.dispose)
-        upgrade(direct)
+        direct_url, direct = _scratch_database(stack)
         with open_store(direct) as store:
             now = datetime.now(UTC)
             admin.add_city(store, "alpha", "Alpha", "America/Chicago", now, "US", "implementation", "en")
@@ -589,10 +589,7 @@ def test_teams_during_a_db_cut_is_told_nothing_was_saved_and_nothing_of_it_is_ke
     if not PG_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
     with contextlib.ExitStack() as stack:
-        direct_url = stack.enter_context(scratch_postgres_database())
-        direct = make_engine(direct_url)
-        stack.callback(direct.dispose)
-        upgrade(direct)
+        direct_url, direct = _scratch_database(stack)
         seeded = TestBot(direct, FixedClock(NOW))
         populate_world(seeded)
         add_teams_people(seeded)

@@ -56,6 +56,14 @@ def turn_held(turns: Turns) -> Iterator[threading.Event]:
         holder.join(5)
 
 
+def _home(engine: Engine) -> Engine:
+    """`engine`'s database with one city, home, and its member ana."""
+    with open_store(engine) as store:
+        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
+        admin.add_member(store, "console:ana", "home", NOW)
+    return engine
+
+
 def _message(text: str) -> InboundMessage:
     return said("console:ana", text)
 
@@ -94,10 +102,7 @@ def sqlite_file(tmp_path: Path, sqlite_template: Path) -> str:
 async def test_what_arrives_while_a_batch_waits_its_turn_is_stored_with_it(
     sqlite_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = make_engine(sqlite_file)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(sqlite_file))
     batches: list[list[str]] = []
     accept_all = inbox.accept_all
 
@@ -149,10 +154,7 @@ async def test_a_message_being_written_at_its_deadline_hears_the_outcome(
 ) -> None:
     """Its batch has begun and may commit: withdrawing it is no longer possible, and telling its sender
     it was not stored could be untrue."""
-    engine = make_engine(sqlite_file)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(sqlite_file))
     accept_all = inbox.accept_all
 
     def slow(store: Store, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:
@@ -174,10 +176,7 @@ async def test_a_sender_woken_at_its_deadline_is_handed_the_outcome_still_to_com
     """Past its deadline the sender must answer its platform, while the write under way may commit or
     fail: that outcome is neither cancelled nor lost, but handed over, for the sender to be told later
     if nothing was saved. The write ends 0.8 s past the deadline."""
-    engine = make_engine(sqlite_file)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(sqlite_file))
     accept_all = inbox.accept_all
 
     def slow(store: Store, messages: list[InboundMessage], now: Any) -> list[inbox.Accepted]:
@@ -255,10 +254,7 @@ async def test_replies_of_a_batch_handled_again_one_by_one_are_left_for_a_claim(
 ) -> None:
     """Only what the batch's own transaction wrote as claimed is handed to the deliverer; when it
     fails and the messages are handled again one at a time, their replies wait for a claim."""
-    engine = make_engine(sqlite_file)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(sqlite_file))
 
     def broken(*args: object, **kwargs: object) -> inbox.Handled:
         raise ValueError("a handler broke")
@@ -379,10 +375,7 @@ async def test_replies_of_a_handling_whose_commit_was_not_confirmed_go_out_witho
     that handling wrote as this process's claim are handed to its deliverer then, leased again from
     then, and not left waiting for their lease to run out — also where the retry's batch fails as a
     whole and is handled again one by one."""
-    engine = make_engine(sqlite_file)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(sqlite_file))
     handle_all, real_open_store = inbox.handle_all, intake_module.open_store
     calls = {"handled": 0, "broken": 0}
 
@@ -435,10 +428,7 @@ async def test_the_sweep_does_not_queue_again_what_was_handled_while_it_read(
 ) -> None:
     """The sweep reads what is pending in a thread; messages this process handles meanwhile are in
     that read still pending, and queued again from it they would be handled a second time."""
-    engine = make_engine(db_url)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(db_url))
     intake = Intake(engine, FixedClock(NOW), Outlet())
     read, handled = threading.Event(), threading.Event()
     sizes: list[int] = []
@@ -475,10 +465,7 @@ async def test_a_backlog_is_handled_in_batches_as_big_as_the_database_allows(
 ) -> None:
     """On SQLite a handling transaction holds the write lock, so its batches stay small; PostgreSQL's
     are bigger, spreading each transaction's own statements over more messages. All are handled."""
-    engine = make_engine(db_url)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(db_url))
     sizes: list[int] = []
     handle_all = inbox.handle_all
 
@@ -541,10 +528,7 @@ async def test_a_batch_whose_commit_failed_after_it_took_is_acknowledged_and_han
     """The connection breaks during COMMIT, after the database committed. Told "nothing was saved",
     the person would record the update again, and the one stored would wait out the handoff unanswered:
     the inbox is read, and the message found there is acknowledged and handled at once, once."""
-    engine = make_engine(db_url)
-    with open_store(engine) as store:
-        admin.add_city(store, "home", "Home", "America/Chicago", NOW, None, "implementation")
-        admin.add_member(store, "console:ana", "home", NOW)
+    engine = _home(make_engine(db_url))
     monkeypatch.setattr(intake_module, "STARTUP_HORIZON", timedelta())  # the sweep finds nothing due
     commits_lost(monkeypatch, committed=True)
     intake = Intake(engine, FixedClock(NOW), Outlet())  # the clock stays short of the handoff
