@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot import admin
-from bot.core.audience import SENT_PERSONALLY, SENT_PRIVATELY, address
+from bot.core.audience import NOT_SENT_PRIVATELY, SENT_PERSONALLY, SENT_PRIVATELY, address
 from bot.core.i18n import translator
 from bot.core.inbox import REPLY_KIND, Dispatcher
 from bot.core.messages import InboundMessage, Reply
@@ -84,6 +84,26 @@ def test_with_other_private_answers_the_note_says_why_they_went() -> None:
     beta = Reply(text="Status — Beta", about=[2])
     *_, note = address(_message("alpha_channel"), ALPHA, [LINK, beta], EN)
     assert note.reply.text == EN.gettext(SENT_PRIVATELY)
+
+
+def test_a_sender_who_removed_the_app_from_their_chat_is_told_so_not_that_it_was_sent() -> None:
+    """Nothing can reach them directly (Teams: the personal app removed, never written over unasked):
+    "I've sent you the answer" would be untrue, and the answer would fail for good unseen."""
+    asked: list[bool] = []
+
+    def gone() -> bool:
+        asked.append(True)
+        return False
+
+    message = _message("alpha_channel")
+    beta = Reply(text="Status — Beta", about=[2])
+    public, note = address(message, ALPHA, [STATUS, beta], EN, gone)
+    assert public.recipient == ALPHA_CHANNEL and public.reply is STATUS  # what the channel may see
+    assert note.recipient == ALPHA_CHANNEL and note.context == message.reply_context
+    assert note.reply.text == EN.gettext(NOT_SENT_PRIVATELY) and asked == [True]
+    asked.clear()
+    assert [o.reply for o in address(message, ALPHA, [STATUS], EN, gone)] == [STATUS]
+    assert asked == []  # nothing to send privately: not asked (a read saved)
 
 
 @pytest.mark.parametrize("where", ["dm", "alpha_channel", "unbound_channel", "slash"])

@@ -2,9 +2,13 @@
 reach a channel and a personal chat through it, and a conversation the bot was removed from fails
 for good, with the reason where `reminders list` shows it."""
 
+from bot.core.audience import NOT_SENT_PRIVATELY
+from bot.core.i18n import translator
 from tests.conftest import NOW, TestBot, due_message
 from tests.teams_harness import (
     APP_ID,
+    BETA_AAD,
+    BETA_MEMBER,
     BOT,
     CHANNEL,
     CHANNEL_THREAD,
@@ -153,3 +157,29 @@ def test_a_personal_chat_reached_as_the_person_and_as_the_chat_keeps_to_one_limi
     assert len(arrivals) == 14
     busiest = max(sum(1 for t in arrivals if first <= t < first + 1.0) for first in arrivals)
     assert busiest <= 7
+
+
+def test_a_person_who_removed_the_app_from_their_chat_is_told_in_the_thread_not_sent_there(
+    teams_world: TestBot, teams_fakes: tuple[FakeConnector, OpenId, Entra]
+) -> None:
+    """Ben (beta) asks in alpha's channel for his city's status, which alpha's channel may not see. He
+    removed the app from his personal chat, which is never written over unasked: the thread is told
+    the answer cannot go to him directly, instead of "I've sent you the answer in a direct message"
+    beside an answer that fails for good unseen."""
+    connector, openid, entra = teams_fakes
+    with running_teams(teams_world, connector, openid, entra) as teams:
+        chat = {"conversation": "a:ben-personal-chat", "conversation_type": "personal", "user": BETA_AAD}
+        assert teams.post(installed(teams.service_url, **chat, activity_id="ben-in")).status_code == 200
+        connector.wait_for(1)  # the greeting
+        removed = installed(teams.service_url, **chat, removed=True, activity_id="ben-out")
+        assert teams.post(removed).status_code == 200
+        teams.settle()
+        connector.posts.clear()
+        asked = message(teams.service_url, "/cda status", activity_id="ben-asks", user=BETA_AAD)
+        assert teams.post(asked).status_code == 200
+        [told] = connector.wait_for(1)
+        teams.settle()
+        assert told.reply_to == "ben-asks"
+        assert told.activity["text"] == translator("en").gettext(NOT_SENT_PRIVATELY)
+        assert len(connector.posts) == 1  # nothing tried toward his removed chat
+        assert [row.key for row in teams.outbox() if row.recipient == BETA_MEMBER] == []

@@ -10,7 +10,7 @@ and may wait in the outbox (a platform down, a retry): `may_be_told` asks the ru
 sent, since a channel may have been bound to another city meanwhile, a member moved or a coach taken
 off a city."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from bot.core.i18n import N_, Translator
 from bot.core.messages import InboundMessage, Outgoing, Reply
@@ -19,6 +19,10 @@ from store.views import Whereabouts
 
 SENT_PRIVATELY = N_("I've sent you the answer in a direct message: it shows data this channel doesn't see.")
 SENT_PERSONALLY = N_("I've sent you the answer in a direct message: it is for you alone.")
+NOT_SENT_PRIVATELY = N_(
+    "I can't send you the answer in a direct message: the app was removed from your chat with me. "
+    "Add it back there, then ask again."
+)
 
 
 def visible_cities(channel_city: City | None) -> set[int]:
@@ -45,8 +49,15 @@ def _seen_by(recipient: Whereabouts) -> set[int]:
 
 
 def address(
-    message: InboundMessage, channel_city: City | None, replies: list[Reply], t: Translator
+    message: InboundMessage,
+    channel_city: City | None,
+    replies: list[Reply],
+    t: Translator,
+    reaches_privately: Callable[[], bool] = lambda: True,
 ) -> list[Outgoing]:
+    """`reaches_privately`: whether the sender can still be written to directly, asked only when an
+    answer would go there (a removed app cannot be: the answer is not sent, and the conversation is
+    told why rather than that it was)."""
     if not message.seen_by_others:
         # Only the sender saw the message (a DM, a slash command): the answer is theirs alone, given
         # where they asked (a DM's own conversation; for a slash command, privately in its channel).
@@ -62,7 +73,11 @@ def address(
         else:
             outgoing.append(Outgoing(recipient=message.sender, reply=reply))
     diverted = [o.reply for o in outgoing if o.recipient == message.sender]
-    if diverted:
+    if diverted and not reaches_privately():
+        outgoing = [o for o in outgoing if o.recipient != message.sender]
+        note = Reply(text=t.gettext(NOT_SENT_PRIVATELY))
+        outgoing.append(Outgoing(recipient=message.conversation, reply=note, context=message.reply_context))
+    elif diverted:
         why = SENT_PERSONALLY if all(r.personal for r in diverted) else SENT_PRIVATELY
         note = Reply(text=t.gettext(why))
         outgoing.append(Outgoing(recipient=message.conversation, reply=note, context=message.reply_context))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.calendar.questions import cities_named
+from bot.core import conversations
 from bot.core.audience import address
 from bot.core.commands import (
     PREFIX,
@@ -246,7 +247,15 @@ def dispatch(
     coach notices) go through `store`, in the caller's transaction."""
     speaker, channel_city = resolve_speaker(store, msg, found)
     t = translator(language_of(speaker, channel_city))
-    return address(msg, channel_city, _replies(store, msg, speaker, channel_city, now, t), t)
+    replies = _replies(store, msg, speaker, channel_city, now, t)
+    return address(msg, channel_city, replies, t, lambda: reaches_privately(store, msg.sender))
+
+
+def reaches_privately(store: Store, person: str) -> bool:
+    """Whether `person` can be written to directly: not once they removed the bot from their chat with
+    it (a Teams personal app), which is never written over unasked."""
+    known = store.reference(person)
+    return known is None or conversations.gone_reason(known) is None
 
 
 def dispatch_all(store: Store, messages: list[InboundMessage], now: datetime) -> list[list[Outgoing]]:
