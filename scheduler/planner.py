@@ -248,21 +248,19 @@ class _Pass:
         self.button: dict[str, Any] = resolve.model_dump(mode="json")
         self.sections = _Sections()
         self._everywhere: set[str] | None = None
-        self._nudging: dict[tuple[Any, ...], tuple[bool, datetime, datetime]] = {}
+        self._nudging: dict[tuple[Any, ...], tuple[bool, datetime, datetime | None]] = {}
 
-    def nudging(self, city: CityRow) -> tuple[bool, datetime, datetime]:
-        """Whether a nudge may go out now in the city, when one may next (if not now), and when the
-        city's quiet hours begin today: the same for every city with the same zone and settings."""
+    def nudging(self, city: CityRow) -> tuple[bool, datetime, datetime | None]:
+        """Whether a nudge may go out now in the city, when one may next (if not now), and until when
+        one planned now may still go out: the same for every city with the same zone and settings."""
         key = (city.zone, city.working_days, city.nudge_hour, city.quiet_start, city.quiet_end)
         found = self._nudging.get(key)
         if found is None:
-            local = self.now.astimezone(ZoneInfo(city.zone))
-            quiet_from = datetime.combine(local.date(), time(city.quiet_start % 24), ZoneInfo(city.zone))
-            may = _may_nudge(city, local)
+            may = _may_nudge(city, self.now.astimezone(ZoneInfo(city.zone)))
             found = self._nudging[key] = (
                 may,
                 self.now if may else _first_nudge_time(city, self.now),
-                quiet_from,
+                _nudge_until(city, self.now) if may else None,
             )
         return found
 
@@ -591,6 +589,19 @@ def _first_nudge_time(city: CityRow, after: datetime) -> datetime:
     return after + LONGEST_WAIT
 
 
+def _nudge_until(city: CityRow, now: datetime) -> datetime | None:
+    """The first local hour after `now` in which a nudge may not go out (quiet hours, before the nudge
+    hour, a day off), a week ahead at most; None: none comes. Today's start of quiet hours is not it:
+    it has passed when they begin at midnight (`--quiet 0-8`), or there are none (`--quiet 0-0`), and a
+    nudge that expired as it was planned was dropped, never sent."""
+    hour = now.astimezone(ZoneInfo(city.zone)).replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+    for hours in range(1, 8 * 24 + 1):
+        later = hour + timedelta(hours=hours)
+        if not _may_nudge(city, later.astimezone(ZoneInfo(city.zone))):
+            return later
+    return None
+
+
 def _nudge(
     city: CityRow, latest: agenda.LatestUpdate | None, targets: list[str], run: _Pass
 ) -> tuple[list[_Message], datetime]:
@@ -606,7 +617,7 @@ def _nudge(
     next_stretch = _first_nudge_time(city, since + every * (stretch + 1))
     if stretch < 1:
         return [], next_stretch
-    may_nudge, first_nudge, quiet_from = run.nudging(city)
+    may_nudge, first_nudge, until = run.nudging(city)
     if not may_nudge:
         return [], min(first_nudge, next_stretch)
     # One nudge per stretch of N quiet days: the first after N days, the next after 2N, and so on.
@@ -622,7 +633,7 @@ def _nudge(
         return json.dumps({**run.plain, "text": text})
 
     keys = [(f"{r}|nudge|{occurrence}", r) for r in targets]
-    return [_Message("nudge", city.id, now, keys, build, max(quiet_from, now))], next_stretch
+    return [_Message("nudge", city.id, now, keys, build, until)], next_stretch
 
 
 def _stale(city: CityRow, blockers: list[views.OpenBlocker], run: _Pass) -> tuple[list[_Message], datetime]:

@@ -317,6 +317,20 @@ def test_nudge_follows_the_citys_own_working_days_and_quiet_hours(testbot: TestB
     assert nudges(testbot, inbox) == [utc("2026-11-30T06:00")]
 
 
+@pytest.mark.parametrize("quiet", [(0, 8), (0, 0), (12, 14)], ids=["from-midnight", "none", "midday"])
+def test_a_nudge_goes_out_whenever_the_quiet_hours_begin(testbot: TestBot, quiet: tuple[int, int]) -> None:
+    # Quiet hours that began earlier today (at midnight, at noon) or none at all (0-0): the nudge was
+    # once planned already expired, dropped in the same pass and never sent.
+    quiet_city(testbot, quiet_start=quiet[0], quiet_end=quiet[1])
+    inbox = Inbox(testbot.clock)
+    monday_15 = utc("2026-11-30T15:00") + timedelta(hours=5)  # Bogotá: 12 quiet days, past any quiet hours
+    tick(testbot, monday_15, inbox)
+    assert nudges(testbot, inbox) == [monday_15]
+    # Useful while nudges may go out: to midnight, or the next quiet hours.
+    [row] = outbox(testbot)
+    assert row.expires_at == utc("2026-12-01T00:00") + timedelta(hours=5)
+
+
 def test_weekly_digest_monday_8_in_the_coachs_zone_once(world: TestBot) -> None:
     with world.store() as store:
         admin.add_coach(store, "console:coach-a", [], utc("2026-01-01T00:00"), zone="Europe/London")
