@@ -35,7 +35,7 @@ from handlers.status import DigestData, digest_of, digest_section
 from store import agenda, bulk, views
 from store.agenda import CityRow, OutboxRow
 from store.db import reader
-from store.models import STALE_KIND, City, OutboxStatus, Person, stale_key
+from store.models import REMINDER_KIND, STALE_KIND, City, OutboxStatus, Person, reminder_key, stale_key
 from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.scheduler")
@@ -416,7 +416,6 @@ class _Due:
     occurrence: Occurrence
     kind: str
     due: datetime
-    suffix: str  # of the key, after the session's id
     expires: datetime | None
     dropped: str | None
     previous: datetime | None  # when the session before this one started
@@ -457,7 +456,7 @@ def _schedule(
                 if index + 1 < len(offsets)
                 else occurrence.start
             )
-            kind = f"reminder-{offset}"
+            kind = f"{REMINDER_KIND}{offset}"
             dropped = None
             if now >= useful_until:
                 dropped = f"{kind} for session at {occurrence.start:%Y-%m-%d %H:%M}Z no longer useful"
@@ -468,7 +467,6 @@ def _schedule(
                     occurrence,
                     kind,
                     due,
-                    f"@{occurrence.start:%Y-%m-%dT%H:%MZ}",
                     None if dropped else useful_until,
                     dropped,
                     previous.start if previous else None,
@@ -496,7 +494,7 @@ def _reminders(
     found: list[_Message] = []
     for due in schedule.due:
         session_id = sessions[due.position].id
-        keys = [(f"{r}|{due.kind}|{session_id}{due.suffix}", r) for r in targets]
+        keys = [(reminder_key(r, due.kind, session_id, due.occurrence.start), r) for r in targets]
 
         def build(_texts: dict[int, str], due: _Due = due) -> str:
             return run.reminder(city, due, open_blockers, last_update)

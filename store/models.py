@@ -1,6 +1,6 @@
 """The tables. Instants are UTC (`UTCDateTime`); session start times are local to the city's zone."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -214,6 +214,20 @@ class OutboxStatus(StrEnum):
 
 REPLY_KIND = "reply"  # an outbox row answering a message: someone is waiting for it
 STALE_KIND = "blocker_stale"  # coaches told of a blocker open too long: once, while it stays open
+
+
+REMINDER_KIND = "reminder-"  # and the lead in minutes: `reminder-60`
+
+
+def reminder_key(recipient: str, kind: str, session_id: int, start: datetime) -> str:
+    """The outbox key of a reminder of the session's occurrence at `start` (UTC)."""
+    return f"{recipient}|{kind}|{session_id}@{start:%Y-%m-%dT%H:%MZ}"
+
+
+def reminded(key: str) -> tuple[int, datetime]:
+    """The session and start (UTC, to the minute) a reminder's key names."""
+    session, _at, start = key.rpartition("|")[2].partition("@")
+    return int(session), datetime.strptime(start, "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
 
 
 def stale_key(coach: str, blocker_id: int) -> str:

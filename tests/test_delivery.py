@@ -450,12 +450,12 @@ async def test_a_send_the_database_failed_before_is_put_back_by_the_next_claim(
     reachable, failed = Deliverer._reachable, []
 
     def fails_once(
-        deliverer: Deliverer, recipient: str, cities: set[int]
+        deliverer: Deliverer, recipient: str, cities: set[int], *more: Any
     ) -> tuple[dict[str, Any] | None, str | None]:
         if not failed:
             failed.append(recipient)
             raise OperationalError("SELECT", {}, ConnectionResetError("the server closed the connection"))
-        return reachable(deliverer, recipient, cities)
+        return reachable(deliverer, recipient, cities, *more)
 
     monkeypatch.setattr(Deliverer, "_reachable", fails_once)
     adapter = Recorder()

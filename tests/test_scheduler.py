@@ -211,6 +211,40 @@ def test_a_reminder_held_up_past_the_start_is_dropped_not_sent(testbot: TestBot)
     assert row.status == "dropped"
 
 
+@pytest.mark.parametrize("change", ["skipped", "removed", "moved", "zone"])
+def test_a_reminder_waiting_for_a_retry_is_not_sent_for_a_session_cancelled_or_moved(
+    testbot: TestBot, change: str
+) -> None:
+    # A one-off session on Tuesday 1 Dec, 10:00 in Chicago (16:00Z).
+    city_with_session(testbot, "America/Chicago", "2026-12-01T10:00", rule=None, until=None)  # type: ignore[arg-type]
+    inbox = Inbox(testbot.clock)
+    inbox.failing = DeliveryError("down")
+    tick(testbot, utc("2026-11-30T16:00"), inbox)  # 24 h before: planned, the platform is down
+    with testbot.store() as store:
+        (session,) = store.sessions_of(store.city_by_slug("home").id)  # type: ignore[union-attr,arg-type]
+        if change == "skipped":
+            admin.skip_day(store, "home", "2026-12-01", utc("2026-11-30T16:00"))
+        elif change == "removed":
+            admin.remove_session(store, "home", session.id)  # type: ignore[arg-type]
+        elif change == "moved":  # as a calendar import moves it: to 14:00 (20:00Z)
+            session.start_local = datetime(2026, 12, 1, 14, 0)
+            store.session.add(session)
+        else:  # the city's zone corrected: 10:00 in Santiago is 13:00Z
+            city = store.city_by_slug("home")
+            assert city is not None
+            city.zone = "America/Santiago"
+            store.session.add(city)
+    inbox.failing = None
+    tick(testbot, utc("2026-11-30T16:05"), inbox)  # the platform is back: the retry is due
+    (old,) = [r for r in outbox(testbot) if "@2026-12-01T16:00Z" in r.key]
+    assert (old.status, old.last_error) == ("dropped", "its session was cancelled or moved")
+    tick(testbot, utc("2026-11-30T20:00"), inbox)
+    # Never "starts tomorrow at 10:00 CST"; the session at its new time is reminded as usual.
+    texts = [reply.text for _at, _who, reply in inbox.received]
+    expected = {"moved": "14:00 CST", "zone": "10:00 UTC-03"}.get(change)
+    assert [expected in text for text in texts] == ([True] if expected else []), texts
+
+
 def test_a_failed_send_is_retried_then_marked_failed_and_shown_to_coaches(world: TestBot) -> None:
     with world.store() as store:
         alpha = store.city_by_slug("alpha")

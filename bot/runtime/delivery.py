@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from bot.calendar.sessions import between
 from bot.core.audience import may_be_told
 from bot.core.clock import Clock
 from bot.core.identity import platform_of
@@ -29,8 +30,8 @@ from bot.runtime.ratelimit import RateLimiter, limit_key
 from bot.runtime.turns import Turns
 from store import views
 from store.db import is_transient, reader
-from store.models import OutboxMessage, OutboxStatus
-from store.repo import Claim, Finished, open_store
+from store.models import REMINDER_KIND, CoachingSession, OutboxMessage, OutboxStatus, reminded
+from store.repo import Claim, Finished, Store, open_store
 
 log = logging.getLogger("cda_bot.delivery")
 
@@ -61,6 +62,9 @@ STOPPED = "the recipient said stop"
 # Planned when the recipient could see its city; since then a channel was bound elsewhere (or unbound),
 # a member moved or a coach taken off the city.
 UNSEEN = "the recipient may no longer see the city it is about"
+# Planned for a session that has since been removed, skipped or moved (a calendar import, the city's
+# zone changed): its time is no longer that session's. The session at its new time has its own.
+CANCELLED = "its session was cancelled or moved"
 # How far a sent message got, as platforms report it; a failure is final.
 DELIVERY_ORDER = {"sent": 1, "delivered": 2, "read": 3}
 FINAL = frozenset({"failed", "undelivered"})
@@ -73,6 +77,15 @@ def _about(row: OutboxMessage) -> set[int]:
     if row.city_id is not None:
         cities.add(row.city_id)
     return cities
+
+
+def _still_on(store: Store, session_id: int, start: datetime) -> bool:
+    """Whether the session still has an occurrence in the minute a reminder of it was planned for."""
+    session = store.session.get(CoachingSession, session_id)
+    city = store.city(session.city_id) if session is not None else None
+    if session is None or city is None:
+        return False
+    return bool(between([session], city.zone, start, start + timedelta(minutes=1)))
 
 
 @dataclass(frozen=True)
@@ -398,7 +411,8 @@ class Deliverer:
         # A reply knows where it goes; only an unprompted message needs the stored reference.
         reference = None
         if row.kind != REPLY_KIND:
-            reference, refused = await asyncio.to_thread(self._reachable, row.recipient, _about(row))
+            reminds = reminded(row.key) if row.kind.startswith(REMINDER_KIND) else None
+            reference, refused = await asyncio.to_thread(self._reachable, row.recipient, _about(row), reminds)
             if refused is not None:
                 log.info("not sent", extra={"outbox_id": row.id, "kind": row.kind, "reason": refused})
                 await self._record(row, OutboxStatus.dropped, now, refused, None)
@@ -638,13 +652,18 @@ class Deliverer:
         with open_store(reader(self.engine)) as store:
             return store.reference(recipient)
 
-    def _reachable(self, recipient: str, cities: set[int]) -> tuple[dict[str, Any] | None, str | None]:
-        """How to reach `recipient` unprompted, or why not to: they said `stop`, or they may no longer
-        see a city the message shows (a read: no write lock)."""
+    def _reachable(
+        self, recipient: str, cities: set[int], reminds: tuple[int, datetime] | None = None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """How to reach `recipient` unprompted, or why not to: they said `stop`, they may no longer
+        see a city the message shows, or the session a reminder is of (`reminds`: its id and start) no
+        longer starts then (a read: no write lock)."""
         with open_store(reader(self.engine)) as store:
             found = views.whereabouts(store, recipient, recipient)
             if found.person is not None and found.person.stopped_at is not None:
                 return None, STOPPED
             if not may_be_told(found, cities):
                 return None, UNSEEN
+            if reminds is not None and not _still_on(store, *reminds):
+                return None, CANCELLED
             return store.reference(recipient), None
