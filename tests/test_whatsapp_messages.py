@@ -164,6 +164,20 @@ def test_an_unknown_number_is_told_how_to_join_and_nothing_it_sent_is_stored(wha
     assert len(whatsapp.twilio.sent) == 1
 
 
+def test_a_strangers_photo_is_kept_nowhere_not_even_its_address_beside_the_join_hint(
+    whatsapp: WhatsApp,
+) -> None:
+    photo = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME-STRANGERS-PHOTO"
+    assert whatsapp.post(inbound(STRANGER, "", media=[photo])).status_code == 200
+    [sent] = whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert sent.to == STRANGER and "join" in sent.body
+    assert whatsapp.inbox_count() == 0
+    [hint] = whatsapp.outbox()
+    # Twilio serves a media URL to whoever has it (unless the account asks for its credentials).
+    assert "ME-STRANGERS-PHOTO" not in json.dumps([hint.payload, hint.context])
+
+
 def test_a_photo_gets_text_only_for_now_and_its_caption_is_still_handled(whatsapp: WhatsApp) -> None:
     form = inbound(ALPHA_NUMBER, "update: photo of the form", media=["https://api.twilio.com/media/ME1"])
     assert whatsapp.post(form).status_code == 200

@@ -76,3 +76,23 @@ def test_no_part_is_empty_or_too_long_and_the_words_keep_their_order(text: str) 
     found = parts(text, limit=200)
     assert found and all(0 < len(p) <= 200 for p in found)
     assert "".join("".join(found).split()) == "".join(text.split()) or not text.strip()
+
+
+def test_a_monospace_block_cut_between_parts_is_closed_and_opened_again_in_each() -> None:
+    rows = "".join(f"{n},alpha,mapped the bus stops and checked the intake form\n" for n in range(100))
+    reply = Reply(text="Export", attachment=Attachment(filename="u.csv", media_type="text/csv", content=rows))
+    found = parts(render(reply))
+    assert len(found) >= 3 and all(len(p) <= MAX_PART for p in found)
+    # WhatsApp shows a ``` left open in a message as it is, and the rows after it in the usual font.
+    assert all(p.count("```") == 2 for p in found), [p.count("```") for p in found]
+    assert all(p.endswith("\n```") for p in found)
+    assert all(p.startswith("```\n") for p in found[1:])
+    lines = [line for p in found for line in p.splitlines() if line != "```"]
+    assert lines == [line for line in render(reply).splitlines() if line != "```"]  # all, in order
+
+
+def test_a_monospace_block_that_starts_at_the_end_of_a_part_starts_in_the_next() -> None:
+    rows = "\n".join(f"{n},alpha,checked the intake form" for n in range(60))
+    found = parts("a" * 1570 + "\n```\n" + rows + "\n```")
+    assert found[0] == "a" * 1570
+    assert all(p.startswith("```\n") and p.endswith("\n```") for p in found[1:])

@@ -7,6 +7,7 @@ import re
 from bot.core.messages import Reply
 
 MAX_PART = 1600
+FENCE = "```"  # opens and closes a monospace block
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 _MARKDOWN_BOLD = re.compile(r"\*\*(.+?)\*\*")
 
@@ -67,5 +68,30 @@ def _pieces(text: str, limit: int) -> list[str]:
 
 def parts(text: str, limit: int = MAX_PART) -> list[str]:
     """The messages to send for `text`, in order, none empty and none over `limit` characters."""
-    found = [piece.strip("\n") for piece in _pieces(text, limit)]
-    return [piece for piece in found if piece.strip()] or [text[:limit] or " "]
+    fenced = FENCE in text
+    # Room for the fences `_fenced` may add at both ends of a part.
+    room = limit - 2 * len(f"{FENCE}\n") if fenced else limit
+    found = [piece.strip("\n") for piece in _pieces(text, room)]
+    found = [piece for piece in found if piece.strip()]
+    if not found:
+        return [text[:limit] or " "]
+    return _fenced(found) if fenced else found
+
+
+def _fenced(pieces: list[str]) -> list[str]:
+    """WhatsApp shows a ``` left open in a message as it is, and what follows in the usual font: a
+    monospace block (a CSV) cut between parts is closed at the end of each and opened again in the next."""
+    out: list[str] = []
+    inside = False
+    for piece in pieces:
+        opened = inside
+        inside = inside != (piece.count(FENCE) % 2 == 1)
+        if opened and piece == FENCE:
+            continue  # only the block's end: the part before closed it already
+        starts = inside and piece.endswith(FENCE)  # the block only starts here: the next part opens it
+        if starts:
+            piece = piece.removesuffix(FENCE).rstrip("\n")
+        shown = f"{FENCE}\n" * opened + piece + f"\n{FENCE}" * (inside and not starts)
+        if shown.strip():
+            out.append(shown)
+    return out

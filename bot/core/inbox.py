@@ -109,7 +109,10 @@ def _inbox_row(msg: InboundMessage, now: datetime) -> dict[str, Any]:
 def _tell_how_to_join(store: Store, msg: InboundMessage, now: datetime) -> list[Outgoing]:
     """Once a day at most, so a stranger's messages cost one reply; nothing they sent is kept."""
     log.info("message from a number not on the roster", extra={"platform": msg.platform})
-    hint = Outgoing(recipient=msg.sender, reply=Reply(text=JOIN_HINT), context=msg.reply_context)
+    # The hint goes with how to reach the number (its reference: on WhatsApp, when it last wrote), not
+    # the message's reply context, which may carry what it sent (a photo's URL, readable by whoever
+    # holds it) and would be kept on the outbox row.
+    hint = Outgoing(recipient=msg.sender, reply=Reply(text=JOIN_HINT), context=msg.reference)
     queued = store.enqueue(
         OutboxMessage(
             key=f"{REPLY_KIND}|{msg.platform}|join|{msg.sender}|{now.date().isoformat()}",
