@@ -2,6 +2,7 @@
 """Slack end to end: signed requests through the real server, replies through the real slack_sdk
 client to a local mock of the Web API."""
 
+import json
 import logging
 import time
 
@@ -256,3 +257,19 @@ def test_an_event_still_being_written_at_the_deadline_is_refused_and_its_retry_d
     running.settle()
     assert [u.text for u in _updates(running)] == ["written slowly"]
     assert len(running.mock.named("chat.postMessage")) == 1
+
+
+def test_what_a_member_typed_never_becomes_a_mention_in_the_bots_posts(running: Running) -> None:
+    """Typed as characters, `<!channel>` reaches the bot escaped (Slack escapes &, < and >) and is stored
+    as typed. The bot's own posts must keep it text: in the notification text (`text`, which Slack reads
+    for mentions and shows in push notifications) as in the blocks, or the bot pings the channel."""
+    typed = "update: &lt;!channel&gt; and &lt;@UCOACH1&gt; read this"
+    running.event(event_body(_message(typed, ts="7.1"), "EvTYPED"))
+    running.event(event_body(_message("/cda updates", ts="7.2"), "EvLIST"))
+    posts = running.mock.wait_for("chat.postMessage", 2)
+    running.settle()
+    [listing] = [p.params for p in posts if p.params.get("thread_ts") == "7.2"]
+    assert "<!channel> and <@UCOACH1> read this" in _updates(running)[0].text
+    for shown in (listing["text"], json.dumps(listing["blocks"])):
+        assert "<!channel>" not in shown and "<@UCOACH1>" not in shown
+    assert "&lt;!channel&gt; and &lt;@UCOACH1&gt; read this" in listing["text"]
