@@ -273,3 +273,22 @@ def test_what_a_member_typed_never_becomes_a_mention_in_the_bots_posts(running: 
     for shown in (listing["text"], json.dumps(listing["blocks"])):
         assert "<!channel>" not in shown and "<@UCOACH1>" not in shown
     assert "&lt;!channel&gt; and &lt;@UCOACH1&gt; read this" in listing["text"]
+
+
+def test_an_update_is_stored_as_the_member_typed_it_not_in_slacks_markup(running: Running) -> None:
+    """Slack sends links, channels and @here as its own markup (`<https://…>`, `<#C…|name>`,
+    `<!here>`): stored so, the dashboard, the CSV export and every other platform would show the
+    angle brackets and ids instead of what the member wrote."""
+    sent = (
+        "update: draft at <https://example.org/plan> and <http://maps.example.org|maps.example.org>, "
+        "see <https://docs.example.org/x|the brief> and <mailto:ana@example.org|ana@example.org>; "
+        "<!here> in <#C0001|alpha-team> &amp; <#C0002>, A &lt;3 B"
+    )
+    running.event(event_body(_message(sent, ts="8.1"), "EvMARKUP"))
+    running.mock.wait_for("chat.postMessage")
+    running.settle()
+    [update] = _updates(running)
+    assert update.text == (
+        "draft at https://example.org/plan and maps.example.org, see the brief (https://docs.example.org/x)"
+        " and ana@example.org; @here in #alpha-team & <#C0002>, A <3 B"
+    )
