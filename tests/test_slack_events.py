@@ -292,3 +292,35 @@ def test_an_update_is_stored_as_the_member_typed_it_not_in_slacks_markup(running
         "draft at https://example.org/plan and maps.example.org, see the brief (https://docs.example.org/x)"
         " and ana@example.org; @here in #alpha-team & <#C0002>, A <3 B"
     )
+
+
+def test_a_file_is_said_to_be_unread_never_an_empty_message_nor_silently_dropped(running: Running) -> None:
+    """A file shared with the bot arrives as a `file_share` message: the bot reads text only, and says
+    so, as it does on Teams and WhatsApp; an update typed with a file is still recorded."""
+    picture = {
+        "id": "F0MAP",
+        "name": "map.png",
+        "mimetype": "image/png",
+        "url_private": "https://files.invalid/F0MAP",
+    }
+    alone = {
+        "type": "message",
+        "subtype": "file_share",
+        "channel": "D0MEMBER",
+        "channel_type": "im",
+        "user": "UMEMBER1",
+        "text": "",
+        "ts": "9.1",
+        "files": [picture],
+    }
+    captioned = _message("update: the bus stop map", ts="9.2", subtype="file_share") | {"files": [picture]}
+    running.event(event_body(alone, "EvFILE"))
+    running.event(event_body(captioned, "EvFILEUPDATE"))
+    posts = running.mock.wait_for("chat.postMessage", 3)
+    running.settle()
+    in_dm = [p.params["text"] for p in posts if p.params["channel"] == "D0MEMBER"]
+    in_thread = [p.params["text"] for p in posts if p.params.get("thread_ts") == "9.2"]
+    assert [t.startswith("Text only for now") for t in in_dm] == [True]
+    assert sorted(t.startswith("Text only for now") for t in in_thread) == [False, True]
+    assert any("recorded for Alpha" in t for t in in_thread)
+    assert [u.text for u in _updates(running)] == ["the bus stop map"]

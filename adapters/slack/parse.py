@@ -24,6 +24,8 @@ class PayloadError(ValueError):
 
 
 RESPONSE_URL_LIFETIME = timedelta(minutes=30)  # Slack's own limit on a response URL
+MAX_MEDIA = 10  # a Slack message carries at most 10 files
+MAX_MEDIA_CHARS = 500
 
 
 def identity(team_id: str, slack_id: str) -> str:
@@ -86,6 +88,7 @@ def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datet
         sender=identity(event.get("user_team") or team_id, user),
         text=_as_typed(text).strip(),
         received_at=received_at,
+        media=_media(event),
         reference={"channel": channel, "team_id": team_id},
         # In a channel the answer goes in the message's thread; in a DM, below it.
         reply_context={
@@ -99,6 +102,17 @@ def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datet
         # channel are the bot's business (the core decides).
         addressed=kind == "app_mention" or direct,
     )
+
+
+def _media(event: dict[str, Any]) -> list[str]:
+    """The files shared with the message (a `file_share`), which the bot does not read: the core says
+    so, rather than take a file alone for an empty message. Read with care: the gate does not look at
+    `files`."""
+    files = event.get("files")
+    if not isinstance(files, list):
+        return []
+    found = [str(f.get("url_private") or f.get("id") or "file") for f in files if isinstance(f, dict)]
+    return [url[:MAX_MEDIA_CHARS] for url in found[:MAX_MEDIA]]
 
 
 def from_command(body: dict[str, Any], received_at: datetime) -> InboundMessage:
