@@ -2,6 +2,7 @@
 """Slack end to end: signed requests through the real server, replies through the real slack_sdk
 client to a local mock of the Web API."""
 
+import json
 import logging
 import time
 
@@ -256,3 +257,70 @@ def test_an_event_still_being_written_at_the_deadline_is_refused_and_its_retry_d
     running.settle()
     assert [u.text for u in _updates(running)] == ["written slowly"]
     assert len(running.mock.named("chat.postMessage")) == 1
+
+
+def test_what_a_member_typed_never_becomes_a_mention_in_the_bots_posts(running: Running) -> None:
+    """Typed as characters, `<!channel>` reaches the bot escaped (Slack escapes &, < and >) and is stored
+    as typed. The bot's own posts must keep it text: in the notification text (`text`, which Slack reads
+    for mentions and shows in push notifications) as in the blocks, or the bot pings the channel."""
+    typed = "update: &lt;!channel&gt; and &lt;@UCOACH1&gt; read this"
+    running.event(event_body(_message(typed, ts="7.1"), "EvTYPED"))
+    running.event(event_body(_message("/cda updates", ts="7.2"), "EvLIST"))
+    posts = running.mock.wait_for("chat.postMessage", 2)
+    running.settle()
+    [listing] = [p.params for p in posts if p.params.get("thread_ts") == "7.2"]
+    assert "<!channel> and <@UCOACH1> read this" in _updates(running)[0].text
+    for shown in (listing["text"], json.dumps(listing["blocks"])):
+        assert "<!channel>" not in shown and "<@UCOACH1>" not in shown
+    assert "&lt;!channel&gt; and &lt;@UCOACH1&gt; read this" in listing["text"]
+
+
+def test_an_update_is_stored_as_the_member_typed_it_not_in_slacks_markup(running: Running) -> None:
+    """Slack sends links, channels and @here as its own markup (`<https://…>`, `<#C…|name>`,
+    `<!here>`): stored so, the dashboard, the CSV export and every other platform would show the
+    angle brackets and ids instead of what the member wrote."""
+    sent = (
+        "update: draft at <https://example.org/plan> and <http://maps.example.org|maps.example.org>, "
+        "see <https://docs.example.org/x|the brief> and <mailto:ana@example.org|ana@example.org>; "
+        "<!here> in <#C0001|alpha-team> &amp; <#C0002>, A &lt;3 B"
+    )
+    running.event(event_body(_message(sent, ts="8.1"), "EvMARKUP"))
+    running.mock.wait_for("chat.postMessage")
+    running.settle()
+    [update] = _updates(running)
+    assert update.text == (
+        "draft at https://example.org/plan and maps.example.org, see the brief (https://docs.example.org/x)"
+        " and ana@example.org; @here in #alpha-team & <#C0002>, A <3 B"
+    )
+
+
+def test_a_file_is_said_to_be_unread_never_an_empty_message_nor_silently_dropped(running: Running) -> None:
+    """A file shared with the bot arrives as a `file_share` message: the bot reads text only, and says
+    so, as it does on Teams and WhatsApp; an update typed with a file is still recorded."""
+    picture = {
+        "id": "F0MAP",
+        "name": "map.png",
+        "mimetype": "image/png",
+        "url_private": "https://files.invalid/F0MAP",
+    }
+    alone = {
+        "type": "message",
+        "subtype": "file_share",
+        "channel": "D0MEMBER",
+        "channel_type": "im",
+        "user": "UMEMBER1",
+        "text": "",
+        "ts": "9.1",
+        "files": [picture],
+    }
+    captioned = _message("update: the bus stop map", ts="9.2", subtype="file_share") | {"files": [picture]}
+    running.event(event_body(alone, "EvFILE"))
+    running.event(event_body(captioned, "EvFILEUPDATE"))
+    posts = running.mock.wait_for("chat.postMessage", 3)
+    running.settle()
+    in_dm = [p.params["text"] for p in posts if p.params["channel"] == "D0MEMBER"]
+    in_thread = [p.params["text"] for p in posts if p.params.get("thread_ts") == "9.2"]
+    assert [t.startswith("Text only for now") for t in in_dm] == [True]
+    assert sorted(t.startswith("Text only for now") for t in in_thread) == [False, True]
+    assert any("recorded for Alpha" in t for t in in_thread)
+    assert [u.text for u in _updates(running)] == ["the bus stop map"]

@@ -37,6 +37,18 @@ def test_fields_are_split_ten_a_section_and_user_text_is_escaped() -> None:
     assert blocks[1]["fields"][0]["text"] == "*L0*\n&lt;b&gt; &amp; &lt;!channel&gt;"
 
 
+def test_the_notification_text_and_an_inline_csv_are_escaped_too() -> None:
+    reply = Reply(
+        text="<!here> & <@U1>",
+        attachment=Attachment(filename="u.csv", media_type="text/csv", content="id,text\n1,<!channel>\n"),
+    )
+    assert fallback_text(reply) == "&lt;!here&gt; &amp; &lt;@U1&gt;"
+    assert "```id,text\n1,&lt;!channel&gt;```" in render_blocks(reply)[-1]["text"]["text"]
+    # Cut short, never in the middle of an entity.
+    long = fallback_text(Reply(text="x" * 3893 + "&&"))
+    assert long.endswith("x&amp;…") and len(long) <= 3900
+
+
 def test_plain_reply_and_small_csv() -> None:
     blocks = render_blocks(Reply(text="Update #3 recorded for Alpha."))
     assert blocks == [

@@ -14,6 +14,9 @@ RESOLVE_ACTION = "resolve_blocker"
 # Subtypes that are still a person saying something; edits, joins, deletions and the like are not.
 SPOKEN_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+# Slack's markup in message text: `<target>` or `<target|label>`. A literal < or > arrives escaped.
+_MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+_SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|mailto:)", re.IGNORECASE)
 
 
 class PayloadError(ValueError):
@@ -21,6 +24,8 @@ class PayloadError(ValueError):
 
 
 RESPONSE_URL_LIFETIME = timedelta(minutes=30)  # Slack's own limit on a response URL
+MAX_MEDIA = 10  # a Slack message carries at most 10 files
+MAX_MEDIA_CHARS = 500
 
 
 def identity(team_id: str, slack_id: str) -> str:
@@ -30,6 +35,29 @@ def identity(team_id: str, slack_id: str) -> str:
 def _plain(text: str) -> str:
     # Slack escapes &, < and > in message text; the core stores what the person typed.
     return html.unescape(text)
+
+
+def _typed(markup: re.Match[str]) -> str:
+    """One piece of Slack markup as the person typed it: a link as its address (or its words, then
+    the address), `<#C…|name>` as #name, `<!here>` as @here. A person (`<@U…>`) stays an id: their
+    name is not in the message, and an id still says who was meant."""
+    target, label = markup.group(1), markup.group(2)
+    if target.startswith(("@", "#")):
+        return f"{target[0]}{label}" if label else markup.group(0)
+    if target.startswith("!"):
+        special = target[1:].split("^")[0]
+        if label:  # a user group's @handle, a date's fallback
+            return label
+        return f"@{special}" if special in ("here", "channel", "everyone") else markup.group(0)
+    if label is None or label in (target, _SCHEME.sub("", target)):
+        return label or target  # Slack linked what was typed: a bare address, a domain, an e-mail
+    return f"{label} ({target})"
+
+
+def _as_typed(text: str) -> str:
+    """Message text as the person typed it: Slack's markup read, then its escapes undone (in that
+    order, so an escaped `&lt;…&gt;` the person typed is never taken for markup)."""
+    return _plain(_MARKUP.sub(_typed, text))
 
 
 def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datetime) -> InboundMessage | None:
@@ -58,8 +86,9 @@ def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datet
         message_id=str(body.get("event_id") or f"{channel}:{ts}"),
         conversation=identity(team_id, channel),
         sender=identity(event.get("user_team") or team_id, user),
-        text=_plain(text).strip(),
+        text=_as_typed(text).strip(),
         received_at=received_at,
+        media=_media(event),
         reference={"channel": channel, "team_id": team_id},
         # In a channel the answer goes in the message's thread; in a DM, below it.
         reply_context={
@@ -73,6 +102,17 @@ def from_event(body: dict[str, Any], bot_user_id: str | None, received_at: datet
         # channel are the bot's business (the core decides).
         addressed=kind == "app_mention" or direct,
     )
+
+
+def _media(event: dict[str, Any]) -> list[str]:
+    """The files shared with the message (a `file_share`), which the bot does not read: the core says
+    so, rather than take a file alone for an empty message. Read with care: the gate does not look at
+    `files`."""
+    files = event.get("files")
+    if not isinstance(files, list):
+        return []
+    found = [str(f.get("url_private") or f.get("id") or "file") for f in files if isinstance(f, dict)]
+    return [url[:MAX_MEDIA_CHARS] for url in found[:MAX_MEDIA]]
 
 
 def from_command(body: dict[str, Any], received_at: datetime) -> InboundMessage:

@@ -46,7 +46,7 @@ def _chunks(lines: list[str], limit: int = MAX_SECTION_TEXT) -> list[str]:
 
 
 def inline_csv(attachment: Attachment) -> bool:
-    return len(attachment.content) <= INLINE_CSV_LIMIT
+    return len(escape(attachment.content)) <= INLINE_CSV_LIMIT  # as it is shown, escaped
 
 
 def _body_lines(reply: Reply) -> list[str]:
@@ -76,7 +76,8 @@ def render_blocks(reply: Reply) -> list[dict[str, Any]]:
         body = [_section(escape(reply.text or " "))]
     tail: list[dict[str, Any]] = []
     if reply.attachment is not None and inline_csv(reply.attachment):
-        tail.append(_section(f"`{reply.attachment.filename}`\n```{reply.attachment.content.rstrip()}```"))
+        csv = escape(reply.attachment.content.rstrip())  # people's words, read as mrkdwn in a code block too
+        tail.append(_section(f"`{escape(reply.attachment.filename)}`\n```{csv}```"))
     if reply.buttons:
         tail.append(
             {
@@ -100,4 +101,13 @@ def render_blocks(reply: Reply) -> list[dict[str, Any]]:
 
 
 def fallback_text(reply: Reply) -> str:
-    return _clip(reply.text or reply.title or " ", MAX_FALLBACK)
+    """The message's `text`: mrkdwn too, read by Slack for mentions and shown in notifications, so what
+    people typed is escaped here as in the blocks (`<!channel>` in an update would ping the channel)."""
+    text = escape(reply.text or reply.title or " ")
+    if len(text) <= MAX_FALLBACK:
+        return text
+    cut = text[: MAX_FALLBACK - 1]
+    amp = cut.rfind("&", -4)
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]  # never half an `&amp;`, which would show as `&am`
+    return cut + "…"
