@@ -466,6 +466,21 @@ async def test_filters_and_sorting_come_from_the_query_string(site: Site) -> Non
     assert "Showing 1 of your 3 cities." in filtered and "No city matches" not in filtered
 
 
+async def test_names_with_accents_sort_among_the_others_not_after_z(site: Site) -> None:
+    with site.bot.store() as store:
+        now = site.bot.clock.now()
+        admin.add_city(store, "avila", "Ávila", "Europe/Madrid", now, "ES", "implementation", "es")
+        admin.add_city(store, "evora", "Évora", "Europe/Lisbon", now, "PT", "capacity", "pt")
+        admin.add_city(store, "zaragoza", "Zaragoza", "Europe/Madrid", now, "ES", "implementation", "es")
+    async with site.signed_in("console:coach-all") as client:
+        ascending = cities_on((await client.get("/dashboard")).text)
+        descending = cities_on((await client.get("/dashboard?sort=-name")).text)
+        by_country = cities_on((await client.get("/dashboard?country=ES&sort=country")).text)
+    assert ascending == ["alpha", "avila", "beta", "evora", "gamma", "zaragoza"]
+    assert descending == list(reversed(ascending))
+    assert by_country == ["avila", "zaragoza"]  # equals keep the order of names
+
+
 async def test_cities_gone_quiet_are_flagged_and_filtered(site: Site) -> None:
     site.bot.clock.set(site.bot.clock.now() + timedelta(days=8))
     site.bot.say("console:b1", "update: still moving")

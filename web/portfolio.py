@@ -1,6 +1,7 @@
 """What the coaches' page shows, read through the store: the portfolio (one row per coached city, each
 figure read for all of them at once) and a city's own page (timeline, open blockers, next sessions)."""
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -173,6 +174,13 @@ def _yes_no(value: str | None) -> bool | None:
     return True if value == "yes" else False if value == "no" else None
 
 
+def name_key(name: str) -> tuple[str, str]:
+    """How names sort, as a reader expects: accents aside (Ávila before Beta, not after Zaragoza, where a
+    comparison of code points puts every accented capital), then as written, so the order is fixed."""
+    folded = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(c for c in folded if not unicodedata.combining(c)), name.casefold()
+
+
 def chosen(all_rows: list[Row], filters: Filters) -> list[Row]:
     picked = [
         row
@@ -184,7 +192,7 @@ def chosen(all_rows: list[Row], filters: Filters) -> list[Row]:
         and (filters.blockers is None or (row.open_blockers > 0) == filters.blockers)
     ]
     keys = {
-        "name": lambda r: (r.city.name.casefold(),),
+        "name": lambda r: name_key(r.city.name),
         "country": lambda r: ((r.city.country or "").upper(),),
         "pathway": lambda r: (r.city.pathway or "",),
         "phase": lambda r: (r.phase,),
@@ -195,7 +203,7 @@ def chosen(all_rows: list[Row], filters: Filters) -> list[Row]:
         "next_session": lambda r: (r.next_session.start if r.next_session else LATEST,),
     }
     key = keys[filters.sort]
-    picked.sort(key=lambda r: r.city.name.casefold())  # the tie-break, kept by the stable sort below
+    picked.sort(key=lambda r: name_key(r.city.name))  # the tie-break, kept by the stable sort below
     picked.sort(key=key, reverse=filters.descending)
     return picked
 
