@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from benchmarks.dashboard import seed_portfolio
+from bot import admin
 from store.models import BlockerStatus
 from tests.conftest import TestBot
 from tests.dashboard_site import blocker_status, dashboard_app, link_for, notices, open_blocker_id
@@ -163,3 +164,23 @@ def test_the_portfolio_of_80_cities_on_a_desktop_and_a_phone(served: Served) -> 
     phone.screenshot(path=str(narrow))
     for shot in (wide, narrow):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_a_long_link_in_an_update_or_a_blocker_stays_inside_the_screen(served: Served) -> None:
+    # People paste links; a word that long has no space to wrap at.
+    link = "https://docs.example.org/d/" + "1Abc" * 40
+    served.bot.say("console:a1", f"update: the draft is at {link}")
+    served.bot.say("console:a1", f"blocker: waiting for access to {link}")
+    with served.bot.store() as store:
+        now = served.bot.clock.now()
+        name = "Llanfairpwllgwyngyllgogerychwyrndrobwllllantysiliogogogoch"  # a real town's, in one word
+        admin.add_city(store, "long", name, "Europe/London", now, "GB")
+        admin.add_coach(store, "console:coach-long", ["alpha", "long"], now, "Coach Long")
+    for width in (390, 1280):
+        page = served.signed_in("console:coach-long", width=width)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "portfolio"
+        page.goto(f"{served.base}/dashboard/city/alpha")
+        assert link in page.locator(".timeline").inner_text()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "city page"
+        page.goto(f"{served.base}/dashboard/city/long")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "a long name"
