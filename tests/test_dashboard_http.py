@@ -376,6 +376,28 @@ async def test_resolve_from_the_page_resolves_and_queues_the_same_notice_as_chat
     )
 
 
+async def test_resolve_of_a_blocker_resolved_meanwhile_says_so_as_chat_does(site: Site) -> None:
+    alpha = open_blocker_id(site.bot, "alpha")
+    async with site.signed_in("console:coach-ab") as client:
+        page = await client.get("/dashboard/city/alpha")  # the page is open; meanwhile, in chat:
+        assert f"Blocker #{alpha} resolved" in site.bot.say(
+            "console:coach-a", f"/cda resolve {alpha} by mail"
+        )
+        done = await client.post(
+            "/dashboard/city/alpha/resolve",
+            data={"csrf": csrf_of(page.text), "blocker": str(alpha), "note": "my own note"},
+        )
+        assert done.status_code == 303
+        after = await client.get(done.headers["location"])
+    chat = site.bot.say("console:coach-ab", f"/cda resolve {alpha} my own note")
+    assert chat == f"Blocker #{alpha} was already resolved on Sat 28 Nov 2026."
+    assert chat in html.unescape(after.text)
+    assert (
+        f"Blocker #{alpha} resolved." not in after.text
+    )  # not this coach's doing, and the note was not kept
+    assert len([n for n in notices(site.bot) if n.key.startswith(f"blocker_resolved:{alpha}:")]) == 2
+
+
 @pytest.mark.parametrize("token", [None, "", "not-the-token"])
 async def test_resolve_without_the_csrf_token_is_refused(site: Site, token: str | None) -> None:
     alpha = open_blocker_id(site.bot, "alpha")

@@ -389,7 +389,7 @@ class Pages:
                 return self.not_found(who)
             days = portfolio.days_param(params.get("days"))
             view = portfolio.city_view(store, city.id, now, who.language, days)
-            flash = _flash(store, who, city, params.get("resolved"))
+            flash = _flash(store, who, city, params.get("resolved"), params.get("already"))
         if view is None:
             return self.not_found(who)
         if csv:
@@ -444,9 +444,15 @@ class Pages:
             blocker = store.blocker(int(number)) if wellformed else None
             if city is None or blocker is None or blocker.city_id != city.id:
                 return self.not_found(who)
+            # Resolved meanwhile (in chat, another tab, another coach): chat says so, and keeps no note;
+            # so does the page, rather than claiming this coach resolved it.
+            already = blocker.status == BlockerStatus.resolved
             # The chat command's own logic: the same rights, the same notice to the city's coaches.
             resolve_numbered(store, _speaker(who), number, (form.get("note") or "").strip()[:500], now, t)
-        return RedirectResponse(f"{self.config.home}/city/{city.slug}?resolved={blocker.id}", status_code=303)
+        outcome = "already" if already else "resolved"
+        return RedirectResponse(
+            f"{self.config.home}/city/{city.slug}?{outcome}={blocker.id}", status_code=303
+        )
 
 
 def _coached_city(store: Store, who: Viewer, slug: str) -> City | None:
@@ -454,16 +460,22 @@ def _coached_city(store: Store, who: Viewer, slug: str) -> City | None:
     return city if city is not None and city.id in who.city_ids else None
 
 
-def _flash(store: Store, who: Viewer, city: City, resolved: str | None) -> str | None:
-    """After a Resolve, the page says so; only about a blocker of this city, so a crafted link cannot
-    make the page claim anything of another."""
-    number = (resolved or "").strip()
+def _flash(store: Store, who: Viewer, city: City, resolved: str | None, already: str | None) -> str | None:
+    """After a Resolve, the page says what chat would have: resolved, or resolved already before (then
+    when); only about a resolved blocker of this city, so a crafted link cannot make the page claim
+    anything of another."""
+    number = (resolved or already or "").strip()
     if not (number.isascii() and number.isdigit()) or len(number) > MAX_ID_DIGITS:
         return None
     blocker = store.blocker(int(number))
     if blocker is None or blocker.city_id != city.id or blocker.status != BlockerStatus.resolved:
         return None
-    return translator(who.language).gettext("Blocker #{number} resolved.").format(number=blocker.id)
+    t = translator(who.language)
+    if not resolved and blocker.resolved_at is not None:
+        return t.gettext("Blocker #{number} was already resolved on {date}.").format(
+            number=blocker.id, date=day_of(t, blocker.resolved_at, city)
+        )
+    return t.gettext("Blocker #{number} resolved.").format(number=blocker.id)
 
 
 async def _form(request: Request) -> dict[str, str] | Response:
