@@ -94,7 +94,11 @@ def test_empty_text_gets_an_answer(world: TestBot, text: str) -> None:
     assert "empty message" in world.say("console:a1", text)
 
 
-@pytest.mark.parametrize("text", ["update:", "/cda update", "blocker:   ", "/cda blocker"])
+@pytest.mark.parametrize(
+    "text",
+    # `update: …` is the help hint's own example, copied as it is: punctuation alone says nothing.
+    ["update:", "/cda update", "blocker:   ", "/cda blocker", "update: …", "blocker: -", "/cda update ..."],
+)
 def test_command_without_text_asks_for_it_and_stores_nothing(world: TestBot, text: str) -> None:
     reply = world.say("console:a1", text)
     assert "`update:" in reply or "`blocker:" in reply
