@@ -226,9 +226,7 @@ def question_scope(
 def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
     cities = views.cities(store, speaker.accessible_ids)
     if not cities:
-        raise Refusal(
-            t.gettext("You don't coach any city yet: ask an admin to add you with `cda-bot coach add`.")
-        )
+        raise Refusal(t.gettext(help.NO_CITY_COACHED))
     return cities
 
 
