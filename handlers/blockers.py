@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from bot.core.i18n import Translator, translator
 from bot.core.messages import Button, Reply
 from bot.core.request import Request, Speaker
-from handlers.common import city_names, day_of
+from handlers.common import city_names, day_of, says_nothing
 from store import views
 from store.models import Blocker, BlockerStatus, City, OutboxMessage
 from store.repo import Store
@@ -17,7 +17,7 @@ MAX_ID_DIGITS = 9  # every id below 10⁹ fits a 32-bit integer column
 def open_blocker(req: Request, store: Store) -> Reply:
     _ = req.t.gettext
     city = req.cities[0]
-    if not req.args:
+    if says_nothing(req.args):
         return Reply(text=_("Say what is in the way: `blocker: waiting on data-sharing agreement with 311`"))
     blocker = store.add_blocker(
         Blocker(city_id=city.id, author=req.speaker.identity, text=req.args, opened_at=req.now)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """Small pieces several handlers share: names for identities, a city's state at a glance."""
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,11 @@ def display_names(store: Store, identities: Iterable[str]) -> dict[str, str]:
     wanted = set(identities)
     names = {p.identity: p.name for p in store.people(list(wanted)) if p.name}
     return {identity: names.get(identity, identity) for identity in wanted}
+
+
+def says_nothing(text: str) -> bool:
+    """Nothing but spaces and punctuation: `update: …`, the help hint's example copied as it is."""
+    return all(c.isspace() or unicodedata.category(c).startswith("P") for c in text)
 
 
 def city_names(cities: Iterable[City]) -> str:

@@ -14,9 +14,9 @@ from bot.calendar.questions import Question, understand
 from bot.calendar.sessions import between, last_before, upcoming
 from bot.core.i18n import Translator
 from bot.core.messages import Reply
-from bot.core.request import Request
+from bot.core.request import Request, SpeakerRole
 from handlers.common import session_line
-from handlers.help import UNKNOWN
+from handlers.help import NO_CITY_COACHED, UNKNOWN
 from store.models import City, CoachingSession
 from store.repo import Store
 
@@ -32,6 +32,7 @@ class Ask:
     now: datetime
     today: date  # in the zone of the asker's (first) city
     pathway: str | None
+    cityless: str  # what an asker with no city is told about sessions (a text to translate)
 
 
 def next_session(req: Request, store: Store) -> Reply:
@@ -47,7 +48,9 @@ def _ask(req: Request, store: Store) -> Ask:
     city = req.cities[0] if req.cities else None
     today = req.now.astimezone(ZoneInfo(city.zone if city else "UTC")).date()
     program = program_from(store.program_document())
-    return Ask(req.t, program, store, req.cities, req.now, today, city.pathway if city else None)
+    # Only a guest or a coach without cities has none; a coach is on the roster already.
+    cityless = UNKNOWN if req.speaker.role == SpeakerRole.guest else NO_CITY_COACHED
+    return Ask(req.t, program, store, req.cities, req.now, today, city.pathway if city else None, cityless)
 
 
 def _answer(a: Ask, question: Question) -> Reply:
@@ -64,7 +67,7 @@ def _answer(a: Ask, question: Question) -> Reply:
     elif question.intent == "program_next":
         lines = _program_next(a)
     elif not a.cities:
-        lines = [a.t.gettext(UNKNOWN)]
+        lines = [a.t.gettext(a.cityless)]
     elif question.intent == "last_session":
         lines = _final_sessions(a)
     elif question.intent == "previous_session":

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from bot.core.messages import UPDATE_RECORDED, Reply
 from bot.core.request import Request
-from handlers.common import city_names, day_of
+from handlers.common import city_names, day_of, says_nothing
 from store import views
 from store.repo import Store
 
@@ -16,7 +16,7 @@ LIST_LIMIT = 25
 def record_update(req: Request, store: Store) -> Reply:
     _ = req.t.gettext
     city = req.cities[0]
-    if not req.args:
+    if says_nothing(req.args):
         return Reply(text=_("Tell me what moved: `update: we tested the intake form with 5 residents`"))
     number = store.add_update(
         city.id,  # type: ignore[arg-type]

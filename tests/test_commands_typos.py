@@ -120,3 +120,18 @@ def test_a_guess_is_never_parsed_as_the_write_it_looks_like() -> None:
         command = parse(text)
         assert command.name == "unknown" and command.suggestion is not None
         assert command.suggestion.removeprefix("/cda ").rstrip(":") in WRITES
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("/cda update:we tested the form", "Update #4 recorded for Alpha."),
+        ("/cda blocker:no data yet", "Blocker #4 logged for Alpha."),
+        ("cda update\n- tested the form\n- met residents", "Update #4 recorded for Alpha."),
+        ("/cda updates\nalpha 3", "Updates in the last 3 days — Alpha"),
+    ],
+)
+def test_a_command_word_ended_by_a_colon_or_a_line_break_is_read(
+    world: TestBot, text: str, answer: str
+) -> None:
+    assert world.say("console:a1", text).startswith(answer)

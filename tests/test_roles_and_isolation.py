@@ -8,7 +8,7 @@ from sqlmodel import select
 from bot import admin
 from bot.core.dispatcher import dispatch, resolve_speaker
 from bot.core.messages import InboundMessage
-from store.models import Blocker, BlockerStatus, InboxMessage, Update
+from store.models import Blocker, BlockerStatus, InboxMessage, Role, Update
 from tests.conftest import TestBot
 
 OTHER_CITY_MARKS = ("BETA", "Beta", "GAMMA", "Gamma")
@@ -248,3 +248,11 @@ def test_coach_asking_in_a_bound_channel_about_another_city_gets_it_privately(wo
     answers = [o for o in outgoing if "BETA session" in o.reply.text]
     assert [o.recipient for o in answers] == ["slack:T0001:UCOACH"]  # never the Alpha channel
     assert answers[0].reply.about == [2]
+
+
+@pytest.mark.parametrize("text", ["when is our next session?", "what's on this week?", "/cda next"])
+def test_a_coach_without_cities_asking_about_sessions_is_told_so(world: TestBot, text: str) -> None:
+    with world.store() as store:
+        admin.add_coach(store, "console:coach-d", ["gamma"], world.clock.now())
+        admin.remove_person(store, "console:coach-d", Role.coach, ["gamma"])
+    assert world.say("console:coach-d", text).startswith("You don't coach any city yet")

@@ -310,6 +310,7 @@ CASES = [
         "¿cuándo es el encuentro en Baltimore?",
         ["Encuentro en Baltimore: enero de 2027, las fechas exactas aún no se han anunciado"],
     ),
+    ("console:bog", SAT, "¿cuándo es la convocatoria?", ["Encuentro en Baltimore: enero de 2027"]),
     ("console:bog", SAT, "cuánto falta para el demo day", ["Día de demostración", "febrero de 2027"]),
     ("console:bog", SAT, "¿cuándo termina el ciclo 2?", ["termina: enero de 2027", "en 2 meses"]),
     (

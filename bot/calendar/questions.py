@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 EVENTS: dict[str, tuple[str, ...]] = {
-    "convening": ("convening", "baltimore", "encuentro", "encontro", "convencion", "convencao", "gathering"),
+    # "la convocatoria": what Spanish speakers often call a gathering the program summons them to.
+    "convening": (
+        "convening",
+        "baltimore",
+        "encuentro",
+        "encontro",
+        "convencion",
+        "convencao",
+        "convocatoria",
+        "gathering",
+    ),
     "site-visit": ("site visit", "visita", "visit"),
     "demo-day": ("demo day", "demoday", "dia de demostracion", "dia de demonstracao", "dia de demo", "demo"),
     "mvp-workshop": ("mvp",),

@@ -57,7 +57,12 @@ def parse(text: str, addressed: bool = True) -> Command:
         rest = text[prefixed.end() :].strip()
         if not rest:
             return Command("help")
-        word, _, args = rest.partition(" ")
+        # `/cda update:text` is the short form after the prefix, colon and all.
+        short = _SHORT.match(rest)
+        if short:
+            return Command(short.group(1).lower(), short.group(2).strip())
+        # Any space ends the command word: a line break too (`cda update` then the update's lines).
+        word, args = [*rest.split(maxsplit=1), ""][:2]
         word = word.lower().rstrip(":")
         if word in NAMES:
             return Command(word, args.strip())

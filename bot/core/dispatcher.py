@@ -226,9 +226,7 @@ def question_scope(
 def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
     cities = views.cities(store, speaker.accessible_ids)
     if not cities:
-        raise Refusal(
-            t.gettext("You don't coach any city yet: ask an admin to add you with `cda-bot coach add`.")
-        )
+        raise Refusal(t.gettext(help.NO_CITY_COACHED))
     return cities
 
 
@@ -321,8 +319,10 @@ def _replies(
     # Chatter in a shared channel never gets here (`inbox.accept` leaves it alone); what does is a
     # command or a question, and whatever is said to the bot gets an answer.
     command = command_of(msg)
-    if typed_length(text) > MAX_TEXT:
-        return [Reply(text=t.gettext(TOO_LONG).format(count=t.number(len(text))))]
+    typed = typed_length(text)
+    if typed > MAX_TEXT:
+        # The count named is the one checked: a `/cda ` the adapter added is not the person's.
+        return [Reply(text=t.gettext(TOO_LONG).format(count=t.number(typed)))]
     if command.name == "empty":
         return [Reply(text=t.gettext(EMPTY))]
     spec = COMMANDS.get(command.name)
