@@ -4,7 +4,7 @@ at most 1,600 characters at line, then sentence, then word boundaries."""
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.whatsapp.render import MAX_PART, parts, render
+from adapters.whatsapp.render import MAX_CSV, MAX_PART, parts, render
 from bot.core.messages import Attachment, Button, Reply, ReplyField
 
 
@@ -96,3 +96,18 @@ def test_a_monospace_block_that_starts_at_the_end_of_a_part_starts_in_the_next()
     found = parts("a" * 1570 + "\n```\n" + rows + "\n```")
     assert found[0] == "a" * 1570
     assert all(p.startswith("```\n") and p.endswith("\n```") for p in found[1:])
+
+
+def test_a_large_export_shows_the_rows_that_fit_in_a_few_messages_and_counts_the_rest() -> None:
+    """300 updates are 60 messages inline, 100,000 a thousand: the first rows, then how many more."""
+    rows = [
+        f"{n},alpha,2026-11-30T12:00:00+00:00,ana,whatsapp,mapped the stops on route {n}" for n in range(300)
+    ]
+    csv = "\n".join(rows) + "\n"
+    reply = Reply(text="Export", attachment=Attachment(filename="u.csv", media_type="text/csv", content=csv))
+    found = parts(render(reply))
+    assert len(found) <= MAX_CSV // MAX_PART + 2
+    lines = [line for p in found for line in p.splitlines() if line not in ("```", "*u.csv*", "Export")]
+    kept = lines[:-1]
+    assert kept == rows[: len(kept)] and 0 < len(kept) < 300  # whole rows, in order, from the first
+    assert lines[-1] == f"… (+{300 - len(kept)})"

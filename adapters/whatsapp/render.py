@@ -7,6 +7,9 @@ import re
 from bot.core.messages import Reply
 
 MAX_PART = 1600
+# Of a CSV (`/cda export`), the rows that fit in about four messages, then how many were left out, as
+# Teams shows it: 100,000 rows inline would be a thousand messages on someone's phone.
+MAX_CSV = 6000
 FENCE = "```"  # opens and closes a monospace block
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 _MARKDOWN_BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -34,10 +37,23 @@ def render(reply: Reply) -> str:
         lines.append(body)
     lines += [f"→ {button.label}: reply `{button.command}`" for button in reply.buttons]
     if reply.attachment is not None:
-        lines.append(f"*{reply.attachment.filename}*\n```\n{reply.attachment.content.rstrip()}\n```")
+        lines.append(f"*{reply.attachment.filename}*\n```\n{_rows_that_fit(reply.attachment.content)}\n```")
     text = "\n".join(lines) if lines else (reply.text or " ")
     # WhatsApp's bold is one asterisk; a Markdown `**x**` would show its stars.
     return _MARKDOWN_BOLD.sub(r"*\1*", text)
+
+
+def _rows_that_fit(content: str, limit: int = MAX_CSV) -> str:
+    rows = content.rstrip().splitlines()
+    kept: list[str] = []
+    size = 0
+    for row in rows:
+        size += len(row) + 1
+        if size > limit:
+            break
+        kept.append(row)
+    shown = "\n".join(kept)
+    return shown if len(kept) == len(rows) else f"{shown}\n… (+{len(rows) - len(kept)})"
 
 
 def _pieces(text: str, limit: int) -> list[str]:
