@@ -150,8 +150,15 @@ def list_blockers(req: Request, store: Store) -> Reply:
             state = _("open")
         else:
             state = _("resolved {date}").format(date=day_of(req.t, b.resolved_at, city))  # type: ignore[arg-type]
-        opened = req.t.ngettext(
-            "opened {date} ({count} day) by {who}", "opened {date} ({count} days) by {who}", age
-        ).format(date=day_of(req.t, b.opened_at, city), count=req.t.number(age), who=b.name or b.author)
+        said = (
+            _("opened {date} (today) by {who}")  # not "(0 days)"
+            if age == 0
+            else req.t.ngettext(
+                "opened {date} ({count} day) by {who}", "opened {date} ({count} days) by {who}", age
+            )
+        )
+        opened = said.format(
+            date=day_of(req.t, b.opened_at, city), count=req.t.number(age), who=b.name or b.author
+        )
         items.append(f"#{b.id} {where}{state} · {opened}: {b.text}")
     return Reply(text=f"{title}\n" + "\n".join(items), title=title, items=items)

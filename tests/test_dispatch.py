@@ -134,6 +134,15 @@ def test_blocker_tells_the_citys_coaches_through_the_outbox(world: TestBot) -> N
     assert notices[0].payload["buttons"][0]["command"] == "/cda resolve 4"
 
 
+@pytest.mark.parametrize(
+    ("member", "today"), [("console:a1", "(today) by Ann"), ("console:g1", "(hoy) por Gil")]
+)
+def test_a_blocker_opened_today_says_today_not_zero_days(world: TestBot, member: str, today: str) -> None:
+    world.say(member, "blocker: the export is late")
+    listed = world.say(member, "/cda blockers")
+    assert today in listed and "(0 " not in listed and "hace 0" not in listed
+
+
 def test_city_without_coach_says_so(testbot: TestBot) -> None:
     with testbot.store() as store:
         admin.add_city(store, "solo", "Solo", "Asia/Tokyo", testbot.clock.now())

@@ -97,7 +97,7 @@ def test_every_reply_comes_in_the_citys_language(world: TestBot) -> None:
 NUMBERS_AND_PLURALS = {
     "es": [
         ("console:g1", "/cda status", "Avances en 7 días: {n}\nBloqueos abiertos: 1"),
-        ("console:g1", "/cda blockers", "(hace 0 días) por Gil Gamma"),
+        ("console:g1", "/cda blockers", "(hoy) por Gil Gamma"),
         ("console:coach-g", "/cda digest", "*Gamma* — {n} avances esta semana"),
         ("console:coach-g", "/cda quiet 1", "publicaron un avance en el último 1 día."),
         (
@@ -114,7 +114,7 @@ NUMBERS_AND_PLURALS = {
     ],
     "pt": [
         ("console:g1", "/cda status", "Avanços em 7 dias: {n}\nBloqueios abertos: 1"),
-        ("console:g1", "/cda blockers", "(há 0 dia) por Gil Gamma"),
+        ("console:g1", "/cda blockers", "(hoje) por Gil Gamma"),
         ("console:coach-g", "/cda digest", "*Gamma* — {n} avanços nesta semana"),
         ("console:coach-g", "/cda quiet 1", "publicaram um avanço no último 1 dia."),
         (
