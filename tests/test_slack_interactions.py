@@ -304,6 +304,30 @@ def test_a_slash_command_still_saving_at_the_deadline_is_told_once_if_the_write_
     assert outbox_of(running.bot, "slack") == []
 
 
+def test_a_click_still_being_written_at_the_deadline_whose_write_then_fails_is_told_so_once(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acknowledged while its write was under way (Slack never sends a click again); the write then
+    fails, so the blocker stays open and no answer would ever come: the coach is told nothing was done."""
+    _command(running, "UMEMBER1", "blocker the GIS server is down", "trig-blocker-2")
+    running.settle()
+    with running.bot.store() as store:
+        [blocker] = store.session.exec(select(Blocker).where(Blocker.text == "the GIS server is down")).all()
+    slow_writes(monkeypatch, 2.0, fail=lost_write())
+    action = {"type": "button", "action_id": "resolve_blocker", "value": str(blocker.id)}
+    posted = len(running.mock.named("chat.postMessage"))
+    response = running.form({"payload": json.dumps(_click(running, "trig-lost-click", action))})
+    assert response.status_code == 200
+    running.mock.wait_for("chat.postMessage", posted + 1)
+    running.settle()
+    time.sleep(0.5)
+    told = running.mock.named("chat.postMessage")[posted:]
+    assert [(p.params["channel"], p.params["text"]) for p in told] == [("D0COACH", NOT_STORED)]
+    with running.bot.store() as store:
+        still = store.session.get(Blocker, blocker.id)
+        assert still is not None and still.status == BlockerStatus.open
+
+
 def test_a_click_still_being_written_at_the_deadline_is_acknowledged_and_resolves_once(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:

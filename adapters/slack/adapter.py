@@ -286,10 +286,7 @@ class SlackAdapter:
                 # It may yet be stored: "nothing was saved" could be untrue, and a retry a second update.
                 await ack(text=STILL_SAVING)
                 # Should the write fail after all, the answer promised never comes: the person is told.
-                not_stored = Reply(text=NOT_STORED)
-                self.hub.tell_if_not_stored(
-                    undecided, lambda: self.send(message.sender, not_stored, None, message.reply_context)
-                )
+                self._tell_if_not_stored(undecided, message)
                 return
             except Unavailable:
                 # Slack never retries a slash command: say so now, while the person is looking.
@@ -327,11 +324,12 @@ class SlackAdapter:
         """None to acknowledge; a 503 when not stored, and Slack sends an event again (one stored after
         all is then dropped as a duplicate). A click it never sends again (`retried` False): one still
         being written is acknowledged, as a 503 would have the person click again; its answer follows
-        if it is stored."""
+        if it is stored, and if it is not, they are told nothing was done."""
         try:
             await self.hub.accept(message)
         except Unavailable as unavailable:
             if isinstance(unavailable, Undecided) and not retried:
+                self._tell_if_not_stored(unavailable, message)
                 return None
             return BoltResponse(
                 status=503,
@@ -339,6 +337,13 @@ class SlackAdapter:
                 headers={"Retry-After": str(unavailable.retry_after), "Content-Type": "application/json"},
             )
         return None
+
+    def _tell_if_not_stored(self, undecided: Undecided, message: InboundMessage) -> None:
+        """Where its answer would have gone: a slash command's response URL, a click's conversation."""
+        not_stored = Reply(text=NOT_STORED)
+        self.hub.tell_if_not_stored(
+            undecided, lambda: self.send(message.sender, not_stored, None, message.reply_context)
+        )
 
     # -- out ------------------------------------------------------------------------------------------
     async def send(
