@@ -224,10 +224,14 @@ def reminder_key(recipient: str, kind: str, session_id: int, start: datetime) ->
     return f"{recipient}|{kind}|{session_id}@{start:%Y-%m-%dT%H:%MZ}"
 
 
-def reminded(key: str) -> tuple[int, datetime]:
-    """The session and start (UTC, to the minute) a reminder's key names."""
+def reminded(key: str) -> tuple[int, datetime] | None:
+    """The session and start (UTC, to the minute) a reminder's key names; None for a key not made by
+    `reminder_key` (a row written by hand), which is then sent as it is rather than stop its lane."""
     session, _at, start = key.rpartition("|")[2].partition("@")
-    return int(session), datetime.strptime(start, "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
+    try:
+        return int(session), datetime.strptime(start, "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def stale_key(coach: str, blocker_id: int) -> str:

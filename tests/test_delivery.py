@@ -232,6 +232,18 @@ def _database_away_for_finishing(monkeypatch: pytest.MonkeyPatch, times: float) 
     return tries
 
 
+async def test_a_reminder_whose_key_names_no_session_is_sent_as_it_is(testbot: TestBot) -> None:
+    """A reminder row written by hand (an operator's, a test's) has no session in its key to check it
+    against: it goes out as written, rather than fail its lane on the key."""
+    with testbot.store() as store:
+        store.enqueue(
+            due_message("by-hand|1", "console:ana", testbot.clock.now(), "see you at 10", "reminder-60")
+        )
+    adapter = Recorder()
+    report = await Deliverer(testbot.engine, {"console": adapter}, testbot.clock).deliver_due()
+    assert len(report.sent) == 1 and [reply.text for _, reply in adapter.sent] == ["see you at 10"]
+
+
 async def test_a_one_off_round_keeps_recording_a_send_through_a_short_outage_so_it_is_not_sent_again(
     testbot: TestBot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
