@@ -268,19 +268,11 @@ class Store:
         query = core_select(_INBOX.c.platform, _INBOX.c.message_id).where(_INBOX.c.id.in_(list(inbox_ids)))
         return [(platform, message_id) for platform, message_id in self.session.connection().execute(query)]
 
-    def pending_inbox_ids(self, platform: str, message_ids: Sequence[str]) -> dict[str, int]:
-        """Which of these messages of one platform are stored and still pending: message id → inbox id."""
-        if not message_ids:
-            return {}
-        query = core_select(_INBOX.c.message_id, _INBOX.c.id).where(
-            _INBOX.c.platform == platform,
-            _INBOX.c.message_id.in_(set(message_ids)),
-            _INBOX.c.status == InboxStatus.pending,
-        )
-        return {message_id: inbox_id for message_id, inbox_id in self.session.connection().execute(query)}
-
-    def inbox_ids(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """Which of these messages are stored, in whatever state: (platform, message id) → inbox id."""
+    def inbox_ids(
+        self, keys: Sequence[tuple[str, str]], status: InboxStatus | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Which of these messages are stored (and in `status`, where given): (platform, message id) →
+        inbox id."""
         if not keys:
             return {}
         wanted = set(keys)
@@ -288,6 +280,8 @@ class Store:
             _INBOX.c.platform.in_({platform for platform, _ in wanted}),
             _INBOX.c.message_id.in_({message_id for _, message_id in wanted}),
         )
+        if status is not None:
+            query = query.where(_INBOX.c.status == status)
         found = self.session.connection().execute(query)
         return {(p, m): inbox_id for p, m, inbox_id in found if (p, m) in wanted}
 

@@ -65,7 +65,8 @@ def accept_all(store: Store, messages: list[InboundMessage], now: datetime) -> l
             decided.append(None)
             rows.append(_inbox_row(msg, now))
     stored = store.receive_all(rows)
-    earlier = _pending_ids(store, [key for key in _keys(rows) if key not in stored])
+    # A retry of a message stored before and still pending is not left waiting: its id is handed on.
+    earlier = store.inbox_ids([key for key in _keys(rows) if key not in stored], InboxStatus.pending)
     fresh = dict(stored)  # the first of a message sent twice in one batch is the new one
     keys = iter(_keys(rows))
     accepted: list[Accepted] = []
@@ -83,15 +84,6 @@ def accept_all(store: Store, messages: list[InboundMessage], now: datetime) -> l
 
 def _keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(row["platform"], row["message_id"]) for row in rows]
-
-
-def _pending_ids(store: Store, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """The inbox ids of messages stored before and still pending (a retry is not left waiting)."""
-    found: dict[tuple[str, str], int] = {}
-    for platform in {platform for platform, _ in keys}:
-        ids = store.pending_inbox_ids(platform, [message_id for p, message_id in keys if p == platform])
-        found.update(((platform, message_id), inbox_id) for message_id, inbox_id in ids.items())
-    return found
 
 
 def _inbox_row(msg: InboundMessage, now: datetime) -> dict[str, Any]:

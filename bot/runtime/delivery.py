@@ -439,10 +439,10 @@ class Deliverer:
         row: OutboxMessage,
         reference: dict[str, Any] | None,
         report: DeliveryReport,
-        sent: Sequence[str] = (),
-        limited: str | None = None,
+        sent: Sequence[str],
+        limited: str,
     ) -> None:
-        """`limited`: the rate-limit key `_deliver` waited for (the recipient when not given)."""
+        """`limited`: the rate-limit key `_deliver` waited for."""
         assert row.id is not None
         adapter = self.adapters[platform_of(row.recipient)]
         try:
@@ -452,7 +452,7 @@ class Deliverer:
             try:
                 receipts = await adapter.send(row.recipient, reply, reference, row.context, **progress)
             finally:
-                self.limiter.done(limited or row.recipient)
+                self.limiter.done(limited)
         except Exception as error:
             now = self.clock.now()
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None

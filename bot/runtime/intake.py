@@ -6,7 +6,6 @@ database was away — so an acknowledged message is always answered."""
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -286,16 +285,11 @@ class Intake:
             "commit failed, the inbox read for what it stored",
             extra={"error": type(error).__name__, "stored": len(found), "lost": len(set(keys) - set(found))},
         )
-        outcome: list[inbox.Accepted | Exception] = []
-        for (message, _), result in zip(batch, accepted, strict=True):
-            key = (message.platform, message.message_id)
-            if result.inbox_id is None:
-                outcome.append(result)
-            elif key in found:
-                outcome.append(dataclasses.replace(result, inbox_id=found[key]))
-            else:
-                outcome.append(error)
-        return outcome
+        # Found, a message's id is the one the batch read back before its COMMIT.
+        return [
+            result if result.inbox_id is None or (message.platform, message.message_id) in found else error
+            for (message, _), result in zip(batch, accepted, strict=True)
+        ]
 
     def _take(self, count: int) -> list[Arrival]:
         with self._arriving_lock:  # the event loop adds to it while a writer thread takes from it
