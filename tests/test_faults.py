@@ -37,11 +37,10 @@ from sqlmodel import select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from adapters.whatsapp.adapter import NOT_SAVED
 from bot import admin
 from bot.core.clock import FixedClock, SystemClock
 from bot.core.inbox import HANDOFF
-from bot.core.messages import NOT_SAVED as NOT_SAVED_WORDS
+from bot.core.messages import not_saved
 from bot.runtime.delivery import LEASE, POLL_SECONDS
 from bot.runtime.intake import SWEEP_SECONDS
 from bot.runtime.serve import build_server
@@ -568,7 +567,7 @@ def test_whatsapp_during_a_db_cut_is_told_nothing_was_saved_and_nothing_of_it_is
         proxy.cut()
         during = wa.post(inbound(ALPHA_NUMBER, "update: sent during the cut"))
         assert during.status_code == 200, during.text
-        assert [m.text for m in ElementTree.fromstring(during.text).findall("Message")] == [NOT_SAVED]
+        assert [m.text for m in ElementTree.fromstring(during.text).findall("Message")] == [not_saved()]
         proxy.restore()
         after = wa.post(inbound(ALPHA_NUMBER, "update: sent after the cut"))
         assert after.status_code == 200 and ElementTree.fromstring(after.text).findall("Message") == []
@@ -605,7 +604,7 @@ def test_teams_during_a_db_cut_is_told_nothing_was_saved_and_nothing_of_it_is_ke
         )
         assert during.status_code == 200, during.text
         [told] = connector.wait_for(1)
-        assert told.reply_to == "cut-1" and told.activity["text"] == NOT_SAVED_WORDS["en"]
+        assert told.reply_to == "cut-1" and told.activity["text"] == not_saved("en")
         proxy.restore()
         after = teams.post(
             teams_message(teams.service_url, "update: sent after the cut", activity_id="cut-2")

@@ -7,7 +7,7 @@ from datetime import UTC, timedelta
 import pytest
 from sqlmodel import select
 
-from bot.core.messages import NOT_SAVED
+from bot.core.messages import not_saved
 from bot.runtime.hub import Overloaded, Unavailable, Undecided
 from store.models import Blocker, BlockerStatus, OutboxMessage, Update
 from tests.conftest import NOW
@@ -245,7 +245,7 @@ def test_a_message_the_database_cannot_store_is_answered_at_once_that_nothing_wa
     assert response.status_code == 200
     [told] = teams.connector.wait_for(1)
     assert told.conversation == f"{CHANNEL_THREAD};messageid=17060" and told.reply_to == "17060"
-    assert told.activity["text"] == NOT_SAVED["en"]
+    assert told.activity["text"] == not_saved("en")
     assert teams.inbox() == 0 and _updates(teams) == [] and teams.outbox() == []
 
 
@@ -264,7 +264,8 @@ def test_in_a_personal_chat_it_is_said_in_the_language_teams_names(
     body["locale"] = "es-419"
     assert teams.post(body).status_code == 200
     [told] = teams.connector.wait_for(1)
-    assert told.conversation == "a:chat" and told.activity["text"] == NOT_SAVED["es"]
+    assert told.conversation == "a:chat" and told.activity["text"] == not_saved("es")
+    assert "no se guardó nada" in told.activity["text"]  # the catalog's words, not the English
 
 
 def test_when_it_cannot_be_told_either_teams_gets_the_503_to_send_it_again(

@@ -12,8 +12,9 @@ from xml.etree import ElementTree
 import pytest
 from sqlmodel import select
 
-from adapters.whatsapp.adapter import NOT_SAVED, WhatsAppAdapter
+from adapters.whatsapp.adapter import WhatsAppAdapter
 from bot.core.clock import FixedClock
+from bot.core.messages import not_saved
 from bot.runtime import logs
 from bot.runtime.hub import Hub, Unavailable
 from store.models import OutboxMessage, Update
@@ -318,7 +319,9 @@ def test_a_message_that_could_not_be_stored_is_answered_that_nothing_was_saved(
     response = whatsapp.post(inbound(ALPHA_NUMBER, "update: <into> the void & back"))
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
     said = ElementTree.fromstring(response.text).findall("Message")
-    assert [m.text for m in said] == [NOT_SAVED]
+    assert [m.text for m in said] == [not_saved()]
+    assert "nothing was saved" in said[0].text and "no se guardó nada" in said[0].text  # type: ignore[operator]
+    assert "nada foi salvo" in said[0].text  # type: ignore[operator]
     assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == []
 
 
@@ -331,7 +334,7 @@ def test_past_capacity_a_message_refused_at_the_door_is_answered_that_nothing_wa
     response = whatsapp.post(inbound(ALPHA_NUMBER, "update: in a busy minute"))
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
     said = ElementTree.fromstring(response.text).findall("Message")
-    assert [m.text for m in said] == [NOT_SAVED]
+    assert [m.text for m in said] == [not_saved()]
     assert whatsapp.inbox_count() == 0
     # Only the intake's route: a delivery report is not a message, and is still taken.
     report = {"MessageSid": "SM" + "3" * 32, "MessageStatus": "queued", "To": ALPHA_NUMBER, "From": SENDER}
@@ -355,7 +358,7 @@ def test_a_message_still_being_written_at_the_deadline_is_told_nothing_was_saved
     time.sleep(0.5)
     assert whatsapp.twilio.sent == [sent] and sent.to == ALPHA_NUMBER
     if fails:
-        assert sent.body == NOT_SAVED
+        assert sent.body == not_saved()
         assert whatsapp.inbox_count() == 0 and _updates(whatsapp) == [] and whatsapp.outbox() == []
     else:
         assert "recorded for Alpha" in sent.body

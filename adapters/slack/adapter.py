@@ -33,7 +33,7 @@ from adapters.slack.gate import BODY_TIMEOUT_SECONDS, COMMAND, MAX_BODY_BYTES, G
 from adapters.slack.oauth_stores import InstallationStore, StateStore
 from adapters.slack.parse import PLATFORM, RESOLVE_ACTION
 from adapters.slack.token_crypto import TokenDecryptionError
-from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, InboundMessage, Reply
+from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, InboundMessage, Reply, not_saved
 from bot.runtime.http_input import body_or_refusal
 from bot.runtime.hub import Hub, Unavailable, Undecided
 
@@ -54,7 +54,7 @@ BOT_SCOPES = [
 SLASH_COMMAND = COMMAND  # the gate refuses any other
 EVENTS_ROUTE = "/slack/events"
 UPDATE_REACTION = "white_check_mark"
-NOT_STORED = "I couldn't record that just now, so nothing was saved. Please try again in a minute."
+NOT_STORED = not_saved("en")  # a Slack payload names no language
 STILL_SAVING = "I'm still saving that. Once it's saved, my answer will follow here."
 # Errors that another attempt cannot fix: the outbox stops retrying these.
 PERMANENT_ERRORS = frozenset(

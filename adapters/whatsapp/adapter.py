@@ -44,8 +44,6 @@ BODY_TIMEOUT_SECONDS = 10.0  # Twilio waits 15 s for its answer
 SEND_TIMEOUT_SECONDS = 20.0
 SIGNATURE_HEADER = "X-Twilio-Signature"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-# In the three languages of the program: without the database the sender's is not known.
-NOT_SAVED = not_saved()
 # Twilio error codes that no retry will cure: the number, the sender or the recipient's choice.
 PERMANENT_CODES = frozenset(
     {
@@ -214,12 +212,15 @@ def template_variables(reply: Reply) -> dict[str, str]:
 class WhatsAppAdapter:
     platform = PLATFORM
     intake_paths = (ROUTE,)  # refused at the door past capacity
-    # …with the words a 503 would never bring the sender (Twilio does not send the message again).
-    refusal = twiml(NOT_SAVED)
 
     def __init__(self, config: WhatsAppConfig, hub: Hub) -> None:
         self.config = config
         self.hub = hub
+        # In the program's three languages: without the database the sender's is not known.
+        self.not_saved = not_saved()
+        # Past capacity too, the words a 503 would never bring the sender (Twilio does not send the
+        # message again).
+        self.refusal = twiml(self.not_saved)
         self.messages_per_second = config.messages_per_second  # the hub spaces sends by it
         self.validator = RequestValidator(config.auth_token)
         self.http: TwilioHttp | None = None
@@ -293,10 +294,10 @@ class WhatsAppAdapter:
             # It may yet be stored (and then answered): the sender must not be told nothing was saved yet.
             # Should the write fail, Twilio does not send the message again after a 503: they are told.
             sender = message.sender
-            self.hub.tell_if_not_stored(undecided, lambda: self._create(to=sender, body=NOT_SAVED))
+            self.hub.tell_if_not_stored(undecided, lambda: self._create(to=sender, body=self.not_saved))
             return refusal(503, "still being stored", undecided.retry_after)
         except Unavailable:
-            return twiml(NOT_SAVED)
+            return self.refusal
         return twiml()
 
     async def _status(self, request: Request) -> Response:

@@ -7,16 +7,12 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from bot.core.i18n import countdown
+from bot.core.i18n import LANGUAGES, N_, countdown, translator
 
 MAX_TEXT = 8000
 # Told when a message could not be stored: before the database could say who spoke and in which
 # language, so in the platform's language where it names one, else in the program's three.
-NOT_SAVED = {
-    "en": "I couldn't record that just now, so nothing was saved. Please send it again in a minute.",
-    "es": "No pude registrarlo ahora, así que no se guardó nada. Envíalo de nuevo en un minuto.",
-    "pt": "Não consegui registrar isso agora, então nada foi salvo. Envie de novo em um minuto.",
-}
+NOT_SAVED = N_("I couldn't record that just now, so nothing was saved. Please send it again in a minute.")
 UPDATE_RECORDED = "update_recorded"  # Reply.kind of a recorded momentum update
 SOON = "{soon}"  # in a reply with `starts_at`: replaced by "in 52 minutes" when the reply is sent
 
@@ -25,9 +21,12 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def not_saved(language: str | None = None) -> str:
-    """NOT_SAVED in `language` (`es`, or a locale such as `es-419`), or in all three when none is known."""
-    said = NOT_SAVED.get((language or "").split("-")[0].lower())
-    return said if said is not None else "\n".join(NOT_SAVED.values())
+    """NOT_SAVED in `language` (`es`, or a locale such as `es-419`), or in all three, a line each, when
+    none is known."""
+    code = (language or "").split("-")[0].lower()
+    return "\n".join(
+        translator(lang).gettext(NOT_SAVED) for lang in ([code] if code in LANGUAGES else LANGUAGES)
+    )
 
 
 def clean_text(value: str) -> str:
