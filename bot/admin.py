@@ -106,12 +106,34 @@ def _new_person(store: Store, who: str) -> str:
     return who
 
 
+def city_of_member(store: Store, who: str) -> City | None:
+    """The city `who` is a member of, if they are one."""
+    person = store.person(identity(who))
+    if person is None or person.role != Role.member or person.city_id is None:
+        return None
+    return store.session.get(City, person.city_id)
+
+
 def add_member(store: Store, who: str, city_slug: str, now: datetime, name: str | None = None) -> Person:
-    who = _new_person(store, who)
+    """A new member of a city, or a member of another city moved to this one: the same row, so what
+    they asked for (`stop`) and what they posted stay theirs."""
+    who = identity(who)
     city = city_of(store, city_slug)
-    return store.add_person(
-        Person(identity=who, name=name, role=Role.member, city_id=city.id, created_at=now)
-    )
+    existing = store.person(who)
+    if existing is None:
+        return store.add_person(
+            Person(identity=who, name=name, role=Role.member, city_id=city.id, created_at=now)
+        )
+    if existing.role != Role.member:
+        raise AdminError(f"{who} is already on the roster as {existing.role}")
+    if existing.city_id == city.id:
+        raise AdminError(f"{who} is already on the roster as member of {city.slug}")
+    existing.city_id = city.id
+    if name:
+        existing.name = name
+    store.session.add(existing)
+    store.session.flush()
+    return existing
 
 
 def add_coach(
@@ -361,10 +383,7 @@ def remove_person(store: Store, who: str, role: Role, city_slugs: list[str] | No
             store.session.delete(link)
         store.session.flush()
         return f"{who} no longer coaches {', '.join(c.slug for c in cities)}"
-    for link in store.session.exec(select(CoachCity).where(CoachCity.person_id == person.id)):
-        store.session.delete(link)
-    store.session.delete(person)
-    store.session.flush()
+    store.remove_person(person)
     return f"removed {person.role} {who} (what they posted stays)"
 
 

@@ -78,6 +78,17 @@ class Person(SQLModel, table=True):
     plan_at: datetime | None = utc_column(nullable=True, index=True)  # a coach's next digest (0007)
 
 
+class OptOut(SQLModel, table=True):
+    """A `stop` kept for someone taken off the roster: it belongs to the person, not to a roster row,
+    so being added back (to another city, as a coach, by a join code) does not turn their reminders
+    on again; it goes back on their new row then."""
+
+    __tablename__ = "opt_outs"
+
+    identity: str = Field(max_length=200, primary_key=True)
+    stopped_at: datetime = utc_column()
+
+
 class CoachCity(SQLModel, table=True):
     __tablename__ = "coach_cities"
 

@@ -24,6 +24,7 @@ from store.models import (
     InboxMessage,
     InboxStatus,
     JoinCode,
+    OptOut,
     OutboxMessage,
     OutboxReceipt,
     OutboxStatus,
@@ -106,12 +107,26 @@ class Store:
         return list(self.session.exec(select(Person).where(col(Person.identity).in_(list(identities)))))
 
     def add_person(self, person: Person, coached_city_ids: Sequence[int] = ()) -> Person:
+        kept = self.session.get(OptOut, person.identity)
+        if kept is not None:  # a `stop` said before they were taken off the roster still holds
+            person.stopped_at = person.stopped_at or kept.stopped_at
+            self.session.delete(kept)
         self.session.add(person)
         self.session.flush()
         for city_id in coached_city_ids:
             self.session.add(CoachCity(person_id=person.id, city_id=city_id))
         self.session.flush()
         return person
+
+    def remove_person(self, person: Person) -> None:
+        """Off the roster with the cities they coach. A `stop` they said is kept apart (`OptOut`): it
+        is theirs, and outlasts the roster row an admin removes to move or re-add them."""
+        for link in self.session.exec(select(CoachCity).where(CoachCity.person_id == person.id)):
+            self.session.delete(link)
+        if person.stopped_at is not None:
+            self.session.merge(OptOut(identity=person.identity, stopped_at=person.stopped_at))
+        self.session.delete(person)
+        self.session.flush()
 
     def coached_city_ids(self, person: Person) -> list[int]:
         if person.all_cities or person.role == Role.admin:

@@ -14,7 +14,7 @@ from bot.cli import app
 from bot.core.inbox import Dispatcher
 from bot.core.messages import InboundMessage
 from scheduler.planner import plan
-from store.models import JoinCode, Person, Update
+from store.models import JoinCode, OptOut, Person, Update
 from tests.conftest import NOW, TestBot
 from tests.whatsapp_harness import (
     ALPHA_NUMBER,
@@ -147,6 +147,40 @@ def test_a_reminder_planned_before_stop_is_dropped_when_due(whatsapp: WhatsApp) 
     assert row.status == "dropped" and row.last_error == "the recipient said stop"
     time.sleep(0.2)
     assert whatsapp.twilio.to(GAMMA_NUMBER) == []
+
+
+def test_stop_outlasts_a_move_to_another_city_and_a_removal_then_a_join(
+    whatsapp: WhatsApp, db_url: str
+) -> None:
+    """`stop` is the person's: an admin moving them, or taking them off and adding them back, does not
+    turn their reminders on again."""
+    bot = whatsapp.bot
+    assert "no te enviaré" in _said(whatsapp, inbound(GAMMA_NUMBER, "parar"), GAMMA_NUMBER)
+    runner = CliRunner()
+    moved = runner.invoke(app, ["--db", db_url, "member", "add", GAMMA_NUMBER, "--city", "alpha"])
+    assert moved.exit_code == 0, moved.output
+    assert f"moved member {GAMMA_NUMBER} to alpha (was gamma)" in moved.output
+    person = _person(bot, GAMMA_NUMBER)
+    with bot.store() as store:
+        assert person is not None and person.city_id == admin.city_of(store, "alpha").id
+    assert person.stopped_at is not None
+    again = runner.invoke(app, ["--db", db_url, "member", "add", GAMMA_NUMBER, "--city", "alpha"])
+    assert again.exit_code == 1 and "already on the roster as member of alpha" in again.output
+
+    assert runner.invoke(app, ["--db", db_url, "member", "remove", GAMMA_NUMBER]).exit_code == 0
+    assert _person(bot, GAMMA_NUMBER) is None
+    _said(whatsapp, inbound(GAMMA_NUMBER, f"join {_code(bot, 'gamma')}"), GAMMA_NUMBER)
+    person = _person(bot, GAMMA_NUMBER)
+    assert person is not None and person.stopped_at is not None
+    # Gamma meets Thursdays 09:00 in Bogotá: its reminder a day before is not sent to the number.
+    _plan_at(bot, "2026-12-02T14:00:00+00:00")
+    whatsapp.server.hub.deliverer.wake()
+    whatsapp.settle()
+    assert not [s for s in whatsapp.twilio.to(GAMMA_NUMBER) if "Recordatorio" in s.body]
+    # `start` still turns them on, and leaves nothing kept behind to turn them off at a later re-add.
+    assert "de nuevo" in _said(whatsapp, inbound(GAMMA_NUMBER, "start"), GAMMA_NUMBER)
+    with bot.store() as store:
+        assert store.session.exec(select(OptOut)).all() == []
 
 
 def test_stop_said_in_a_shared_channel_is_chatter_not_a_command(world: TestBot) -> None:

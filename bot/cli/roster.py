@@ -179,10 +179,13 @@ def member_add(
     name: Annotated[str | None, typer.Option("--name")] = None,
     db: Db = None,
 ) -> None:
-    """Add a member of a city's team."""
+    """Add a member of a city's team, or move a member of another city to this one."""
 
     def action(store: Store) -> str:
+        before = admin.city_of_member(store, identity)
         person = admin.add_member(store, identity, city, SystemClock().now(), name)
+        if before is not None:
+            return f"moved member {person.identity} to {city} (was {before.slug})"
         return f"added member {person.identity} to {city}"
 
     admin_write(db, action)
