@@ -24,6 +24,7 @@ from bot.core import dispatcher, inbox
 from bot.core.clock import FixedClock
 from bot.core.inbox import HANDOFF
 from bot.core.messages import InboundMessage
+from bot.runtime import hub as hub_module
 from bot.runtime import intake as intake_module
 from bot.runtime.hub import Hub, Undecided
 from bot.runtime.intake import Intake
@@ -608,3 +609,44 @@ async def test_a_batch_whose_commit_failed_unseen_is_undecided(
         assert (status, due) == (InboxStatus.pending, NOW + HANDOFF)
     else:
         assert rows == []
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not committed"])
+async def test_a_message_whose_commit_went_unconfirmed_is_told_once_the_inbox_says_it_is_not_there(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """Undecided at first; once the database answers again the inbox is read: one that did not take is
+    told nothing was saved (WhatsApp and a slash command are never sent again, so it would otherwise be
+    lost without a word), one that did is not (the sweep hands it on)."""
+    engine = make_engine(db_url)
+    monkeypatch.setattr(hub_module, "LEARN_PAUSES", (0.05, 0.05, 0.05))
+    readable = Store.inbox_ids
+    commits_lost(monkeypatch, committed=committed, readable=False)
+    unreadable = Store.inbox_ids
+    reads = 0
+
+    def back_after_two_reads(store: Store, keys: Any, status: Any = None) -> dict[tuple[str, str], int]:
+        nonlocal reads
+        if status is None:
+            reads += 1
+        # Unreadable for the batch's own read after its COMMIT, and the first read again.
+        return (unreadable if reads <= 2 else readable)(store, keys, status)
+
+    monkeypatch.setattr(Store, "inbox_ids", back_after_two_reads)
+    told: list[str] = []
+
+    async def tell() -> None:
+        told.append("nothing was saved")
+
+    hub = Hub(engine, FixedClock(NOW))
+    try:
+        with pytest.raises(Undecided) as undecided:
+            await hub.accept(_message("update: did it take?"))
+        assert undecided.value.outcome is not None
+        hub.tell_if_not_stored(undecided.value, tell)
+        await asyncio.wait_for(asyncio.gather(*hub._telling), 5)
+    finally:
+        hub.turns.close()
+    engine.dispose()
+    assert reads == 3
+    assert told == ([] if committed else ["nothing was saved"])

@@ -64,9 +64,12 @@ class Unconfirmed(Exception):
     """The batch's COMMIT failed, and the inbox could not be read to learn whether it took: the message
     may be stored (and is then handled, after the handoff), so its sender must not hear it was not."""
 
-    def __init__(self, unread: Exception) -> None:
+    def __init__(self, unread: Exception, keys: frozenset[tuple[str, str]] = frozenset()) -> None:
         super().__init__(f"commit not confirmed: {type(unread).__name__}")
         self.unread = unread  # why the inbox could not be read
+        # (platform, message id) of the batch's messages that are in the inbox if it took: whether it
+        # did can be learned once the database answers again (`Hub`); the rest leave no trace to read.
+        self.keys = keys
 
 
 class StillWriting(Exception):
@@ -280,7 +283,7 @@ class Intake:
                 "messages whose commit failed may be stored",
                 extra={"error": type(error).__name__, "read_error": type(unread).__name__},
             )
-            return Unconfirmed(unread)
+            return Unconfirmed(unread, frozenset(keys))
         log.warning(
             "commit failed, the inbox read for what it stored",
             extra={"error": type(error).__name__, "stored": len(found), "lost": len(set(keys) - set(found))},
