@@ -70,6 +70,28 @@ def test_the_suggestion_comes_in_the_speakers_language(world: TestBot) -> None:
 
 
 @pytest.mark.parametrize(
+    ("who", "text", "answer"),
+    [
+        ("console:g1", "actualización: probamos el formulario", "¿Quisiste decir `update:`?"),
+        ("console:g1", "Avance: probamos el formulario", "¿Quisiste decir `update:`?"),
+        ("console:g1", "BLOQUEO: falta el acceso a los datos", "¿Quisiste decir `blocker:`?"),
+        ("console:g1", "/cda actualizacion probamos", "¿Quisiste decir `/cda update`?"),
+        ("console:g1", "/cda estado", "¿Quisiste decir `/cda status`?"),
+        ("console:g1", "/cda bloqueos", "¿Quisiste decir `/cda blockers`?"),
+        ("console:a1", "atualização: testamos o formulário", "Did you mean `update:`?"),
+        ("console:a1", "/cda painel", "Did you mean `/cda dashboard`?"),
+    ],
+)
+def test_a_command_word_in_spanish_or_portuguese_gets_the_command_and_stores_nothing(
+    world: TestBot, who: str, text: str, answer: str
+) -> None:
+    """Members hear the bot in their city's language, and may type its commands in it: they are told
+    the command to use (still in their language), and a write is not run on what may be a guess."""
+    assert answer in world.say(who, text)
+    assert _counts(world) == (3, 3)
+
+
+@pytest.mark.parametrize(
     "text", ["/cda frobnicate", "/cda xyz", "note: call the vendor", "re: the vendor call", "hello there"]
 )
 def test_text_like_no_command_still_gets_the_generic_hint(world: TestBot, text: str) -> None:

@@ -1,6 +1,7 @@
 """Turning text into a command: `/cda …`, `cda …`, and the short forms `update: …`, `blocker: …`."""
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,6 +34,22 @@ _JOIN = re.compile(r"^join\s+(\S.{0,40})$", re.IGNORECASE)
 # Said on their own, to the bot: what people reply to stop (or resume) messages, in the three languages.
 STOP_WORDS = frozenset({"stop", "parar", "sair", "baja"})
 START_WORDS = frozenset({"start", "iniciar"})
+# The command words as a Spanish or Portuguese speaker may type them (accents and case aside): the
+# English command is suggested, as for a typo, so a write is still never run on a guess.
+_LOCAL_NAMES = {
+    **dict.fromkeys(("actualizacion", "atualizacao", "avance", "avanco", "novedad", "novidade"), "update"),
+    **dict.fromkeys(("bloqueo", "bloqueio", "obstaculo", "impedimento"), "blocker"),
+    **dict.fromkeys(("actualizaciones", "atualizacoes", "avances", "avancos", "novedades"), "updates"),
+    **dict.fromkeys(("novidades",), "updates"),
+    **dict.fromkeys(("bloqueos", "bloqueios", "obstaculos", "impedimentos"), "blockers"),
+    **dict.fromkeys(("estado", "situacion", "situacao"), "status"),
+    **dict.fromkeys(("proxima", "siguiente", "sesion", "sessao"), "next"),
+    **dict.fromkeys(("resolver",), "resolve"),
+    **dict.fromkeys(("resumen", "resumo"), "digest"),
+    **dict.fromkeys(("exportar",), "export"),
+    **dict.fromkeys(("panel", "tablero", "painel"), "dashboard"),
+    **dict.fromkeys(("ayuda", "ajuda"), "help"),
+}
 _SHORT_LIKE = re.compile(r"^([^\W\d_]+)\s*[:：]", re.IGNORECASE)
 PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
 
@@ -66,7 +83,7 @@ def parse(text: str, addressed: bool = True) -> Command:
         word = word.lower().rstrip(":")
         if word in NAMES:
             return Command(word, args.strip())
-        guess = closest(word, sorted(NAMES))
+        guess = _local(word) or closest(word, sorted(NAMES))
         # Someone who meant to post is told so, even when the rest reads like a question.
         if guess in WRITES:
             return Command("unknown", rest, f"/cda {guess}")
@@ -83,14 +100,23 @@ def parse(text: str, addressed: bool = True) -> Command:
         if word in START_WORDS:
             return Command("start")
     mistyped = _SHORT_LIKE.match(text)
-    guess = closest(mistyped.group(1).lower(), WRITES) if mistyped else None
-    if guess is not None:
+    guess = None
+    if mistyped:
+        word = mistyped.group(1).lower()
+        guess = _local(word) or closest(word, WRITES)
+    if guess in WRITES:
         return Command("unknown", text, f"{guess}:")
     if text.lower().rstrip("?! .") in {"help", "ayuda", "ajuda", ""}:
         return Command("help")
     if asks_schedule(text, strict=not addressed):
         return Command("ask", text)
     return Command("unknown", text)
+
+
+def _local(word: str) -> str | None:
+    """The command a Spanish or Portuguese command word stands for."""
+    bare = "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+    return _LOCAL_NAMES.get(bare)
 
 
 def closest(word: str, names: Iterable[str]) -> str | None:
