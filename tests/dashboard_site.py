@@ -5,6 +5,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from starlette.applications import Starlette
 
 from bot.runtime.hub import Hub
 from bot.runtime.server import build_app
+from store import dashboard
 from store.models import Blocker, OutboxMessage
 from tests.conftest import TestBot
 from web.routes import dashboard_routes
@@ -23,6 +25,7 @@ LINK = re.compile(r"https?://\S+?/dashboard/signin/\S+")
 CITY_ROW = re.compile(r'<tr class="city[^"]*" data-city="([^"]+)"')
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 RESOLVE_FORM = re.compile(r'name="blocker" value="(\d+)"')
+SIGNIN_FORM = re.compile(r'<form method="post" action="([^"]*/dashboard/signin/[^"]+)"')
 
 
 @pytest.fixture
@@ -39,6 +42,37 @@ def link_for(bot: TestBot, who: str) -> str:
     found = LINK.search(text)
     assert found is not None, text
     return found.group(0)
+
+
+def link_used(bot: TestBot, link: str) -> bool:
+    """Whether the sign-in link has been spent."""
+    nonce = link.rsplit("/", 1)[1].split(".")[0]
+    with bot.store() as store:
+        found = dashboard.link_by_nonce(store, nonce)
+        assert found is not None
+        return found.used_at is not None
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def signin_form(page: httpx.Response) -> tuple[str, str]:
+    """The confirm page's form: where its button posts, and its bound field."""
+    found = SIGNIN_FORM.search(page.text)
+    assert found is not None, page.text
+    return found.group(1), csrf_of(page.text)
+
+
+async def sign_in(client: httpx.AsyncClient, link: str) -> httpx.Response:
+    """Open a sign-in link as a browser does: the confirm page, then its button (the POST carrying the
+    page's `Origin`); or the refusal the link got at once, if it did."""
+    page = await client.get(link)
+    if page.status_code != 200:
+        return page
+    action, field = signin_form(page)
+    return await client.post(action, data={"csrf": field}, headers={"origin": origin_of(link)})
 
 
 def dashboard_app(bot: TestBot, config: WebConfig, wake: Callable[[], None] = lambda: None) -> Starlette:
@@ -61,9 +95,9 @@ class Site:
 
     @asynccontextmanager
     async def signed_in(self, who: str) -> AsyncIterator[httpx.AsyncClient]:
-        """A client that opened `who`'s link."""
+        """A client that opened `who`'s link and pressed its button."""
         async with self.client() as client:
-            response = await client.get(link_for(self.bot, who))
+            response = await sign_in(client, link_for(self.bot, who))
             assert response.status_code == 303, response.text
             yield client
 

@@ -40,13 +40,25 @@ SLACK_ENV = [
 ]
 
 
-@contextmanager
-def serving(app: Any, graceful_seconds: float = 10, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread (over https with `tls`: cert, key); yields its base URL
-    once it has started."""
+def listening_socket() -> socket.socket:
+    """A socket on a free port of 127.0.0.1 (its address: `getsockname()`), for `serving`."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def serving(
+    app: Any,
+    graceful_seconds: float = 10,
+    tls: tuple[Path, Path] | None = None,
+    sock: socket.socket | None = None,
+) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread (over https with `tls`: cert, key); yields its base URL
+    once it has started. `sock`: one from `listening_socket`, for an app that must know its own address
+    before it starts."""
+    sock = sock or listening_socket()
     port = sock.getsockname()[1]
     https = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls is not None else {}
     config = uvicorn.Config(

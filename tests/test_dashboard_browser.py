@@ -1,21 +1,28 @@
 """The coaches' page in a real browser: Playwright driving Debian's chromium against the bot's app served
-by uvicorn on 127.0.0.1, signed in with the link `/cda dashboard` gives in chat. The portfolio of 80
-generated cities is saved as screenshots in tests/artifacts/ (on a desktop and on a phone)."""
+by uvicorn on 127.0.0.1, signed in with the link `/cda dashboard` gives in chat and the button on the page
+it opens. The portfolio of 80 generated cities is saved as screenshots in tests/artifacts/ (on a desktop
+and on a phone)."""
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from benchmarks.dashboard import seed_portfolio
 from bot import admin
 from store.models import BlockerStatus
 from tests.conftest import TestBot
-from tests.dashboard_site import blocker_status, dashboard_app, link_for, notices, open_blocker_id
-from tests.slack_harness import serving
+from tests.dashboard_site import blocker_status, dashboard_app, link_for, link_used, notices, open_blocker_id
+from tests.slack_harness import listening_socket, serving
 from web.signin import WebConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,17 +57,26 @@ class Served:
         return self.browser.new_context(viewport={"width": width, "height": height}).new_page()
 
     def signed_in(self, who: str, width: int = 1280, height: int = 900) -> Page:
+        """A fresh browser that opened `who`'s link and pressed its button."""
         page = self.page(width, height)
         response = page.goto(self.link(who))
-        assert response is not None and response.status == 200 and page.url == f"{self.base}/dashboard"
+        assert response is not None and response.status == 200
+        with page.expect_navigation() as signed_in:
+            page.locator("main form button").click()
+        assert signed_in.value is not None and signed_in.value.status == 200
+        assert page.url == f"{self.base}/dashboard"
         return page
 
 
 @pytest.fixture
 def served(world: TestBot, browser: Browser, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     monkeypatch.delenv("DASHBOARD_SECRET", raising=False)
-    with serving(dashboard_app(world, WebConfig())) as base:
-        monkeypatch.setenv("PUBLIC_BASE_URL", base)  # the links chat gives point at this server
+    # The page must know its own address before it serves (the sign-in button's POST is checked
+    # against it), as `serve` knows it from PUBLIC_BASE_URL.
+    sock = listening_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("PUBLIC_BASE_URL", base)  # the links chat gives point at this server
+    with serving(dashboard_app(world, WebConfig(base)), sock=sock):
         yield Served(world, base, browser)
 
 
@@ -77,15 +93,64 @@ def test_a_coachs_link_opens_a_page_of_exactly_their_cities_with_a_sparkline_eac
         assert sparkline.count() == 1 and sparkline.is_visible()
         assert sparkline.get_attribute("aria-label", timeout=1000).startswith("Updates per week")  # type: ignore[union-attr]
     assert "Gamma" not in page.content()
-    [cookie] = page.context.cookies()
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/dashboard"
-    assert not cookie["secure"]  # served over http here; over https it is Secure (test_dashboard_http)
+    cookies = {cookie["name"]: cookie for cookie in page.context.cookies()}
+    session, confirm = cookies["cda_dashboard"], cookies["cda_signin"]
+    assert session["httpOnly"] and session["sameSite"] == "Lax" and session["path"] == "/dashboard"
+    assert confirm["httpOnly"] and confirm["sameSite"] == "Strict" and confirm["path"] == "/dashboard/signin"
+    assert not session["secure"]  # served over http here; over https it is Secure (test_dashboard_http)
+
+
+def test_the_link_names_whom_it_signs_in_and_its_button_opens_the_portfolio(served: Served) -> None:
+    link = served.link("console:coach-ab")
+    page = served.page()
+    assert page.goto(link).status == 200 and page.url == link  # type: ignore[union-attr]
+    assert page.locator("main .person").inner_text() == "Coach AB · coach of 2 cities"
+    assert page.goto(f"{served.base}/dashboard").status == 403  # type: ignore[union-attr]  # not yet
+    page.goto(link)  # the link is still unspent: the same page again
+    with page.expect_request(lambda r: r.method == "POST") as posted:
+        page.get_by_role("button", name="Sign in as Coach AB").click()
+    page.wait_for_url(f"{served.base}/dashboard")
+    # What the real browser sent, which the server checks: this page's origin, not `null`.
+    headers = posted.value.all_headers()
+    assert headers["origin"] == served.base and headers["sec-fetch-site"] == "same-origin"
+    assert shown_cities(page) == ["alpha", "beta"]
+
+
+def test_another_sites_page_cannot_sign_a_browser_in_as_someone_else(served: Served) -> None:
+    """Coach AB's page elsewhere, with an image pointing at AB's own link and a form posting to it with
+    the field AB got by opening it: Coach A, signed in, looks at that page and presses its button."""
+    link = served.link("console:coach-ab")
+    with httpx.Client() as attacker:
+        found = re.search(r'name="csrf" value="([^"]+)"', attacker.get(link).text)
+    field = found.group(1) if found else ""
+    trap = (
+        f'<img src="{link}" alt=""><form method="post" action="{link}">'
+        f'<input type="hidden" name="csrf" value="{field}"><button>Win a prize</button></form>'
+    )
+
+    async def elsewhere(_: Request) -> HTMLResponse:
+        return HTMLResponse(trap)
+
+    victim = served.signed_in("console:coach-a")
+    # A's browser holds a confirm page's cookie of its own: it is sent to that site's pages alone.
+    victim.goto(served.link("console:coach-a"))
+    with serving(Starlette(routes=[Route("/", elsewhere)])) as other:
+        victim.goto(other.replace("127.0.0.1", "localhost"))  # another site
+        with victim.expect_navigation() as posted:
+            victim.get_by_role("button", name="Win a prize").click()
+    assert posted.value is not None and posted.value.status == 403
+    assert "no one was signed in" in victim.locator("main").inner_text()
+    victim.goto(f"{served.base}/dashboard")
+    assert shown_cities(victim) == ["alpha"]  # still Coach A
+    assert not link_used(served.bot, link)  # and AB's link is still AB's to use
 
 
 def test_the_same_link_opened_a_second_time_is_refused(served: Served) -> None:
     link = served.link("console:coach-ab")
     first = served.page()
     assert first.goto(link).status == 200  # type: ignore[union-attr]
+    first.get_by_role("button", name="Sign in as Coach AB").click()
+    first.wait_for_url(f"{served.base}/dashboard")
     for page in (served.page(), first):  # another browser, and the same one
         again = page.goto(link)
         assert again is not None and again.status == 403

@@ -35,9 +35,12 @@ from tests.dashboard_site import (
     csrf_of,
     dashboard_app,
     link_for,
+    link_used,
     notices,
     open_blocker_id,
     public_base,  # noqa: F401
+    sign_in,
+    signin_form,
     site,  # noqa: F401
 )
 from web import routes
@@ -50,7 +53,7 @@ async def test_a_coachs_link_signs_in_and_the_portfolio_shows_exactly_their_citi
     link = link_for(site.bot, "console:coach-ab")
     assert link.startswith(f"{BASE}/dashboard/signin/")
     async with site.client() as client:
-        opened = await client.get(link)
+        opened = await sign_in(client, link)
         assert opened.status_code == 303 and opened.headers["location"] == "/dashboard"
         cookie = opened.headers["set-cookie"]
         for attribute in ("HttpOnly", "SameSite=lax", "Path=/dashboard", "Max-Age=28800"):
@@ -72,7 +75,9 @@ async def test_the_cookie_is_secure_when_the_page_is_served_over_https(
     link = link_for(world, "console:coach-a")
     assert link.startswith("https://cda.example.org/dashboard/signin/")
     async with site.client() as client:
-        opened = await client.get(link)
+        page = await client.get(link)
+        assert "Secure" in page.headers["set-cookie"]  # the confirm page's cookie too
+        opened = await sign_in(client, link)
         assert opened.status_code == 303
         assert "Secure" in opened.headers["set-cookie"]
         assert cities_on((await client.get("/dashboard")).text) == ["alpha"]
@@ -105,7 +110,12 @@ async def test_served_under_a_path_every_address_and_the_cookie_keep_it(
     assert link.startswith(f"{base}/dashboard/signin/")
     transport = httpx.ASGITransport(app=proxy)
     async with httpx.AsyncClient(transport=transport, base_url="https://example.org") as client:
-        opened = await client.get(link)
+        confirm = await client.get(link)
+        assert "Path=/cda-bot/dashboard/signin" in confirm.headers["set-cookie"]
+        assert addresses(confirm.text) and all(
+            a.startswith("/cda-bot/dashboard") for a in addresses(confirm.text)
+        )
+        opened = await sign_in(client, link)  # with `Origin: https://example.org`, which has no path
         assert opened.status_code == 303 and opened.headers["location"] == "/cda-bot/dashboard"
         assert "Path=/cda-bot/dashboard" in opened.headers["set-cookie"]
         page = await client.get("/cda-bot/dashboard")
@@ -127,10 +137,127 @@ async def test_served_under_a_path_every_address_and_the_cookie_keep_it(
         assert (await client.get("/cda-bot/dashboard")).status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("who", "named"),
+    [
+        ("console:coach-a", "Coach A · coach of 1 city"),
+        ("console:coach-ab", "Coach AB · coach of 2 cities"),
+        ("console:coach-all", "Coach All · coach of every city"),
+        ("console:admin", "Admin · admin"),
+    ],
+)
+async def test_opening_a_link_signs_no_one_in_and_leaves_it_unspent(site: Site, who: str, named: str) -> None:
+    """An <img> or a redirect to a coach's own link in another coach's browser, or a link scanner
+    fetching it, must not sign that browser in, nor use the link up."""
+    link = link_for(site.bot, who)
+    async with site.client() as client:
+        for _ in range(2):  # opened twice: still the same page, not "used already"
+            page = await client.get(link, headers={"user-agent": "Mozilla/5.0 (a mail scanner)"})
+            assert page.status_code == 200
+            text = html.unescape(page.text)
+            assert named in re.sub(r"<[^>]+>", "", text)
+            assert f"Sign in as {named.split(' · ')[0]}" in text
+            assert [c.split("=")[0] for c in page.headers.get_list("set-cookie")] == ["cda_signin"]
+            assert "SameSite=strict" in page.headers["set-cookie"]
+            assert "Path=/dashboard/signin;" in page.headers["set-cookie"]
+            assert page.headers["referrer-policy"] == "same-origin"  # so the button's POST has an Origin
+            assert signin_form(page)[0] == link.removeprefix(BASE)
+        assert (await client.get("/dashboard")).status_code == 403
+    assert not link_used(site.bot, link)
+
+
+async def test_the_confirm_pages_button_signs_in_and_spends_the_link(site: Site) -> None:
+    link = link_for(site.bot, "console:coach-ab")
+    async with site.client() as client:
+        action, field = signin_form(await client.get(link))
+        assert not link_used(site.bot, link)
+        opened = await client.post(action, data={"csrf": field}, headers={"origin": BASE})
+        assert opened.status_code == 303 and opened.headers["location"] == "/dashboard"
+        assert "cda_dashboard=" in opened.headers["set-cookie"]
+        assert cities_on((await client.get("/dashboard")).text) == ["alpha", "beta"]
+    assert link_used(site.bot, link)
+
+
+async def test_a_browser_that_sends_sec_fetch_site_but_a_null_origin_signs_in(site: Site) -> None:
+    """Under a `no-referrer` policy a browser sends `Origin: null` even from the same origin; its own
+    `Sec-Fetch-Site` then says where the POST came from."""
+    link = link_for(site.bot, "console:coach-a")
+    async with site.client() as client:
+        action, field = signin_form(await client.get(link))
+        headers = {"origin": "null", "sec-fetch-site": "same-origin"}
+        assert (await client.post(action, data={"csrf": field}, headers=headers)).status_code == 303
+
+
+FORGED_POSTS = {
+    # Another site's page submitting a form to the link: its Origin, and no SameSite=Strict cookie.
+    "another site's origin": ({"origin": "https://evil.example"}, "own"),
+    "this host over https, when served over http": ({"origin": "https://testserver"}, "own"),
+    "a sibling site (same-site, not same-origin)": ({"origin": BASE, "sec-fetch-site": "same-site"}, "own"),
+    "the browser says cross-site": ({"origin": BASE, "sec-fetch-site": "cross-site"}, "own"),
+    "an opaque origin and no Sec-Fetch-Site": ({"origin": "null"}, "own"),
+    "neither header": ({}, "own"),
+    "no form field": ({"origin": BASE}, "none"),
+    "the field from the attacker's own visit to the page": ({"origin": BASE}, "attacker's"),
+    "the field without the cookie it is bound to": ({"origin": BASE}, "no cookie"),
+}
+
+
+@pytest.mark.parametrize("case", FORGED_POSTS)
+async def test_a_post_not_from_the_confirm_page_is_refused_and_spends_nothing(site: Site, case: str) -> None:
+    headers, field = FORGED_POSTS[case]
+    link = link_for(site.bot, "console:coach-a")
+    async with site.client() as victim, site.client() as attacker:
+        action, own = signin_form(await victim.get(link))
+        _, attackers = signin_form(await attacker.get(link))
+        data = {
+            "own": {"csrf": own},
+            "none": {},
+            "attacker's": {"csrf": attackers},
+            "no cookie": {"csrf": own},
+        }
+        if field == "no cookie":
+            victim.cookies.clear()
+        refused = await victim.post(action, data=data[field], headers=headers)
+        assert refused.status_code == 403
+        assert "no one was signed in" in html.unescape(refused.text)
+        assert "set-cookie" not in refused.headers
+        assert (await victim.get("/dashboard")).status_code == 403
+    assert not link_used(site.bot, link)
+    async with site.client() as client:
+        assert (await sign_in(client, link)).status_code == 303  # the link still works from its page
+
+
+async def test_a_browser_signed_in_as_someone_else_is_told_before_switching(site: Site) -> None:
+    async with site.signed_in("console:coach-a") as client:
+        own = html.unescape((await client.get(link_for(site.bot, "console:coach-a"))).text)
+        assert "This browser is signed in as" not in own  # the same person: nothing to warn of
+        link = link_for(site.bot, "console:coach-ab")
+        page = await client.get(link)
+        assert "This browser is signed in as Coach A. Continue as Coach AB?" in html.unescape(page.text)
+        assert cities_on((await client.get("/dashboard")).text) == ["alpha"]  # still Coach A meanwhile
+        action, field = signin_form(page)
+        assert (await client.post(action, data={"csrf": field}, headers={"origin": BASE})).status_code == 303
+        assert cities_on((await client.get("/dashboard")).text) == ["alpha", "beta"]
+
+
+async def test_a_link_used_in_another_tab_after_its_page_was_shown_is_refused_at_the_button(
+    site: Site,
+) -> None:
+    link = link_for(site.bot, "console:coach-a")
+    async with site.client() as first, site.client() as second:
+        forms = [signin_form(await first.get(link)), signin_form(await second.get(link))]
+        posted = [
+            await client.post(action, data={"csrf": field}, headers={"origin": BASE})
+            for client, (action, field) in zip((first, second), forms, strict=True)
+        ]
+    assert [p.status_code for p in posted] == [303, 403]
+    assert "used already" in posted[1].text and "set-cookie" not in posted[1].headers
+
+
 async def test_a_link_works_once(site: Site) -> None:
     link = link_for(site.bot, "console:coach-a")
     async with site.client() as first:
-        assert (await first.get(link)).status_code == 303
+        assert (await sign_in(first, link)).status_code == 303
     async with site.client() as second:
         again = await second.get(link)
         assert again.status_code == 403
@@ -144,7 +271,7 @@ async def test_a_link_works_for_15_minutes(site: Site, minutes: float, works: bo
     link = link_for(site.bot, "console:coach-a")
     site.bot.clock.set(site.bot.clock.now() + timedelta(minutes=minutes))
     async with site.client() as client:
-        response = await client.get(link)
+        response = await sign_in(client, link)
     if works:
         assert response.status_code == 303
     else:
@@ -160,7 +287,7 @@ async def test_a_link_that_was_not_signed_here_is_refused(site: Site) -> None:
         for token in (f"{nonce}.{forged}", nonce, "x" * 500, f"{other_nonce}.{mac}"):
             response = await client.get(f"/dashboard/signin/{token}")
             assert response.status_code == 403 and "not valid" in response.text, token
-        assert (await client.get(link)).status_code == 303  # the forgeries did not spend it
+        assert (await sign_in(client, link)).status_code == 303  # the forgeries did not spend it
 
 
 async def test_a_chat_apps_link_preview_does_not_spend_the_link(site: Site) -> None:
@@ -170,7 +297,7 @@ async def test_a_chat_apps_link_preview_does_not_spend_the_link(site: Site) -> N
             preview = await client.get(link, headers={"user-agent": agent})
             assert preview.status_code == 200 and "set-cookie" not in preview.headers
         assert (await client.head(link)).status_code == 200
-        assert (await client.get(link)).status_code == 303
+        assert (await sign_in(client, link)).status_code == 303
 
 
 async def test_a_link_opened_while_the_database_fails_is_not_written_to_the_log(
@@ -210,7 +337,7 @@ async def test_the_key_from_the_environment_signs_and_checks_links(
     async with Site(world, WebConfig(BASE, "another-key")).client() as client:
         assert (await client.get(link)).status_code == 403  # a replica with another key
     async with Site(world, WebConfig(BASE, "a-key-from-the-environment")).client() as client:
-        assert (await client.get(link)).status_code == 303
+        assert (await sign_in(client, link)).status_code == 303
     with world.store() as store:
         assert store.session.exec(select(DashboardSecret)).all() == []  # nothing of it in the database
 
@@ -222,7 +349,7 @@ async def test_without_a_key_in_the_environment_one_is_made_once_and_kept(site: 
     # Another replica (another app on the same database) checks both.
     for link in (first, second):
         async with site.client() as client:
-            assert (await client.get(link)).status_code == 303
+            assert (await sign_in(client, link)).status_code == 303
 
 
 async def test_a_session_lasts_8_hours(site: Site) -> None:
@@ -431,9 +558,12 @@ async def test_resolve_of_another_coachs_city_is_not_found(site: Site) -> None:
 
 
 async def test_an_oversized_form_is_refused_unread(site: Site) -> None:
+    link = link_for(site.bot, "console:coach-a")
     async with site.signed_in("console:coach-a") as client:
-        response = await client.post("/dashboard/city/alpha/resolve", content=b"x=" + b"y" * 20_000)
-    assert response.status_code == 413
+        for path in ("/dashboard/city/alpha/resolve", link.removeprefix(BASE)):
+            response = await client.post(path, content=b"x=" + b"y" * 20_000, headers={"origin": BASE})
+            assert response.status_code == 413, path
+    assert not link_used(site.bot, link)
 
 
 async def test_a_form_that_never_finishes_arriving_is_given_up_on(
@@ -448,7 +578,7 @@ async def test_a_form_that_never_finishes_arriving_is_given_up_on(
         await asyncio.sleep(3600)
 
     async with site.client() as client:
-        for path in ("/dashboard/signout", "/dashboard/city/alpha/resolve"):
+        for path in ("/dashboard/signout", "/dashboard/city/alpha/resolve", "/dashboard/signin/a.b"):
             response = await asyncio.wait_for(client.post(path, content=trickle()), 5)
             assert response.status_code == 408, path
 
@@ -542,7 +672,12 @@ async def test_the_page_speaks_the_language_the_coach_was_answered_in(site: Site
     link = re.search(r"http://testserver/dashboard/signin/\S+", text)
     assert link is not None, text
     async with site.client() as client:
-        assert (await client.get(link.group(0))).status_code == 303
+        confirm = await client.get(link.group(0))
+        assert (
+            '<html lang="es">' in confirm.text
+            and es("Sign in as {name}").format(name="Coach All") in confirm.text
+        )
+        assert (await sign_in(client, link.group(0))).status_code == 303
         page = (await client.get("/dashboard")).text
     assert '<html lang="es">' in page
     assert f">{es('Phase')}<" in page and f">{es('Last update')}<" in page

@@ -30,21 +30,29 @@ from bot.runtime.http_input import BodyError, read_body
 from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
 from handlers.common import day_of, session_line
 from handlers.export import csv_text
-from store.models import BlockerStatus, City
+from store.models import BlockerStatus, City, Role
 from store.repo import Store, open_store
 from web import charts, portfolio
 from web.portfolio import CityView, Event, Filters, Row
 from web.signin import (
+    BROWSER_COOKIE,
     COOKIE,
+    LINK_LIFETIME,
+    MAX_TOKEN,
     REFUSALS,
     SESSION_LIFETIME,
-    Opened,
+    SIGNIN_PATH,
+    Pending,
     Refusal,
     Refused,
     Viewer,
     WebConfig,
+    confirm_token,
     csrf_matches,
+    from_own_page,
     is_link_preview,
+    new_browser_value,
+    pending,
     redeem,
     sign_out,
     viewer,
@@ -73,6 +81,10 @@ BAD_FORM = N_("This form has expired or did not come from this page. Reload the 
 PREVIEW = N_("Open this link in your browser to sign in to the coaches' page. It works once.")
 SIGNED_OUT = N_("You are signed out. Say `/cda dashboard` to the bot to sign in again.")
 SIGN_IN_REFUSED = N_("This link does not sign you in")
+NOT_FROM_SIGNIN_PAGE = N_(
+    "This sign-in did not come from its own page, so no one was signed in. To sign in, open the link the bot "
+    "gave you and press the button there."
+)
 REFUSAL_TITLES = {Refusal.signed_out: N_("Not signed in"), Refusal.not_allowed: N_("Not for you")}
 PATHWAYS = {"implementation": N_("implementation"), "capacity": N_("capacity-building")}
 EVENT_LABELS = {
@@ -244,7 +256,13 @@ class Pages:
 
     # -- rendering ------------------------------------------------------------------------------------
     def render(
-        self, template: str, t: Translator, who: Viewer | None, status: int = 200, **context: Any
+        self,
+        template: str,
+        t: Translator,
+        who: Viewer | None,
+        status: int = 200,
+        referrer: str = "no-referrer",
+        **context: Any,
     ) -> HTMLResponse:
         html = (
             templates()
@@ -256,10 +274,11 @@ class Pages:
                 viewer=who,
                 root=self.config.root,
                 static=self.config.root + STATIC,
+                referrer=referrer,
                 **context,
             )
         )
-        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+        return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, "Referrer-Policy": referrer})
 
     def message(
         self, t: Translator, who: Viewer | None, title: str, text: str, status: int, back: bool = False
@@ -279,11 +298,80 @@ class Pages:
 
     # -- sign in and out ------------------------------------------------------------------------------
     async def signin(self, request: Request) -> Response:
+        """Opening a link: a page naming whom it signs in, with the button that does; nothing is spent
+        (see web/signin.py for why, and how the button's POST is bound to this page)."""
         if request.method == "HEAD" or is_link_preview(request.headers.get("user-agent")):
             t = translator("en")
             return self.message(t, None, t.gettext("Sign in"), t.gettext(PREVIEW), 200)
         token = request.path_params["token"]
-        outcome = await asyncio.to_thread(self._redeem, token)
+        # The browser's value is kept while it lasts, so two links open in two tabs both still work.
+        browser = request.cookies.get(BROWSER_COOKIE) or ""
+        if not browser or len(browser) > MAX_TOKEN:
+            browser = new_browser_value()
+        return await asyncio.to_thread(self._confirm_page, token, request.cookies.get(COOKIE), browser)
+
+    def _confirm_page(self, token: str, session: str | None, browser: str) -> Response:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            person = pending(store, token, now, self.config)
+            if isinstance(person, Refused):
+                return self.refused(person)  # dead links say so at once, with no button to press
+            current = viewer(store, session, now, self.config)
+            field = confirm_token(store, token, browser, now, self.config)
+        t = translator(person.language)
+        # A browser signed in as someone else is told so before it switches: pressing the button then
+        # replaces that session's cookie in this browser.
+        someone_else = (
+            current.display if isinstance(current, Viewer) and current.identity != person.identity else None
+        )
+        response = self.render(
+            "signin.html",
+            t,
+            None,
+            # The form's POST then carries this site's `Origin` (under no-referrer it would be `null`),
+            # and a Referer with the link only to this same site, which has it already.
+            referrer="same-origin",
+            title=t.gettext("Sign in"),
+            person=person,
+            role=_role(t, person),
+            current=someone_else,
+            action=f"{self.config.root}{SIGNIN_PATH}{token}",
+            csrf=field,
+        )
+        response.set_cookie(
+            BROWSER_COOKIE,
+            browser,
+            max_age=int(LINK_LIFETIME.total_seconds()),  # a form older than any link has no use
+            path=self.config.signin_path,
+            secure=self.config.secure,
+            httponly=True,
+            samesite="strict",  # never sent with a request another site's page makes
+        )
+        return response
+
+    async def confirm(self, request: Request) -> Response:
+        """The confirm page's button: only this spends the link and starts the session, and only when
+        it comes from that page in the browser it was shown to."""
+        form = await _form(request)
+        if isinstance(form, Response):
+            return form
+        headers = request.headers
+        own = from_own_page(self.config, headers.get("origin"), headers.get("sec-fetch-site"))
+        token, browser = request.path_params["token"], request.cookies.get(BROWSER_COOKIE)
+        return await asyncio.to_thread(self._confirm, token, own, browser, form.get("csrf"))
+
+    def _confirm(self, token: str, own: bool, browser: str | None, given: str | None) -> Response:
+        now = self.clock.now()
+        with open_store(self.engine) as store:
+            person = pending(store, token, now, self.config)
+            if isinstance(person, Refused):
+                return self.refused(person)
+            # No cookie, no field to compare with: the POST came with no page of ours shown before it.
+            field = confirm_token(store, token, browser, now, self.config) if browser else None
+            if not (own and field is not None and csrf_matches(given, field)):
+                t = translator(person.language)
+                return self.message(t, None, t.gettext("Refused"), t.gettext(NOT_FROM_SIGNIN_PAGE), 403)
+            outcome = redeem(store, token, now, self.config)
         if isinstance(outcome, Refused):
             return self.refused(outcome)
         response = RedirectResponse(self.config.home, status_code=303, headers={"Cache-Control": "no-store"})
@@ -297,10 +385,6 @@ class Pages:
             samesite="lax",
         )
         return response
-
-    def _redeem(self, token: str) -> Opened | Refused:
-        with open_store(self.engine) as store:
-            return redeem(store, token, self.clock.now(), self.config)
 
     async def signout(self, request: Request) -> Response:
         form = await _form(request)
@@ -455,6 +539,16 @@ class Pages:
         )
 
 
+def _role(t: Translator, person: Pending) -> str:
+    """What the confirm page says the person signing in is."""
+    if person.role == Role.admin:
+        return t.gettext("admin")
+    if person.every_city:
+        return t.gettext("coach of every city")
+    count = t.ngettext("coach of {count} city", "coach of {count} cities", person.cities)
+    return count.format(count=_number(t.language, person.cities))
+
+
 def _coached_city(store: Store, who: Viewer, slug: str) -> City | None:
     city = store.city_by_slug(slug) if len(slug) <= 64 else None
     return city if city is not None and city.id in who.city_ids else None
@@ -502,6 +596,7 @@ def dashboard_routes(
     return [
         Route("/dashboard", pages.portfolio, methods=["GET"]),
         Route("/dashboard/signin/{token}", pages.signin, methods=["GET", "HEAD"]),
+        Route("/dashboard/signin/{token}", pages.confirm, methods=["POST"]),
         Route("/dashboard/signout", pages.signout, methods=["POST"]),
         Route("/dashboard/city/{slug}", pages.city, methods=["GET"]),
         Route("/dashboard/city/{slug}/export.csv", pages.city_csv, methods=["GET"]),

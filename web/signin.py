@@ -4,7 +4,23 @@ is, so `/cda dashboard` hands them a one-time signed link, and opening it starts
 Links are single-use (a row marked used in one statement) and signed with a key from DASHBOARD_SECRET,
 else one made on first use and kept in the database so that every replica checks with the same key.
 A session is a random cookie of which only a hash is stored; every request looks it up again, and the
-person's role and cities are read afresh each time, so a coach taken off the roster is refused at once."""
+person's role and cities are read afresh each time, so a coach taken off the roster is refused at once.
+
+Opening the link (GET, HEAD) spends nothing: it shows whom it would sign in, with one button that POSTs
+to the same address, and only that POST spends the link and sets the session cookie. Otherwise anyone
+could sign someone else's browser in as themselves (an <img> or a redirect to their own link: login
+CSRF, and what the victim then did on the page would be recorded as theirs), and every link scanner
+that fetched the link would spend it. The POST is taken only from the confirm page itself:
+- `Origin` must be the origin of the configured base URL (scheme, host, port; the proxy's path is no
+  part of an origin), and `Sec-Fetch-Site`, where the browser sends it, must be `same-origin`; with no
+  usable `Origin` (absent, or `null`) the browser's own `Sec-Fetch-Site: same-origin` must say so. The
+  confirm page's referrer policy is `same-origin` so that browsers send its real `Origin`, not `null`.
+- the form carries HMAC(key, link token, a random value in a `SameSite=Strict` HttpOnly cookie that the
+  GET sets, path the sign-in path, for as long as a link lives). Another site's page cannot read that
+  cookie, nor make a browser send it with a cross-site POST, so it cannot know or forge the field; its
+  own visit to the link gets a field bound to its own cookie, which the victim's browser does not have.
+Nothing is stored for it: the key is the links' own, and a browser with two links open in two tabs
+keeps one cookie for both."""
 
 import base64
 import functools
@@ -28,6 +44,9 @@ SESSION_LIFETIME = timedelta(hours=8)
 COOKIE = "cda_dashboard"
 COOKIE_PATH = "/dashboard"
 SIGNIN_PATH = "/dashboard/signin/"
+# The confirm page's cookie that its form is bound to (see the module's docstring); sent only to the
+# sign-in addresses, and only from this site's own pages.
+BROWSER_COOKIE = "cda_signin"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 SECRET_NAME = "dashboard-links"
 MAX_TOKEN = 200  # far longer than any link made here; longer ones are not looked up
@@ -61,10 +80,37 @@ class WebConfig:
         return self.root + COOKIE_PATH
 
     @property
+    def origin(self) -> str:
+        """What a browser sends as `Origin` from a page of ours: the base URL without its path."""
+        return _origin(self.base_url)
+
+    @property
+    def signin_path(self) -> str:
+        """The sign-in addresses as a browser asks for them (under `root`): the path of the confirm
+        page's cookie."""
+        return self.root + SIGNIN_PATH.rstrip("/")
+
+    @property
     def secure(self) -> bool:
         """Cookies only over https where the page is served over https; on plain http (the terminal
         demo, a laptop) a Secure cookie would never come back."""
         return self.base_url.lower().startswith("https://")
+
+
+def _origin(url: str) -> str:
+    """`scheme://host[:port]`, lower case, without a default port: how browsers write `Origin`."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # a port that is no number
+        return ""
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if not scheme or not host:
+        return ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 def dashboard_url(config: WebConfig | None = None) -> str:
@@ -161,8 +207,8 @@ def allowed(store: Store, identity: str) -> bool:
     return person is not None and person.role in ALLOWED_ROLES
 
 
-def redeem(store: Store, token: str, now: datetime, config: WebConfig) -> Opened | Refused:
-    """Spend a link and start a session, or say why not."""
+def _live_link(store: Store, token: str, now: datetime, config: WebConfig) -> DashboardLink | Refused:
+    """The link `token` names, if this bot signed it and it is neither used nor expired."""
     nonce, dot, mac = token.partition(".")
     if not dot or len(token) > MAX_TOKEN:
         return Refused(Refusal.unknown)
@@ -173,6 +219,43 @@ def redeem(store: Store, token: str, now: datetime, config: WebConfig) -> Opened
         return Refused(Refusal.used, link.language)
     if now >= link.expires_at:
         return Refused(Refusal.expired, link.language)
+    return link
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A live link not opened yet, and whom it would sign in: what the confirm page names."""
+
+    identity: str
+    name: str | None
+    role: str
+    language: str
+    every_city: bool
+    cities: int
+
+    @property
+    def display(self) -> str:
+        return self.name or self.identity
+
+
+def pending(store: Store, token: str, now: datetime, config: WebConfig) -> Pending | Refused:
+    """What opening the link shows, spending nothing; a dead link is refused here already, so nobody
+    presses a button to learn that."""
+    link = _live_link(store, token, now, config)
+    if isinstance(link, Refused):
+        return link
+    person = store.person(link.identity)
+    if person is None or person.role not in ALLOWED_ROLES:
+        return Refused(Refusal.not_allowed, link.language)
+    every_city, city_ids = dashboard.coached(store, person)
+    return Pending(person.identity, person.name, person.role, link.language, every_city, len(city_ids))
+
+
+def redeem(store: Store, token: str, now: datetime, config: WebConfig) -> Opened | Refused:
+    """Spend a link and start a session, or say why not."""
+    link = _live_link(store, token, now, config)
+    if isinstance(link, Refused):
+        return link
     assert link.id is not None
     if not dashboard.use_link(store, link.id, now):
         return Refused(Refusal.used, link.language)  # another browser opened it a moment ago
@@ -190,6 +273,27 @@ def redeem(store: Store, token: str, now: datetime, config: WebConfig) -> Opened
         ),
     )
     return Opened(cookie, session)
+
+
+def new_browser_value() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def confirm_token(store: Store, token: str, browser: str, now: datetime, config: WebConfig) -> str:
+    """The confirm form's field: only a page shown to the browser holding `browser` (the confirm page's
+    cookie) can have it, and only for this link."""
+    return _mac(signing_key(store, config, now), "signin", token, browser)
+
+
+def from_own_page(config: WebConfig, origin: str | None, fetch_site: str | None) -> bool:
+    """Whether the browser says a POST came from a page of this site (see the module's docstring).
+    Neither header can be set by a page's script; a request not from a browser proves nothing either
+    way, and needs the cookie-bound field besides."""
+    if fetch_site is not None and fetch_site.strip().lower() != "same-origin":
+        return False
+    if origin and origin.strip() != "null":
+        return bool(config.origin) and _origin(origin) == config.origin
+    return fetch_site is not None
 
 
 @dataclass(frozen=True)
