@@ -20,7 +20,7 @@ from bot.core.clock import FixedClock
 from bot.core.inbox import Dispatcher
 from bot.core.messages import InboundMessage
 from store.db import alembic_config, make_engine, normalize_url, upgrade
-from store.models import Blocker, ConversationReference, OutboxMessage, Update
+from store.models import Blocker, ConversationReference, InboxMessage, OutboxMessage, Person, Update
 from store.repo import open_store
 from tests.conftest import NOW, PG_URL, TestBot, due_message, scratch_postgres_database
 
@@ -284,6 +284,93 @@ def test_message_ids_seen_before_the_inbox_stay_seen(kind: str, tmp_path: Path) 
         assert Dispatcher(engine, clock).handle(retry) == []
         with open_store(engine) as store:
             assert store.session.exec(select(Update)).all() == []
+        engine.dispose()
+
+
+MX_TYPED, MX_WHATSAPP = "whatsapp:+525512345678", "whatsapp:+5215512345678"
+BR_WHATSAPP, BR = "whatsapp:+556188887777", "whatsapp:+5561988887777"
+BR_LANDLINE = "whatsapp:+556132345678"
+AR_TYPED, AR = "whatsapp:+541123456789", "whatsapp:+5491123456789"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_upgrade_stores_each_whatsapp_number_in_one_form_and_merges_a_person_rostered_twice(
+    kind: str, tmp_path: Path
+) -> None:
+    """Before 0010 a number rostered as people write it and the form WhatsApp sends were two people."""
+    later = NOW + timedelta(days=1)
+    reminder = "|reminder-60|1@2026-12-01T16:00Z"
+    with _empty_database(kind, tmp_path) as url:
+        engine = make_engine(url)
+        upgrade(engine, "0009")
+        with open_store(engine) as store:
+            alpha = admin.add_city(store, "alpha", "Alpha", "UTC", NOW).id
+            beta = admin.add_city(store, "beta", "Beta", "UTC", NOW).id
+            assert alpha is not None and beta is not None
+            # The admin rostered the number as people write it; the phone then joined another team with a
+            # code, under the form WhatsApp gives, and said stop there.
+            store.add_person(
+                Person(identity=MX_TYPED, name="Marisol", role="member", city_id=alpha, created_at=NOW)
+            )
+            store.add_person(
+                Person(identity=MX_WHATSAPP, role="member", city_id=beta, stopped_at=later, created_at=later)
+            )
+            store.add_person(Person(identity=BR_WHATSAPP, role="coach", created_at=NOW), [alpha])
+            store.add_person(Person(identity=BR_LANDLINE, role="member", city_id=alpha, created_at=NOW))
+            store.add_person(Person(identity=AR_TYPED, role="member", city_id=beta, created_at=NOW))
+            store.session.add(
+                Update(city_id=beta, author=MX_WHATSAPP, text="hola", platform="whatsapp", created_at=later)
+            )
+            store.save_reference(MX_TYPED, "whatsapp", {"last_inbound_at": NOW.isoformat()}, NOW)
+            store.save_reference(MX_WHATSAPP, "whatsapp", {"last_inbound_at": later.isoformat()}, later)
+            for who in (MX_TYPED, MX_WHATSAPP):  # the same reminder, planned for each of the two people
+                store.enqueue(due_message(who + reminder, who, later, kind="reminder-60"))
+            store.enqueue(due_message(f"blocker_opened:3:{BR_WHATSAPP}", BR_WHATSAPP, NOW))
+            pending = InboundMessage(
+                platform="whatsapp",
+                message_id="SM-before",
+                conversation=MX_WHATSAPP,
+                sender=MX_WHATSAPP,
+                text="update: sent before the upgrade",
+                received_at=later,
+                reference={"last_inbound_at": later.isoformat()},
+                direct=True,
+            )
+            store.session.add(
+                InboxMessage(
+                    platform="whatsapp",
+                    message_id="SM-before",
+                    message=pending.model_dump(mode="json"),
+                    next_attempt_at=later,
+                    received_at=later,
+                )
+            )
+        upgrade(engine)
+        with open_store(engine) as store:
+            people = {p.identity: p for p in store.session.exec(select(Person))}
+            assert set(people) == {MX_TYPED, BR, BR_LANDLINE, AR}
+            # The older row stays, with its team; the stop said under the other form holds.
+            marisol = people[MX_TYPED]
+            assert (marisol.name, marisol.city_id, marisol.stopped_at) == ("Marisol", alpha, later)
+            assert store.coached_city_ids(people[BR]) == [alpha]
+            assert [u.author for u in store.session.exec(select(Update))] == [MX_TYPED]
+            # One way to reach the number: the newest, sent to the form it wrote from.
+            [reference] = store.session.exec(select(ConversationReference)).all()
+            assert reference.key == MX_TYPED
+            assert reference.reference == {"last_inbound_at": later.isoformat(), "address": MX_WHATSAPP}
+            # The reminder goes once; a key names its recipient in its stored form.
+            rows = {r.key: r for r in store.session.exec(select(OutboxMessage))}
+            assert set(rows) == {MX_TYPED + reminder, MX_WHATSAPP + reminder, f"blocker_opened:3:{BR}"}
+            assert rows[MX_TYPED + reminder].status == "pending"
+            assert (rows[MX_WHATSAPP + reminder].status, rows[MX_WHATSAPP + reminder].recipient) == (
+                "dropped",
+                MX_TYPED,
+            )
+            assert rows[f"blocker_opened:3:{BR}"].recipient == BR
+            [inbox] = store.session.exec(select(InboxMessage)).all()
+            assert inbox.message is not None
+            assert (inbox.message["sender"], inbox.message["conversation"]) == (MX_TYPED, MX_TYPED)
+            assert inbox.message["reference"]["address"] == MX_WHATSAPP
         engine.dispose()
 
 

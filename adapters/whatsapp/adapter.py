@@ -196,6 +196,24 @@ def window_opened(*sources: dict[str, Any] | None) -> datetime | None:
     return max(found) if found else None
 
 
+def address(to: str, *sources: dict[str, Any] | None) -> str:
+    """Where to send to `to`: the form the number last wrote from, as the first source that tells when
+    it wrote (the reply's context, else the stored reference) has it, if that is the same number; else
+    `to`. WhatsApp may know a phone only by that form (bot/core/identity.py)."""
+    for source in sources:
+        if source and parse.WINDOW_OPENED in source:
+            written = source.get(parse.ADDRESS)
+            return written if isinstance(written, str) and _stored_as(written) == to else to
+    return to
+
+
+def _stored_as(number: str) -> str | None:
+    try:
+        return normalize_identity(number)
+    except IdentityError:
+        return None
+
+
 def template_variables(reply: Reply) -> dict[str, str]:
     """The template's {{1}} (what it is about) and {{2}} (what it says), as WhatsApp takes parameters:
     one line each, no tabs or runs of spaces, never empty."""
@@ -293,7 +311,7 @@ class WhatsAppAdapter:
         except Undecided as undecided:
             # It may yet be stored (and then answered): the sender must not be told nothing was saved yet.
             # Should the write fail, Twilio does not send the message again after a 503: they are told.
-            sender = message.sender
+            sender = message.address
             self.hub.tell_if_not_stored(undecided, lambda: self._create(to=sender, body=self.not_saved))
             return refusal(503, "still being stored", undecided.retry_after)
         except Unavailable:
@@ -334,16 +352,18 @@ class WhatsAppAdapter:
         context: dict[str, Any] | None = None,
         sent: Sequence[str] = (),
     ) -> list[str]:
-        """Post `reply` to `recipient` (whatsapp:+E164): as free text in as many messages as its length
-        needs while the number's 24-hour window is open, else as the approved template in the reply's
-        language. The SIDs Twilio gave what went out, in order. `sent`: the SIDs of the parts an
-        earlier attempt posted before it failed; the rest follow them."""
+        """Post `reply` to `recipient` (whatsapp:+E164, at the form it last wrote from: `address`): as
+        free text in as many messages as its length needs while the number's 24-hour window is open,
+        else as the approved template in the reply's language. The SIDs Twilio gave what went out, in
+        order. `sent`: the SIDs of the parts an earlier attempt posted before it failed; the rest
+        follow them."""
         try:
             to = normalize_identity(recipient)
         except IdentityError:
             raise DeliveryError(f"whatsapp: {recipient!r} is no WhatsApp number", permanent=True) from None
         if not to.startswith(f"{PLATFORM}:"):
             raise DeliveryError(f"whatsapp: {recipient!r} is no WhatsApp number", permanent=True)
+        to = address(to, context, reference)
         opened = window_opened(context, reference)
         if opened is None or self.hub.clock.now() - opened >= WINDOW:
             return [await self._template(to, reply, opened)]

@@ -14,6 +14,9 @@ from bot.core.messages import InboundMessage
 PLATFORM = "whatsapp"
 MAX_MEDIA = 10  # WhatsApp sends at most one; Twilio's form numbers them MediaUrl0…
 WINDOW_OPENED = "last_inbound_at"
+# The number as Twilio wrote it, when that is not the stored form (bot/core/identity.py): WhatsApp knows
+# some Mexican, Argentine and Brazilian mobiles only by their other form, so answers go to this one.
+ADDRESS = "address"
 
 
 class PayloadError(ValueError):
@@ -54,16 +57,20 @@ class Incoming:
     """One WhatsApp message as Twilio reports it."""
 
     sid: str
-    sender: str  # whatsapp:+E164
+    sender: str  # whatsapp:+E164, in its stored form
     text: str
+    address: str  # `From` as Twilio wrote it: where answers go
     media: list[str] = field(default_factory=list)  # URLs of what was attached
     profile_name: str | None = None
 
     def inbound(self, received_at: datetime) -> InboundMessage:
-        # When the number last wrote opens WhatsApp's 24-hour window for free text: kept as the way to
-        # reach it unprompted, and with the reply.
+        # When the number last wrote opens WhatsApp's 24-hour window for free text, and the form it wrote
+        # from is one WhatsApp delivers to: kept as the way to reach it unprompted, and with the reply.
         opened = received_at.isoformat()
-        context: dict[str, object] = {WINDOW_OPENED: opened}
+        reach: dict[str, object] = {WINDOW_OPENED: opened}
+        if self.address != self.sender:
+            reach[ADDRESS] = self.address
+        context: dict[str, object] = dict(reach)
         if self.media:
             context["media"] = self.media  # what was attached stays with the answer to it
         try:
@@ -75,7 +82,7 @@ class Incoming:
                 text=self.text,
                 media=self.media,
                 received_at=received_at,
-                reference={WINDOW_OPENED: opened},
+                reference=dict(reach),
                 reply_context=context,
                 direct=True,
                 private=True,
@@ -85,15 +92,17 @@ class Incoming:
             raise PayloadError("MessageSid or From unusable") from None
 
 
-def sender_of(form: Form) -> str | None:
-    """`From` as an identity; None when it is no WhatsApp number (an SMS to the same Twilio number)."""
+def address_of(form: Form) -> str | None:
+    """`From` as Twilio wrote it, the form WhatsApp knows the phone by; None when it is no WhatsApp
+    number (an SMS to the same Twilio number). `normalize_identity` of it is the sender."""
     raw = form.get("From", "").strip()
     if not raw.startswith(f"{PLATFORM}:"):
         return None
     try:
-        return normalize_identity(raw)
+        normalize_identity(raw)
     except IdentityError:
         return None
+    return raw
 
 
 def incoming(form: Form) -> Incoming | None:
@@ -101,8 +110,8 @@ def incoming(form: Form) -> Incoming | None:
     sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
     if not sid or len(sid) > 200:
         raise PayloadError("MessageSid missing")
-    sender = sender_of(form)
-    if sender is None:
+    address = address_of(form)
+    if address is None:
         return None
     try:
         count = min(int(form.get("NumMedia", "0") or "0"), MAX_MEDIA)
@@ -111,7 +120,8 @@ def incoming(form: Form) -> Incoming | None:
     media = [url for url in (form.get(f"MediaUrl{i}", "") for i in range(count)) if url]
     return Incoming(
         sid=sid,
-        sender=sender,
+        sender=normalize_identity(address),
+        address=address,
         text=form.get("Body", "").strip(),
         media=media,
         profile_name=form.get("ProfileName") or None,

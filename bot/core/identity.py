@@ -21,13 +21,41 @@ _EXAMPLES = {
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 
+# Three countries' mobiles are written two ways, and WhatsApp (so Twilio's `From`) may use the other one
+# than the admin typed. Each pair is one line, so one person: stored in one form, the number as the
+# country's plan writes a mobile today. Only mobiles are touched; landlines and other countries never.
+_WHATSAPP_FORMS = (
+    # Mexico: WhatsApp ids keep the `1` that Mexico's 2019 plan dropped after +52; area codes begin 2-9,
+    # so +52 1 and ten digits is never a number of its own.
+    (re.compile(r"^\+521([2-9][0-9]{9})$"), r"+52\1"),
+    # Argentina: a mobile from abroad is +54 9 and the ten-digit national number, the form WhatsApp
+    # uses; people leave the 9 out. Ten digits name one line, fixed or mobile (the 9 only says how to
+    # dial a mobile), so the two forms are never two people. Area codes begin 1-3: 0800 and the like are
+    # left alone. A landline on WhatsApp (rare) is stored with the 9 too; answers go to the form it
+    # writes from (the WhatsApp adapter keeps it).
+    (re.compile(r"^\+54([1-3][0-9]{9})$"), r"+549\1"),
+    # Brazil: mobiles gained a ninth digit, a leading 9, from 2012; accounts older than that keep the
+    # eight-digit number as their WhatsApp id. Eight digits starting 6-9 were mobiles (landlines start
+    # 2-5, and never gained the 9).
+    (re.compile(r"^\+55([1-9][1-9])([6-9][0-9]{7})$"), r"+55\g<1>9\2"),
+)
+
+
+def canonical_whatsapp(number: str) -> str:
+    """`+<digits>` in the one form stored for it (see `_WHATSAPP_FORMS`)."""
+    for form, canonical in _WHATSAPP_FORMS:
+        if form.match(number):
+            return form.sub(canonical, number)
+    return number
+
 
 class IdentityError(ValueError):
     pass
 
 
 def normalize_identity(text: str) -> str:
-    """Check an identity and return it in its stored form (platform lower-case, Slack ids upper-case)."""
+    """Check an identity and return it in its stored form (platform lower-case, Slack ids upper-case,
+    a WhatsApp number in the one form its country's two forms share)."""
     value = text.strip()
     platform, sep, rest = value.partition(":")
     platform = platform.lower()
@@ -44,6 +72,8 @@ def normalize_identity(text: str) -> str:
         # case. Conversation ids are left alone: some are case-sensitive.
         tenant, colon, local = rest.partition(":")
         rest = tenant.lower() + colon + (local.lower() if _GUID.match(local) else local)
+    elif platform == "whatsapp":
+        rest = canonical_whatsapp(rest)
     value = f"{platform}:{rest}"
     if not _PATTERNS[platform].match(value):
         raise IdentityError(f"'{text}' is not a valid {platform} identity (like {_EXAMPLES[platform]})")
