@@ -79,8 +79,10 @@ def test_join_stop_and_the_cli_name_one_person_whichever_form(whatsapp: WhatsApp
     with whatsapp.bot.store() as store:
         person = store.person("whatsapp:+525512345678")
         assert person is not None and person.stopped_at is not None
-    # The admin types the number as people write it: the same person, already on the roster.
+    # The admin types the number as people write it: the same person, already on the roster (and moved).
     result = CliRunner().invoke(
         app, ["--db", db_url, "member", "add", "whatsapp:+525512345678", "--city", "alpha"]
     )
-    assert result.exit_code == 1 and "already on the roster" in result.output
+    assert (
+        result.exit_code == 0 and "moved member whatsapp:+525512345678 to alpha (was gamma)" in result.output
+    )

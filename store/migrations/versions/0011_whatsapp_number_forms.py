@@ -7,6 +7,8 @@ the phone by) was two identities, so the same person may be here twice. Where tw
 - people: the older row (the lower id, rostered first, usually by an admin) stays, with its role and
   city; the newer one's coach cities move to it when both are coaches, a `stop` said under either form
   is kept, and the newer row goes. Each merge is logged, so an admin can check the role that stayed.
+- opt-outs (the `stop` of someone off the roster, 0010): one per number, the earliest; where the number
+  is on the roster, it goes onto the person's row, as their `stop`.
 - channel bindings: the older binding stays.
 - conversation references: the one written last stays (it has when the number last wrote, which
   decides free text or template), and keeps the form its key had as the address to send to: the
@@ -19,8 +21,8 @@ Authors, dashboard links and sessions, and the messages still in the inbox are s
 The downgrade changes nothing: the stored forms are valid identities for the previous release too, and
 merged rows cannot be told apart again.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 import logging
@@ -32,8 +34,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -75,6 +77,7 @@ outbox = sa.table(
     sa.column("status", sa.String),
     sa.column("last_error", sa.String),
 )
+opt_outs = sa.table("opt_outs", sa.column("identity", sa.String), sa.column("stopped_at", sa.DateTime))
 inbox = sa.table(
     "inbox",
     sa.column("id", sa.Integer),
@@ -102,6 +105,7 @@ def canonical(identity: str) -> str:
 def upgrade() -> None:
     bind = op.get_bind()
     _people(bind)
+    _opt_outs(bind)
     _bindings(bind)
     _references(bind)
     for table, column in RENAMED:
@@ -145,6 +149,26 @@ def _people(bind: sa.Connection) -> None:
             bind.execute(coach_cities.delete().where(coach_cities.c.person_id == other.id))
             bind.execute(people.delete().where(people.c.id == other.id))
         bind.execute(people.update().where(people.c.id == keeper.id).values(**changes))
+
+
+def _opt_outs(bind: sa.Connection) -> None:
+    """After `_people`: an opt-out may now name someone on the roster, under the form stored for both."""
+    rows = bind.execute(sa.select(opt_outs).where(opt_outs.c.identity.like(f"{PREFIX}%"))).all()
+    found: defaultdict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        found[canonical(row.identity)].append(row)
+    for new, group in found.items():
+        person = bind.execute(
+            sa.select(people.c.id, people.c.stopped_at).where(people.c.identity == new)
+        ).first()
+        if person is None and [r.identity for r in group] == [new]:
+            continue
+        stopped = min(r.stopped_at for r in group)
+        bind.execute(opt_outs.delete().where(opt_outs.c.identity.in_([r.identity for r in group])))
+        if person is None:
+            bind.execute(opt_outs.insert().values(identity=new, stopped_at=stopped))
+        elif person.stopped_at is None:
+            bind.execute(people.update().where(people.c.id == person.id).values(stopped_at=stopped))
 
 
 def _move_coach_cities(bind: sa.Connection, source: int, target: int) -> None:
