@@ -44,7 +44,7 @@ from tests.dashboard_site import (
     site,  # noqa: F401
 )
 from web import routes
-from web.signin import WebConfig
+from web.signin import COOKIE, WebConfig
 
 # -- signing in ---------------------------------------------------------------------------------------
 
@@ -235,9 +235,14 @@ async def test_a_browser_signed_in_as_someone_else_is_told_before_switching(site
         page = await client.get(link)
         assert "This browser is signed in as Coach A. Continue as Coach AB?" in html.unescape(page.text)
         assert cities_on((await client.get("/dashboard")).text) == ["alpha"]  # still Coach A meanwhile
+        before = client.cookies.get(COOKIE)
         action, field = signin_form(page)
         assert (await client.post(action, data={"csrf": field}, headers={"origin": BASE})).status_code == 303
         assert cities_on((await client.get("/dashboard")).text) == ["alpha", "beta"]
+    # Coach A's session, whose cookie the switch replaced, is ended, not left valid for its hours.
+    async with site.client() as stale:
+        stale.cookies.set(COOKIE, before)
+        assert (await stale.get("/dashboard")).status_code == 403
 
 
 async def test_a_link_used_in_another_tab_after_its_page_was_shown_is_refused_at_the_button(

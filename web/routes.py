@@ -358,9 +358,12 @@ class Pages:
         headers = request.headers
         own = from_own_page(self.config, headers.get("origin"), headers.get("sec-fetch-site"))
         token, browser = request.path_params["token"], request.cookies.get(BROWSER_COOKIE)
-        return await asyncio.to_thread(self._confirm, token, own, browser, form.get("csrf"))
+        session = request.cookies.get(COOKIE)
+        return await asyncio.to_thread(self._confirm, token, own, browser, form.get("csrf"), session)
 
-    def _confirm(self, token: str, own: bool, browser: str | None, given: str | None) -> Response:
+    def _confirm(
+        self, token: str, own: bool, browser: str | None, given: str | None, session: str | None
+    ) -> Response:
         now = self.clock.now()
         with open_store(self.engine) as store:
             person = pending(store, token, now, self.config)
@@ -372,6 +375,11 @@ class Pages:
                 t = translator(person.language)
                 return self.message(t, None, t.gettext("Refused"), t.gettext(NOT_FROM_SIGNIN_PAGE), 403)
             outcome = redeem(store, token, now, self.config)
+            before = viewer(store, session, now, self.config) if not isinstance(outcome, Refused) else None
+            if isinstance(before, Viewer):
+                # Its cookie is replaced in this browser, the one place that held it: ended, not left
+                # valid for the rest of its hours.
+                sign_out(store, before, now)
         if isinstance(outcome, Refused):
             return self.refused(outcome)
         response = RedirectResponse(self.config.home, status_code=303, headers={"Cache-Control": "no-store"})
