@@ -106,6 +106,57 @@ def test_a_cancelled_event_removes_the_session_it_names(two_cities: Engine) -> N
         assert "check-in-9@example.org" not in {s.uid for s in store.sessions_of(home.id)}  # type: ignore[arg-type]
 
 
+def _without(data: bytes, marker: bytes) -> bytes:
+    """The calendar without the event whose lines include `marker`: deleted at the source."""
+    head, *events = data.split(b"BEGIN:VEVENT")
+    kept = [event for event in events if marker not in event.split(b"END:VEVENT")[0]]
+    assert len(kept) == len(events) - 1
+    return b"BEGIN:VEVENT".join([head, *kept])
+
+
+def test_an_event_deleted_at_the_source_is_kept_and_counted_unless_the_file_replaces_the_calendar(
+    two_cities: Engine,
+) -> None:
+    """A re-import cannot tell an event deleted at the source from one of another calendar imported into
+    the same city: it keeps it and says so; `--replace` takes the file as the whole calendar. A
+    session added by hand is never the file's to remove."""
+    data = (DATA / "google-export.ics").read_bytes()
+    deleted = _without(data, b"UID:check-in-9@example.org")
+    with open_store(two_cities) as store:
+        home = store.city_by_slug("home")
+        assert home is not None and home.id is not None
+        import_calendar(store, home, data, NOW)
+        admin.add_session(store, "home", "2026-12-17T10:00", NOW, 30, "Added by hand")
+        kept = import_calendar(store, home, deleted, NOW)
+        assert (kept.updated, kept.removed, kept.absent) == (3, 0, 1)
+        assert "check-in-9@example.org" in {s.uid for s in store.sessions_of(home.id)}
+        replaced = import_calendar(store, home, deleted, NOW, replace_all=True)
+        assert (replaced.removed, replaced.absent) == (1, 0)
+        titles = {s.title for s in store.sessions_of(home.id)}
+        assert "Data check-in" not in titles and "Added by hand" in titles
+
+
+def test_a_moved_occurrence_no_longer_moved_at_the_source_is_back_at_its_usual_time(
+    two_cities: Engine,
+) -> None:
+    data = (DATA / "google-export.ics").read_bytes()
+    with open_store(two_cities) as store:
+        home = store.city_by_slug("home")
+        assert home is not None
+        import_calendar(store, home, data, NOW)
+    moved = [o for o in occurrences(two_cities, "home") if o[2] == "Weekly coaching (moved to Thursday)"]
+    assert len(moved) == 1
+    with open_store(two_cities) as store:
+        home = store.city_by_slug("home")
+        assert home is not None
+        report = import_calendar(store, home, _without(data, b"RECURRENCE-ID"), NOW)
+        assert (report.removed, report.absent) == (1, 0)
+    after = occurrences(two_cities, "home")
+    assert not [o for o in after if o[2] == "Weekly coaching (moved to Thursday)"]
+    # Tuesday 1 December, 11:00 in New York, is a weekly coaching session again, once.
+    assert [o[2] for o in after if o[0] == datetime(2026, 12, 1, 16, 0, tzinfo=UTC)] == ["Weekly coaching"]
+
+
 def test_import_into_another_zone_keeps_the_instant(two_cities: Engine) -> None:
     with open_store(two_cities) as store:
         bogota = store.city_by_slug("bogota")
@@ -140,7 +191,18 @@ def test_calendar_commands(db_url: str, tmp_path: Path) -> None:
     again = runner.invoke(
         app, ["calendar", "import", str(DATA / "google-export.ics"), "--city", "home", "--db", db_url]
     )
-    assert "0 new, 4 updated" in again.stdout
+    assert "0 new, 4 updated" in again.stdout and "not in this file" not in again.stdout
+    deleted = tmp_path / "deleted.ics"
+    deleted.write_bytes(_without((DATA / "google-export.ics").read_bytes(), b"UID:check-in-9@example.org"))
+    kept = runner.invoke(app, ["calendar", "import", str(deleted), "--city", "home", "--db", db_url])
+    assert kept.exit_code == 0, kept.stderr
+    assert (
+        "1 imported earlier and not in this file kept, still reminded (--replace removes them)" in kept.stdout
+    )
+    replaced = runner.invoke(
+        app, ["calendar", "import", str(deleted), "--city", "home", "--replace", "--db", db_url]
+    )
+    assert replaced.exit_code == 0 and "0 new, 3 updated, 1 removed" in replaced.stdout
     exported = runner.invoke(app, ["calendar", "export", "--city", "home", "--db", db_url])
     assert exported.exit_code == 0
     assert "BEGIN:VTIMEZONE" in exported.stdout and "UID:weekly-coaching-42@example.org" in exported.stdout

@@ -44,6 +44,7 @@ class ImportReport:
     updated: int = 0
     removed: int = 0
     skipped: int = 0
+    absent: int = 0  # sessions an earlier import brought in that this file does not have, kept
 
 
 def session_uid(city: City, session: CoachingSession) -> str:
@@ -178,8 +179,14 @@ def _uid(event: Event) -> str:
     return "cda-import-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
-def import_calendar(store: Store, city: City, data: bytes, now: datetime) -> ImportReport:
-    """Create or update the city's sessions from an ICS file, by UID."""
+def import_calendar(
+    store: Store, city: City, data: bytes, now: datetime, replace_all: bool = False
+) -> ImportReport:
+    """Create or update the city's sessions from an ICS file, by UID. A moved occurrence of a series
+    the file holds, no longer moved in it, is removed (the file says where that day is now). Other
+    imported sessions the file does not have are counted in `absent` and kept: they may come from
+    another calendar; `replace_all` removes them too (the file is the city's whole calendar). Sessions
+    added with `session add` are never touched."""
     try:
         calendar = Calendar.from_ical(data)
     except ValueError as error:
@@ -193,6 +200,8 @@ def import_calendar(store: Store, city: City, data: bytes, now: datetime) -> Imp
     report = ImportReport()
     masters = [e for e in events if "RECURRENCE-ID" not in e]
     overrides = [e for e in events if "RECURRENCE-ID" in e]
+    series = {_uid(event) for event in masters}
+    seen = set(series)
     for event in masters:
         _import_event(store, city, event, _uid(event), now, report)
     for event in overrides:
@@ -203,7 +212,18 @@ def import_calendar(store: Store, city: City, data: bytes, now: datetime) -> Imp
             master.exdates = sorted({*master.exdates, *(d.isoformat() for d in original)})
             store.session.add(master)
         moved_uid = f"{master_uid}/{original[0].isoformat() if original else 'moved'}"[:255]
+        seen.add(moved_uid)
         _import_event(store, city, event, moved_uid, now, report, one_off=True)
+    store.session.flush()
+    for session in store.sessions_of(city.id):
+        if session.uid is None or session.uid in seen:
+            continue
+        master, moved, _ = session.uid.partition("/")
+        if replace_all or (moved and master in series):
+            store.session.delete(session)
+            report.removed += 1
+        else:
+            report.absent += 1
     store.session.flush()
     return report
 

@@ -125,6 +125,14 @@ def session_skip(
 def calendar_import(
     file: Annotated[Path, typer.Argument(help="An .ics file")],
     city: Annotated[str, typer.Option("--city")],
+    replace_all: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="The file is the city's whole calendar: sessions an earlier import brought in that it "
+            "no longer has are removed (sessions added with `session add` stay).",
+        ),
+    ] = False,
     db: Db = None,
 ) -> None:
     """Import sessions from an iCalendar file; importing it again updates them by UID."""
@@ -139,13 +147,20 @@ def calendar_import(
     def action(store: Store) -> str:
         found = admin.city_of(store, city)
         try:
-            report = import_calendar(store, found, data, SystemClock().now())
+            report = import_calendar(store, found, data, SystemClock().now(), replace_all)
         except IcsError as error:
             raise AdminError(f"{file}: {error}") from None
-        return (
+        said = (
             f"imported {file.name} into {found.slug}: {report.created} new, {report.updated} updated, "
             f"{report.removed} removed, {report.skipped} skipped"
         )
+        if report.absent:
+            # Deleted at the source, or from another calendar: only the admin knows which.
+            said += (
+                f"; {report.absent} imported earlier and not in this file kept, still reminded "
+                "(--replace removes them)"
+            )
+        return said
 
     admin_write(db, action)
 
