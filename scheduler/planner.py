@@ -249,6 +249,20 @@ class _Pass:
         self.sections = _Sections()
         self._everywhere: set[str] | None = None
         self._nudging: dict[tuple[Any, ...], tuple[bool, datetime, datetime | None]] = {}
+        self.last_day = program.last_day
+        self._over: dict[str, datetime] = {}
+
+    def program_over(self, zone: str) -> datetime | None:
+        """When the program is over in `zone`: the midnight that ends its last day (None: the calendar
+        gives no end). No nudge or digest is planned from then on; a new calendar clears every plan
+        (migration 0012), so the next cohort's dates are followed from the next pass."""
+        if self.last_day is None:
+            return None
+        found = self._over.get(zone)
+        if found is None:
+            after = datetime.combine(self.last_day + timedelta(days=1), time(0), ZoneInfo(zone))
+            found = self._over[zone] = after.astimezone(UTC)
+        return found
 
     def nudging(self, city: CityRow) -> tuple[bool, datetime, datetime | None]:
         """Whether a nudge may go out now in the city, when one may next (if not now), and until when
@@ -607,6 +621,9 @@ def _nudge(
     never = now + LONGEST_WAIT
     if city.nudge_after_days <= 0:
         return [], never
+    over = run.program_over(city.zone)
+    if over is not None and now >= over:
+        return [], never  # the program has ended: nobody asks a city what moved this week any more
     since = latest.created_at if latest else city.created_at
     every = timedelta(days=city.nudge_after_days)
     quiet_days = (now - since).days
@@ -618,6 +635,8 @@ def _nudge(
     may_nudge, first_nudge, until = run.nudging(city)
     if not may_nudge:
         return [], min(first_nudge, next_stretch)
+    if over is not None:
+        until = over if until is None else min(until, over)  # held up past the end, it is dropped
     # One nudge per stretch of N quiet days: the first after N days, the next after 2N, and so on.
     occurrence = f"{city.slug}:{latest.id if latest else 0}:{stretch}"
 
@@ -720,10 +739,14 @@ def _plan_digests(store: Store, ids: list[int], run: _Pass) -> _Work:
     for coach in coaches:
         mine = sorted((places[i] for i in linked.get(coach.id, []) if i in places), key=lambda p: p[:2])
         fallback = first_of_all if coach.all_cities else (mine[0][2] if mine else None)
-        local = now.astimezone(ZoneInfo(coach.zone or fallback or "UTC"))
+        zone = coach.zone or fallback or "UTC"
+        local = now.astimezone(ZoneInfo(zone))
         work.plans[coach.id] = min(_next_digest(local), now + LONGEST_WAIT)
         if local.weekday() != DIGEST_WEEKDAY or local.hour < DIGEST_HOUR:
             continue
+        over = run.program_over(zone)
+        if over is not None and datetime.combine(local.date(), time(DIGEST_HOUR), local.tzinfo) >= over:
+            continue  # the program has ended: no digest of cities that have finished
         if not (coach.all_cities and first_of_all) and not mine:
             continue  # no city to tell about
         year, week, _day = local.isocalendar()

@@ -2,7 +2,8 @@
 
 `cities.plan_at` and `people.plan_at` (migration 0007) say when the scheduler must next look at a city
 or a coach; NULL means at the next pass. Triggers clear them whenever something that could bring a
-message forward is written, so a pass reads only what is due, not every city.
+message forward is written (0012: a program calendar loaded), so a pass reads only what is due, not
+every city.
 """
 
 import json

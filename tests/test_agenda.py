@@ -110,6 +110,22 @@ def test_a_blocker_opened_in_a_quiet_city_is_flagged_when_it_goes_stale(testbot:
     assert flagged == ["console:coach|blocker_stale|1"]
 
 
+def test_a_program_calendar_loaded_puts_every_city_and_coach_back_on_the_next_pass(testbot: TestBot) -> None:
+    # The program's end decides whether nudges and digests are planned at all.
+    home(testbot)
+    with testbot.store() as store:
+        admin.add_coach(store, "console:coach", ["home"], START)
+    tick(testbot, utc("2027-04-12T15:00"))
+    soon = utc("2027-04-12T15:01")
+    with testbot.store() as store:
+        assert agenda.due_cities(store, soon, soon + LONGEST_WAIT) == []
+        assert agenda.due_coaches(store, soon, soon + LONGEST_WAIT) == []
+        store.save_program("2027-28", {"cohort": "2027-28", "phases": []}, soon)
+    with testbot.store() as store:
+        assert len(agenda.due_cities(store, soon, soon + LONGEST_WAIT)) == 1
+        assert len(agenda.due_coaches(store, soon, soon + LONGEST_WAIT)) == 1
+
+
 def test_a_clock_set_back_plans_again(testbot: TestBot) -> None:
     home(testbot)
     with testbot.store() as store:

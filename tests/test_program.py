@@ -38,6 +38,16 @@ def test_convening_has_a_month_but_no_day() -> None:
     assert convening.month == "2027-01" and not convening.fixed
 
 
+def test_the_program_ends_on_the_last_day_any_phase_or_event_covers() -> None:
+    assert program_from(None).last_day == date(2027, 3, 31)  # Learning Loop 3, the capacity pathway
+    phase = {"key": "s", "name": "S", "start": "2027-06-01", "end": "2027-08-31"}
+    later = {"key": "demo", "name": "Demo day", "month": "2027-09"}
+    assert program_from({"cohort": "x", "phases": [phase], "events": [later]}).last_day == date(2027, 9, 30)
+    # No item with a known end: the program has none, and nudges and digests go on.
+    per_city = {"key": "mayor", "name": "Mayor check-ins", "per_city": True}
+    assert program_from({"cohort": "x", "phases": [], "events": [per_city]}).last_day is None
+
+
 def test_event_with_two_dates_is_refused() -> None:
     document = default_document() | {
         "events": [{"key": "x", "name": "X", "date": "2027-01-01", "month": "2027-01"}]

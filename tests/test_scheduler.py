@@ -762,6 +762,9 @@ def test_a_city_quiet_for_a_year_is_nudged_once_a_stretch_though_old_nudges_are_
     """The longest quiet stretch a city may be given: each stretch's nudge goes once, though the rows
     of earlier ones are forgotten meanwhile; forgotten any sooner, a stretch would be nudged again."""
     quiet_city(testbot, nudge_after_days=NUDGE_AFTER_DAYS_MAX)
+    with testbot.store() as store:
+        # A calendar with no dates: nudges never end (the 2026–27 one ends them after 31 Mar 2027).
+        store.save_program("open", {"cohort": "open", "phases": []}, utc("2026-01-01T00:00"))
     inbox = Inbox(testbot.clock)
     start = utc("2026-11-18T15:00")  # 10:00 in Bogotá, the day of the last update
     for day in range(0, 4 * NUDGE_AFTER_DAYS_MAX + 30, 3):

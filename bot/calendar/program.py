@@ -161,6 +161,14 @@ class Program(BaseModel):
             (p for p in sorted(self.phases_for(pathway), key=lambda p: p.start) if p.start > day), None
         )
 
+    @property
+    def last_day(self) -> dt.date | None:
+        """The last day any phase or event covers (None: none has a known end). After it the program is
+        over: the scheduler sends no more momentum nudges or weekly digests."""
+        ends = [p.end for p in self.phases]
+        ends += [span[1] for event in self.events if (span := event.span(self)) is not None]
+        return max(ends, default=None)
+
     def phase_label(self, day: dt.date, pathway: str | None, language: str = "en") -> str:
         _ = translator(language).gettext
         phase = self.phase_on(day, pathway)
