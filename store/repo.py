@@ -139,6 +139,11 @@ class Store:
             self.session.exec(select(Person).where(Person.role == Role.coach).order_by(Person.identity))
         )
 
+    def admins(self) -> list[Person]:
+        return list(
+            self.session.exec(select(Person).where(Person.role == Role.admin).order_by(Person.identity))
+        )
+
     def coaches_of(self, city_id: int) -> list[Person]:
         linked = select(CoachCity.person_id).where(CoachCity.city_id == city_id)
         query = (

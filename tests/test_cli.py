@@ -191,6 +191,27 @@ def test_city_list_piped_is_a_tab_separated_line_a_city_with_nothing_cut(seeded:
     ]
 
 
+def test_member_and_coach_lists_show_who_is_on_each_team_and_who_said_stop(seeded: str) -> None:
+    assert run(seeded, "city", "add", "lima", "--name", "Lima", "--tz", "America/Lima")[0] == 0
+    assert run(seeded, "member", "add", "console:rosa", "--city", "lima")[0] == 0
+    assert run(seeded, "coach", "add", "console:lead", "--city", "lima", "--city", "bogota")[0] == 0
+    assert run(seeded, "admin", "add", "console:ops", "--name", "Ops")[0] == 0
+    assert run(seeded, "say", "--as", "whatsapp:+573001112233", "stop")[0] == 0
+    code, out, _ = run(seeded, "member", "list")
+    assert code == 0
+    [camila, rosa] = [line.split("\t") for line in out.splitlines()]
+    assert camila[:3] == ["whatsapp:+573001112233", "Camila", "bogota"] and camila[4] != ""  # said stop
+    assert rosa[:3] == ["console:rosa", "", "lima"] and rosa[4] == ""
+    [only] = json.loads(run(seeded, "member", "list", "--city", "lima", "--json")[1])
+    assert (only["identity"], only["city"], only["stopped"]) == ("console:rosa", "lima", None)
+    code, out, err = run(seeded, "member", "list", "--city", "atlantis")
+    assert code == 1 and "unknown city 'atlantis'" in err
+    coaches = {row["identity"]: row for row in json.loads(run(seeded, "coach", "list", "--json")[1])}
+    assert coaches["console:lead"]["cities"] == ["bogota", "lima"]
+    assert coaches["slack:T0001:U0C0ACH"]["cities"] == ["bogota"]
+    assert (coaches["console:ops"]["role"], coaches["console:ops"]["cities"]) == ("admin", ["all"])
+
+
 def test_session_list_gives_whole_rules_and_the_bots_dates(seeded: str) -> None:
     rule = "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE,FR;WKST=SU"
     title = "Coaching with the whole data team\tand the mayor's office"

@@ -1,5 +1,6 @@
 """Who the bot knows: cities, members, coaches, admins, and conversations bound to a city."""
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -195,6 +196,56 @@ def member_add(
 def member_remove(identity: str, db: Db = None) -> None:
     """Take a member off the roster (their updates and blockers stay)."""
     admin_write(db, lambda store: admin.remove_person(store, identity, Role.member))
+
+
+@member_app.command("list")
+def member_list(
+    city: Annotated[str | None, typer.Option("--city", help="Only this city's members")] = None,
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the members, by city: who is on each team, and who said `stop`.
+
+    Columns (tab-separated when piped): identity, name, city, added, stopped (when they said `stop`:
+    nothing unprompted goes to them)."""
+    engine = engine_for(db)
+    with open_store(engine) as store:
+        try:
+            cities = [admin.city_of(store, city)] if city else store.cities()
+        except admin.AdminError as error:
+            raise fail(str(error)) from None
+        rows: list[list[Value]] = [
+            [person.identity, person.name, found.slug, _when(person.created_at), _when(person.stopped_at)]
+            for found in cities
+            if found.id is not None
+            for person in store.members_of(found.id)
+        ]
+    print_rows(["identity", "name", "city", "added", "stopped"], rows, as_json)
+
+
+def _when(instant: datetime | None) -> Shown | None:
+    return Shown(instant_when(instant), instant.isoformat()) if instant is not None else None
+
+
+@coach_app.command("list")
+def coach_list(db: Db = None, as_json: AsJson = False) -> None:
+    """List the coaches and admins with the cities they see.
+
+    Columns (tab-separated when piped): identity, name, role, cities (slugs, or `all`), zone (of the
+    Monday digest), stopped (when they said `stop`)."""
+    engine = engine_for(db)
+    with open_store(engine) as store:
+        slugs = {c.id: c.slug for c in store.cities()}
+        rows: list[list[Value]] = []
+        for person in store.coaches() + store.admins():
+            every = person.all_cities or person.role == Role.admin
+            cities = (
+                ["all"] if every else sorted(slugs[i] for i in store.coached_city_ids(person) if i in slugs)
+            )
+            rows.append(
+                [person.identity, person.name, person.role, cities, person.zone, _when(person.stopped_at)]
+            )
+    print_rows(["identity", "name", "role", "cities", "zone", "stopped"], rows, as_json)
 
 
 @coach_app.command("add")
