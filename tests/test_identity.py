@@ -19,13 +19,19 @@ AAD = "6b2c3a1e-0f5d-4c8e-9a7b-1d2e3f4a5b6c"
         (f"teams:{TENANT.upper()}:19:AbC@thread.tacv2", f"teams:{TENANT}:19:AbC@thread.tacv2"),
         (f"teams:{TENANT}:a:1XyZ", f"teams:{TENANT}:a:1XyZ"),
         (" whatsapp:+573001112233 ", "whatsapp:+573001112233"),
+        # As a contact card or a spreadsheet writes it.
+        ("whatsapp:+57 300 111 2233", "whatsapp:+573001112233"),
+        ("whatsapp:+52 (55) 1234-5678", "whatsapp:+525512345678"),
+        ("whatsapp:+57.300.111.2233", "whatsapp:+573001112233"),
     ],
 )
 def test_an_identity_is_stored_in_one_form(typed: str, stored: str) -> None:
     assert normalize_identity(typed) == stored
 
 
-@pytest.mark.parametrize("typed", ["teams:", "teams:tenant", "whatsapp:573001112233", "signal:+1555"])
+@pytest.mark.parametrize(
+    "typed", ["teams:", "teams:tenant", "whatsapp:573001112233", "whatsapp:+57 300 abc", "signal:+1555"]
+)
 def test_a_malformed_identity_is_refused(typed: str) -> None:
     with pytest.raises(IdentityError):
         normalize_identity(typed)

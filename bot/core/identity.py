@@ -49,6 +49,9 @@ def canonical_whatsapp(number: str) -> str:
     return number
 
 
+_PUNCTUATION = re.compile(r"[\s().-]")
+
+
 class IdentityError(ValueError):
     pass
 
@@ -73,7 +76,8 @@ def normalize_identity(text: str) -> str:
         tenant, colon, local = rest.partition(":")
         rest = tenant.lower() + colon + (local.lower() if _GUID.match(local) else local)
     elif platform == "whatsapp":
-        rest = canonical_whatsapp(rest)
+        # A number copied from a contact card or a spreadsheet: "+52 (55) 1234-5678", "+57 300.111.2233".
+        rest = canonical_whatsapp(_PUNCTUATION.sub("", rest))
     value = f"{platform}:{rest}"
     if not _PATTERNS[platform].match(value):
         raise IdentityError(f"'{text}' is not a valid {platform} identity (like {_EXAMPLES[platform]})")
