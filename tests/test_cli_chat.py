@@ -129,3 +129,13 @@ def test_a_bracketed_paste_is_one_message(demo_db: Engine) -> None:
     # What a terminal sends for a paste once readline asked for bracketed paste mode.
     chat(demo_db, "\x1b[200~update: one\nand two\x1b[201~\r", "Update #2 recorded")
     assert updates(demo_db) == ["one\nand two"]
+
+
+@pytest.mark.parametrize("leave", ["exit", "quit", "/quit", "Exit"])
+def test_exit_or_quit_leaves_the_chat_as_in_a_shell(demo_db: Engine, leave: str) -> None:
+    url = demo_db.url.render_as_string(hide_password=False)
+    said = "update: before leaving\n" + leave + "\nupdate: after leaving\n"
+    result = CliRunner().invoke(app, ["chat", "--as", "console:ana", "--db", url], input=said)
+    assert result.exit_code == 0, result.output
+    assert updates(demo_db) == ["before leaving"]
+    assert "didn't catch that" not in result.output

@@ -116,7 +116,8 @@ def chat_loop(engine: Engine, identity: str) -> None:
             continue
         text = "\n".join(lines)
         words = text.split(maxsplit=1)
-        if words in (["/quit"], ["/exit"]):
+        # `exit` and `quit` too, as in a shell or Python's prompt: nobody says that to the bot.
+        if text.strip().lower() in ("/quit", "/exit", "exit", "quit"):
             return
         if words[:1] == ["/as"]:
             if len(words) == 1:
@@ -163,6 +164,6 @@ def demo(
         "      [cyan]what's on this week?[/]   [cyan]when is the Baltimore convening?[/]\n"
         "Switch to the coach of all three cities with [cyan]/as console:coach[/] "
         "(other members, who hear Spanish and Portuguese: console:camila, console:joao).\n"
-        "Ctrl-D or /quit to leave."
+        "Ctrl-D or exit to leave."
     )
     chat_loop(engine, identity)
