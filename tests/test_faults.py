@@ -42,6 +42,7 @@ from bot.core.clock import FixedClock, SystemClock
 from bot.core.inbox import HANDOFF
 from bot.core.messages import not_saved
 from bot.runtime.delivery import LEASE, POLL_SECONDS
+from bot.runtime.hub import ACCEPT_SECONDS
 from bot.runtime.intake import SWEEP_SECONDS
 from bot.runtime.serve import build_server
 from store.db import make_engine, upgrade
@@ -372,7 +373,10 @@ def test_db_cut_is_answered_503_at_once_never_500_and_never_200_unstored(db_cut:
     for event in db_cut.during:
         assert event.statuses[0] == 503, event
         assert event.retry_after[0] is not None and int(event.retry_after[0]) > 0
-        assert event.seconds[0] < 1.0  # well inside Slack's 3 s: a refused connection fails at once
+        # Refused by the failed connection itself, not by the intake's 2 s deadline (ACCEPT_SECONDS) that
+        # a write stuck behind a dead one would wait for: 0.03-0.17 s on a quiet machine, 1.2 s once in a
+        # CI run under load, so the line is the deadline, not a time.
+        assert event.seconds[0] < ACCEPT_SECONDS
     every_status = {status for event in db_cut.events for status in event.statuses}
     assert every_status <= {200, 503}
     # Every event ends acknowledged, and an acknowledged event is stored (next test).
