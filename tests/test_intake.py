@@ -26,7 +26,7 @@ from bot.core.inbox import HANDOFF
 from bot.core.messages import InboundMessage
 from bot.runtime import hub as hub_module
 from bot.runtime import intake as intake_module
-from bot.runtime.hub import Hub, Undecided
+from bot.runtime.hub import Hub, Unavailable, Undecided
 from bot.runtime.intake import Intake
 from bot.runtime.turns import Turns
 from store.db import make_engine
@@ -591,15 +591,18 @@ async def test_a_batch_whose_commit_failed_before_it_took_refuses_only_what_is_n
 async def test_a_batch_whose_commit_failed_unseen_is_undecided(
     db_url: str, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
-    """The connection breaks during COMMIT and the inbox cannot be read either: the message may be
-    stored, so the hub says Undecided (a slash command answers that its answer will follow), never
-    Unavailable ("nothing was saved"). One stored is found by the sweep after the handoff."""
+    """The connection breaks during COMMIT and the inbox cannot be read either, nor again for as long as
+    it is tried: the message may be stored, so the hub says Undecided (a slash command answers that its
+    answer will follow), never Unavailable ("nothing was saved"), and no one is told anything later. One
+    stored is found by the sweep after the handoff."""
     engine = make_engine(db_url)
+    monkeypatch.setattr(intake_module, "LEARN_PAUSES", (0.05, 0.05))
     commits_lost(monkeypatch, committed=committed, readable=False)
     hub = Hub(engine, FixedClock(NOW))
     try:
-        with pytest.raises(Undecided):
+        with pytest.raises(Undecided) as undecided:
             await hub.accept(_message("update: nobody knows"))
+        assert undecided.value.outcome is None
     finally:
         hub.turns.close()
     rows = _inbox(engine)
@@ -611,15 +614,19 @@ async def test_a_batch_whose_commit_failed_unseen_is_undecided(
         assert rows == []
 
 
+@pytest.mark.parametrize("late", [False, True], ids=["within its deadline", "past its deadline"])
 @pytest.mark.parametrize("committed", [True, False], ids=["committed", "not committed"])
-async def test_a_message_whose_commit_went_unconfirmed_is_told_once_the_inbox_says_it_is_not_there(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, committed: bool
+async def test_an_unconfirmed_commit_is_learned_from_the_inbox_once_the_database_answers(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, committed: bool, late: bool
 ) -> None:
-    """Undecided at first; once the database answers again the inbox is read: one that did not take is
-    told nothing was saved (WhatsApp and a slash command are never sent again, so it would otherwise be
-    lost without a word), one that did is not (the sweep hands it on)."""
+    """The inbox is read again until it answers. Within the sender's deadline, the sender hears the
+    truth: acknowledged and handled at once, or "nothing was saved". Past it, the Undecided's outcome
+    says it, and one not stored is told (WhatsApp and a slash command are never sent again: it would be
+    lost without a word); one stored is handled at once, not after the handoff."""
     engine = make_engine(db_url)
-    monkeypatch.setattr(hub_module, "LEARN_PAUSES", (0.05, 0.05, 0.05))
+    monkeypatch.setattr(intake_module, "LEARN_PAUSES", (0.05, 0.05, 0.05))
+    if late:
+        monkeypatch.setattr(hub_module, "DECIDE_SECONDS", 0.06)  # the inbox answers at the second read
     readable = Store.inbox_ids
     commits_lost(monkeypatch, committed=committed, readable=False)
     unreadable = Store.inbox_ids
@@ -640,13 +647,23 @@ async def test_a_message_whose_commit_went_unconfirmed_is_told_once_the_inbox_sa
 
     hub = Hub(engine, FixedClock(NOW))
     try:
-        with pytest.raises(Undecided) as undecided:
-            await hub.accept(_message("update: did it take?"))
-        assert undecided.value.outcome is not None
-        hub.tell_if_not_stored(undecided.value, tell)
-        await asyncio.wait_for(asyncio.gather(*hub._telling), 5)
+        if not late and committed:
+            assert await hub.accept(_message("update: did it take?")) is True
+        elif not late:
+            with pytest.raises(Unavailable) as refused:
+                await hub.accept(_message("update: did it take?"))
+            assert not isinstance(refused.value, Undecided)
+        else:
+            with pytest.raises(Undecided) as undecided:
+                await hub.accept(_message("update: did it take?"))
+            assert undecided.value.outcome is not None
+            hub.tell_if_not_stored(undecided.value, tell)
+            await asyncio.wait_for(asyncio.gather(*hub._telling), 5)
+        taken = hub.intake.taken
     finally:
+        await hub.intake.stop(0)
         hub.turns.close()
     engine.dispose()
     assert reads == 3
-    assert told == ([] if committed else ["nothing was saved"])
+    assert taken == (1 if committed else 0)
+    assert told == (["nothing was saved"] if late and not committed else [])

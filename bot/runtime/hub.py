@@ -16,7 +16,6 @@ from bot.runtime.delivery import Deliverer, DeliveryReport
 from bot.runtime.intake import RETRY_AFTER_SECONDS, Busy, Intake, StillWriting, Unconfirmed
 from bot.runtime.logs import Tally
 from bot.runtime.turns import Turns, beside
-from store.db import reader
 from store.repo import Store, open_store
 
 log = logging.getLogger("cda_bot.hub")
@@ -27,8 +26,6 @@ DelivererType = Callable[..., Deliverer]
 ACCEPT_SECONDS = 2.0  # Slack waits 3 s for its acknowledgement
 DECIDE_SECONDS = 2.6  # how long a message whose write is under way at ACCEPT_SECONDS may still take
 REPORT_PAUSES = (0.2, 0.5, 1.0)
-# When to read again whether a message whose COMMIT went unconfirmed is stored: about a minute in all.
-LEARN_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 TELL_SECONDS = 10.0  # for the one call that tells a person their message was not stored after all
 
 
@@ -54,14 +51,9 @@ class Undecided(Unavailable):
 
     def __init__(self, reason: str, outcome: asyncio.Future[Any] | None) -> None:
         super().__init__(reason)
-        # Settled once the write ends (stored, or the database's error), or once the inbox could be
-        # read again after a COMMIT that failed unconfirmed (`_learned`). None: never to be known (a
-        # message that leaves no inbox row, in a batch whose COMMIT failed unconfirmed).
+        # Settled once the write ends, or once the inbox tells whether a COMMIT that failed took: stored,
+        # the database's error, or Unconfirmed (never learned). None: never to be known here.
         self.outcome = outcome
-
-
-class NotStored(Exception):
-    """Read back after its COMMIT went unconfirmed, the message is not in the inbox."""
 
 
 class Hub:
@@ -105,54 +97,15 @@ class Hub:
             log.warning("message still being stored at its deadline", extra={"platform": message.platform})
             writing.outcome.add_done_callback(functools.partial(_decided, message.platform))
             raise Undecided("still being stored", writing.outcome) from None
-        except Unconfirmed as unconfirmed:
+        except Unconfirmed:
             log.warning("message may be stored, its commit unconfirmed", extra={"platform": message.platform})
-            key = (message.platform, message.message_id)
-            learned = self._learned(key) if key in unconfirmed.keys else None
-            raise Undecided("may be stored", learned) from None
+            raise Undecided("may be stored", None) from None
         except Exception as error:
             log.warning(
                 "message not stored",
                 extra={"platform": message.platform, "error": type(error).__name__},
             )
             raise Unavailable("database unavailable") from None
-
-    def _learned(self, key: tuple[str, str]) -> asyncio.Future[None]:
-        """Whether the message `key` names, whose COMMIT went unconfirmed, was stored after all, learned
-        by reading the inbox once the database answers again: None (stored; the inbox sweep hands it on
-        after its handoff time, as a dead replica's), NotStored, or Unconfirmed if it never answered
-        within about a minute. Without it a WhatsApp sender or a slash command, which no one sends
-        again, would be left with no answer and no word."""
-        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        outcome.add_done_callback(functools.partial(_decided, key[0]))
-        task = asyncio.get_running_loop().create_task(self._learn(key, outcome))
-        self._telling.add(task)
-        task.add_done_callback(self._telling.discard)
-        return outcome
-
-    async def _learn(self, key: tuple[str, str], outcome: asyncio.Future[None]) -> None:
-        unread: Exception = TimeoutError()
-        try:
-            for pause in LEARN_PAUSES:
-                await asyncio.sleep(pause)
-                try:
-                    stored = await asyncio.to_thread(self._stored, key)
-                except Exception as error:
-                    unread = error
-                    continue
-                if stored:
-                    outcome.set_result(None)
-                else:
-                    outcome.set_exception(NotStored("its commit did not take"))
-                return
-            outcome.set_exception(Unconfirmed(unread))
-        finally:
-            if not outcome.done():
-                outcome.cancel()
-
-    def _stored(self, key: tuple[str, str]) -> bool:
-        with open_store(reader(self.engine)) as store:
-            return bool(store.inbox_ids([key]))
 
     def tell_if_not_stored(self, undecided: Undecided, tell: Callable[[], Awaitable[object]]) -> None:
         """Should the write still under way at the deadline fail after all, `tell` the person nothing was

@@ -37,6 +37,8 @@ MAX_HANDLE_BATCH = {"sqlite": 20, "postgresql": 50}
 SWEEP_SECONDS = 5.0
 STARTUP_HORIZON = timedelta(days=366)
 RETRY_AFTER_SECONDS = 5  # what a refused platform is told to wait
+# When to read the inbox again after a COMMIT that failed unconfirmed: about a minute in all.
+LEARN_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 # A message the database failed on is tried again every second for a while (an outage is usually
 # seconds, and the sender is waiting), then less often.
 BACKOFF = (*(timedelta(seconds=1),) * 10, *(timedelta(seconds=5),) * 20, timedelta(seconds=30))
@@ -64,12 +66,18 @@ class Unconfirmed(Exception):
     """The batch's COMMIT failed, and the inbox could not be read to learn whether it took: the message
     may be stored (and is then handled, after the handoff), so its sender must not hear it was not."""
 
-    def __init__(self, unread: Exception, keys: frozenset[tuple[str, str]] = frozenset()) -> None:
+    def __init__(
+        self,
+        unread: Exception,
+        error: Exception | None = None,
+        pending: dict[tuple[str, str], inbox.Accepted] | None = None,
+    ) -> None:
         super().__init__(f"commit not confirmed: {type(unread).__name__}")
         self.unread = unread  # why the inbox could not be read
-        # (platform, message id) of the batch's messages that are in the inbox if it took: whether it
-        # did can be learned once the database answers again (`Hub`); the rest leave no trace to read.
-        self.keys = keys
+        self.error = error or unread  # why the COMMIT failed
+        # The batch's messages that are in the inbox if it took, as the batch accepted them: whether it
+        # did is read again (`_learn`); the others leave no trace to read.
+        self.pending = pending or {}
 
 
 class StillWriting(Exception):
@@ -134,6 +142,7 @@ class Intake:
         self._arriving: list[Arrival] = []
         self._arriving_lock = threading.Lock()
         self._writer: asyncio.Task[None] | None = None
+        self._learning: set[asyncio.Task[None]] = set()  # whether unconfirmed commits took (`_learn`)
         self._handle_batch = MAX_HANDLE_BATCH[engine.dialect.name]
 
     @property
@@ -219,6 +228,13 @@ class Intake:
                     # Nothing of it was written, so it hears the plain error even where the batch
                     # may be stored.
                     refused = self._take(len(self._arriving))
+                if isinstance(outcome, Unconfirmed) and outcome.pending:
+                    # Whether it took is read again; those that leave no trace hear Unconfirmed now.
+                    learning = [arrival for arrival in batch if _key(arrival[0]) in outcome.pending]
+                    batch = [arrival for arrival in batch if _key(arrival[0]) not in outcome.pending]
+                    task = asyncio.get_running_loop().create_task(self._learn(learning, outcome))
+                    self._learning.add(task)
+                    task.add_done_callback(self._learning.discard)
                 for arrivals, error in ((batch, outcome), (refused, away)):
                     for _, stored in arrivals:
                         self._settle(stored, error)
@@ -230,16 +246,56 @@ class Intake:
                 for accepted in outcome
                 if isinstance(accepted, inbox.Accepted) and accepted.inbox_id is not None
             ]
-            if self.handoff is not None:
-                self.handoff.hand(stored_ids)
-            else:
-                self.take(stored_ids)
+            self._hand_on(stored_ids)
             for (_, stored), accepted in zip(batch, outcome, strict=True):
                 if isinstance(accepted, inbox.Accepted):
                     answered = answered or bool(accepted.answered)
                 self._settle(stored, accepted)
             if answered:
                 self.outlet.wake()  # what they were told waits in the outbox
+
+    def _hand_on(self, inbox_ids: list[int]) -> None:
+        """Stored messages to handle: here, or in the other process that handles for this one."""
+        if self.handoff is not None:
+            self.handoff.hand(inbox_ids)
+        else:
+            self.take(inbox_ids)
+
+    async def _learn(self, waiting: list[Arrival], unconfirmed: Unconfirmed) -> None:
+        """Whether a COMMIT that failed unconfirmed took, from the inbox read again until the database
+        answers, for about a minute. Meanwhile its senders wait as for a write under way, and past their
+        deadline hear it through StillWriting's outcome: a WhatsApp sender or a slash command, never
+        sent again, is then told if it was not stored. Found, the message is handled at once; not
+        found, its sender hears the COMMIT's error; never learned, Unconfirmed (nothing is said)."""
+        keys = [_key(message) for message, _ in waiting]
+        found: dict[tuple[str, str], int] | None = None
+        try:
+            for pause in LEARN_PAUSES:
+                await asyncio.sleep(pause)
+                try:
+                    found = await asyncio.to_thread(self._found, keys)
+                    break
+                except Exception:
+                    continue
+        finally:
+            if found is None:  # never read, or the intake stopping
+                for _, stored in waiting:
+                    self._settle(stored, unconfirmed)
+        if found is None:
+            return
+        lost = len(keys) - len(found)
+        log.warning("unconfirmed commit read again", extra={"stored": len(found), "lost": lost})
+        took = [unconfirmed.pending[key] for key in keys if key in found]
+        self._hand_on([accepted.inbox_id for accepted in took if accepted.inbox_id is not None])
+        for message, stored in waiting:
+            key = _key(message)
+            self._settle(stored, unconfirmed.pending[key] if key in found else unconfirmed.error)
+        if any(accepted.answered for accepted in took):
+            self.outlet.wake()
+
+    def _found(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        with open_store(reader(self.engine)) as store:
+            return store.inbox_ids(keys)
 
     def _accept_arrived(self) -> tuple[list[Arrival], Outcome]:
         """Store what has arrived by the time this process's turn comes, not by the time it was asked
@@ -270,27 +326,26 @@ class Intake:
         # Only what has an inbox id can be in the inbox; the rest were decided without it (chatter, a
         # number on no roster, a message handled before), whether or not the COMMIT took. A join hint
         # to such a number is lost if it did not take: its next message that day is sent one.
-        keys = [
-            (message.platform, message.message_id)
+        traced = {
+            _key(message): result
             for (message, _), result in zip(batch, accepted, strict=True)
             if result.inbox_id is not None
-        ]
+        }
         try:
-            with open_store(reader(self.engine)) as store:
-                found = store.inbox_ids(keys)
+            found = self._found(list(traced))
         except Exception as unread:
             log.warning(
                 "messages whose commit failed may be stored",
                 extra={"error": type(error).__name__, "read_error": type(unread).__name__},
             )
-            return Unconfirmed(unread, frozenset(keys))
+            return Unconfirmed(unread, error, traced)
         log.warning(
             "commit failed, the inbox read for what it stored",
-            extra={"error": type(error).__name__, "stored": len(found), "lost": len(set(keys) - set(found))},
+            extra={"error": type(error).__name__, "stored": len(found), "lost": len(traced) - len(found)},
         )
         # Found, a message's id is the one the batch read back before its COMMIT.
         return [
-            result if result.inbox_id is None or (message.platform, message.message_id) in found else error
+            result if result.inbox_id is None or _key(message) in found else error
             for (message, _), result in zip(batch, accepted, strict=True)
         ]
 
@@ -324,9 +379,9 @@ class Intake:
         database for the next process."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._learning]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._learning, return_exceptions=True)
         self._tasks = []
 
     # -- workers ------------------------------------------------------------------------------------
@@ -478,3 +533,8 @@ class Intake:
     def _due(self, now: datetime) -> list[int]:
         with open_store(reader(self.engine)) as store:
             return store.due_inbox(now, MAX_BACKLOG)
+
+
+def _key(message: InboundMessage) -> tuple[str, str]:
+    """How the inbox knows a message."""
+    return message.platform, message.message_id
