@@ -1,7 +1,6 @@
 """What the coaches' page shows, read through the store: the portfolio (one row per coached city, each
 figure read for all of them at once) and a city's own page (timeline, open blockers, next sessions)."""
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -11,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from bot.calendar.program import program_from
 from bot.calendar.sessions import Occurrence, between, upcoming
+from bot.core.i18n import unaccented
 from handlers.common import display_names
 from handlers.status import DEFAULT_QUIET_DAYS
 from store import dashboard
@@ -177,8 +177,7 @@ def _yes_no(value: str | None) -> bool | None:
 def name_key(name: str) -> tuple[str, str]:
     """How names sort, as a reader expects: accents aside (Ávila before Beta, not after Zaragoza, where a
     comparison of code points puts every accented capital), then as written, so the order is fixed."""
-    folded = unicodedata.normalize("NFKD", name.casefold())
-    return "".join(c for c in folded if not unicodedata.combining(c)), name.casefold()
+    return unaccented(name), name.casefold()
 
 
 def chosen(all_rows: list[Row], filters: Filters) -> list[Row]:

@@ -7,10 +7,11 @@ cities or answers; `today` is the asker's local date, so relative words follow t
 
 import difflib
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+
+from bot.core.i18n import unaccented
 
 EVENTS: dict[str, tuple[str, ...]] = {
     # "la convocatoria": what Spanish speakers often call a gathering the program summons them to.
@@ -240,9 +241,7 @@ class Question:
 
 def plain(text: str) -> str:
     """Lower case, accents and punctuation gone; nothing mended."""
-    text = unicodedata.normalize("NFKD", text.lower())
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return " ".join(re.sub(r"[^a-z0-9-]+", " ", text).replace("-", " ").split())
+    return " ".join(re.sub(r"[^a-z0-9-]+", " ", unaccented(text)).replace("-", " ").split())
 
 
 def normalize(text: str) -> str:

@@ -1,12 +1,11 @@
 """Turning text into a command: `/cda …`, `cda …`, and the short forms `update: …`, `blocker: …`."""
 
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.calendar.questions import asks_schedule
-from bot.core.i18n import N_
+from bot.core.i18n import N_, unaccented
 
 NAMES = frozenset(
     {
@@ -115,8 +114,7 @@ def parse(text: str, addressed: bool = True) -> Command:
 
 def _local(word: str) -> str | None:
     """The command a Spanish or Portuguese command word stands for."""
-    bare = "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
-    return _LOCAL_NAMES.get(bare)
+    return _LOCAL_NAMES.get(unaccented(word))
 
 
 def closest(word: str, names: Iterable[str]) -> str | None:

@@ -6,6 +6,7 @@ there is no build step and an edited `.po` takes effect on the next start.
 
 import gettext
 import io
+import unicodedata
 from datetime import date, datetime
 from functools import cache, lru_cache
 from pathlib import Path
@@ -18,6 +19,13 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
 LANGUAGES = ("en", "es", "pt")
 DEFAULT_LANGUAGE = "en"
+
+
+def unaccented(text: str) -> str:
+    """Case and accents aside (`Ávila` → `avila`, `actualización` → `actualizacion`): how words people
+    type in three languages are compared, whichever way they typed them."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in folded if not unicodedata.combining(c))
 
 
 @cache
