@@ -92,17 +92,16 @@ class Incoming:
             raise PayloadError("MessageSid or From unusable") from None
 
 
-def address_of(form: Form) -> str | None:
-    """`From` as Twilio wrote it, the form WhatsApp knows the phone by; None when it is no WhatsApp
-    number (an SMS to the same Twilio number). `normalize_identity` of it is the sender."""
+def sender_of(form: Form) -> tuple[str, str] | None:
+    """`From` as an identity, and as Twilio wrote it (the form WhatsApp knows the phone by, where
+    answers go); None when it is no WhatsApp number (an SMS to the same Twilio number)."""
     raw = form.get("From", "").strip()
     if not raw.startswith(f"{PLATFORM}:"):
         return None
     try:
-        normalize_identity(raw)
+        return normalize_identity(raw), raw
     except IdentityError:
         return None
-    return raw
 
 
 def incoming(form: Form) -> Incoming | None:
@@ -110,9 +109,10 @@ def incoming(form: Form) -> Incoming | None:
     sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
     if not sid or len(sid) > 200:
         raise PayloadError("MessageSid missing")
-    address = address_of(form)
-    if address is None:
+    found = sender_of(form)
+    if found is None:
         return None
+    sender, address = found
     try:
         count = min(int(form.get("NumMedia", "0") or "0"), MAX_MEDIA)
     except ValueError:
@@ -120,7 +120,7 @@ def incoming(form: Form) -> Incoming | None:
     media = [url for url in (form.get(f"MediaUrl{i}", "") for i in range(count)) if url]
     return Incoming(
         sid=sid,
-        sender=normalize_identity(address),
+        sender=sender,
         address=address,
         text=form.get("Body", "").strip(),
         media=media,
