@@ -20,7 +20,7 @@ from bot.core.clock import FixedClock
 from bot.core.inbox import Dispatcher
 from bot.core.messages import InboundMessage
 from store.db import alembic_config, make_engine, normalize_url, upgrade
-from store.models import Blocker, ConversationReference, InboxMessage, OptOut, OutboxMessage, Person, Update
+from store.models import Blocker, ConversationReference, InboxMessage, OutboxMessage, Person, Update
 from store.repo import open_store
 from tests.conftest import NOW, PG_URL, TestBot, due_message, scratch_postgres_database
 
@@ -291,7 +291,6 @@ MX_TYPED, MX_WHATSAPP = "whatsapp:+525512345678", "whatsapp:+5215512345678"
 BR_WHATSAPP, BR = "whatsapp:+556188887777", "whatsapp:+5561988887777"
 BR_LANDLINE = "whatsapp:+556132345678"
 AR_TYPED, AR = "whatsapp:+541123456789", "whatsapp:+5491123456789"
-MX_OFF_ROSTER, MX_OFF_ROSTER_WHATSAPP = "whatsapp:+525599999999", "whatsapp:+5215599999999"
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
@@ -319,10 +318,6 @@ def test_the_upgrade_stores_each_whatsapp_number_in_one_form_and_merges_a_person
             store.add_person(Person(identity=BR_WHATSAPP, role="coach", created_at=NOW), [alpha])
             store.add_person(Person(identity=BR_LANDLINE, role="member", city_id=alpha, created_at=NOW))
             store.add_person(Person(identity=AR_TYPED, role="member", city_id=beta, created_at=NOW))
-            # Stops kept for numbers off the roster (0010): one in the form now stored for a rostered
-            # member, one of a number on no roster.
-            store.session.add(OptOut(identity=AR, stopped_at=later))
-            store.session.add(OptOut(identity=MX_OFF_ROSTER_WHATSAPP, stopped_at=NOW))
             store.session.add(
                 Update(city_id=beta, author=MX_WHATSAPP, text="hola", platform="whatsapp", created_at=later)
             )
@@ -358,10 +353,6 @@ def test_the_upgrade_stores_each_whatsapp_number_in_one_form_and_merges_a_person
             marisol = people[MX_TYPED]
             assert (marisol.name, marisol.city_id, marisol.stopped_at) == ("Marisol", alpha, later)
             assert store.coached_city_ids(people[BR]) == [alpha]
-            # A stop kept under one form is the person's under the other.
-            assert people[AR].stopped_at == later
-            kept = [(o.identity, o.stopped_at) for o in store.session.exec(select(OptOut))]
-            assert kept == [(MX_OFF_ROSTER, NOW)]
             assert [u.author for u in store.session.exec(select(Update))] == [MX_TYPED]
             # One way to reach the number: the newest, sent to the form it wrote from.
             [reference] = store.session.exec(select(ConversationReference)).all()

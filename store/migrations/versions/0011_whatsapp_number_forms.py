@@ -7,8 +7,6 @@ the phone by) was two identities, so the same person may be here twice. Where tw
 - people: the older row (the lower id, rostered first, usually by an admin) stays, with its role and
   city; the newer one's coach cities move to it when both are coaches, a `stop` said under either form
   is kept, and the newer row goes. Each merge is logged, so an admin can check the role that stayed.
-- opt-outs (the `stop` of someone off the roster, 0010): one per number, the earliest; where the number
-  is on the roster, it goes onto the person's row, as their `stop`.
 - channel bindings: the older binding stays.
 - conversation references: the one written last stays (it has when the number last wrote, which
   decides free text or template), and keeps the form its key had as the address to send to: the
@@ -17,6 +15,8 @@ the phone by) was two identities, so the same person may be here twice. Where tw
   taken (the same reminder planned for both forms), the key stays, and whichever of the two is still
   pending is dropped, so the message goes once.
 Authors, dashboard links and sessions, and the messages still in the inbox are simply rewritten.
+`opt_outs` (0010) came in the same release as this migration: it is empty here, and written in the
+stored form from then on.
 
 The downgrade changes nothing: the stored forms are valid identities for the previous release too, and
 merged rows cannot be told apart again.
@@ -77,7 +77,6 @@ outbox = sa.table(
     sa.column("status", sa.String),
     sa.column("last_error", sa.String),
 )
-opt_outs = sa.table("opt_outs", sa.column("identity", sa.String), sa.column("stopped_at", sa.DateTime))
 inbox = sa.table(
     "inbox",
     sa.column("id", sa.Integer),
@@ -105,7 +104,6 @@ def canonical(identity: str) -> str:
 def upgrade() -> None:
     bind = op.get_bind()
     _people(bind)
-    _opt_outs(bind)
     _bindings(bind)
     _references(bind)
     for table, column in RENAMED:
@@ -149,26 +147,6 @@ def _people(bind: sa.Connection) -> None:
             bind.execute(coach_cities.delete().where(coach_cities.c.person_id == other.id))
             bind.execute(people.delete().where(people.c.id == other.id))
         bind.execute(people.update().where(people.c.id == keeper.id).values(**changes))
-
-
-def _opt_outs(bind: sa.Connection) -> None:
-    """After `_people`: an opt-out may now name someone on the roster, under the form stored for both."""
-    rows = bind.execute(sa.select(opt_outs).where(opt_outs.c.identity.like(f"{PREFIX}%"))).all()
-    found: defaultdict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        found[canonical(row.identity)].append(row)
-    for new, group in found.items():
-        person = bind.execute(
-            sa.select(people.c.id, people.c.stopped_at).where(people.c.identity == new)
-        ).first()
-        if person is None and [r.identity for r in group] == [new]:
-            continue
-        stopped = min(r.stopped_at for r in group)
-        bind.execute(opt_outs.delete().where(opt_outs.c.identity.in_([r.identity for r in group])))
-        if person is None:
-            bind.execute(opt_outs.insert().values(identity=new, stopped_at=stopped))
-        elif person.stopped_at is None:
-            bind.execute(people.update().where(people.c.id == person.id).values(stopped_at=stopped))
 
 
 def _move_coach_cities(bind: sa.Connection, source: int, target: int) -> None:
