@@ -166,6 +166,9 @@ def test_stop_outlasts_a_move_to_another_city_and_a_removal_then_a_join(
     assert person.stopped_at is not None
     again = runner.invoke(app, ["--db", db_url, "member", "add", GAMMA_NUMBER, "--city", "alpha"])
     assert again.exit_code == 1 and "already on the roster as member of alpha" in again.output
+    # Moved, the number sees its new city only, from its next message, and hears its language.
+    status = _said(whatsapp, inbound(GAMMA_NUMBER, "/cda status"), GAMMA_NUMBER)
+    assert "Alpha" in status and "Gamma" not in status and "Status" in status
 
     assert runner.invoke(app, ["--db", db_url, "member", "remove", GAMMA_NUMBER]).exit_code == 0
     assert _person(bot, GAMMA_NUMBER) is None
