@@ -249,19 +249,26 @@ class _Pass:
         self.sections = _Sections()
         self._everywhere: set[str] | None = None
         self._nudging: dict[tuple[Any, ...], tuple[bool, datetime, datetime | None]] = {}
+        self.first_day = program.first_day
         self.last_day = program.last_day
-        self._over: dict[str, datetime] = {}
+        self._midnights: dict[tuple[date, str], datetime] = {}
+
+    def program_begins(self, zone: str) -> datetime | None:
+        """When the program begins in `zone`: the midnight that starts its first day (None: the calendar
+        dates nothing). No nudge or digest is planned before it, and a city's quiet days count from it."""
+        return None if self.first_day is None else self._midnight(self.first_day, zone)
 
     def program_over(self, zone: str) -> datetime | None:
         """When the program is over in `zone`: the midnight that ends its last day (None: the calendar
         gives no end). No nudge or digest is planned from then on; a new calendar clears every plan
         (migration 0012), so the next cohort's dates are followed from the next pass."""
-        if self.last_day is None:
-            return None
-        found = self._over.get(zone)
+        return None if self.last_day is None else self._midnight(self.last_day + timedelta(days=1), zone)
+
+    def _midnight(self, day: date, zone: str) -> datetime:
+        found = self._midnights.get((day, zone))
         if found is None:
-            after = datetime.combine(self.last_day + timedelta(days=1), time(0), ZoneInfo(zone))
-            found = self._over[zone] = after.astimezone(UTC)
+            midnight = datetime.combine(day, time(0), ZoneInfo(zone))
+            found = self._midnights[day, zone] = midnight.astimezone(UTC)
         return found
 
     def nudging(self, city: CityRow) -> tuple[bool, datetime, datetime | None]:
@@ -626,6 +633,14 @@ def _nudge(
         return [], never  # the program has ended: nobody asks a city what moved this week any more
     since = latest.created_at if latest else city.created_at
     every = timedelta(days=city.nudge_after_days)
+    begins = run.program_begins(city.zone)
+    cohort = ""
+    if begins is not None and since < begins:
+        # Nobody is asked what moved before the program began: a city added ahead of its cohort, or
+        # quiet since the last one, counts its quiet days from the first day.
+        since, cohort = begins, f"@{begins:%Y-%m-%d}"
+        if now < begins:
+            return [], min(_first_nudge_time(city, begins + every), never)
     quiet_days = (now - since).days
     stretch = quiet_days // city.nudge_after_days
     # The next stretch begins after (stretch + 1) × N quiet days.
@@ -638,7 +653,9 @@ def _nudge(
     if over is not None:
         until = over if until is None else min(until, over)  # held up past the end, it is dropped
     # One nudge per stretch of N quiet days: the first after N days, the next after 2N, and so on.
-    occurrence = f"{city.slug}:{latest.id if latest else 0}:{stretch}"
+    # The cohort's start, when quiet days count from it: the stretches of a city quiet since the last
+    # cohort begin again at 1, and must not find that cohort's nudges already planned.
+    occurrence = f"{city.slug}:{latest.id if latest else 0}:{stretch}{cohort}"
 
     def build(_texts: dict[int, str]) -> str:
         t = translator(city.language)
@@ -744,9 +761,12 @@ def _plan_digests(store: Store, ids: list[int], run: _Pass) -> _Work:
         work.plans[coach.id] = min(_next_digest(local), now + LONGEST_WAIT)
         if local.weekday() != DIGEST_WEEKDAY or local.hour < DIGEST_HOUR:
             continue
-        over = run.program_over(zone)
-        if over is not None and datetime.combine(local.date(), time(DIGEST_HOUR), local.tzinfo) >= over:
+        over, begins = run.program_over(zone), run.program_begins(zone)
+        digest_at = datetime.combine(local.date(), time(DIGEST_HOUR), local.tzinfo)
+        if over is not None and digest_at >= over:
             continue  # the program has ended: no digest of cities that have finished
+        if begins is not None and digest_at < begins:
+            continue  # nor of cities that have not begun
         if not (coach.all_cities and first_of_all) and not mine:
             continue  # no city to tell about
         year, week, _day = local.isocalendar()

@@ -268,7 +268,8 @@ def test_program_show_piped_and_as_json(db_url: str) -> None:
     code, out, _ = run(db_url, "program", "show")
     lines = out.splitlines()
     assert code == 0 and lines[0] == "cohort\t2026-27"
-    assert lines[1] == "ends\tWed 31 Mar 2027"  # no momentum nudges or weekly digests after it
+    # No momentum nudges or weekly digests before the program launch, nor after its last day.
+    assert lines[1:3] == ["begins\tWed 27 May 2026", "ends\tWed 31 Mar 2027"]
     assert (
         "phase\tll2\tLearning Loop 2: Solution Build\timplementation\tSun 1 Nov 2026\tSun 31 Jan 2027"
         in lines

@@ -1,6 +1,7 @@
-"""Momentum nudges and weekly digests end with the program calendar in force (its last day, in the
-city's zone for a nudge, the coach's for a digest); session reminders do not. Loading the next cohort's
-calendar brings nudges and digests back at the next pass, without a restart."""
+"""Momentum nudges and weekly digests follow the program calendar in force: none before its first day
+or after its last (in the city's zone for a nudge, the coach's for a digest), and a city's quiet days
+count from the first day; session reminders go on. Loading the next cohort's calendar brings nudges and
+digests back once it begins, without a restart."""
 
 import asyncio
 from datetime import datetime, timedelta
@@ -66,22 +67,7 @@ def test_a_coachs_monday_digest_stops_after_the_program_ends(testbot: TestBot) -
     assert digests(inbox) == mondays[:5]  # to Monday 29 Mar; none on 5, 12, 19 and 26 Apr
 
 
-def test_the_next_cohorts_calendar_brings_nudges_and_digests_back_at_the_next_pass(
-    testbot: TestBot, db_url: str, tmp_path: Path
-) -> None:
-    quiet_city(testbot)  # no update since 18 Nov 2026: a nudge every week while the program runs
-    with testbot.store() as store:
-        admin.add_coach(store, "console:coach", ["home"], START)  # Bogotá's zone: Monday 08:00 is 13:00Z
-    inbox = Inbox(testbot.clock)
-    running = runner(testbot, inbox)  # one server, never restarted
-
-    def pass_at(at: datetime) -> None:
-        testbot.clock.set(at)
-        asyncio.run(running.run())
-
-    monday = utc("2027-04-12T15:00")  # 10:00 in Bogotá, twelve days after the end
-    pass_at(monday)
-    assert inbox.received == []
+def load_next_cohort(db_url: str, tmp_path: Path) -> None:
     path = tmp_path / "2027-28.yaml"
     path.write_text(
         "cohort: 2027-28\n"
@@ -91,10 +77,55 @@ def test_the_next_cohorts_calendar_brings_nudges_and_digests_back_at_the_next_pa
     )
     loaded = CliRunner().invoke(app, ["program", "load", str(path), "--db", db_url])
     assert loaded.exit_code == 0, loaded.stderr
-    # The next pass, a minute later: the city and the coach were planned for half a day on.
-    pass_at(monday + timedelta(minutes=1))
-    assert nudges(testbot, inbox) == [monday + timedelta(minutes=1)]
-    assert digests(inbox) == [monday + timedelta(minutes=1)]
+
+
+def test_the_next_cohorts_calendar_brings_nudges_and_digests_back_once_it_begins(
+    testbot: TestBot, db_url: str, tmp_path: Path
+) -> None:
+    quiet_city(testbot)
+    last_update(testbot, utc("2027-03-10T17:00"))  # and none after it: a nudge every week to the end
+    with testbot.store() as store:
+        admin.add_coach(store, "console:coach", ["home"], START)  # Bogotá's zone: Monday 08:00 is 13:00Z
+    inbox = Inbox(testbot.clock)
+    running = runner(testbot, inbox)  # one server, never restarted
+
+    def pass_at(at: datetime) -> None:
+        testbot.clock.set(at)
+        asyncio.run(running.run())
+
+    pass_at(utc("2027-03-17T17:00"))  # this cohort's first nudge: seven quiet days (kept 180 days)
+    assert nudges(testbot, inbox) == [utc("2027-03-17T17:00")]
+    monday = utc("2027-04-12T15:00")  # 10:00 in Bogotá, twelve days after the end
+    pass_at(monday)
+    load_next_cohort(db_url, tmp_path)  # it begins on Tuesday 1 Jun 2027
+    for at in (monday + timedelta(minutes=1), utc("2027-05-31T15:00")):
+        pass_at(at)
+    assert len(inbox.received) == 1  # nothing between the cohorts, nor before the next one begins
+    # Its first Monday, and its first seven quiet days (counted from its start, though the city has
+    # been quiet since March): a nudge planned afresh, not taken for this cohort's first one.
+    for at in (utc("2027-06-07T13:00"), utc("2027-06-07T15:00"), utc("2027-06-08T15:00")):
+        pass_at(at)
+    assert digests(inbox) == [utc("2027-06-07T13:00")]
+    assert nudges(testbot, inbox)[1:] == [utc("2027-06-08T15:00")]
+    assert inbox.received[-1][2].text.startswith("No update from Home in 7 days.")
+
+
+def test_a_city_added_ahead_of_its_cohort_is_not_nudged_before_the_program_begins(
+    testbot: TestBot, db_url: str, tmp_path: Path
+) -> None:
+    load_next_cohort(db_url, tmp_path)
+    with testbot.store() as store:
+        admin.add_city(store, "home", "Home", "America/Bogota", utc("2027-04-01T00:00"), None, None, "en")
+        admin.add_member(store, "console:m", "home", utc("2027-04-01T00:00"))
+        admin.add_coach(store, "console:coach", ["home"], utc("2027-04-01T00:00"))
+    inbox = Inbox(testbot.clock)
+    for day in range(80):  # 10:00 in Bogotá, every day from 5 Apr (no update at all) to 23 Jun
+        tick(testbot, utc("2027-04-05T15:00") + timedelta(days=day), inbox)
+    assert nudges(testbot, inbox) == [utc(f"2027-06-{day}T15:00") for day in ("08", "15", "22")]
+    assert digests(inbox) == [utc(f"2027-06-{day}T15:00") for day in ("07", "14", "21")]  # Mondays
+    with testbot.store() as store:
+        keys = [row.key for row in store.session.exec(select(OutboxMessage)) if row.kind == "nudge"]
+    assert len(keys) == 3 and all(key.endswith("@2027-06-01") for key in keys)
 
 
 def test_reminders_of_a_session_after_the_end_still_go_and_nothing_else(testbot: TestBot) -> None:

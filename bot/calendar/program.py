@@ -162,12 +162,21 @@ class Program(BaseModel):
         )
 
     @property
+    def first_day(self) -> dt.date | None:
+        """The first day any phase or event covers (None: none is dated). Before it the program has not
+        begun: the scheduler sends no momentum nudges or weekly digests, and counts a city's quiet days
+        from it."""
+        return min((start for start, _end in self._spans()), default=None)
+
+    @property
     def last_day(self) -> dt.date | None:
         """The last day any phase or event covers (None: none has a known end). After it the program is
         over: the scheduler sends no more momentum nudges or weekly digests."""
-        ends = [p.end for p in self.phases]
-        ends += [span[1] for event in self.events if (span := event.span(self)) is not None]
-        return max(ends, default=None)
+        return max((end for _start, end in self._spans()), default=None)
+
+    def _spans(self) -> list[tuple[dt.date, dt.date]]:
+        spans = [(p.start, p.end) for p in self.phases]
+        return spans + [span for event in self.events if (span := event.span(self)) is not None]
 
     def phase_label(self, day: dt.date, pathway: str | None, language: str = "en") -> str:
         _ = translator(language).gettext

@@ -204,9 +204,9 @@ def program_load(
 def program_show(db: Db = None, as_json: AsJson = False) -> None:
     """Show the program calendar in force.
 
-    Piped, one line each (tab-separated): `cohort` NAME; `ends` LAST-DAY (when the calendar gives one:
-    no momentum nudges or weekly digests after it); `phase` KEY NAME PATHWAY FROM TO; `event` KEY NAME
-    WHEN. With --json, the calendar as loaded."""
+    Piped, one line each (tab-separated): `cohort` NAME; `begins` FIRST-DAY and `ends` LAST-DAY (when
+    the calendar gives them: no momentum nudges or weekly digests before or after); `phase` KEY NAME
+    PATHWAY FROM TO; `event` KEY NAME WHEN. With --json, the calendar as loaded."""
     engine = engine_for(db)
     with open_store(engine) as store:
         program = program_from(store.program_document())
@@ -220,18 +220,21 @@ def program_show(db: Db = None, as_json: AsJson = False) -> None:
     events: list[list[Value]] = [
         [event.key, local(event.name, "en"), event_when(event)] for event in program.events
     ]
-    last_day = program.last_day
+    first_day, last_day = program.first_day, program.last_day
     if not sys.stdout.isatty():
         print(tsv_line(["cohort", program.cohort]))
-        if last_day is not None:
+        if first_day is not None and last_day is not None:
+            print(tsv_line(["begins", EN.date(first_day)]))
             print(tsv_line(["ends", EN.date(last_day)]))
         for kind, rows in (("phase", phases), ("event", events)):
             for row in rows:
                 print(tsv_line([kind, *map(str, row)]))
         return
     out.print(f"cohort {program.cohort}", markup=False)
-    if last_day is not None:
-        # What the scheduler does with the end (scheduler/planner.py), where an admin looks for it.
+    if first_day is not None and last_day is not None:
+        # What the scheduler does with the dates (scheduler/planner.py), where an admin looks for it.
+        before = "no momentum nudges or weekly digests before it; quiet days count from it"
+        out.print(f"begins {EN.date(first_day)}: {before}", markup=False)
         after = "no momentum nudges or weekly digests after it; session reminders go on"
         out.print(f"ends {EN.date(last_day)}: {after}", markup=False)
     print_rows(["key", "phase", "pathway", "from", "to"], phases, False, terminal=True)
