@@ -16,11 +16,14 @@ from bot.calendar.sessions import DEFAULT_TITLE, Fields, SessionError, between, 
 from bot.core.identity import IdentityError, normalize_identity
 from store.models import (
     NUDGE_AFTER_DAYS_MAX,
+    REPLY_KIND,
     ChannelBinding,
     City,
     CoachCity,
     CoachingSession,
     JoinCode,
+    OutboxMessage,
+    OutboxStatus,
     Pathway,
     Person,
     Role,
@@ -356,6 +359,44 @@ def set_city_schedule(
         if not match or int(match.group(1)) > 23 or int(match.group(2)) > 23:
             raise AdminError(f"bad --quiet '{quiet}': use hours like 20-8 (20:00 to 08:00)")
         city.quiet_start, city.quiet_end = int(match.group(1)), int(match.group(2))
+    store.session.add(city)
+    store.session.flush()
+    return city
+
+
+LEFT_PROGRAM = "its city left the program"  # why what was planned for an archived city is not sent
+
+
+def archive_city(store: Store, slug: str, now: datetime) -> tuple[City, int]:
+    """The city leaves the program: nothing more is planned for it or about it, and what was planned
+    and not yet sent is dropped (how many, returned); coaches' views of all their cities leave it out.
+    Its people, conversations, updates, blockers and sessions stay."""
+    city = city_of(store, slug)
+    if city.archived_at is not None:
+        raise AdminError(f"{city.slug} is already archived (city restore {city.slug} brings it back)")
+    city.archived_at = now
+    store.session.add(city)
+    # Replies stay: someone who wrote is waiting for them, and they only answer what was asked.
+    planned = store.session.exec(
+        select(OutboxMessage).where(
+            OutboxMessage.city_id == city.id,
+            OutboxMessage.status == OutboxStatus.pending,
+            OutboxMessage.kind != REPLY_KIND,
+        )
+    ).all()
+    for row in planned:
+        row.status, row.last_error = OutboxStatus.dropped, LEFT_PROGRAM
+        store.session.add(row)
+    store.session.flush()
+    return city, len(planned)
+
+
+def restore_city(store: Store, slug: str) -> City:
+    """The city is back in the program: planned again at the scheduler's next pass."""
+    city = city_of(store, slug)
+    if city.archived_at is None:
+        raise AdminError(f"{city.slug} is not archived")
+    city.archived_at, city.plan_at = None, None
     store.session.add(city)
     store.session.flush()
     return city

@@ -789,6 +789,8 @@ def _plan_digests(store: Store, ids: list[int], run: _Pass) -> _Work:
             sections.text[city.id] = digest_section(t, data, city, now)
     data = DigestData(sections.figures, {}, {}, {})
     for coach, key, local in due:
+        if not shown[coach.id]:
+            continue  # every city they coach has left the program
         reply = digest_of(t, data, shown[coach.id], now, section=lambda c: sections.text[c.id])
         # Named, so the deliverer can tell whether the coach still coaches them all when it is sent.
         reply.about = [c.id for c in shown[coach.id]]

@@ -37,6 +37,7 @@ from sqlalchemy import (
 from store import bulk
 from store.db import reader
 from store.models import (
+    IN_PROGRAM,
     STALE_KIND,
     Blocker,
     BlockerStatus,
@@ -86,8 +87,9 @@ def _due(model: Any) -> Any:
 
 
 def due_cities(store: Store, now: datetime, latest: datetime) -> list[int]:
-    """The cities whose plan time has come (`latest`: the furthest plan the planner sets from now)."""
-    query = select(City.id).where(_due(City)).order_by(City.id)
+    """The cities whose plan time has come (`latest`: the furthest plan the planner sets from now); an
+    archived city is planned no more."""
+    query = select(City.id).where(_due(City), IN_PROGRAM).order_by(City.id)
     return list(store.session.execute(query, {"now": now, "latest": latest}).scalars())
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
 from store.models import (
+    IN_PROGRAM,
     Blocker,
     BlockerStatus,
     City,
@@ -96,7 +97,9 @@ def open_blockers(store: Store, city_ids: Cities) -> dict[int, OpenBlockers]:
 
 
 def cities(store: Store, city_ids: Cities) -> list[City]:
-    return list(store.session.exec(select(City).where(_among(col(City.id), city_ids)).order_by(City.name)))
+    """The cities the page shows: those still in the program."""
+    query = select(City).where(_among(col(City.id), city_ids), IN_PROGRAM)
+    return list(store.session.exec(query.order_by(City.name)))
 
 
 @dataclass(frozen=True)

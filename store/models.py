@@ -57,6 +57,13 @@ class City(SQLModel, table=True):
     stale_blocker_days: int = Field(default=14, sa_column_kwargs={"server_default": text("14")})
     created_at: datetime = utc_column()
     plan_at: datetime | None = utc_column(nullable=True, index=True)  # the scheduler's agenda (0007)
+    # Left the program (`cda-bot city archive`): nothing planned for it or about it, out of coaches'
+    # views of all their cities; its history stays.
+    archived_at: datetime | None = utc_column(nullable=True)
+
+
+# A city that has not left the program, as a statement's condition.
+IN_PROGRAM = City.__table__.c.archived_at.is_(None)  # type: ignore[attr-defined]
 
 
 class Person(SQLModel, table=True):

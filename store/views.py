@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from bot.calendar.program import Program, parse_program, program_from
 from store.models import (
+    IN_PROGRAM,
     Blocker,
     BlockerStatus,
     ChannelBinding,
@@ -306,7 +307,7 @@ _BUILDERS: dict[str, Callable[[_Form], Any]] = {
     "blocker_rows": lambda form: select(Blocker.id, Blocker.city_id, Blocker.opened_at, Blocker.text).where(
         _among(Blocker.id, form)
     ),
-    "places": lambda form: select(City.id, City.name, City.zone).where(_among(City.id, form)),
+    "places": lambda form: select(City.id, City.name, City.zone).where(_among(City.id, form), IN_PROGRAM),
     "blocker_texts": lambda form: select(Blocker.id, Blocker.text).where(_among(Blocker.id, form)),
     "names_and_zones": lambda form: select(City.id, City.name, City.zone).where(_among(City.id, form)),
     "coaches_of": lambda form: (
@@ -437,12 +438,15 @@ class Place:
 
 
 def places(store: Store, city_ids: Sequence[int]) -> list[Place]:
-    """The cities `ids`, by name, as a digest names them (lighter than the whole rows)."""
+    """The cities `ids` still in the program, by name, as a digest names them (lighter than the whole
+    rows)."""
     return sorted((Place(*row) for row in _run(store, "places", city_ids)), key=lambda p: (p.name, p.id))
 
 
 def all_places(store: Store) -> list[Place]:
-    query = select(City.id, City.name, City.zone).order_by(City.name, City.id)
+    """Every city still in the program, as `places`."""
+    query = select(City.id, City.name, City.zone).where(IN_PROGRAM)
+    query = query.order_by(City.name, City.id)
     return [Place(*row) for row in store.session.execute(query)]
 
 

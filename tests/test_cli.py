@@ -173,8 +173,8 @@ def test_city_list_piped_is_a_tab_separated_line_a_city_with_nothing_cut(seeded:
     code, out, _ = run(seeded, "city", "list")
     assert code == 0
     assert out.splitlines() == [
-        f"bogota\tBogotá\tAmerica/Bogota\tCO\tes\timplementation\t1\t1\tslack:T0001:C0001, {TEAMS_CHANNEL}"
-    ]
+        f"bogota\tBogotá\tAmerica/Bogota\tCO\tes\timplementation\t1\t1\tslack:T0001:C0001, {TEAMS_CHANNEL}\t"
+    ]  # and last, empty: not archived
     code, out, _ = run(seeded, "city", "list", "--json")
     assert json.loads(out) == [
         {
@@ -187,6 +187,7 @@ def test_city_list_piped_is_a_tab_separated_line_a_city_with_nothing_cut(seeded:
             "members": 1,
             "coaches": 1,
             "bound": ["slack:T0001:C0001", TEAMS_CHANNEL],
+            "archived": None,
         }
     ]
 

@@ -42,7 +42,7 @@ def city_list(db: Db = None, as_json: AsJson = False) -> None:
     """List the cities with their people and bindings.
 
     Columns (tab-separated when piped): slug, name, zone, country, language, pathway, members, coaches,
-    bound conversations."""
+    bound conversations, and when the city was archived (empty: in the program)."""
     engine = engine_for(db)
     rows: list[list[Value]] = []
     with open_store(engine) as store:
@@ -59,9 +59,13 @@ def city_list(db: Db = None, as_json: AsJson = False) -> None:
                     len(store.members_of(city.id)),
                     len(store.coaches_of(city.id)),
                     store.bindings_of(city.id),
+                    Shown(instant_when(city.archived_at), city.archived_at.isoformat())
+                    if city.archived_at
+                    else None,
                 ]
             )
     columns = ["slug", "name", "zone", "country", "language", "pathway", "members", "coaches", "bound"]
+    columns.append("archived")
     print_rows(columns, rows, as_json)
 
 
@@ -96,6 +100,31 @@ def city_set(
             f"{admin.describe_days(found.working_days)}, quiet {found.quiet_start}:00–{found.quiet_end}:00, "
             f"blockers flagged after {found.stale_blocker_days} days"
         )
+
+    admin_write(db, action)
+
+
+@city_app.command("archive")
+def city_archive(slug: str, db: Db = None) -> None:
+    """A city leaves the program (its cohort is over, or it withdrew): no more reminders, nudges,
+    digests or blocker notices for it or about it, and coaches' views of all their cities leave it out.
+    Its team can still write, a coach can still name it, and its history stays; `city restore` undoes it."""
+
+    def action(store: Store) -> str:
+        city, dropped = admin.archive_city(store, slug, SystemClock().now())
+        planned = f"; {dropped} planned message{'s' if dropped != 1 else ''} not sent" if dropped else ""
+        return f"archived city {city.slug} ({city.name}){planned}"
+
+    admin_write(db, action)
+
+
+@city_app.command("restore")
+def city_restore(slug: str, db: Db = None) -> None:
+    """Bring an archived city back into the program: planned again at the scheduler's next pass."""
+
+    def action(store: Store) -> str:
+        city = admin.restore_city(store, slug)
+        return f"restored city {city.slug} ({city.name})"
 
     admin_write(db, action)
 

@@ -1,0 +1,103 @@
+"""A city that leaves the program (`cda-bot city archive`): nothing more is planned for it or about it,
+what was planned and not yet sent is dropped, and a coach's views of all their cities leave it out; its
+team can still write, a coach can still name it, and `city restore` brings it back.
+
+Against the `world` of tests/conftest.py (alpha bound to slack:T0001:C0001, beta, gamma, a weekly session
+each), through the real dispatcher, planner, deliverer and CLI."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import select
+
+from bot import admin
+from bot.core.messages import DeliveryError
+from store.models import OutboxMessage, OutboxStatus
+from tests.conftest import NOW, TestBot
+from tests.test_cli import run
+from tests.test_scheduler import Inbox, tick
+from web import portfolio
+
+ALPHA_CHANNEL = "slack:T0001:C0001"
+# Monday 30 Nov 2026: the coaches' digests at 08:00 in Chicago (14:00Z); Alpha's 24-hour reminder of its
+# Tuesday 10:00 session at 16:00Z.
+DIGESTS_DUE = datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+ALPHA_REMINDER_DUE = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+
+
+def archive(bot: TestBot, slug: str) -> int:
+    with bot.store() as store:
+        return admin.archive_city(store, slug, bot.clock.now())[1]
+
+
+def shown(inbox: Inbox, *marks: str) -> list[str]:
+    texts = [" ".join([reply.text, reply.title or "", *reply.items]) for _at, _who, reply in inbox.received]
+    return [text for text in texts if any(mark in text for mark in marks)]
+
+
+def test_an_archived_city_is_sent_nothing_more_and_what_waited_is_dropped(world: TestBot) -> None:
+    slack, console = Inbox(world.clock, "slack"), Inbox(world.clock, "console")
+    slack.failing = DeliveryError("slack rate limited", retry_after=60)
+    tick(world, ALPHA_REMINDER_DUE, slack, console)  # Alpha's channel reminder waits for a retry
+    slack.failing = None
+    console.received.clear()  # Ann, Alpha's member on the console, had hers at once
+    assert archive(world, "alpha") >= 1
+    for hours in range(0, 24 * 9, 3):  # nine days: every reminder and nudge that could fall due
+        tick(world, ALPHA_REMINDER_DUE + timedelta(minutes=5, hours=hours), slack, console)
+    assert shown(slack, "ALPHA", "Alpha") == []
+    assert [reply.text for _at, who, reply in console.received if who == "console:a1"] == []
+    assert shown(console, "BETA session"), "Beta, still in the program, kept its reminders"
+    with world.store() as store:
+        rows = [row for row in store.session.exec(select(OutboxMessage)) if row.recipient == ALPHA_CHANNEL]
+    assert rows and all(r.status == OutboxStatus.dropped and r.last_error == admin.LEFT_PROGRAM for r in rows)
+
+
+def test_a_coachs_digest_leaves_an_archived_city_out_and_none_goes_for_it_alone(world: TestBot) -> None:
+    archive(world, "alpha")
+    console = Inbox(world.clock, "console")
+    tick(world, DIGESTS_DUE, console)
+    digests = {who: reply for _at, who, reply in console.received if reply.title == "Weekly digest"}
+    assert "console:coach-a" not in digests  # Alpha was all they coach
+    for coach in ("console:coach-ab", "console:coach-all"):
+        text = " ".join([digests[coach].text, *digests[coach].items])
+        assert "Beta" in text and "Alpha" not in text
+
+
+def test_all_my_cities_leave_an_archived_city_out_where_naming_it_still_shows_it(world: TestBot) -> None:
+    archive(world, "alpha")
+    everything = world.say("console:coach-all", "/cda status")
+    assert "Beta" in everything and "Gamma" in everything and "Alpha" not in everything
+    assert "Alpha" not in world.say("console:coach-all", "/cda blockers")
+    assert "ALPHA-UPDATE-TEXT" in world.say("console:coach-all", "/cda updates alpha")
+    # Its team can still write, and is answered as before.
+    assert "recorded for Alpha" in world.say("console:a1", "update: still going as alumni")
+    # A coach of Alpha alone has no city in the program to list, and is told so, not shown nothing.
+    assert "Alpha" not in world.say("console:coach-a", "/cda quiet")
+    with world.store() as store:
+        assert [row.city.slug for row in portfolio.rows(store, None, NOW, "en")] == ["beta", "gamma"]
+
+
+def test_a_restored_city_is_planned_again_at_the_next_pass(world: TestBot) -> None:
+    archive(world, "alpha")
+    console = Inbox(world.clock, "console")
+    tick(world, ALPHA_REMINDER_DUE, console)
+    assert shown(console, "ALPHA session") == []
+    with world.store() as store:
+        admin.restore_city(store, "alpha")
+    tick(world, ALPHA_REMINDER_DUE + timedelta(minutes=1), console)
+    assert len(shown(console, "ALPHA session")) == 1  # to Ann, Alpha's member on the console
+
+
+def test_city_archive_and_restore_from_the_command_line(world: TestBot, db_url: str) -> None:
+    code, out, _ = run(db_url, "city", "archive", "alpha")
+    assert code == 0 and out.startswith("archived city alpha (Alpha)")
+    code, _out, err = run(db_url, "city", "archive", "alpha")
+    assert code == 1 and "alpha is already archived (city restore alpha brings it back)" in err
+    code, _out, err = run(db_url, "city", "archive", "atlantis")
+    assert code == 1 and "unknown city 'atlantis'" in err
+    listed = {city["slug"]: city["archived"] for city in json.loads(run(db_url, "city", "list", "--json")[1])}
+    assert listed["beta"] is None and listed["gamma"] is None
+    assert datetime.now(UTC) - datetime.fromisoformat(listed["alpha"]) < timedelta(minutes=5)
+    assert run(db_url, "city", "restore", "alpha")[:2] == (0, "restored city alpha (Alpha)\n")
+    code, _out, err = run(db_url, "city", "restore", "alpha")
+    assert code == 1 and "alpha is not archived" in err
