@@ -29,6 +29,10 @@ COACH = [
 UNKNOWN = N_("I don't know which city you are with yet: ask your coach or an admin to add you to the roster.")
 # A coach (or admin) with no city: on the roster, so "ask your coach" and "the roster" would be wrong.
 NO_CITY_COACHED = N_("You don't coach any city yet: ask an admin to add you with `cda-bot coach add`.")
+# Every city they coach is archived: "all my cities" is empty, but each is still shown where named.
+NO_CITY_IN_PROGRAM = N_(
+    "Every city you coach has left the program. Name one to see it: `/cda status {city}`."
+)
 HINT = N_("I didn't catch that. Try `update: …`, `blocker: …`, `/cda next` or `/cda help`.")
 HELP_LINE = N_("`/cda help` — this list")
 

@@ -72,7 +72,9 @@ def test_all_my_cities_leave_an_archived_city_out_where_naming_it_still_shows_it
     # Its team can still write, and is answered as before.
     assert "recorded for Alpha" in world.say("console:a1", "update: still going as alumni")
     # A coach of Alpha alone has no city in the program to list, and is told so, not shown nothing.
-    assert "Alpha" not in world.say("console:coach-a", "/cda quiet")
+    assert world.say("console:coach-a", "/cda quiet") == (
+        "Every city you coach has left the program. Name one to see it: `/cda status alpha`."
+    )
     with world.store() as store:
         assert [row.city.slug for row in portfolio.rows(store, None, NOW, "en")] == ["beta", "gamma"]
 

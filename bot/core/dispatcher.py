@@ -224,7 +224,10 @@ def question_scope(
 
 
 def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
-    cities = in_program(store, speaker.accessible_ids)
+    everything = views.cities(store, speaker.accessible_ids)
+    cities = [city for city in everything if city.archived_at is None]
+    if not cities and everything:
+        raise Refusal(t.gettext(help.NO_CITY_IN_PROGRAM).format(city=everything[0].slug))
     if not cities:
         raise Refusal(t.gettext(help.NO_CITY_COACHED))
     return cities
