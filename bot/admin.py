@@ -15,6 +15,7 @@ from sqlmodel import select
 from bot.calendar.sessions import DEFAULT_TITLE, Fields, SessionError, between, check_session, local_start
 from bot.core.identity import IdentityError, normalize_identity
 from store.models import (
+    LEFT_PROGRAM,
     NUDGE_AFTER_DAYS_MAX,
     REPLY_KIND,
     ChannelBinding,
@@ -362,9 +363,6 @@ def set_city_schedule(
     store.session.add(city)
     store.session.flush()
     return city
-
-
-LEFT_PROGRAM = "its city left the program"  # why what was planned for an archived city is not sent
 
 
 def archive_city(store: Store, slug: str, now: datetime) -> tuple[City, int]:

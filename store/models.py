@@ -230,6 +230,8 @@ class OutboxStatus(StrEnum):
     dropped = "dropped"
 
 
+# Why a message planned for a city is not sent once the city is archived (`cda-bot city archive`).
+LEFT_PROGRAM = "its city left the program"
 REPLY_KIND = "reply"  # an outbox row answering a message: someone is waiting for it
 STALE_KIND = "blocker_stale"  # coaches told of a blocker open too long: once, while it stays open
 

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from bot import admin
 from bot.core.messages import DeliveryError
-from store.models import OutboxMessage, OutboxStatus
+from store.models import LEFT_PROGRAM, OutboxMessage, OutboxStatus
 from tests.conftest import NOW, TestBot
 from tests.test_cli import run
 from tests.test_scheduler import Inbox, tick
@@ -49,7 +49,7 @@ def test_an_archived_city_is_sent_nothing_more_and_what_waited_is_dropped(world:
     assert shown(console, "BETA session"), "Beta, still in the program, kept its reminders"
     with world.store() as store:
         rows = [row for row in store.session.exec(select(OutboxMessage)) if row.recipient == ALPHA_CHANNEL]
-    assert rows and all(r.status == OutboxStatus.dropped and r.last_error == admin.LEFT_PROGRAM for r in rows)
+    assert rows and all(r.status == OutboxStatus.dropped and r.last_error == LEFT_PROGRAM for r in rows)
 
 
 def test_a_coachs_digest_leaves_an_archived_city_out_and_none_goes_for_it_alone(world: TestBot) -> None:
@@ -103,3 +103,22 @@ def test_city_archive_and_restore_from_the_command_line(world: TestBot, db_url: 
     assert run(db_url, "city", "restore", "alpha")[:2] == (0, "restored city alpha (Alpha)\n")
     code, _out, err = run(db_url, "city", "restore", "alpha")
     assert code == 1 and "alpha is not archived" in err
+
+
+def test_what_a_pass_under_way_planned_as_the_city_was_archived_is_dropped_when_it_would_go(
+    world: TestBot,
+) -> None:
+    slack = Inbox(world.clock, "slack")
+    slack.failing = DeliveryError("slack rate limited", retry_after=60)
+    tick(world, ALPHA_REMINDER_DUE, slack)  # Alpha's channel reminder, written as by that pass
+    slack.failing = None
+    with world.store() as store:  # archived after it was written, not by the command that drops it
+        alpha = store.city_by_slug("alpha")
+        assert alpha is not None
+        alpha.archived_at = world.clock.now()
+        store.session.add(alpha)
+    tick(world, ALPHA_REMINDER_DUE + timedelta(minutes=5), slack)
+    assert slack.received == []
+    with world.store() as store:
+        rows = [row for row in store.session.exec(select(OutboxMessage)) if row.recipient == ALPHA_CHANNEL]
+    assert [(row.status, row.last_error) for row in rows] == [(OutboxStatus.dropped, LEFT_PROGRAM)]

@@ -30,7 +30,7 @@ from bot.runtime.ratelimit import RateLimiter, limit_key
 from bot.runtime.turns import Turns
 from store import views
 from store.db import is_transient, reader
-from store.models import REMINDER_KIND, CoachingSession, OutboxMessage, OutboxStatus, reminded
+from store.models import LEFT_PROGRAM, REMINDER_KIND, CoachingSession, OutboxMessage, OutboxStatus, reminded
 from store.repo import Claim, Finished, Store, open_store
 
 log = logging.getLogger("cda_bot.delivery")
@@ -664,6 +664,10 @@ class Deliverer:
                 return None, STOPPED
             if not may_be_told(found, cities):
                 return None, UNSEEN
+            # Planned as the city was archived (a pass under way then): what it wrote after is dropped here.
+            place = found.channel_city or found.city
+            if place is not None and place.archived_at is not None and place.id in cities:
+                return None, LEFT_PROGRAM
             if reminds is not None and not _still_on(store, *reminds):
                 return None, CANCELLED
             return store.reference(recipient), None
