@@ -1,7 +1,7 @@
 """The one dispatcher: dedupe, who is speaking, which city and language, may they, which handler."""
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -225,7 +225,7 @@ def question_scope(
 
 def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
     everything = views.cities(store, speaker.accessible_ids)
-    cities = [city for city in everything if city.archived_at is None]
+    cities = in_program(everything)
     if not cities and everything:
         raise Refusal(t.gettext(help.NO_CITY_IN_PROGRAM).format(city=everything[0].slug))
     if not cities:
@@ -238,13 +238,13 @@ def context_scope(store: Store, speaker: Speaker, channel_city: City | None) -> 
         return [speaker.city]
     if channel_city is not None and channel_city.id in speaker.accessible_ids:
         return [channel_city]
-    return in_program(store, speaker.accessible_ids) if speaker.accessible_ids else []
+    return in_program(views.cities(store, speaker.accessible_ids)) if speaker.accessible_ids else []
 
 
-def in_program(store: Store, ids: Sequence[int]) -> list[City]:
-    """The cities `ids` that have not left it: what "all my cities" means (an archived one is seen
+def in_program(cities: list[City]) -> list[City]:
+    """Those of `cities` that have not left it: what "all my cities" means (an archived one is seen
     where it is named, or in its own channel)."""
-    return [city for city in views.cities(store, ids) if city.archived_at is None]
+    return [city for city in cities if city.archived_at is None]
 
 
 def dispatch(
