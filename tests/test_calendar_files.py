@@ -292,7 +292,7 @@ def test_program_load_replaces_the_calendar_and_a_bad_file_keeps_the_old_one(
         "    name: Lisbon convening\n    month: 2028-01\n"
     )
     result = runner.invoke(app, ["program", "load", str(good), "--db", db_url])
-    assert result.exit_code == 0 and "2027-28: 1 phases, 1 events" in result.stdout
+    assert result.exit_code == 0 and "2027-28: 1 phase, 1 event" in result.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("cohort: broken\nphases:\n  - key: p\n    name: P\n    start: soon\n    end: 2027-01-01\n")
     refused = runner.invoke(app, ["program", "load", str(bad), "--db", db_url])

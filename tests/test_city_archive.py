@@ -7,6 +7,7 @@ each), through the real dispatcher, planner, deliverer and CLI."""
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlmodel import select
 
@@ -122,3 +123,23 @@ def test_what_a_pass_under_way_planned_as_the_city_was_archived_is_dropped_when_
     with world.store() as store:
         rows = [row for row in store.session.exec(select(OutboxMessage)) if row.recipient == ALPHA_CHANNEL]
     assert [(row.status, row.last_error) for row in rows] == [(OutboxStatus.dropped, LEFT_PROGRAM)]
+
+
+def test_loading_the_next_cohorts_calendar_names_the_cities_still_in_the_program(
+    world: TestBot, db_url: str, tmp_path: Path
+) -> None:
+    archive(world, "beta")
+    calendar = tmp_path / "2027-28.yaml"
+    calendar.write_text(
+        "cohort: 2027-28\nphases:\n  - {key: s, name: Scoping, start: 2027-06-01, end: 2027-08-31}\n"
+    )
+    code, out, _ = run(db_url, "program", "load", str(calendar))
+    assert code == 0
+    assert " ".join(out.split()) == (  # as a terminal of any width folds it
+        "loaded program calendar 2027-28: 1 phase, 0 events 2 cities of 2026-27 are still in the program "
+        "(alpha, gamma), nudged again from Tue 1 Jun 2027: archive each whose program is over (`cda-bot "
+        "city archive SLUG`)"
+    )
+    # The same cohort again (a corrected calendar): nothing to say about the cities.
+    code, out, _ = run(db_url, "program", "load", str(calendar))
+    assert code == 0 and out == "loaded program calendar 2027-28: 1 phase, 0 events\n"

@@ -181,6 +181,13 @@ def calendar_export(city: Annotated[str, typer.Option("--city")], db: Db = None)
     sys.stdout.flush()
 
 
+MAX_NAMED = 5  # cities a message names before it counts the rest
+
+
+def counted(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 @program_app.command("load")
 def program_load(
     file: Annotated[Path, typer.Argument(help="A program calendar (YAML)")], db: Db = None
@@ -193,9 +200,20 @@ def program_load(
     program = parse_program(document)
 
     def action(store: Store) -> str:
+        before = program_from(store.program_document()).cohort
         store.save_program(program.cohort, document, SystemClock().now())
-        counts = f"{len(program.phases)} phases, {len(program.events)} events"
-        return f"loaded program calendar {program.cohort}: {counts}"
+        counts = f"{counted(len(program.phases), 'phase')}, {counted(len(program.events), 'event')}"
+        loaded = f"loaded program calendar {program.cohort}: {counts}"
+        staying = [city.slug for city in store.cities() if city.archived_at is None]
+        if before == program.cohort or not staying or program.first_day is None:
+            return loaded
+        # A new cohort: every city not archived takes part in it, which is seldom what an admin means.
+        named = ", ".join(staying[:MAX_NAMED]) + (", …" if len(staying) > MAX_NAMED else "")
+        cities, still = counted(len(staying), "city", "cities"), "is" if len(staying) == 1 else "are"
+        return (
+            f"{loaded}\n{cities} of {before} {still} still in the program ({named}), nudged again from "
+            f"{EN.date(program.first_day)}: archive each whose program is over (`cda-bot city archive SLUG`)"
+        )
 
     admin_write(db, action)
 
