@@ -96,9 +96,12 @@ def open_blockers(store: Store, city_ids: Cities) -> dict[int, OpenBlockers]:
     return {city_id: OpenBlockers(count, oldest) for city_id, count, oldest in store.session.execute(query)}
 
 
-def cities(store: Store, city_ids: Cities) -> list[City]:
-    """The cities the page shows: those still in the program."""
-    query = select(City).where(_among(col(City.id), city_ids), IN_PROGRAM)
+def cities(store: Store, city_ids: Cities, archived: bool = False) -> list[City]:
+    """The cities the page shows: those still in the program, and archived ones too when `archived` (a
+    city's own page, opened by name, shows it as before, as `/cda status SLUG` does)."""
+    query = select(City).where(_among(col(City.id), city_ids))
+    if not archived:
+        query = query.where(IN_PROGRAM)
     return list(store.session.exec(query.order_by(City.name)))
 
 

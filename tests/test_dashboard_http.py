@@ -442,6 +442,29 @@ async def test_a_coach_taken_off_one_city_no_longer_sees_it(site: Site) -> None:
         assert (await client.get("/dashboard/city/beta/export.csv")).status_code == 404
 
 
+async def test_an_archived_city_leaves_the_portfolio_but_still_opens_by_name(site: Site) -> None:
+    """As `/cda status alpha` still shows it: only the views of all one's cities leave it out."""
+    alpha = open_blocker_id(site.bot, "alpha")
+    with site.bot.store() as store:
+        for slug in ("alpha", "gamma"):
+            admin.archive_city(store, slug, site.bot.clock.now())
+    async with site.signed_in("console:coach-ab") as client:
+        assert cities_on((await client.get("/dashboard")).text) == ["beta"]
+        page = await client.get("/dashboard/city/alpha")
+        assert page.status_code == 200 and "ALPHA-UPDATE-TEXT" in page.text
+        csv = await client.get("/dashboard/city/alpha/export.csv")
+        assert csv.status_code == 200 and "ALPHA-BLOCKER-TEXT" in csv.text
+        done = await client.post(
+            "/dashboard/city/alpha/resolve", data={"csrf": csrf_of(page.text), "blocker": str(alpha)}
+        )
+        assert done.status_code == 303
+        after = await client.get(done.headers["location"])
+        assert after.status_code == 200 and f"Blocker #{alpha} resolved." in after.text
+        # Archived or not, a city one does not coach is still not found.
+        assert (await client.get("/dashboard/city/gamma")).status_code == 404
+        assert (await client.get("/dashboard/city/gamma/export.csv")).status_code == 404
+
+
 async def test_revoke_from_the_command_line_ends_every_session_of_that_person(site: Site) -> None:
     url = site.bot.engine.url.render_as_string(hide_password=False)
     async with (

@@ -74,10 +74,12 @@ def next_session(series: list[dashboard.Series], zone_key: str, now: datetime) -
     return _next[key][1]
 
 
-def rows(store: Store, city_ids: Sequence[int] | None, now: datetime, language: str) -> list[Row]:
-    """One row per city in `city_ids` (None: every city), by name: a handful of statements whatever the
-    number of cities."""
-    cities = dashboard.cities(store, city_ids)
+def rows(
+    store: Store, city_ids: Sequence[int] | None, now: datetime, language: str, archived: bool = False
+) -> list[Row]:
+    """One row per city in `city_ids` (None: every city) still in the program, or archived too when
+    `archived`, by name: a handful of statements whatever the number of cities."""
+    cities = dashboard.cities(store, city_ids, archived)
     if not cities:
         return []
     program = program_from(store.program_document())
@@ -259,7 +261,8 @@ def days_param(value: str | None) -> int:
 
 
 def city_view(store: Store, city_id: int, now: datetime, language: str, days: int) -> CityView | None:
-    found = rows(store, [city_id], now, language)
+    # Named, an archived city is shown as before: only "all my cities" leave it out.
+    found = rows(store, [city_id], now, language, archived=True)
     if not found:
         return None
     row = found[0]
