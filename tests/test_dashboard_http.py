@@ -564,6 +564,24 @@ async def test_resolve_without_the_csrf_token_is_refused(site: Site, token: str 
     assert notices(site.bot) == []
 
 
+async def test_a_token_or_link_with_letters_no_token_has_is_refused_not_a_server_error(site: Site) -> None:
+    alpha = open_blocker_id(site.bot, "alpha")
+    link = link_for(site.bot, "console:coach-a")
+    nonce = link.rsplit("/", 1)[1].split(".")[0]
+    async with site.signed_in("console:coach-a") as client:
+        for path, form in [
+            ("/dashboard/city/alpha/resolve", {"csrf": "é", "blocker": str(alpha)}),
+            ("/dashboard/signout", {"csrf": "é"}),
+            (link.removeprefix(BASE), {"csrf": "é"}),
+        ]:
+            refused = await client.post(path, data=form, headers={"origin": BASE})
+            assert refused.status_code == 403, path
+        forged = await client.get(f"/dashboard/signin/{nonce}.é")
+        assert forged.status_code == 403 and "not valid" in forged.text
+        assert (await client.get("/dashboard")).status_code == 200  # still signed in
+    assert blocker_status(site.bot, alpha) == "open" and not link_used(site.bot, link)
+
+
 async def test_another_sessions_csrf_token_is_refused(site: Site) -> None:
     alpha = open_blocker_id(site.bot, "alpha")
     async with site.signed_in("console:coach-a") as mine, site.signed_in("console:coach-ab") as theirs:

@@ -213,7 +213,7 @@ def _live_link(store: Store, token: str, now: datetime, config: WebConfig) -> Da
     if not dot or len(token) > MAX_TOKEN:
         return Refused(Refusal.unknown)
     link = dashboard.link_by_nonce(store, nonce)
-    if link is None or not hmac.compare_digest(mac, _link_mac(signing_key(store, config, now), link)):
+    if link is None or not _same(mac, _link_mac(signing_key(store, config, now), link)):
         return Refused(Refusal.unknown)
     if link.used_at is not None:
         return Refused(Refusal.used, link.language)
@@ -342,7 +342,13 @@ def viewer(store: Store, cookie: str | None, now: datetime, config: WebConfig) -
 
 
 def csrf_matches(given: str | None, expected: str) -> bool:
-    return bool(given) and hmac.compare_digest(str(given), expected)
+    return bool(given) and _same(str(given), expected)
+
+
+def _same(given: str, expected: str) -> bool:
+    """`hmac.compare_digest` on the UTF-8 bytes: given str, it raises on any non-ASCII character, and a
+    form field or link anyone can type would answer 500 rather than be refused."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def sign_out(store: Store, who: Viewer, now: datetime) -> None:
