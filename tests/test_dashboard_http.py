@@ -582,6 +582,30 @@ async def test_a_token_or_link_with_letters_no_token_has_is_refused_not_a_server
     assert blocker_status(site.bot, alpha) == "open" and not link_used(site.bot, link)
 
 
+async def test_a_nul_byte_in_an_address_or_a_note_is_refused_or_cleaned_not_a_server_error(
+    site: Site,
+) -> None:
+    """PostgreSQL refuses a NUL byte in any text it is given, even to compare: chat text is cleaned of it
+    (bot/core/messages.py), and so is what the page is sent."""
+    alpha = open_blocker_id(site.bot, "alpha")
+    async with site.signed_in("console:coach-a") as client:
+        token = csrf_of((await client.get("/dashboard")).text)
+        for path in ("/dashboard/city/%00", "/dashboard/city/al%00pha/export.csv"):
+            assert (await client.get(path)).status_code == 404, path
+        missing = await client.post(
+            "/dashboard/city/%00/resolve", data={"csrf": token, "blocker": str(alpha)}
+        )
+        assert missing.status_code == 404
+        for method in ("GET", "POST"):
+            link = await client.request(method, "/dashboard/signin/a%00.b", headers={"origin": BASE})
+            assert link.status_code == 403 and "not valid" in link.text, method
+        done = await client.post(
+            "/dashboard/city/alpha/resolve", data={"csrf": token, "blocker": str(alpha), "note": "a\x00b"}
+        )
+        assert done.status_code == 303
+    assert [n.payload["text"].split("Note: ")[1] for n in notices(site.bot)] == ["a\ufffdb"] * 2
+
+
 async def test_another_sessions_csrf_token_is_refused(site: Site) -> None:
     alpha = open_blocker_id(site.bot, "alpha")
     async with site.signed_in("console:coach-a") as mine, site.signed_in("console:coach-ab") as theirs:

@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from bot.calendar.sessions import Occurrence, session_title
 from bot.core.clock import Clock
 from bot.core.i18n import N_, Translator, translator, zone_abbreviation
+from bot.core.messages import clean_text
 from bot.core.request import Speaker, SpeakerRole
 from bot.runtime.http_input import BodyError, read_body
 from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
@@ -558,7 +559,8 @@ def _role(t: Translator, person: Pending) -> str:
 
 
 def _coached_city(store: Store, who: Viewer, slug: str) -> City | None:
-    city = store.city_by_slug(slug) if len(slug) <= 64 else None
+    # A NUL byte (`/dashboard/city/%00`) is in no slug, and PostgreSQL refuses to compare it at all.
+    city = store.city_by_slug(slug) if len(slug) <= 64 and "\x00" not in slug else None
     return city if city is not None and city.id in who.city_ids else None
 
 
@@ -593,7 +595,8 @@ async def _form(request: Request) -> dict[str, str] | Response:
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=20)
     except ValueError:  # more fields than any form of ours has
         return Response(status_code=413)
-    return {name: values[0] for name, values in fields.items()}
+    # Cleaned as chat text is: a NUL byte in a Resolve note would fail the statement on PostgreSQL.
+    return {name: clean_text(values[0]) for name, values in fields.items()}
 
 
 def dashboard_routes(

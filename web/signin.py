@@ -210,7 +210,8 @@ def allowed(store: Store, identity: str) -> bool:
 def _live_link(store: Store, token: str, now: datetime, config: WebConfig) -> DashboardLink | Refused:
     """The link `token` names, if this bot signed it and it is neither used nor expired."""
     nonce, dot, mac = token.partition(".")
-    if not dot or len(token) > MAX_TOKEN:
+    # No link has a NUL byte, and PostgreSQL refuses to look one up (an error, not "no such link").
+    if not dot or len(token) > MAX_TOKEN or "\x00" in token:
         return Refused(Refusal.unknown)
     link = dashboard.link_by_nonce(store, nonce)
     if link is None or not _same(mac, _link_mac(signing_key(store, config, now), link)):
