@@ -465,6 +465,16 @@ async def test_an_archived_city_leaves_the_portfolio_but_still_opens_by_name(sit
         assert (await client.get("/dashboard/city/gamma/export.csv")).status_code == 404
 
 
+async def test_a_coach_whose_every_city_was_archived_is_told_so_not_that_they_coach_none(site: Site) -> None:
+    async with site.signed_in("console:coach-ab") as client:
+        with site.bot.store() as store:
+            for slug in ("alpha", "beta"):
+                admin.archive_city(store, slug, site.bot.clock.now())
+        page = html.unescape((await client.get("/dashboard")).text)
+    assert cities_on(page) == [] and "You don't coach any city yet" not in page
+    assert "Every city you coach has left the program. Name one to see it: <code>/cda status " in page
+
+
 async def test_revoke_from_the_command_line_ends_every_session_of_that_person(site: Site) -> None:
     url = site.bot.engine.url.render_as_string(hide_password=False)
     async with (

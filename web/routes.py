@@ -31,6 +31,7 @@ from bot.runtime.http_input import BodyError, read_body
 from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
 from handlers.common import day_of, session_line
 from handlers.export import csv_text
+from handlers.help import NO_CITY_COACHED, NO_CITY_IN_PROGRAM
 from store.models import BlockerStatus, City, Role
 from store.repo import Store, open_store
 from web import charts, portfolio
@@ -427,11 +428,17 @@ class Pages:
             if isinstance(who, Refused):
                 return self.refused(who)
             all_rows = portfolio.rows(store, who.scope, now, who.language)
-        return self.render_portfolio(who, all_rows, Filters.parse(params), now)
+            # No row, yet cities coached: every one was archived. Said as chat says it, with how to see one,
+            # not "you coach no city yet".
+            left = store.city(who.city_ids[0]) if who.city_ids and not all_rows else None
+        return self.render_portfolio(who, all_rows, Filters.parse(params), now, left)
 
-    def render_portfolio(self, who: Viewer, all_rows: list[Row], filters: Filters, now: datetime) -> Response:
+    def render_portfolio(
+        self, who: Viewer, all_rows: list[Row], filters: Filters, now: datetime, left: City | None = None
+    ) -> Response:
         t = translator(who.language)
         _ = t.gettext
+        empty = _(NO_CITY_IN_PROGRAM).format(city=left.slug) if left is not None else _(NO_CITY_COACHED)
         shown = portfolio.chosen(all_rows, filters)
         columns = {
             "name": _("City"),
@@ -458,6 +465,7 @@ class Pages:
             label={**columns, "quiet": _("quiet")},
             f=formats,
             now_text=t.instant(now, "UTC"),
+            empty=empty,
         )
 
     # -- a city ---------------------------------------------------------------------------------------
