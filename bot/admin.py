@@ -12,7 +12,16 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from sqlmodel import select
 
-from bot.calendar.sessions import DEFAULT_TITLE, Fields, SessionError, between, check_session, local_start
+from bot.calendar.sessions import (
+    DEFAULT_TITLE,
+    FIRST_YEAR,
+    LAST_YEAR,
+    Fields,
+    SessionError,
+    between,
+    check_session,
+    local_start,
+)
 from bot.core.identity import IdentityError, normalize_identity
 from store.models import (
     LEFT_PROGRAM,
@@ -264,7 +273,9 @@ def skip_day(store: Store, city_slug: str, day_text: str, now: datetime) -> list
     tz = ZoneInfo(city.zone)
     start = datetime.combine(day, time(), tz)
     sessions = {s.id: s for s in store.sessions_of(city.id)}  # type: ignore[arg-type]
-    found = between(sessions.values(), city.zone, start, start + timedelta(days=1))
+    # No session is outside those years, and the day's bounds in UTC may not be a datetime there.
+    in_range = FIRST_YEAR <= day.year <= LAST_YEAR
+    found = between(sessions.values(), city.zone, start, start + timedelta(days=1)) if in_range else []
     if not found:
         raise AdminError(f"{city.slug} has no session on {day.isoformat()}")
     cancelled = []

@@ -71,6 +71,16 @@ BAD_EVENTS = [
         "UID:b11\nDTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;COUNT=5\nRRULE:FREQ=DAILY;COUNT=2\n",
         "event b11: RRULE: more than one rule",
     ),
+    # Dates at datetime's ends: a traceback, or a session that lists, exports and every scheduler
+    # pass then raised OverflowError on.
+    ("UID:b12\nDTSTART;VALUE=DATE:99991231\n", "event b12: DTSTART 9999-12-31 is out of range"),
+    ("UID:b13\nDTSTART;TZID=Asia/Tokyo:00010101T010000\n", "event b13: DTSTART 0001-01-01 is out of range"),
+    ("UID:b14\nDTSTART:20261201T100000\nDTEND:99991231T233000\n", "event b14: a date is out of range"),
+    ("UID:b15\nDTSTART:20261201T100000\nDURATION:P3000000D\n", "event b15: DURATION is more than a year"),
+    (
+        "UID:b16\nDTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;UNTIL=99991231\n",
+        "event b16: UNTIL 9999-12-31 is out of range",
+    ),
 ]
 
 
@@ -105,6 +115,7 @@ SAME_RULES = [
         "rrule",
     ),
     (["--start", "2026-03-08T02:30"], "DTSTART:20260308T023000\n", "does not exist"),
+    (["--start", "9999-12-31T23:30"], "DTSTART:99991231T233000\n", "is out of range"),
 ]
 
 

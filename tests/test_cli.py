@@ -126,6 +126,14 @@ BAD = [
     ([*WEEKLY, "--until", "soon"], "bad --until 'soon'"),
     ([*SESSION, "--until", "2027-01-01"], "--until goes with --rrule"),
     ([*SESSION, "--duration", "0"], "bad --duration 0"),
+    # Dates at datetime's ends: each was a traceback, or a session every later list, export and
+    # scheduler pass raised OverflowError on.
+    ([*SESSION[:-1], "9999-12-31T23:30"], "--start 9999-12-31 is out of range"),
+    ([*SESSION[:-1], "9999-12-31T10:00"], "--start 9999-12-31 is out of range"),
+    ([*SESSION[:-1], "0001-01-01T00:00Z"], "--start 0001-01-01 is out of range"),
+    ([*WEEKLY, "--until", "9999-12-31"], "--until 9999-12-31 is out of range"),
+    (["session", "skip", "--city", "bogota", "--date", "9999-12-31"], "bogota has no session on 9999-12-31"),
+    (["session", "skip", "--city", "bogota", "--date", "0001-01-01"], "bogota has no session on 0001-01-01"),
 ]
 # fmt: on
 

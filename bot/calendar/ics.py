@@ -13,6 +13,8 @@ from icalendar import Calendar, Event, vRecur
 from bot.calendar.sessions import (
     ALL_DAY_MINUTES,
     DEFAULT_TITLE,
+    FIRST_YEAR,
+    LAST_YEAR,
     Fields,
     SessionError,
     check_session,
@@ -249,16 +251,21 @@ def _import_event(
     if "DTSTART" not in event:
         raise IcsError(f"{_label(event)}: DTSTART: missing")
     start = event.decoded("DTSTART")
-    fields: dict[str, Any] = {
-        "title": stored_title(str(event.get("SUMMARY") or DEFAULT_TITLE)[:200]),
-        "duration_min": _minutes(event, start, city.zone),
-        "rrule": None,
-        "until_local": None,
-        "exdates": [],
-    }
-    if not one_off:
-        fields["rrule"], fields["until_local"] = _rule(event, city.zone)
-        fields["exdates"] = sorted({d.isoformat() for d in _dates(event, "EXDATE", city.zone)})
+    try:
+        fields: dict[str, Any] = {
+            "title": stored_title(str(event.get("SUMMARY") or DEFAULT_TITLE)[:200]),
+            "duration_min": _minutes(event, start, city.zone),
+            "rrule": None,
+            "until_local": None,
+            "exdates": [],
+        }
+        if not one_off:
+            fields["rrule"], fields["until_local"] = _rule(event, city.zone)
+            fields["exdates"] = sorted({d.isoformat() for d in _dates(event, "EXDATE", city.zone)})
+    except OverflowError:  # a date at datetime's ends, moved into the city's zone
+        raise IcsError(
+            f"{_label(event)}: a date is out of range: give dates from {FIRST_YEAR} to {LAST_YEAR}"
+        ) from None
     try:
         # An all-day event is a day, whatever the clocks do at its midnight.
         fields["start_local"] = (

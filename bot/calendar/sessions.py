@@ -15,6 +15,11 @@ from dateutil.rrule import rrule, rrulestr
 from bot.core.i18n import LANGUAGES, N_, Translator, translator
 
 ALL_DAY_MINUTES = 24 * 60
+# The years a session's dates may fall in, well inside datetime's: every instant, end and day computed
+# from them, in any zone, stays one (a start in year 9999 made lists, exports and every scheduler pass
+# raise OverflowError); and a session lasts a year at most, so its end stays in range too.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+LONGEST_MINUTES = 366 * ALL_DAY_MINUTES
 # Stored as the title of a session nobody named (the column's default since the first migration), and
 # shown in the city's language wherever a title is shown.
 DEFAULT_TITLE = N_("Coaching session")
@@ -106,6 +111,7 @@ def local_start(value: datetime, zone: str, name: str) -> datetime:
     aware one (an offset, a calendar's TZID) is converted. Refused: a time the clocks skip, and an
     instant in the second pass of a repeated hour, which as wall time would read as the first, an hour
     earlier."""
+    in_range(value, name)  # before any zone is applied to it
     tz = ZoneInfo(zone)
     given_tz = value.tzinfo or tz
     wall = value.replace(tzinfo=None)
@@ -128,12 +134,24 @@ def local_start(value: datetime, zone: str, name: str) -> datetime:
     return local
 
 
+def in_range(value: datetime, name: str) -> None:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise SessionError(
+            f"{name} {value.date().isoformat()} is out of range: give a date from {FIRST_YEAR} to {LAST_YEAR}"
+        )
+
+
 def check_session(
     start_local: datetime, duration_min: int, rule: str | None, until_local: datetime | None, names: Fields
 ) -> None:
     """What every stored session keeps to; `session add` and `calendar import` both ask here."""
+    in_range(start_local, names.start)
     if duration_min <= 0:
         raise SessionError(f"{names.end} is not after {names.start}")
+    if duration_min > LONGEST_MINUTES:
+        raise SessionError(f"{names.end} is more than a year after {names.start}")
+    if until_local is not None:
+        in_range(until_local, names.until)
     if rule is None:
         if until_local is not None:
             raise SessionError(f"{names.until} goes with {names.rule}")
