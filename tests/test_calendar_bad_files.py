@@ -116,6 +116,11 @@ SAME_RULES = [
     ),
     (["--start", "2026-03-08T02:30"], "DTSTART:20260308T023000\n", "does not exist"),
     (["--start", "9999-12-31T23:30"], "DTSTART:99991231T233000\n", "is out of range"),
+    (
+        ["--start", "2026-12-01T10:00", "--rrule", "FREQ=WEEKLY;INTERVAL=0;COUNT=4"],
+        "DTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;INTERVAL=0;COUNT=4\n",
+        "interval must be",
+    ),
 ]
 
 

@@ -134,6 +134,15 @@ BAD = [
     ([*WEEKLY, "--until", "9999-12-31"], "--until 9999-12-31 is out of range"),
     (["session", "skip", "--city", "bogota", "--date", "9999-12-31"], "bogota has no session on 9999-12-31"),
     (["session", "skip", "--city", "bogota", "--date", "0001-01-01"], "bogota has no session on 0001-01-01"),
+    # Rules dateutil reads, on which session list and every scheduler pass then raised (a zero step,
+    # a step past datetime's ends), or calendar export (a COUNT iCalendar cannot write).
+    (
+        [*SESSION, "--rrule", "FREQ=WEEKLY;INTERVAL=0", "--until", "2027-01-01"],
+        "INTERVAL must be a whole number from 1 to 1000",
+    ),
+    ([*SESSION, "--rrule", "FREQ=WEEKLY;INTERVAL=99999999999;COUNT=2"], "INTERVAL must be"),
+    ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=999999999999"], "COUNT must be a whole number from 1 to"),
+    ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=0"], "COUNT must be a whole number from 1 to"),
 ]
 # fmt: on
 

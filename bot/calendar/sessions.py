@@ -20,6 +20,8 @@ ALL_DAY_MINUTES = 24 * 60
 # raise OverflowError); and a session lasts a year at most, so its end stays in range too.
 FIRST_YEAR, LAST_YEAR = 1900, 2999
 LONGEST_MINUTES = 366 * ALL_DAY_MINUTES
+MOST_INTERVAL = 1000  # a rule's step stays inside those years' reach
+MOST_COUNT = 2**31 - 1  # RFC 5545's integers
 # Stored as the title of a session nobody named (the column's default since the first migration), and
 # shown in the city's language wherever a title is shown.
 DEFAULT_TITLE = N_("Coaching session")
@@ -156,6 +158,12 @@ def check_session(
         if until_local is not None:
             raise SessionError(f"{names.until} goes with {names.rule}")
         return
+    values = dict(part.partition("=")[::2] for part in rule.upper().replace(" ", "").split(";") if part)
+    # dateutil reads these out of range too, and a zero or huge step, or a COUNT iCalendar cannot
+    # write, then raised in every list, export and scheduler pass that met the session.
+    for name, most in (("INTERVAL", MOST_INTERVAL), ("COUNT", MOST_COUNT)):
+        if name in values and not (values[name].isdigit() and 1 <= int(values[name]) <= most):
+            raise SessionError(f"bad {names.rule} '{rule}': {name} must be a whole number from 1 to {most}")
     parts = {part.split("=", 1)[0].strip().upper() for part in rule.split(";")}
     if until_local is None and not parts & {"UNTIL", "COUNT"}:
         raise SessionError(f"a recurring session needs {names.until} (or COUNT= in {names.rule})")
