@@ -169,6 +169,21 @@ def test_session_start_with_offset_is_read_in_the_citys_zone(seeded: str, engine
     assert [s.isoformat() for s in sorted(starts)] == ["2026-12-01T10:00:00", "2026-12-05T10:00:00"]
 
 
+def test_what_a_command_says_names_the_city_as_stored_however_it_was_typed(seeded: str) -> None:
+    """A slug is found in any case; what is said back is the city's slug, and binding a conversation
+    to the city it is bound to already is no move."""
+    assert run(seeded, "bind", "slack:T0001:C0001", "--city", "Bogota")[:2] == (
+        0,
+        "bound slack:T0001:C0001 to bogota\n",
+    )
+    said = run(seeded, "member", "add", "console:new", "--city", "BOGOTA")[1]
+    assert said == "added member console:new to bogota\n"
+    said = run(seeded, "session", "add", "--city", "BOGOTA", "--start", "2026-12-05T10:00")[1]
+    assert said == "added session #2 for bogota: Sat 5 Dec 2026, 10:00 UTC-05\n"
+    assert run(seeded, "session", "remove", "2", "--city", "BOGOTA")[1] == "removed session #2 of bogota\n"
+    assert run(seeded, "unbind", "slack:t0001:c0001")[1] == "unbound slack:T0001:C0001 from bogota\n"
+
+
 def test_coach_add_without_city_coaches_all_and_again_adds_cities(seeded: str, engine: Engine) -> None:
     assert run(seeded, "coach", "add", "console:lead")[1].strip() == "console:lead coaches all cities"
     run(seeded, "city", "add", "quito", "--name", "Quito", "--tz", "America/Guayaquil")

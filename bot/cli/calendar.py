@@ -39,7 +39,11 @@ def session_remove(
 ) -> None:
     """Remove a session (a whole series); `session skip` cancels a single day instead."""
     admin_write(
-        db, lambda store: f"removed session #{admin.remove_session(store, city, session_id).id} of {city}"
+        db,
+        lambda store: (
+            f"removed session #{admin.remove_session(store, city, session_id).id} of "
+            f"{admin.city_of(store, city).slug}"  # as stored: `--city Bogota` finds bogota
+        ),
     )
 
 
@@ -59,9 +63,10 @@ def session_add(
 
     def action(store: Store) -> str:
         session = admin.add_session(store, city, start, SystemClock().now(), duration, title, rrule, until)
-        zone = admin.city_of(store, city).zone
+        found = admin.city_of(store, city)  # as stored: `--city Bogota` finds bogota
         repeat = f", repeating {session.rrule}" if session.rrule else ""
-        return f"added session #{session.id} for {city}: {local_when(session.start_local, zone)}{repeat}"
+        when = local_when(session.start_local, found.zone)
+        return f"added session #{session.id} for {found.slug}: {when}{repeat}"
 
     admin_write(db, action)
 

@@ -214,9 +214,10 @@ def member_add(
     def action(store: Store) -> str:
         before = admin.city_of_member(store, identity)
         person = admin.add_member(store, identity, city, SystemClock().now(), name)
+        slug = admin.city_of(store, city).slug  # as stored: `--city Bogota` finds bogota
         if before is not None:
-            return f"moved member {person.identity} to {city} (was {before.slug})"
-        return f"added member {person.identity} to {city}"
+            return f"moved member {person.identity} to {slug} (was {before.slug})"
+        return f"added member {person.identity} to {slug}"
 
     admin_write(db, action)
 
@@ -332,12 +333,17 @@ def bind(
 
     def action(store: Store) -> str:
         binding, before = admin.bind(store, conversation, city, SystemClock().now())
-        moved = f" (was {before.slug})" if before and before.slug != city else ""
-        return f"bound {binding.conversation} to {city}{moved}"
+        # Compared by id: `--city Bogota` is the city bogota, not a move from it.
+        moved = f" (was {before.slug})" if before and before.id != binding.city_id else ""
+        return f"bound {binding.conversation} to {admin.city_of(store, city).slug}{moved}"
 
     admin_write(db, action)
 
 
 def unbind(conversation: str, db: Db = None) -> None:
     """Unbind a conversation from its city."""
-    admin_write(db, lambda store: f"unbound {conversation} from {admin.unbind(store, conversation).slug}")
+    # The conversation as stored: `slack:t0001:c0001` finds slack:T0001:C0001.
+    admin_write(
+        db,
+        lambda store: f"unbound {admin.identity(conversation)} from {admin.unbind(store, conversation).slug}",
+    )
