@@ -303,6 +303,42 @@ def test_program_load_replaces_the_calendar_and_a_bad_file_keeps_the_old_one(
     assert "2028-01 (day not fixed)" in shown.stdout
 
 
+ODD_PROGRAMS = [
+    # A phase at datetime's end: loaded, every scheduler pass then raised OverflowError.
+    (
+        "cohort: far\nphases:\n  - key: a\n    name: A\n    start: 9999-12-01\n    end: 9999-12-31\n",
+        ":5: phases.0.start: 9999-12-01 is out of range: give a date from 1900 to 2999",
+    ),
+    (
+        "cohort: far\nphases: []\nevents:\n  - {key: e, name: E, month: 9999-12}\n",
+        ":4: events.0.month: 9999-12",
+    ),
+    (
+        "cohort: far\nphases: []\nevents:\n  - {key: e, name: E, week_of: 0001-01-01}\n",
+        ":4: events.0.week_of",
+    ),
+    # An alias inside itself, or nesting deeper than Python recurses: a traceback.
+    ("cohort: &c [*c]\nphases: []\n", ": not valid YAML (nested too deeply, or an alias inside itself)"),
+    (
+        "cohort: " + "[" * 5000 + "]" * 5000 + "\n",
+        ": not valid YAML (nested too deeply, or an alias inside itself)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), ODD_PROGRAMS, ids=range(len(ODD_PROGRAMS)))
+def test_program_load_refuses_an_odd_file_in_one_line_and_keeps_the_old_calendar(
+    db_url: str, engine: Engine, tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    refused = runner.invoke(app, ["program", "load", str(path), "--db", db_url])
+    assert refused.exit_code == 1 and refused.stderr.startswith(f"error: {path}{message}"), refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    with open_store(engine) as store:
+        assert store.program_document() is None
+
+
 def test_bundled_calendar_loads_cleanly() -> None:
     document = default_document()
     assert document["cohort"] == "2026-27" and len(document["events"]) == 11

@@ -3,11 +3,12 @@
 import datetime as dt
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
+from bot.calendar.sessions import FIRST_YEAR, LAST_YEAR
 from bot.core.i18n import translator
 
 DEFAULT_PROGRAM = Path(__file__).parent / "data" / "program-2026-27.yaml"
@@ -27,11 +28,22 @@ def local(text: LocalText, language: str) -> str:
     return text.get(language) or text.get("en") or next(iter(text.values()))  # type: ignore[call-overload]
 
 
+def _in_range(day: dt.date) -> dt.date:
+    # The years sessions keep to: the scheduler works out days around the program's (a phase ending on
+    # 31 Dec 9999 made every pass raise OverflowError).
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise ValueError(f"{day.isoformat()} is out of range: give a date from {FIRST_YEAR} to {LAST_YEAR}")
+    return day
+
+
+Day = Annotated[dt.date, AfterValidator(_in_range)]
+
+
 class Phase(BaseModel):
     key: str
     name: LocalText
-    start: dt.date
-    end: dt.date
+    start: Day
+    end: Day
     pathway: Literal["implementation", "capacity"] | None = None
     precision: Literal["day", "month"] = "month"
     involves: list[LocalText] = Field(default_factory=list)
@@ -49,13 +61,20 @@ class Event(BaseModel):
     key: str
     name: LocalText
     pathway: Literal["implementation", "capacity"] | None = None
-    date: dt.date | None = None
-    week_of: dt.date | None = None
-    start: dt.date | None = None
-    end: dt.date | None = None
+    date: Day | None = None
+    week_of: Day | None = None
+    start: Day | None = None
+    end: Day | None = None
     month: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
     phase: str | None = None
     per_city: bool = False
+
+    @field_validator("month")
+    @classmethod
+    def _month_in_range(cls, month: str | None) -> str | None:
+        if month is not None and not FIRST_YEAR <= int(month[:4]) <= LAST_YEAR:
+            raise ValueError(f"{month} is out of range: give a month from {FIRST_YEAR} to {LAST_YEAR}")
+        return month
 
     @model_validator(mode="after")
     def _one_when(self) -> "Event":
@@ -217,13 +236,16 @@ def load_program_file(path: Path) -> dict[str, Any]:
     try:
         root = yaml.compose(text, Loader=_Loader)
         document = yaml.load(text, Loader=_Loader)  # a SafeLoader underneath
+        document = _jsonable(document) if isinstance(document, dict) else document
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ProgramFileError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    except RecursionError:  # PyYAML and `_jsonable` recurse: no calendar is that deep
+        why = "nested too deeply, or an alias inside itself"
+        raise ProgramFileError(f"{path}: not valid YAML ({why})") from None
     if not isinstance(document, dict):
         raise ProgramFileError(f"{path}:1: a program calendar is a mapping with cohort, phases and events")
-    document = _jsonable(document)
     try:
         parse_program(document)
     except ValidationError as error:
