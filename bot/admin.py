@@ -149,6 +149,12 @@ def add_member(store: Store, who: str, city_slug: str, now: datetime, name: str 
     return existing
 
 
+def _distinct(cities: list[City]) -> list[City]:
+    """Each city once, in the order given: `--city lima --city Lima` names one city (twice, it was
+    linked twice, against the table's key)."""
+    return list({city.id: city for city in cities}.values())
+
+
 def add_coach(
     store: Store,
     who: str,
@@ -159,7 +165,7 @@ def add_coach(
 ) -> tuple[Person, list[City]]:
     """A new coach of the listed cities (all cities when none are listed), or more cities for a coach."""
     who = identity(who)
-    cities = [city_of(store, slug) for slug in city_slugs]
+    cities = _distinct([city_of(store, slug) for slug in city_slugs])
     if zone is not None:
         check_zone(zone)
     existing = store.person(who)
@@ -424,7 +430,7 @@ def remove_person(store: Store, who: str, role: Role, city_slugs: list[str] | No
             raise AdminError(
                 f"{who} coaches all cities: remove the coach, then add it for the cities to keep"
             )
-        cities = [city_of(store, slug) for slug in city_slugs]
+        cities = _distinct([city_of(store, slug) for slug in city_slugs])
         coached = set(store.coached_city_ids(person))
         for city in cities:
             if city.id not in coached:

@@ -197,6 +197,19 @@ def test_coach_add_without_city_coaches_all_and_again_adds_cities(seeded: str, e
         assert lead is not None and len(store.coached_city_ids(lead)) == 2
 
 
+def test_a_city_named_twice_is_one_city_to_coach_add_and_coach_remove(seeded: str, engine: Engine) -> None:
+    """`--city lima --city Lima` (a list pasted twice): was an IntegrityError traceback."""
+    run(seeded, "city", "add", "lima", "--name", "Lima", "--tz", "America/Lima")
+    for identity in ("console:new-coach", "slack:T0001:U0C0ACH"):  # a new coach, and one with a city
+        code, out, err = run(seeded, "coach", "add", identity, "--city", "lima", "--city", "Lima")
+        assert (code, out, err) == (0, f"{identity} coaches lima\n", "")
+    code, out, _ = run(seeded, "coach", "remove", "slack:T0001:U0C0ACH", "--city", "lima", "--city", "lima")
+    assert (code, out) == (0, "slack:T0001:U0C0ACH no longer coaches lima\n")
+    with open_store(engine) as store:
+        coach, lima = store.person("slack:T0001:U0C0ACH"), store.city_by_slug("lima")
+        assert coach is not None and lima is not None and lima.id not in store.coached_city_ids(coach)
+
+
 TEAMS_CHANNEL = "teams:72f988bf-86f1-41af-91ab-2d7cd011db47:19:a-long-channel-name@thread.tacv2"
 
 
