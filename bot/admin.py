@@ -6,6 +6,7 @@ the caller's unit of work then rolls back, so a refused command changes nothing.
 
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
@@ -382,10 +383,18 @@ def set_city_schedule(
     return city
 
 
-def archive_city(store: Store, slug: str, now: datetime) -> tuple[City, int]:
-    """The city leaves the program: nothing more is planned for it or about it, and what was planned
-    and not yet sent is dropped (how many, returned); coaches' views of all their cities leave it out.
-    Its people, conversations, updates, blockers and sessions stay."""
+@dataclass(frozen=True)
+class Archived:
+    city: City
+    dropped: int  # planned messages not sent
+    revoked: int  # join codes that worked until then
+
+
+def archive_city(store: Store, slug: str, now: datetime) -> Archived:
+    """The city leaves the program: nothing more is planned for it or about it, what was planned and not
+    yet sent is dropped, and its join codes stop working (whoever joined would be promised reminders);
+    coaches' views of all their cities leave it out. Its people, conversations, updates, blockers and
+    sessions stay."""
     city = city_of(store, slug)
     if city.archived_at is not None:
         raise AdminError(f"{city.slug} is already archived (city restore {city.slug} brings it back)")
@@ -402,8 +411,19 @@ def archive_city(store: Store, slug: str, now: datetime) -> tuple[City, int]:
     for row in planned:
         row.status, row.last_error = OutboxStatus.dropped, LEFT_PROGRAM
         store.session.add(row)
+    codes = [c for c in store.join_codes([city.id]) if join_code_state(c, now) == "active"]
+    for code in codes:
+        code.revoked_at = now
+        store.session.add(code)
     store.session.flush()
-    return city, len(planned)
+    return Archived(city, len(planned), len(codes))
+
+
+def archived_note(city: City) -> str:
+    """What an admin adding to an archived city is told: it takes, and nothing comes of it meanwhile."""
+    if city.archived_at is None:
+        return ""
+    return f" ({city.slug} is archived: nothing is planned for it until `cda-bot city restore {city.slug}`)"
 
 
 def restore_city(store: Store, slug: str) -> City:
@@ -485,6 +505,8 @@ def add_join_code(
     store: Store, city_slug: str, now: datetime, days: int = DEFAULT_CODE_DAYS, uses: int | None = None
 ) -> JoinCode:
     city = city_of(store, city_slug)
+    if city.archived_at is not None:
+        raise AdminError(f"{city.slug} is archived: `cda-bot city restore {city.slug}` before a join code")
     days = _within(days, "--expires", 1, 366, "1 to 366 days")
     if uses is not None:
         uses = _within(uses, "--uses", 1, 10_000, "1 to 10000 people")

@@ -28,7 +28,7 @@ ALPHA_REMINDER_DUE = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 
 def archive(bot: TestBot, slug: str) -> int:
     with bot.store() as store:
-        return admin.archive_city(store, slug, bot.clock.now())[1]
+        return admin.archive_city(store, slug, bot.clock.now()).dropped
 
 
 def shown(inbox: Inbox, *marks: str) -> list[str]:
@@ -92,8 +92,21 @@ def test_a_restored_city_is_planned_again_at_the_next_pass(world: TestBot) -> No
 
 
 def test_city_archive_and_restore_from_the_command_line(world: TestBot, db_url: str) -> None:
+    assert run(db_url, "city", "join-code", "alpha")[0] == 0
     code, out, _ = run(db_url, "city", "archive", "alpha")
-    assert code == 0 and out.startswith("archived city alpha (Alpha)")
+    # The notices of Alpha's blocker to its three coaches had not gone yet (no deliverer runs here); and
+    # whoever joined now would be told reminders will come: the code stops working.
+    assert (
+        code == 0 and out == "archived city alpha (Alpha); 3 planned messages not sent; 1 join code revoked\n"
+    )
+    codes = json.loads(run(db_url, "city", "join-codes", "alpha", "--json")[1])
+    assert [code["state"] for code in codes] == ["revoked"]
+    code, _out, err = run(db_url, "city", "join-code", "alpha")
+    assert code == 1 and "alpha is archived: `cda-bot city restore alpha` before a join code" in err
+    code, out, _ = run(db_url, "session", "add", "--city", "alpha", "--start", "2026-12-10T10:00")
+    assert code == 0 and out.endswith(
+        "(alpha is archived: nothing is planned for it until `cda-bot city restore alpha`)\n"
+    )
     code, _out, err = run(db_url, "city", "archive", "alpha")
     assert code == 1 and "alpha is already archived (city restore alpha brings it back)" in err
     code, _out, err = run(db_url, "city", "archive", "atlantis")

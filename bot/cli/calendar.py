@@ -66,7 +66,7 @@ def session_add(
         found = admin.city_of(store, city)  # as stored: `--city Bogota` finds bogota
         repeat = f", repeating {session.rrule}" if session.rrule else ""
         when = local_when(session.start_local, found.zone)
-        return f"added session #{session.id} for {found.slug}: {when}{repeat}"
+        return f"added session #{session.id} for {found.slug}: {when}{repeat}{admin.archived_note(found)}"
 
     admin_write(db, action)
 

@@ -107,13 +107,18 @@ def city_set(
 @city_app.command("archive")
 def city_archive(slug: str, db: Db = None) -> None:
     """A city leaves the program (its cohort is over, or it withdrew): no more reminders, nudges,
-    digests or blocker notices for it or about it, and coaches' views of all their cities leave it out.
-    Its team can still write, a coach can still name it, and its history stays; `city restore` undoes it."""
+    digests or blocker notices for it or about it, its join codes stop working, and coaches' views of
+    all their cities leave it out. Its team can still write, a coach can still name it, and its history
+    stays; `city restore` undoes it (but for the join codes)."""
 
     def action(store: Store) -> str:
-        city, dropped = admin.archive_city(store, slug, SystemClock().now())
-        planned = f"; {dropped} planned message{'s' if dropped != 1 else ''} not sent" if dropped else ""
-        return f"archived city {city.slug} ({city.name}){planned}"
+        done = admin.archive_city(store, slug, SystemClock().now())
+        told = [f"archived city {done.city.slug} ({done.city.name})"]
+        if done.dropped:
+            told.append(f"{done.dropped} planned message{'s' if done.dropped != 1 else ''} not sent")
+        if done.revoked:
+            told.append(f"{done.revoked} join code{'s' if done.revoked != 1 else ''} revoked")
+        return "; ".join(told)
 
     admin_write(db, action)
 
@@ -214,10 +219,11 @@ def member_add(
     def action(store: Store) -> str:
         before = admin.city_of_member(store, identity)
         person = admin.add_member(store, identity, city, SystemClock().now(), name)
-        slug = admin.city_of(store, city).slug  # as stored: `--city Bogota` finds bogota
+        found = admin.city_of(store, city)
+        slug, note = found.slug, admin.archived_note(found)  # as stored: `--city Bogota` finds bogota
         if before is not None:
-            return f"moved member {person.identity} to {slug} (was {before.slug})"
-        return f"added member {person.identity} to {slug}"
+            return f"moved member {person.identity} to {slug} (was {before.slug}){note}"
+        return f"added member {person.identity} to {slug}{note}"
 
     admin_write(db, action)
 
@@ -335,7 +341,8 @@ def bind(
         binding, before = admin.bind(store, conversation, city, SystemClock().now())
         # Compared by id: `--city Bogota` is the city bogota, not a move from it.
         moved = f" (was {before.slug})" if before and before.id != binding.city_id else ""
-        return f"bound {binding.conversation} to {admin.city_of(store, city).slug}{moved}"
+        found = admin.city_of(store, city)
+        return f"bound {binding.conversation} to {found.slug}{moved}{admin.archived_note(found)}"
 
     admin_write(db, action)
 
