@@ -184,7 +184,14 @@ async def test_a_slow_count_is_given_up_and_never_piled_up(engine: Engine) -> No
     assert await depth.counts() is None
     assert len(started) == 1  # the second scrape waited for the first count, it did not start another
     release.set()
-    assert await depth.counts() == {"pending": 0, "sending": 0, "failed": 0}
+    # Counted again once the database answers; on a loaded machine a count (a new connection, on
+    # PostgreSQL) may itself outlast 0.05 s, so a few scrapes are allowed for it.
+    counted = None
+    for _scrape in range(40):
+        counted = await depth.counts()
+        if counted is not None:
+            break
+    assert counted == {"pending": 0, "sending": 0, "failed": 0}
 
 
 async def test_backlog_gauges_come_from_the_hub(engine: Engine) -> None:
