@@ -81,6 +81,15 @@ BAD_EVENTS = [
         "UID:b16\nDTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;UNTIL=99991231\n",
         "event b16: UNTIL 9999-12-31 is out of range",
     ),
+    # Thousands of occurrences a month, which every scheduler pass would work through for every city.
+    (
+        "UID:b17\nDTSTART:20261201T100000\nRRULE:FREQ=MINUTELY;COUNT=50000\n",
+        "event b17: bad RRULE 'FREQ=MINUTELY;COUNT=50000': a session repeats once a day at most",
+    ),
+    (
+        "UID:b18\nDTSTART:20261201T100000\nRRULE:FREQ=DAILY;BYHOUR=9,10,11;COUNT=30\n",
+        "event b18: bad RRULE 'FREQ=DAILY;COUNT=30;BYHOUR=9,10,11': a session repeats once a day at most",
+    ),
 ]
 
 

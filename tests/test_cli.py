@@ -143,6 +143,9 @@ BAD = [
     ([*SESSION, "--rrule", "FREQ=WEEKLY;INTERVAL=99999999999;COUNT=2"], "INTERVAL must be"),
     ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=999999999999"], "COUNT must be a whole number from 1 to"),
     ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=0"], "COUNT must be a whole number from 1 to"),
+    # Thousands of starts a month, which every scheduler pass would work through for every city.
+    ([*SESSION, "--rrule", "FREQ=SECONDLY;COUNT=100000"], "a session repeats once a day at most"),
+    ([*SESSION, "--rrule", "FREQ=HOURLY", "--until", "2027-01-01"], "a session repeats once a day at most"),
 ]
 # fmt: on
 
