@@ -11,16 +11,16 @@ from datetime import date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import col, select
 
 from bot.calendar.sessions import (
     DEFAULT_TITLE,
-    FIRST_YEAR,
-    LAST_YEAR,
     Fields,
     SessionError,
     between,
     check_session,
+    in_years,
     local_start,
 )
 from bot.core.identity import IdentityError, normalize_identity
@@ -281,8 +281,9 @@ def skip_day(store: Store, city_slug: str, day_text: str, now: datetime) -> list
     start = datetime.combine(day, time(), tz)
     sessions = {s.id: s for s in store.sessions_of(city.id)}  # type: ignore[arg-type]
     # No session is outside those years, and the day's bounds in UTC may not be a datetime there.
-    in_range = FIRST_YEAR <= day.year <= LAST_YEAR
-    found = between(sessions.values(), city.zone, start, start + timedelta(days=1)) if in_range else []
+    found = (
+        between(sessions.values(), city.zone, start, start + timedelta(days=1)) if in_years(day.year) else []
+    )
     if not found:
         raise AdminError(f"{city.slug} has no session on {day.isoformat()}")
     cancelled = []
@@ -401,22 +402,21 @@ def archive_city(store: Store, slug: str, now: datetime) -> Archived:
     city.archived_at = now
     store.session.add(city)
     # Replies stay: someone who wrote is waiting for them, and they only answer what was asked.
-    planned = store.session.exec(
-        select(OutboxMessage).where(
-            OutboxMessage.city_id == city.id,
-            OutboxMessage.status == OutboxStatus.pending,
-            OutboxMessage.kind != REPLY_KIND,
+    planned = store.session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.city_id) == city.id,
+            col(OutboxMessage.status) == OutboxStatus.pending,
+            col(OutboxMessage.kind) != REPLY_KIND,
         )
-    ).all()
-    for row in planned:
-        row.status, row.last_error = OutboxStatus.dropped, LEFT_PROGRAM
-        store.session.add(row)
+        .values(status=OutboxStatus.dropped, last_error=LEFT_PROGRAM)
+    )
     codes = [c for c in store.join_codes([city.id]) if join_code_state(c, now) == "active"]
     for code in codes:
         code.revoked_at = now
         store.session.add(code)
     store.session.flush()
-    return Archived(city, len(planned), len(codes))
+    return Archived(city, planned.rowcount, len(codes))
 
 
 def archived_note(city: City) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
-from bot.calendar.sessions import FIRST_YEAR, LAST_YEAR
+from bot.calendar.sessions import FIRST_YEAR, LAST_YEAR, in_years
 from bot.core.i18n import translator
 
 DEFAULT_PROGRAM = Path(__file__).parent / "data" / "program-2026-27.yaml"
@@ -31,7 +31,7 @@ def local(text: LocalText, language: str) -> str:
 def _in_range(day: dt.date) -> dt.date:
     # The years sessions keep to: the scheduler works out days around the program's (a phase ending on
     # 31 Dec 9999 made every pass raise OverflowError).
-    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+    if not in_years(day.year):
         raise ValueError(f"{day.isoformat()} is out of range: give a date from {FIRST_YEAR} to {LAST_YEAR}")
     return day
 
@@ -72,7 +72,7 @@ class Event(BaseModel):
     @field_validator("month")
     @classmethod
     def _month_in_range(cls, month: str | None) -> str | None:
-        if month is not None and not FIRST_YEAR <= int(month[:4]) <= LAST_YEAR:
+        if month is not None and not in_years(int(month[:4])):
             raise ValueError(f"{month} is out of range: give a month from {FIRST_YEAR} to {LAST_YEAR}")
         return month
 

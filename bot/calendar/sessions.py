@@ -138,8 +138,13 @@ def local_start(value: datetime, zone: str, name: str) -> datetime:
     return local
 
 
+def in_years(year: int) -> bool:
+    """Whether `year` is one a session's or the program's dates may fall in."""
+    return FIRST_YEAR <= year <= LAST_YEAR
+
+
 def in_range(value: datetime, name: str) -> None:
-    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+    if not in_years(value.year):
         raise SessionError(
             f"{name} {value.date().isoformat()} is out of range: give a date from {FIRST_YEAR} to {LAST_YEAR}"
         )
@@ -171,8 +176,7 @@ def check_session(
     # pass take 15 s where 2 s is usual).
     if values.get("FREQ") in SUB_DAILY or any("," in values.get(part, "") for part in SUB_DAILY_PARTS):
         raise SessionError(f"bad {names.rule} '{rule}': a session repeats once a day at most")
-    parts = {part.split("=", 1)[0].strip().upper() for part in rule.split(";")}
-    if until_local is None and not parts & {"UNTIL", "COUNT"}:
+    if until_local is None and not values.keys() & {"UNTIL", "COUNT"}:
         raise SessionError(f"a recurring session needs {names.until} (or COUNT= in {names.rule})")
     if until_local is not None and until_local < start_local:
         raise SessionError(f"{names.until} is before {names.start}")

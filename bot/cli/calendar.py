@@ -20,7 +20,7 @@ from bot.calendar.program import (
     program_from,
 )
 from bot.calendar.sessions import upcoming
-from bot.cli.common import EN, Db, admin_write, engine_for, fail, instant_when, local_when, out
+from bot.cli.common import EN, Db, admin_write, counted, engine_for, fail, instant_when, local_when, out
 from bot.cli.listing import AsJson, Shown, Value, print_rows, tsv_line
 from bot.core.clock import SystemClock
 from store.models import CoachingSession
@@ -187,10 +187,6 @@ def calendar_export(city: Annotated[str, typer.Option("--city")], db: Db = None)
 
 
 MAX_NAMED = 5  # cities a message names before it counts the rest
-
-
-def counted(count: int, one: str, many: str | None = None) -> str:
-    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 @program_app.command("load")

@@ -138,6 +138,11 @@ def admin_write(db: str | None, action: Callable[[Store], str]) -> None:
     out.print(message, markup=False)
 
 
+def counted(count: int, one: str, many: str | None = None) -> str:
+    """`1 phase`, `2 phases`, `3 cities`: a count and its noun, for what a command prints."""
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 EN = translator("en")  # the CLI speaks to admins, in English, with the bot's dates
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from bot import admin
-from bot.cli.common import Db, admin_write, engine_for, fail, instant_when
+from bot.cli.common import Db, admin_write, counted, engine_for, fail, instant_when
 from bot.cli.listing import AsJson, Shown, Value, print_rows
 from bot.core.clock import SystemClock
 from store.models import Role
@@ -115,9 +115,9 @@ def city_archive(slug: str, db: Db = None) -> None:
         done = admin.archive_city(store, slug, SystemClock().now())
         told = [f"archived city {done.city.slug} ({done.city.name})"]
         if done.dropped:
-            told.append(f"{done.dropped} planned message{'s' if done.dropped != 1 else ''} not sent")
+            told.append(f"{counted(done.dropped, 'planned message')} not sent")
         if done.revoked:
-            told.append(f"{done.revoked} join code{'s' if done.revoked != 1 else ''} revoked")
+            told.append(f"{counted(done.revoked, 'join code')} revoked")
         return "; ".join(told)
 
     admin_write(db, action)
