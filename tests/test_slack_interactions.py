@@ -13,8 +13,9 @@ import pytest
 from sqlmodel import select
 
 from adapters.slack.adapter import NOT_STORED, STILL_SAVING
+from bot.core.i18n import LANGUAGES
 from bot.core.inbox import HANDOFF
-from bot.core.messages import DeliveryError, Reply
+from bot.core.messages import DeliveryError, Reply, not_saved, still_saving
 from store.models import Blocker, BlockerStatus, InboxMessage, Update
 from tests.platform_run import lost_write, outbox_of, slow_writes
 from tests.slack_fixtures import CHANNEL, COACH, Running, mock, running, slack_world  # noqa: F401
@@ -293,6 +294,9 @@ def test_a_slash_command_still_saving_at_the_deadline_is_told_once_if_the_write_
     assert response.status_code == 200 and response.text == STILL_SAVING
     [told] = running.mock.wait_for("response_url")
     assert told.params["text"] == NOT_STORED and told.params["response_type"] == "ephemeral"
+    # Slack names no language and the database that knows the city's is away: the team reads its own.
+    for language in LANGUAGES:
+        assert still_saving(language) in response.text and not_saved(language) in told.params["text"]
     running.settle()
     time.sleep(0.5)
     assert running.mock.named("response_url") == [told]

@@ -33,7 +33,15 @@ from adapters.slack.gate import BODY_TIMEOUT_SECONDS, COMMAND, MAX_BODY_BYTES, G
 from adapters.slack.oauth_stores import InstallationStore, StateStore
 from adapters.slack.parse import PLATFORM, RESOLVE_ACTION
 from adapters.slack.token_crypto import TokenDecryptionError
-from bot.core.messages import UPDATE_RECORDED, Attachment, DeliveryError, InboundMessage, Reply, not_saved
+from bot.core.messages import (
+    UPDATE_RECORDED,
+    Attachment,
+    DeliveryError,
+    InboundMessage,
+    Reply,
+    not_saved,
+    still_saving,
+)
 from bot.runtime.http_input import body_or_refusal
 from bot.runtime.hub import Hub, Unavailable, Undecided
 
@@ -54,8 +62,9 @@ BOT_SCOPES = [
 SLASH_COMMAND = COMMAND  # the gate refuses any other
 EVENTS_ROUTE = "/slack/events"
 UPDATE_REACTION = "white_check_mark"
-NOT_STORED = not_saved("en")  # a Slack payload names no language
-STILL_SAVING = "I'm still saving that. Once it's saved, my answer will follow here."
+# A Slack payload names no language, and without the database the city's is not known: all three.
+NOT_STORED = not_saved()
+STILL_SAVING = still_saving()
 # Errors that another attempt cannot fix: the outbox stops retrying these.
 PERMANENT_ERRORS = frozenset(
     {

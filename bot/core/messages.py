@@ -13,6 +13,8 @@ MAX_TEXT = 8000
 # Told when a message could not be stored: before the database could say who spoke and in which
 # language, so in the platform's language where it names one, else in the program's three.
 NOT_SAVED = N_("I couldn't record that just now, so nothing was saved. Please send it again in a minute.")
+# Told when a message may yet be stored once the platform's deadline has passed, as its answer is.
+STILL_SAVING = N_("I'm still saving that. Once it's saved, my answer will follow here.")
 UPDATE_RECORDED = "update_recorded"  # Reply.kind of a recorded momentum update
 SOON = "{soon}"  # in a reply with `starts_at`: replaced by "in 52 minutes" when the reply is sent
 
@@ -23,9 +25,18 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def not_saved(language: str | None = None) -> str:
     """NOT_SAVED in `language` (`es`, or a locale such as `es-419`), or in all three, a line each, when
     none is known."""
+    return _told_without_database(NOT_SAVED, language)
+
+
+def still_saving(language: str | None = None) -> str:
+    """STILL_SAVING as `not_saved` gives NOT_SAVED."""
+    return _told_without_database(STILL_SAVING, language)
+
+
+def _told_without_database(message: str, language: str | None) -> str:
     code = (language or "").split("-")[0].lower()
     return "\n".join(
-        translator(lang).gettext(NOT_SAVED) for lang in ([code] if code in LANGUAGES else LANGUAGES)
+        translator(lang).gettext(message) for lang in ([code] if code in LANGUAGES else LANGUAGES)
     )
 
 
