@@ -9,15 +9,17 @@ Every test drives the real paths (the dispatcher through `TestBot`, the planner 
 through `PassRunner`) against the `world` of tests/conftest.py: alpha bound to slack:T0001:C0001,
 beta, gamma, their members, coaches and sessions."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlmodel import select
 
 from bot import admin
-from bot.core.messages import DeliveryError, Reply
+from bot.core.inbox import REPLY_KIND, accept, handle_or_fail
+from bot.core.messages import DeliveryError, InboundMessage, Reply
 from bot.runtime.delivery import UNSEEN
 from store.models import OutboxMessage, OutboxStatus, Role
-from tests.conftest import TestBot
+from tests.conftest import TestBot, said
 from tests.test_scheduler import Inbox, tick
 
 ALPHA_CHANNEL = "slack:T0001:C0001"  # bound to alpha in the world
@@ -128,3 +130,91 @@ def test_coach_taken_off_a_city_is_not_sent_a_queued_digest_showing_it(world: Te
     assert [r.title for r in _to(console, "console:coach-a")].count("Weekly digest") == 1
     assert not [r for r in _to(console, "console:coach-ab") if r.title == "Weekly digest"]
     assert _dropped_as_unseen(world, "console:coach-ab", "digest")
+
+
+# A reply held back by a failing platform is asked the rule again when it is retried: meanwhile an admin
+# may have bound the channel it answers to another city, or taken the coach it answers off the city.
+SLACK_MEMBER, SLACK_COACH = "slack:T0001:UALPHA", "slack:T0001:UCOACH"
+
+
+def _reply_waits_for_a_retry(world: TestBot, message: InboundMessage) -> Inbox:
+    """`message` handled as the server does (stored, then handled, its replies left for the
+    deliverer), and a first attempt to send them that Slack refuses."""
+    with world.store() as store:
+        admin.add_member(store, SLACK_MEMBER, "alpha", world.clock.now(), "Ana of Alpha")
+        admin.add_coach(store, SLACK_COACH, ["alpha", "beta"], world.clock.now(), "Coach of two")
+    now = world.clock.now()
+    with world.store() as store:
+        inbox_id = accept(store, message, now).inbox_id
+    assert inbox_id is not None
+    handle_or_fail(world.engine, inbox_id, now)
+    slack = Inbox(world.clock, "slack")
+    slack.failing = DeliveryError("slack is down")
+    tick(world, now, slack)
+    assert slack.received == []
+    slack.failing = None
+    return slack
+
+
+def _replies_dropped_as_unseen(bot: TestBot) -> list[str]:
+    with bot.store() as store:
+        rows = store.session.exec(select(OutboxMessage).where(OutboxMessage.kind == REPLY_KIND)).all()
+    return [r.recipient for r in rows if r.status == OutboxStatus.dropped and r.last_error == UNSEEN]
+
+
+@pytest.mark.parametrize("rebound", [True, False], ids=["rebound", "still-alpha"])
+def test_a_held_back_reply_is_not_posted_in_a_channel_bound_to_another_city_since(
+    world: TestBot, rebound: bool
+) -> None:
+    """Alpha's member asks for Alpha's status in Alpha's channel; Slack fails the reply, and before the
+    retry an admin binds the channel to Beta. Beta's channel is not sent Alpha's status; a channel
+    still Alpha's is."""
+    asked = said(SLACK_MEMBER, "/cda status", world.clock.now(), conversation=ALPHA_CHANNEL)
+    slack = _reply_waits_for_a_retry(world, asked)
+    if rebound:
+        with world.store() as store:
+            admin.bind(store, ALPHA_CHANNEL, "beta", world.clock.now())
+    tick(world, world.clock.now() + timedelta(minutes=1), slack)
+    told = [r for r in _to(slack, ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
+    if rebound:
+        assert told == [], f"Beta's channel was sent Alpha's status: {told[0].text!r}"
+        assert _replies_dropped_as_unseen(world) == [ALPHA_CHANNEL]
+    else:
+        assert told and _replies_dropped_as_unseen(world) == []
+
+
+@pytest.mark.parametrize("taken_off", [True, False], ids=["taken-off-alpha", "still-coach"])
+def test_a_held_back_reply_is_not_sent_to_a_coach_taken_off_its_city_since(
+    world: TestBot, taken_off: bool
+) -> None:
+    """A coach of Alpha and Beta asks for their cities' status in a direct message; Slack fails the
+    reply, and before the retry an admin takes them off Alpha: Alpha's status is not sent to them."""
+    slack = _reply_waits_for_a_retry(world, said(SLACK_COACH, "/cda status", world.clock.now()))
+    if taken_off:
+        with world.store() as store:
+            admin.remove_person(store, SLACK_COACH, Role.coach, ["alpha"])
+    tick(world, world.clock.now() + timedelta(minutes=1), slack)
+    told = [r for r in _to(slack, SLACK_COACH) if _shows(r, "ALPHA", "Alpha")]
+    if taken_off:
+        assert told == [], f"a coach of Beta only was sent Alpha's status: {told[0].text!r}"
+        assert _replies_dropped_as_unseen(world) == [SLACK_COACH]
+    else:
+        assert told and _replies_dropped_as_unseen(world) == []
+
+
+def test_a_held_back_reply_in_a_direct_messages_own_conversation_is_still_sent(world: TestBot) -> None:
+    """A Slack DM is a conversation of its own (D…), neither a channel bound to a city nor a person: only
+    the asker is in it, and their answer goes there after a retry."""
+    asked = InboundMessage(
+        platform="slack",
+        message_id="dm-1",
+        conversation="slack:T0001:D0001",
+        sender=SLACK_MEMBER,
+        text="/cda status",
+        received_at=world.clock.now(),
+        direct=True,
+    )
+    slack = _reply_waits_for_a_retry(world, asked)
+    tick(world, world.clock.now() + timedelta(minutes=1), slack)
+    assert any(_shows(r, "ALPHA", "Alpha") for r in _to(slack, "slack:T0001:D0001"))
+    assert _replies_dropped_as_unseen(world) == []

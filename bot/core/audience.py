@@ -8,7 +8,7 @@ privately to the person who asked, with a short line in the conversation saying 
 An unprompted message (a reminder, a nudge, a digest, a coach's notice) is addressed when it is planned
 and may wait in the outbox (a platform down, a retry): `may_be_told` asks the rule again when it is
 sent, since a channel may have been bound to another city meanwhile, a member moved or a coach taken
-off a city."""
+off a city. So does a reply held back by retries (`REPLY_FRESH` in bot/runtime/delivery.py)."""
 
 from collections.abc import Callable, Iterable
 

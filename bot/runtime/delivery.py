@@ -65,6 +65,10 @@ UNSEEN = "the recipient may no longer see the city it is about"
 # Planned for a session that has since been removed, skipped or moved (a calendar import, the city's
 # zone changed): its time is no longer that session's. The session at its new time has its own.
 CANCELLED = "its session was cancelled or moved"
+# A reply sent within this of being written goes where it was asked, to the people who asked; one held
+# back longer (the platform down, retries) is asked the audience rule again, as an unprompted message is,
+# since an admin may have bound its channel to another city or taken its coach off the city meanwhile.
+REPLY_FRESH = timedelta(seconds=30)
 # How far a sent message got, as platforms report it; a failure is final.
 DELIVERY_ORDER = {"sent": 1, "delivered": 2, "read": 3}
 FINAL = frozenset({"failed", "undelivered"})
@@ -418,8 +422,16 @@ class Deliverer:
                 await self._record(row, OutboxStatus.dropped, now, refused, None)
                 report.dropped.append(row.id)
                 return
-        elif not row.context:
-            reference = await asyncio.to_thread(self._reference, row.recipient)
+        else:
+            cities = _about(row)
+            held_back = row.attempts > 1 or now - row.created_at > REPLY_FRESH
+            if cities and held_back and not await asyncio.to_thread(self._still_sees, row.recipient, cities):
+                log.info("not sent", extra={"outbox_id": row.id, "kind": row.kind, "reason": UNSEEN})
+                await self._record(row, OutboxStatus.dropped, now, UNSEEN, None)
+                report.dropped.append(row.id)
+                return
+            if not row.context:
+                reference = await asyncio.to_thread(self._reference, row.recipient)
         # A retry goes on from the parts of a long reply an earlier attempt sent, in whichever process.
         sent = await asyncio.to_thread(self._parts_sent, row.id) if row.attempts > 1 else []
         # The wait comes last, right before the send, so the spacing holds between actual sends.
@@ -651,6 +663,16 @@ class Deliverer:
     def _reference(self, recipient: str) -> dict[str, Any] | None:
         with open_store(reader(self.engine)) as store:
             return store.reference(recipient)
+
+    def _still_sees(self, recipient: str, cities: set[int]) -> bool:
+        """Whether a held-back reply may still go to `recipient`. A conversation that is neither bound to
+        a city nor a person on the roster is a direct message's own (only the asker is in it), or a
+        channel since unbound, whose asker is not known here: those keep their reply."""
+        with open_store(reader(self.engine)) as store:
+            found = views.whereabouts(store, recipient, recipient)
+        if found.person is None and found.channel_city is None:
+            return True
+        return may_be_told(found, cities)
 
     def _reachable(
         self, recipient: str, cities: set[int], reminds: tuple[int, datetime] | None = None
