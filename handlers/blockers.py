@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 
 from bot.core.i18n import Translator, translator
-from bot.core.messages import Button, Reply
+from bot.core.messages import BLOCKER_LOGGED, BLOCKER_RESOLVED, Button, Reply
 from bot.core.request import Request, Speaker
 from handlers.common import city_names, day_of, says_nothing
 from store import views
@@ -55,7 +55,7 @@ def open_blocker(req: Request, store: Store) -> Reply:
         )
     told = _("Your coaches have been told.") if coaches else _("No coach is assigned to your city yet.")
     logged = _("Blocker #{number} logged for {city}.").format(number=blocker.id, city=city.name)
-    return Reply(text=f"{logged} {told}")
+    return Reply(text=f"{logged} {told}", kind=BLOCKER_LOGGED)
 
 
 def resolve_blocker(req: Request, store: Store) -> Reply:
@@ -97,7 +97,7 @@ def resolve_numbered(
         text = _("Blocker #{number} resolved. Note: {note}").format(number=blocker.id, note=note)
     else:
         text = _("Blocker #{number} resolved.").format(number=blocker.id)
-    return Reply(text=text, about=[city.id])  # type: ignore[list-item]
+    return Reply(text=text, about=[city.id], kind=BLOCKER_RESOLVED)  # type: ignore[list-item]
 
 
 def _tell_coaches_resolved(store: Store, blocker: Blocker, city: City, by: Speaker, now: datetime) -> None:

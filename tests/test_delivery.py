@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
-from bot.core.inbox import REPLY_KIND, Claiming, Handled, accept, handle_all, reclaim_replies
+from bot.core.inbox import REPLY_KIND, Claiming, Handled, accept, handle_all, handle_or_fail, reclaim_replies
 from bot.core.messages import DeliveryError, Reply
 from bot.runtime import delivery
 from bot.runtime.delivery import LEASE, MAX_ATTEMPTS, Deliverer
@@ -21,6 +21,7 @@ from bot.runtime.hub import Hub
 from store.models import OutboxMessage, OutboxStatus
 from store.repo import Claim, Store
 from tests.conftest import TestBot, due_message, said, until
+from tests.test_scheduler import Inbox, tick
 
 
 class Recorder:
@@ -828,3 +829,32 @@ async def test_lanes_that_empty_while_replies_are_claimed_past_them_do_not_leave
     adapter = SlowRecorder(seconds=0.2)
     deliverer = Deliverer(testbot.engine, {"console": adapter}, testbot.clock)
     await _fill_lanes_then(deliverer, adapter, 8, lambda: None)
+
+
+def test_after_a_long_outage_what_was_recorded_is_still_confirmed_and_other_answers_are_not(
+    world: TestBot,
+) -> None:
+    """Slack takes a slash command's answers for 30 minutes. The server was down for 45 (the commands
+    stored and acknowledged before it went): the status asked then is no longer worth giving, but a
+    member whose update and blocker are in learns so, rather than send them again and have each
+    recorded twice."""
+    now = world.clock.now()
+    asked = ["/cda update the intake form is live", "/cda blocker waiting on the 311 export", "/cda status"]
+    for text in asked:
+        command = said("slack:T0001:UA1", text, now, conversation="slack:T0001:C0001")
+        command = command.model_copy(
+            update={"private": True, "reply_expires_at": now + timedelta(minutes=30)}
+        )
+        with world.store() as store:
+            inbox_id = accept(store, command, now).inbox_id
+        assert inbox_id is not None
+        handle_or_fail(world.engine, inbox_id, now)
+    slack = Inbox(world.clock, "slack")
+    tick(world, now + timedelta(minutes=45), slack)
+    told = [reply.text for _at, _who, reply in slack.received]
+    assert any(t.startswith("Update #") for t in told) and any(t.startswith("Blocker #") for t in told)
+    assert len(told) == 2, told
+    with world.store() as store:
+        rows = store.session.exec(select(OutboxMessage).where(OutboxMessage.kind == REPLY_KIND)).all()
+    [late] = [r for r in rows if r.recipient.startswith("slack") and r.status == OutboxStatus.dropped]
+    assert late.payload["text"].startswith("Status — Alpha") and late.sent_at is None

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from bot.core.clock import Clock
 from bot.core.dispatcher import command_of, dispatch, dispatch_all, failure_notice
 from bot.core.identity import platform_of
-from bot.core.messages import InboundMessage, Outgoing, Reply
+from bot.core.messages import RECORDED, InboundMessage, Outgoing, Reply
 from handlers.welcome import JOIN_HINT
 from store import bulk
 from store.db import is_transient
@@ -31,6 +31,7 @@ HANDOFF = timedelta(seconds=30)
 # has put them on a roster (the spec's rule for WhatsApp).
 ROSTER_FIRST = frozenset({"whatsapp"})
 JOIN_HINT_EXPIRES = timedelta(hours=1)
+RECORDED_REPLY_LIFETIME = timedelta(days=1)
 
 
 @dataclass
@@ -274,12 +275,22 @@ def _reply_rows(
             "attempts": 0,
             "due_at": now,
             "next_attempt_at": now,
-            "expires_at": msg.reply_expires_at,
+            "expires_at": _expires(msg, out.reply),
             "sent_at": now if shown else None,
             "created_at": now,
         }
         for index, out in enumerate(outgoing)
     ]
+
+
+def _expires(msg: InboundMessage, reply: Reply) -> datetime | None:
+    """When the reply is no longer worth giving: the platform's own limit (a Slack response URL's 30
+    minutes), but a day for one saying what was recorded. Should the server have been down that long,
+    the person still learns their update is in, rather than send it again; the adapter takes it
+    another way (Slack: the person's DM) when the original one is spent."""
+    if msg.reply_expires_at is None or reply.kind not in RECORDED:
+        return msg.reply_expires_at
+    return max(msg.reply_expires_at, msg.received_at + RECORDED_REPLY_LIFETIME)
 
 
 def _reply_key(msg: InboundMessage, index: int) -> str:

@@ -16,6 +16,11 @@ NOT_SAVED = N_("I couldn't record that just now, so nothing was saved. Please se
 # Told when a message may yet be stored once the platform's deadline has passed, as its answer is.
 STILL_SAVING = N_("I'm still saving that. Once it's saved, my answer will follow here.")
 UPDATE_RECORDED = "update_recorded"  # Reply.kind of a recorded momentum update
+BLOCKER_LOGGED = "blocker_logged"
+BLOCKER_RESOLVED = "blocker_resolved"
+# Replies telling someone that what they sent was recorded: late, they still say so (and that sending it
+# again would record it twice), where any other answer is no longer worth giving.
+RECORDED = frozenset({UPDATE_RECORDED, BLOCKER_LOGGED, BLOCKER_RESOLVED})
 SOON = "{soon}"  # in a reply with `starts_at`: replaced by "in 52 minutes" when the reply is sent
 
 
