@@ -831,6 +831,18 @@ async def test_lanes_that_empty_while_replies_are_claimed_past_them_do_not_leave
     await _fill_lanes_then(deliverer, adapter, 8, lambda: None)
 
 
+def _slash_command_handled(bot: TestBot, text: str) -> None:
+    """`text` as a Slack slash command in Alpha's channel (whose speakers count as Alpha's members),
+    stored and handled as the server does: its answers wait in the outbox for the deliverer."""
+    now = bot.clock.now()
+    command = said("slack:T0001:UA1", text, now, conversation="slack:T0001:C0001")
+    command = command.model_copy(update={"private": True, "reply_expires_at": now + timedelta(minutes=30)})
+    with bot.store() as store:
+        inbox_id = accept(store, command, now).inbox_id
+    assert inbox_id is not None
+    handle_or_fail(bot.engine, inbox_id, now)
+
+
 def test_after_a_long_outage_what_was_recorded_is_still_confirmed_and_other_answers_are_not(
     world: TestBot,
 ) -> None:
@@ -839,16 +851,12 @@ def test_after_a_long_outage_what_was_recorded_is_still_confirmed_and_other_answ
     member whose update and blocker are in learns so, rather than send them again and have each
     recorded twice."""
     now = world.clock.now()
-    asked = ["/cda update the intake form is live", "/cda blocker waiting on the 311 export", "/cda status"]
-    for text in asked:
-        command = said("slack:T0001:UA1", text, now, conversation="slack:T0001:C0001")
-        command = command.model_copy(
-            update={"private": True, "reply_expires_at": now + timedelta(minutes=30)}
-        )
-        with world.store() as store:
-            inbox_id = accept(store, command, now).inbox_id
-        assert inbox_id is not None
-        handle_or_fail(world.engine, inbox_id, now)
+    for text in (
+        "/cda update the intake form is live",
+        "/cda blocker waiting on the 311 export",
+        "/cda status",
+    ):
+        _slash_command_handled(world, text)
     slack = Inbox(world.clock, "slack")
     tick(world, now + timedelta(minutes=45), slack)
     told = [reply.text for _at, _who, reply in slack.received]
@@ -858,3 +866,22 @@ def test_after_a_long_outage_what_was_recorded_is_still_confirmed_and_other_answ
         rows = store.session.exec(select(OutboxMessage).where(OutboxMessage.kind == REPLY_KIND)).all()
     [late] = [r for r in rows if r.recipient.startswith("slack") and r.status == OutboxStatus.dropped]
     assert late.payload["text"].startswith("Status — Alpha") and late.sent_at is None
+
+
+def test_over_a_platform_outage_of_minutes_what_was_recorded_is_still_confirmed(world: TestBot) -> None:
+    """Slack refuses every send for five minutes. A status answer is given up after its six tries
+    (about 100 s: someone who asked is told quickly or not at all), but the reply saying the update is
+    in keeps being tried, and arrives once Slack is back: its author does not send it again."""
+    now = world.clock.now()
+    for text in ("/cda update the intake form is live", "/cda status"):
+        _slash_command_handled(world, text)
+    slack = Inbox(world.clock, "slack")
+    slack.failing = DeliveryError("slack answered 500")
+    for second in range(0, 15 * 60, 10):
+        slack.failing = slack.failing if second < 5 * 60 else None
+        tick(world, now + timedelta(seconds=second), slack)
+    assert [reply.text.split(" for ")[0] for _at, _who, reply in slack.received] == ["Update #4 recorded"]
+    with world.store() as store:
+        rows = store.session.exec(select(OutboxMessage).where(OutboxMessage.recipient == "slack:T0001:UA1"))
+        failed = [r.payload["text"].split("\n")[0] for r in rows if r.status == OutboxStatus.failed]
+    assert failed == ["Status — Alpha"]

@@ -23,7 +23,7 @@ from bot.core.audience import may_be_told
 from bot.core.clock import Clock
 from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND, Claiming
-from bot.core.messages import Adapter, DeliveryError, Reply
+from bot.core.messages import RECORDED, Adapter, DeliveryError, Reply
 from bot.runtime import metrics
 from bot.runtime.intake import Handoff
 from bot.runtime.ratelimit import RateLimiter, limit_key
@@ -38,6 +38,9 @@ log = logging.getLogger("cda_bot.delivery")
 BACKOFF_SECONDS = (30, 120, 600, 1800, 3600)
 # Someone is waiting for a reply: retry within seconds, not minutes.
 REPLY_BACKOFF_SECONDS = (1, 3, 10, 30, 60)
+# A reply saying what was recorded is worth giving late (until it expires, a day): over a platform's
+# outage of minutes the person still learns their update is in, rather than send it again.
+RECORDED_BACKOFF_SECONDS = (1, 10, 60, 600, 3600)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 # How long a claimed row stays with its deliverer. The server renews the lease of what it holds every
 # third of it, so a row changes hands only when its deliverer died or lost the database for longer.
@@ -161,9 +164,14 @@ def record_pause(attempt: int) -> float:
     return min(0.5 * attempt, 5.0)
 
 
-def retry_delay(kind: str, attempts: int, retry_after: float | None) -> timedelta:
-    schedule = REPLY_BACKOFF_SECONDS if kind == REPLY_KIND else BACKOFF_SECONDS
-    backoff = schedule[min(attempts, len(schedule)) - 1]
+def retry_delay(row: OutboxMessage, retry_after: float | None) -> timedelta:
+    if row.kind != REPLY_KIND:
+        schedule = BACKOFF_SECONDS
+    elif row.payload.get("kind") in RECORDED:
+        schedule = RECORDED_BACKOFF_SECONDS
+    else:
+        schedule = REPLY_BACKOFF_SECONDS
+    backoff = schedule[min(row.attempts, len(schedule)) - 1]
     return timedelta(seconds=max(backoff, retry_after or 0))
 
 
@@ -486,7 +494,7 @@ class Deliverer:
                 await self._record(row, OutboxStatus.failed, now, reason, None, parts)
                 report.failed.append(row.id)
             else:
-                retry_at = now + retry_delay(row.kind, row.attempts, retry_after)
+                retry_at = now + retry_delay(row, retry_after)
                 metrics.send_failed(platform_of(row.recipient), final=False)
                 await self._record(row, OutboxStatus.pending, now, reason, retry_at, parts)
                 report.retrying.append(row.id)
@@ -570,7 +578,7 @@ class Deliverer:
                 else:
                     metrics.send_failed(platform, final=False)
                     row.status = OutboxStatus.pending
-                    row.next_attempt_at = now + retry_delay(row.kind, row.attempts, error.retry_after)
+                    row.next_attempt_at = now + retry_delay(row, error.retry_after)
             if error is not None and row.status == OutboxStatus.pending:
                 # A part did not arrive: the retry sends the whole reply, not what follows the parts
                 # posted so far (their later reports find no row, and change nothing).
