@@ -24,6 +24,7 @@ from bot.calendar.sessions import (
     local_start,
 )
 from bot.core.identity import IdentityError, normalize_identity
+from scheduler.planner import nudge_hours
 from store.models import (
     LEFT_PROGRAM,
     NUDGE_AFTER_DAYS_MAX,
@@ -341,6 +342,30 @@ def describe_days(days: list[int]) -> str:
     return ",".join(DAY_NAMES[d] for d in days) or "none"
 
 
+def describe_quiet(start: int, end: int) -> str:
+    return f"{start}:00–{end}:00"
+
+
+def _check_nudges(city: City) -> None:
+    # The scheduler nudges from the nudge hour to midnight, outside quiet hours: settings that leave no
+    # such hour were taken, and then no nudge ever went out.
+    if city.nudge_after_days > 0 and not nudge_hours(city.nudge_hour, city.quiet_start, city.quiet_end):
+        raise AdminError(
+            f"no nudge would ever go out: nudges go from the nudge hour ({city.nudge_hour}:00) to midnight, "
+            f"all of it in quiet hours {describe_quiet(city.quiet_start, city.quiet_end)}; give an earlier "
+            "--nudge-hour or other --quiet hours"
+        )
+
+
+def late_nudges(city: City) -> str | None:
+    """What to tell an admin whose nudge hour is in quiet hours: nudges wait for them to end."""
+    hours = nudge_hours(city.nudge_hour, city.quiet_start, city.quiet_end)
+    if city.nudge_after_days <= 0 or not hours or hours[0] == city.nudge_hour:
+        return None
+    quiet = describe_quiet(city.quiet_start, city.quiet_end)
+    return f"nudge hour {city.nudge_hour}:00 is in quiet hours {quiet}: nudges go out from {hours[0]}:00"
+
+
 def _within(value: int, option: str, low: int, high: int, wanted: str) -> int:
     if not low <= value <= high:
         raise AdminError(f"bad {option} {value}: give {wanted}")
@@ -379,6 +404,7 @@ def set_city_schedule(
         if not match or int(match.group(1)) > 23 or int(match.group(2)) > 23:
             raise AdminError(f"bad --quiet '{quiet}': use hours like 20-8 (20:00 to 08:00)")
         city.quiet_start, city.quiet_end = int(match.group(1)), int(match.group(2))
+    _check_nudges(city)  # as set now, whichever of the settings this command changed
     store.session.add(city)
     store.session.flush()
     return city

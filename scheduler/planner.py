@@ -578,13 +578,14 @@ def _quiet_hour(start: int, end: int, hour: int) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _nudge_hours(nudge_hour: int, quiet_start: int, quiet_end: int) -> tuple[int, ...]:
-    """The hours of a day a nudge may go out."""
+def nudge_hours(nudge_hour: int, quiet_start: int, quiet_end: int) -> tuple[int, ...]:
+    """The hours of a day a nudge may go out: from the nudge hour to midnight, outside quiet hours
+    (`city set` refuses settings that leave none)."""
     return tuple(h for h in range(nudge_hour, 24) if not _quiet_hour(quiet_start, quiet_end, h))
 
 
 def _may_nudge(city: CityRow, local: datetime) -> bool:
-    return local.weekday() in city.working_days and local.hour in _nudge_hours(
+    return local.weekday() in city.working_days and local.hour in nudge_hours(
         city.nudge_hour, city.quiet_start, city.quiet_end
     )
 
@@ -596,7 +597,7 @@ def _first_nudge_time(city: CityRow, after: datetime) -> datetime:
     local = after.astimezone(tz)
     if _may_nudge(city, local):
         return after
-    hours = _nudge_hours(city.nudge_hour, city.quiet_start, city.quiet_end)
+    hours = nudge_hours(city.nudge_hour, city.quiet_start, city.quiet_end)
     for days in range(8):
         day = local.date() + timedelta(days=days)
         if not hours or day.weekday() not in city.working_days:

@@ -146,6 +146,10 @@ BAD = [
     # Thousands of starts a month, which every scheduler pass would work through for every city.
     ([*SESSION, "--rrule", "FREQ=SECONDLY;COUNT=100000"], "a session repeats once a day at most"),
     ([*SESSION, "--rrule", "FREQ=HOURLY", "--until", "2027-01-01"], "a session repeats once a day at most"),
+    # Nudges go from the nudge hour to midnight outside quiet hours (20-8): these left no such hour,
+    # and no nudge ever went out. Either setting may be the one that closes it.
+    (["city", "set", "bogota", "--nudge-hour", "21"], "no nudge would ever go out: nudges go from the"),
+    (["city", "set", "bogota", "--quiet", "10-8"], "nudge hour (10:00) to midnight, all of it in quiet"),
 ]
 # fmt: on
 
@@ -515,3 +519,18 @@ def test_a_database_that_does_not_answer_or_a_url_naming_none_is_one_clear_line(
     assert code == 1 and stdout == ""
     assert len(stderr.strip().splitlines()) == 1 and said in stderr
     assert "s3cret-pw" not in stderr and "Traceback" not in stderr
+
+
+def test_nudges_turned_on_with_a_nudge_hour_in_quiet_hours_are_refused(seeded: str) -> None:
+    # Off, the setting harms nothing; turned on, it would never nudge.
+    assert run(seeded, "city", "set", "bogota", "--nudge-after", "0", "--nudge-hour", "21")[0] == 0
+    code, _out, err = run(seeded, "city", "set", "bogota", "--nudge-after", "7")
+    assert code == 1 and "no nudge would ever go out" in err, err
+    assert run(seeded, "city", "set", "bogota", "--nudge-after", "7", "--quiet", "22-7")[0] == 0
+
+
+def test_a_nudge_hour_in_quiet_hours_is_taken_with_a_warning_of_when_nudges_go(seeded: str) -> None:
+    code, out, err = run(seeded, "city", "set", "bogota", "--nudge-hour", "6")
+    assert code == 0 and "nudge after 7 days at 6:00" in out
+    assert err == "warning: nudge hour 6:00 is in quiet hours 20:00–8:00: nudges go out from 8:00\n"
+    assert run(seeded, "city", "set", "bogota", "--nudge-hour", "19")[::2] == (0, "")

@@ -38,6 +38,11 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def warn(message: str) -> None:
+    """A setting taken that does not do all an admin may think: said on stderr, the exit stays 0."""
+    err.print(f"warning: {message}", markup=False)
+
+
 # The `--db` given before the command (`cda-bot --db URL city list`); the root callback sets it on
 # every run, so one run never sees another's.
 root_db: ContextVar[str | None] = ContextVar("root_db", default=None)

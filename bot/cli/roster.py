@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from bot import admin
-from bot.cli.common import Db, admin_write, counted, engine_for, fail, instant_when
+from bot.cli.common import Db, admin_write, counted, engine_for, fail, instant_when, warn
 from bot.cli.listing import AsJson, Shown, Value, print_rows
 from bot.core.clock import SystemClock
 from store.models import Role
@@ -89,19 +89,26 @@ def city_set(
     db: Db = None,
 ) -> None:
     """Change what the scheduler sends a city."""
+    warnings: list[str] = []
 
     def action(store: Store) -> str:
         found = admin.set_city_schedule(
             store, slug, reminders, nudge_after, nudge_hour, working_days, quiet, stale_after
         )
+        late = admin.late_nudges(found)
+        if late:
+            warnings.append(late)
         return (
             f"{found.slug}: reminders {admin.describe_offsets(found.reminder_offsets)}, "
             f"nudge after {found.nudge_after_days} days at {found.nudge_hour}:00, working days "
-            f"{admin.describe_days(found.working_days)}, quiet {found.quiet_start}:00–{found.quiet_end}:00, "
+            f"{admin.describe_days(found.working_days)}, "
+            f"quiet {admin.describe_quiet(found.quiet_start, found.quiet_end)}, "
             f"blockers flagged after {found.stale_blocker_days} days"
         )
 
     admin_write(db, action)
+    for warning in warnings:  # after the change is committed: a refused one warns of nothing
+        warn(warning)
 
 
 @city_app.command("archive")
