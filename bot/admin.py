@@ -332,6 +332,17 @@ def parse_days(text: str) -> list[int]:
     return sorted(days)
 
 
+def parse_quiet(text: str) -> tuple[int, int]:
+    """`20-8` as (20, 8); `none`, `off` or equal hours (`8-8`) as (0, 0): no quiet hours."""
+    if text.strip().lower() in ("none", "off"):
+        return 0, 0
+    match = re.fullmatch(r"\s*(\d{1,2})(?::00)?\s*-\s*(\d{1,2})(?::00)?\s*", text)
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 23:
+        raise AdminError(f"bad --quiet '{text}': use hours like 20-8 (20:00 to 08:00), or none")
+    start, end = int(match.group(1)), int(match.group(2))
+    return (0, 0) if start == end else (start, end)
+
+
 def describe_offsets(offsets: list[int]) -> str:
     if not offsets:
         return "off"
@@ -343,7 +354,8 @@ def describe_days(days: list[int]) -> str:
 
 
 def describe_quiet(start: int, end: int) -> str:
-    return f"{start}:00–{end}:00"
+    # The scheduler reads equal hours (8-8) as no quiet hours at all, not as a day of them.
+    return "none" if start == end else f"{start}:00–{end}:00"
 
 
 def _check_nudges(city: City) -> None:
@@ -400,10 +412,7 @@ def set_city_schedule(
     if working_days is not None:
         city.working_days = parse_days(working_days)
     if quiet is not None:
-        match = re.fullmatch(r"\s*(\d{1,2})(?::00)?\s*-\s*(\d{1,2})(?::00)?\s*", quiet)
-        if not match or int(match.group(1)) > 23 or int(match.group(2)) > 23:
-            raise AdminError(f"bad --quiet '{quiet}': use hours like 20-8 (20:00 to 08:00)")
-        city.quiet_start, city.quiet_end = int(match.group(1)), int(match.group(2))
+        city.quiet_start, city.quiet_end = parse_quiet(quiet)
     _check_nudges(city)  # as set now, whichever of the settings this command changed
     store.session.add(city)
     store.session.flush()

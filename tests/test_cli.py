@@ -534,3 +534,13 @@ def test_a_nudge_hour_in_quiet_hours_is_taken_with_a_warning_of_when_nudges_go(s
     assert code == 0 and "nudge after 7 days at 6:00" in out
     assert err == "warning: nudge hour 6:00 is in quiet hours 20:00–8:00: nudges go out from 8:00\n"
     assert run(seeded, "city", "set", "bogota", "--nudge-hour", "19")[::2] == (0, "")
+
+
+@pytest.mark.parametrize("quiet", ["8-8", "none"])
+def test_no_quiet_hours_are_said_and_stored_as_none(seeded: str, engine: Engine, quiet: str) -> None:
+    # Equal hours are no quiet hours to the scheduler; `quiet 8:00–8:00` read as a whole day of them.
+    code, out, err = run(seeded, "city", "set", "bogota", "--quiet", quiet)
+    assert code == 0 and ", quiet none, " in out, err
+    with open_store(engine) as store:
+        city = store.city_by_slug("bogota")
+        assert city is not None and (city.quiet_start, city.quiet_end) == (0, 0)

@@ -82,7 +82,7 @@ def city_set(
     working_days: Annotated[
         str | None, typer.Option("--working-days", help="e.g. mon-fri or mon,tue,thu")
     ] = None,
-    quiet: Annotated[str | None, typer.Option("--quiet", help="Quiet hours, e.g. 20-8")] = None,
+    quiet: Annotated[str | None, typer.Option("--quiet", help="Quiet hours, e.g. 20-8 (none: off)")] = None,
     stale_after: Annotated[
         int | None, typer.Option("--stale-after", help="Days before coaches hear of an open blocker (0: off)")
     ] = None,
