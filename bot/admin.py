@@ -50,9 +50,15 @@ class AdminError(ValueError):
     pass
 
 
+# Zone names the system's database holds that are no place: `localtime` is whatever zone the server is
+# set to (another server, another time), `Factory` a placeholder whose time reads "-00". (Python lists
+# no posix/… or right/… copies of the database, nor posixrules.)
+NOT_PLACES = frozenset({"localtime", "Factory"})
+
+
 @cache
 def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) - NOT_PLACES
 
 
 def check_zone(zone: str) -> str:

@@ -105,6 +105,12 @@ WEEKLY = [*SESSION, "--rrule", "FREQ=WEEKLY"]
 BAD = [
     (["city", "add", "bogota", "--name", "B", "--tz", "America/Bogota"], "city 'bogota' already exists"),
     (["city", "add", "lima", "--name", "Lima", "--tz", "Lima/Peru"], "unknown time zone 'Lima/Peru'"),
+    # Names in the zone database that are no place: the server's own zone, a placeholder, copies.
+    ([*LIMA[:-1], "localtime"], "unknown time zone 'localtime': use an IANA name such as America/Bogota"),
+    ([*LIMA[:-1], "Factory"], "unknown time zone 'Factory'"),
+    ([*LIMA[:-1], "posix/America/Lima"], "unknown time zone 'posix/America/Lima'"),
+    ([*LIMA[:-1], "right/America/Lima"], "unknown time zone 'right/America/Lima'"),
+    (["coach", "add", "console:c2", "--tz", "localtime"], "unknown time zone 'localtime'"),
     (["city", "add", "Lima City!", "--name", "Lima", "--tz", "America/Lima"], "bad slug"),
     ([*LIMA, "--lang", "fr"], "bad --lang 'fr'"),
     ([*LIMA, "--pathway", "fast"], "bad --pathway"),
@@ -544,3 +550,11 @@ def test_no_quiet_hours_are_said_and_stored_as_none(seeded: str, engine: Engine,
     with open_store(engine) as store:
         city = store.city_by_slug("bogota")
         assert city is not None and (city.quiet_start, city.quiet_end) == (0, 0)
+
+
+@pytest.mark.parametrize("zone", ["America/Bogota", "UTC", "Etc/GMT+5"])
+def test_a_zone_that_is_a_place_or_a_fixed_offset_is_taken(db_url: str, zone: str) -> None:
+    assert run(db_url, "city", "add", "lima", "--name", "Lima", "--tz", zone)[:2] == (
+        0,
+        f"added city lima (Lima, {zone})\n",
+    )
