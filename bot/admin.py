@@ -75,6 +75,7 @@ def identity(text: str) -> str:
 
 
 def city_of(store: Store, slug: str) -> City:
+    slug = slug.strip()  # as `city add` stores it: `--city " Quito "` is quito
     city = store.city_by_slug(slug)
     if city is None:
         known = ", ".join(c.slug for c in store.cities()) or "none yet"

@@ -197,6 +197,19 @@ def test_what_a_command_says_names_the_city_as_stored_however_it_was_typed(seede
     assert run(seeded, "unbind", "slack:t0001:c0001")[1] == "unbound slack:T0001:C0001 from bogota\n"
 
 
+def test_a_city_is_found_with_the_spaces_around_it_trimmed_as_city_add_trims_them(seeded: str) -> None:
+    assert run(seeded, "member", "add", "console:new", "--city", " bogota ")[1] == (
+        "added member console:new to bogota\n"
+    )
+    said = run(seeded, "session", "add", "--city", " Bogota", "--start", "2026-12-05T10:00")[1]
+    assert said == "added session #2 for bogota: Sat 5 Dec 2026, 10:00 UTC-05\n"
+    assert run(seeded, "city", "set", "bogota ")[1].startswith("bogota: reminders 24h,1h")
+    assert run(seeded, "coach", "add", "console:c2", "--city", " bogota")[1] == "console:c2 coaches bogota\n"
+    assert run(seeded, "member", "list", "--city", " bogota")[1].count("\tbogota\t") == 2
+    code, _out, err = run(seeded, "bind", "slack:T0001:C0002", "--city", " atlantis ")
+    assert code == 1 and "unknown city 'atlantis' (known: bogota)" in err
+
+
 def test_coach_add_without_city_coaches_all_and_again_adds_cities(seeded: str, engine: Engine) -> None:
     assert run(seeded, "coach", "add", "console:lead")[1].strip() == "console:lead coaches all cities"
     run(seeded, "city", "add", "quito", "--name", "Quito", "--tz", "America/Guayaquil")
