@@ -229,14 +229,18 @@ def _local_start(text: str, zone: str) -> datetime:
         raise AdminError(str(error)) from None
 
 
-def _until(text: str) -> datetime:
+def _until(text: str, zone: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise AdminError(f"bad --until '{text}': use a date like 2027-03-31") from None
     if len(text.strip()) == 10:  # a date alone: sessions on that day still count
         return datetime.combine(value.date(), time(23, 59, 59))
-    return value.replace(tzinfo=None)
+    try:
+        # Read as --start is: the city's own time, or converted to it from an offset (once dropped).
+        return local_start(value, zone, "--until")
+    except SessionError as error:
+        raise AdminError(str(error)) from None
 
 
 def add_session(
@@ -255,7 +259,7 @@ def add_session(
         raise AdminError(f"bad --duration {duration}: give minutes between 5 and 600")
     if title is not None and not title.strip():
         raise AdminError("--title must not be empty")
-    until_local = _until(until) if until else None
+    until_local = _until(until, city.zone) if until else None
     if rrule is not None:
         rrule = rrule.strip()
         if rrule.upper().startswith("RRULE:"):

@@ -138,6 +138,7 @@ BAD = [
     ([*SESSION[:-1], "9999-12-31T10:00"], "--start 9999-12-31 is out of range"),
     ([*SESSION[:-1], "0001-01-01T00:00Z"], "--start 0001-01-01 is out of range"),
     ([*WEEKLY, "--until", "9999-12-31"], "--until 9999-12-31 is out of range"),
+    ([*WEEKLY, "--until", "9999-12-31T23:00-05:00"], "--until 9999-12-31 is out of range"),
     (["session", "skip", "--city", "bogota", "--date", "9999-12-31"], "bogota has no session on 9999-12-31"),
     (["session", "skip", "--city", "bogota", "--date", "0001-01-01"], "bogota has no session on 0001-01-01"),
     # Rules dateutil reads, on which session list and every scheduler pass then raised (a zero step,
@@ -180,6 +181,24 @@ def test_session_start_with_offset_is_read_in_the_citys_zone(seeded: str, engine
     with engine.connect() as connection:
         starts = connection.execute(select(CoachingSession.start_local)).scalars().all()
     assert [s.isoformat() for s in sorted(starts)] == ["2026-12-01T10:00:00", "2026-12-05T10:00:00"]
+
+
+@pytest.mark.parametrize(
+    ("until", "stored"),
+    [
+        ("2027-03-30T10:00+09:00", "2027-03-29T20:00:00"),  # the offset was dropped: 10:00 in Bogotá
+        ("2027-03-30T15:00Z", "2027-03-30T10:00:00"),
+        ("2027-03-30T10:00", "2027-03-30T10:00:00"),  # no offset: the city's own time
+    ],
+)
+def test_session_until_with_offset_is_read_in_the_citys_zone(
+    seeded: str, engine: Engine, until: str, stored: str
+) -> None:
+    code, _out, err = run(seeded, *WEEKLY, "--until", until)
+    assert code == 0, err
+    with engine.connect() as connection:
+        ends = connection.execute(select(CoachingSession.until_local).where(CoachingSession.id == 2))
+        assert [end.isoformat() for end in ends.scalars()] == [stored]
 
 
 def test_what_a_command_says_names_the_city_as_stored_however_it_was_typed(seeded: str) -> None:
