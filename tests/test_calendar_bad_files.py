@@ -81,6 +81,11 @@ BAD_EVENTS = [
         "UID:b16\nDTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;UNTIL=99991231\n",
         "event b16: UNTIL 9999-12-31 is out of range",
     ),
+    # RFC 5545: UNTIL and COUNT must not both occur (dateutil ended the series at the earlier one).
+    (
+        "UID:b19\nDTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;COUNT=10;UNTIL=20270101T000000Z\n",
+        "event b19: RRULE has COUNT and UNTIL: a series ends by one of them, not both",
+    ),
     # Thousands of occurrences a month, which every scheduler pass would work through for every city.
     (
         "UID:b17\nDTSTART:20261201T100000\nRRULE:FREQ=MINUTELY;COUNT=50000\n",
@@ -129,6 +134,11 @@ SAME_RULES = [
         ["--start", "2026-12-01T10:00", "--rrule", "FREQ=WEEKLY;INTERVAL=0;COUNT=4"],
         "DTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;INTERVAL=0;COUNT=4\n",
         "interval must be",
+    ),
+    (
+        ["--start", "2026-12-01T10:00", "--rrule", "FREQ=WEEKLY;COUNT=10", "--until", "2027-01-01"],
+        "DTSTART:20261201T100000\nRRULE:FREQ=WEEKLY;COUNT=10;UNTIL=20270101\n",
+        "has count and",
     ),
 ]
 

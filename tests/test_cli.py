@@ -150,6 +150,9 @@ BAD = [
     ([*SESSION, "--rrule", "FREQ=WEEKLY;INTERVAL=99999999999;COUNT=2"], "INTERVAL must be"),
     ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=999999999999"], "COUNT must be a whole number from 1 to"),
     ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=0"], "COUNT must be a whole number from 1 to"),
+    # RFC 5545: UNTIL and COUNT must not both occur (dateutil ended the series at the earlier one).
+    ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=3", "--until", "2027-01-01"], "--rrule has COUNT and --until"),
+    ([*SESSION, "--rrule", "FREQ=WEEKLY;COUNT=3;UNTIL=20270101"], "--rrule has COUNT and UNTIL: a series"),
     # Thousands of starts a month, which every scheduler pass would work through for every city.
     ([*SESSION, "--rrule", "FREQ=SECONDLY;COUNT=100000"], "a session repeats once a day at most"),
     ([*SESSION, "--rrule", "FREQ=HOURLY", "--until", "2027-01-01"], "a session repeats once a day at most"),

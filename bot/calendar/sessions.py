@@ -171,6 +171,11 @@ def check_session(
     for name, most in (("INTERVAL", MOST_INTERVAL), ("COUNT", MOST_COUNT)):
         if name in values and not (values[name].isdigit() and 1 <= int(values[name]) <= most):
             raise SessionError(f"bad {names.rule} '{rule}': {name} must be a whole number from 1 to {most}")
+    # RFC 5545 (3.3.10): UNTIL and COUNT MUST NOT both occur. dateutil ends the series at whichever
+    # comes first, which is seldom what whoever wrote both meant.
+    if "COUNT" in values and (until_local is not None or "UNTIL" in values):
+        until = names.until if until_local is not None else "UNTIL"
+        raise SessionError(f"{names.rule} has COUNT and {until}: a series ends by one of them, not both")
     # A coaching session meets once a day at most. More often, a month of one session is thousands of
     # occurrences that every scheduler pass works through for every city (one SECONDLY session made a
     # pass take 15 s where 2 s is usual).
