@@ -113,3 +113,32 @@ def test_a_phase_key_used_twice_names_the_second_phase(tmp_path: Path) -> None:
     path.write_text("cohort: 2027-28\nphases:\n" + phase + phase)
     with pytest.raises(ProgramFileError, match=r":7: phases\.1\.key: key 'scoping' is used twice"):
         load_program_file(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cohort: 2027-28\ncohort: 2028-29\nphases: []\n", ":2: not valid YAML (key 'cohort' is given twice"),
+        (
+            "cohort: 2027-28\nphases:\n  - key: s\n    name: Scoping\n    start: 2027-06-01\n"
+            "    end: 2027-08-31\n    start: 2027-07-01\n",
+            ":7: not valid YAML (key 'start' is given twice, first on line 5)",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_name_and_line(tmp_path: Path, text: str, message: str) -> None:
+    # PyYAML kept the last one given: the first date was lost without a word.
+    path = tmp_path / "next.yaml"
+    path.write_text(text)
+    with pytest.raises(ProgramFileError) as refused:
+        load_program_file(path)
+    assert str(refused.value).startswith(f"{path}{message}")
+
+
+def test_a_key_a_merge_brings_in_may_be_given_again(tmp_path: Path) -> None:
+    path = tmp_path / "next.yaml"
+    path.write_text(
+        "cohort: 2027-28\nphases:\n  - &scoping {key: s, name: Scoping, start: 2027-06-01, end: 2027-08-31}\n"
+        "  - {<<: *scoping, key: b, name: Build}\n"
+    )
+    assert [phase["key"] for phase in load_program_file(path)["phases"]] == ["s", "b"]

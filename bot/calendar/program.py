@@ -210,7 +210,20 @@ class Program(BaseModel):
 
 
 class _Loader(yaml.SafeLoader):
-    """Leaves dates as text, so that a bad one is reported by the validator with its line."""
+    """Leaves dates as text, so that a bad one is reported by the validator with its line, and refuses
+    a key given twice in a mapping, which PyYAML reads as the last one given (the first lost silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[str, int] = {}
+        for key, _value in node.value:
+            # Keys a merge (`<<: *base`) brings in may be given again: that is what a merge is for.
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if key.value in lines:
+                problem = f"key '{key.value}' is given twice, first on line {lines[key.value]}"
+                raise yaml.constructor.ConstructorError(None, None, problem, key.start_mark)
+            lines[key.value] = key.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 _Loader.yaml_implicit_resolvers = {
