@@ -142,3 +142,15 @@ def test_a_key_a_merge_brings_in_may_be_given_again(tmp_path: Path) -> None:
         "  - {<<: *scoping, key: b, name: Build}\n"
     )
     assert [phase["key"] for phase in load_program_file(path)["phases"]] == ["s", "b"]
+
+
+@pytest.mark.parametrize("cohort", ['""', "'  '"])
+def test_an_empty_cohort_is_refused(tmp_path: Path, cohort: str) -> None:
+    path = tmp_path / "next.yaml"
+    phase = "{key: s, name: S, start: 2027-06-01, end: 2027-08-31}"
+    path.write_text(f"cohort: {cohort}\nphases:\n  - {phase}\n")
+    with pytest.raises(ProgramFileError) as refused:
+        load_program_file(path)
+    assert str(refused.value) == f"{path}:1: cohort: must not be empty: name the cohort, e.g. 2027-28"
+    # One loaded before this check is still read: every question and scheduler pass parses it again.
+    assert program_from({"cohort": "", "phases": []}).cohort == ""

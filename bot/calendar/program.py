@@ -260,7 +260,7 @@ def load_program_file(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ProgramFileError(f"{path}:1: a program calendar is a mapping with cohort, phases and events")
     try:
-        parse_program(document)
+        program = parse_program(document)
     except ValidationError as error:
         first = error.errors()[0]
         blamed = first.get("ctx", {}).get("error")
@@ -270,6 +270,11 @@ def load_program_file(path: Path) -> dict[str, Any]:
         field = ".".join(location) or "(top level)"
         message = first["msg"].removeprefix("Value error, ")
         raise ProgramFileError(f"{path}:{line}: {field}: {message}") from None
+    # The cohort names the calendar in `program load` and `show`, and tells a new cohort from the one in
+    # force. Checked here, not by Program: a calendar loaded before is parsed again at every question.
+    if not program.cohort.strip():
+        line = _line_of(root, ("cohort",))
+        raise ProgramFileError(f"{path}:{line}: cohort: must not be empty: name the cohort, e.g. 2027-28")
     return document
 
 
