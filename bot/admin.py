@@ -120,6 +120,15 @@ def add_city(
     )
 
 
+def _name(name: str | None) -> str | None:
+    """A person's name, trimmed; an empty one is refused (a member listed, and greeted, as nobody)."""
+    if name is None:
+        return None
+    if not name.strip():
+        raise AdminError("--name must not be empty (leave it out for no name)")
+    return name.strip()
+
+
 def _new_person(store: Store, who: str) -> str:
     who = identity(who)
     existing = store.person(who)
@@ -139,7 +148,7 @@ def city_of_member(store: Store, who: str) -> City | None:
 def add_member(store: Store, who: str, city_slug: str, now: datetime, name: str | None = None) -> Person:
     """A new member of a city, or a member of another city moved to this one: the same row, so what
     they asked for (`stop`) and what they posted stay theirs."""
-    who = identity(who)
+    who, name = identity(who), _name(name)
     city = city_of(store, city_slug)
     existing = store.person(who)
     if existing is None:
@@ -173,7 +182,7 @@ def add_coach(
     zone: str | None = None,
 ) -> tuple[Person, list[City]]:
     """A new coach of the listed cities (all cities when none are listed), or more cities for a coach."""
-    who = identity(who)
+    who, name = identity(who), _name(name)
     cities = _distinct([city_of(store, slug) for slug in city_slugs])
     if zone is not None:
         check_zone(zone)
@@ -201,7 +210,7 @@ def add_coach(
 
 
 def add_admin(store: Store, who: str, now: datetime, name: str | None = None) -> Person:
-    who = _new_person(store, who)
+    who, name = _new_person(store, who), _name(name)
     return store.add_person(Person(identity=who, name=name, role=Role.admin, created_at=now))
 
 

@@ -120,6 +120,12 @@ BAD = [
     (["member", "add", "console:new", "--city", "atlantis"], "unknown city 'atlantis' (known: bogota)"),
     (["member", "add", "whatsapp:+573001112233", "--city", "bogota"], "already on the roster as member"),
     (["coach", "add", "console:c2", "--city", "bogota", "--city", "atlantis"], "unknown city 'atlantis'"),
+    # A person listed, and greeted, as nobody.
+    (["member", "add", "console:new", "--city", "bogota", "--name", ""], "--name must not be empty"),
+    (["member", "add", "console:new", "--city", "bogota", "--name", "  "], "--name must not be empty"),
+    (["coach", "add", "console:c2", "--name", " "], "--name must not be empty"),
+    (["coach", "add", "slack:T0001:U0C0ACH", "--name", ""], "--name must not be empty"),
+    (["admin", "add", "console:ops", "--name", "\t"], "--name must not be empty"),
     (["coach", "add", "whatsapp:+573001112233"], "already on the roster as member"),
     (["bind", "slack:T0001:C0002", "--city", "atlantis"], "unknown city 'atlantis'"),
     (["bind", "C0002", "--city", "bogota"], "is not an identity"),
@@ -593,3 +599,10 @@ def test_a_zone_that_is_a_place_or_a_fixed_offset_is_taken(db_url: str, zone: st
         0,
         f"added city lima (Lima, {zone})\n",
     )
+
+
+def test_a_persons_name_is_stored_trimmed(seeded: str, engine: Engine) -> None:
+    assert run(seeded, "member", "add", "console:new", "--city", "bogota", "--name", " Ana Ruiz ")[0] == 0
+    with open_store(engine) as store:
+        person = store.person("console:new")
+        assert person is not None and person.name == "Ana Ruiz"
