@@ -421,12 +421,21 @@ def test_say_answers_and_applies_the_clock(seeded: str) -> None:
     ("args", "message"),
     [
         (["--as", "console:x", "--now", "yesterday", "hi"], "bad --now"),
+        (["--as", "console:x", "--now", "9999-12-31T16:00Z", "hi"], "give an instant from 1900 to 2999"),
+        (["--as", "console:x", "--now", "0001-01-01T00:00+01:00", "hi"], "give an instant from 1900 to"),
         (["--as", "nobody", "hi"], "not an identity"),
     ],
 )
 def test_say_with_bad_arguments_exits_non_zero(db_url: str, args: list[str], message: str) -> None:
     code, _, err = run(db_url, "say", *args)
     assert code == 1 and message in err
+
+
+@pytest.mark.parametrize("now", ["9999-12-31T16:00Z", "0001-01-01T00:00+01:00", "1899-12-31T23:59Z"])
+def test_tick_refuses_a_clock_outside_the_years_the_bot_works_in(seeded: str, now: str) -> None:
+    # At datetime's ends the scheduler's days and weeks around `now` raised OverflowError.
+    code, _out, err = run(seeded, "tick", "--now", now)
+    assert (code, err) == (1, f"error: bad --now '{now}': give an instant from 1900 to 2999\n")
 
 
 def test_demo_seeds_once_and_opens_the_chat(db_url: str, engine: Engine) -> None:

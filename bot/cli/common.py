@@ -14,6 +14,7 @@ from sqlalchemy import Engine, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from bot.admin import AdminError
+from bot.calendar.sessions import FIRST_YEAR, LAST_YEAR, in_years
 from bot.core.clock import Clock, FixedClock, SystemClock, parse_instant
 from bot.core.i18n import translator
 from bot.core.identity import IdentityError, normalize_identity
@@ -120,9 +121,16 @@ def clock_for(now: str | None) -> Clock:
     if now is None:
         return SystemClock()
     try:
-        return FixedClock(parse_instant(now))
+        instant: datetime | None = parse_instant(now)
     except ValueError:
         raise fail(f"bad --now '{now}': use ISO-8601 like 2026-11-28T12:00:00Z") from None
+    except OverflowError:  # an offset that takes it before datetime's first year, in UTC
+        instant = None
+    # The years sessions and the program keep to: the bot works out days and weeks around `now`, which
+    # at datetime's ends raised OverflowError.
+    if instant is None or not in_years(instant.year):
+        raise fail(f"bad --now '{now}': give an instant from {FIRST_YEAR} to {LAST_YEAR}")
+    return FixedClock(instant)
 
 
 def speaker(identity: str) -> str:
