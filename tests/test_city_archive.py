@@ -119,6 +119,24 @@ def test_city_archive_and_restore_from_the_command_line(world: TestBot, db_url: 
     assert code == 1 and "alpha is not archived" in err
 
 
+def test_a_cohorts_cities_are_archived_in_one_command_all_or_none(world: TestBot, db_url: str) -> None:
+    """At a cohort's end an admin archives its cities together; one slug mistyped, and none is archived
+    (half a cohort archived is worse than none: the admin fixes the slug and runs it again)."""
+    code, _out, err = run(db_url, "city", "archive", "alpha", "gama")
+    assert code == 1 and "unknown city 'gama'" in err
+    listed = json.loads(run(db_url, "city", "list", "--json")[1])
+    assert [city["archived"] for city in listed] == [None, None, None]
+    code, out, _ = run(db_url, "city", "archive", "alpha", "gamma")
+    assert code == 0 and [line.split(";")[0] for line in out.splitlines()] == [
+        "archived city alpha (Alpha)",
+        "archived city gamma (Gamma)",
+    ]
+    listed = {city["slug"]: city["archived"] for city in json.loads(run(db_url, "city", "list", "--json")[1])}
+    assert listed["alpha"] and listed["gamma"] and listed["beta"] is None
+    code, out, _ = run(db_url, "city", "restore", "alpha", "gamma")
+    assert (code, out) == (0, "restored city alpha (Alpha)\nrestored city gamma (Gamma)\n")
+
+
 def test_what_a_pass_under_way_planned_as_the_city_was_archived_is_dropped_when_it_would_go(
     world: TestBot,
 ) -> None:
@@ -150,8 +168,8 @@ def test_loading_the_next_cohorts_calendar_names_the_cities_still_in_the_program
     assert code == 0
     assert " ".join(out.split()) == (  # as a terminal of any width folds it
         "loaded program calendar 2027-28: 1 phase, 0 events 2 cities of 2026-27 are still in the program "
-        "(alpha, gamma), nudged again from Tue 1 Jun 2027: archive each whose program is over (`cda-bot "
-        "city archive SLUG`)"
+        "(alpha, gamma), nudged again from Tue 1 Jun 2027: archive those whose program is over (`cda-bot "
+        "city archive SLUG…`)"
     )
     # The same cohort again (a corrected calendar): nothing to say about the cities.
     code, out, _ = run(db_url, "program", "load", str(calendar))

@@ -213,7 +213,8 @@ def program_load(
         cities, still = counted(len(staying), "city", "cities"), "is" if len(staying) == 1 else "are"
         return (
             f"{loaded}\n{cities} of {before} {still} still in the program ({named}), nudged again from "
-            f"{EN.date(program.first_day)}: archive each whose program is over (`cda-bot city archive SLUG`)"
+            f"{EN.date(program.first_day)}: archive those whose program is over "
+            "(`cda-bot city archive SLUG…`)"
         )
 
     admin_write(db, action)

@@ -112,31 +112,41 @@ def city_set(
 
 
 @city_app.command("archive")
-def city_archive(slug: str, db: Db = None) -> None:
+def city_archive(
+    slugs: Annotated[list[str], typer.Argument(metavar="SLUG...", help="One city or several")],
+    db: Db = None,
+) -> None:
     """A city leaves the program (its cohort is over, or it withdrew): no more reminders, nudges,
     digests or blocker notices for it or about it, its join codes stop working, and coaches' views of
     all their cities leave it out. Its team can still write, a coach can still name it, and its history
-    stays; `city restore` undoes it (but for the join codes)."""
+    stays; `city restore` undoes it (but for the join codes). Several cities (a cohort's end) go
+    together or not at all: one unknown or already archived, and none is."""
 
     def action(store: Store) -> str:
-        done = admin.archive_city(store, slug, SystemClock().now())
-        told = [f"archived city {done.city.slug} ({done.city.name})"]
-        if done.dropped:
-            told.append(f"{counted(done.dropped, 'planned message')} not sent")
-        if done.revoked:
-            told.append(f"{counted(done.revoked, 'join code')} revoked")
-        return "; ".join(told)
+        lines = []
+        for slug in slugs:
+            done = admin.archive_city(store, slug, SystemClock().now())
+            told = [f"archived city {done.city.slug} ({done.city.name})"]
+            if done.dropped:
+                told.append(f"{counted(done.dropped, 'planned message')} not sent")
+            if done.revoked:
+                told.append(f"{counted(done.revoked, 'join code')} revoked")
+            lines.append("; ".join(told))
+        return "\n".join(lines)
 
     admin_write(db, action)
 
 
 @city_app.command("restore")
-def city_restore(slug: str, db: Db = None) -> None:
-    """Bring an archived city back into the program: planned again at the scheduler's next pass."""
+def city_restore(
+    slugs: Annotated[list[str], typer.Argument(metavar="SLUG...", help="One city or several")],
+    db: Db = None,
+) -> None:
+    """Bring archived cities back into the program: planned again at the scheduler's next pass."""
 
     def action(store: Store) -> str:
-        city = admin.restore_city(store, slug)
-        return f"restored city {city.slug} ({city.name})"
+        cities = [admin.restore_city(store, slug) for slug in slugs]
+        return "\n".join(f"restored city {city.slug} ({city.name})" for city in cities)
 
     admin_write(db, action)
 
