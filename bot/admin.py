@@ -25,6 +25,7 @@ from bot.calendar.sessions import (
 )
 from bot.core.identity import IdentityError, normalize_identity
 from scheduler.planner import nudge_hours
+from store import dashboard
 from store.models import (
     LEFT_PROGRAM,
     NUDGE_AFTER_DAYS_MAX,
@@ -492,8 +493,16 @@ def restore_city(store: Store, slug: str) -> City:
     return city
 
 
-def remove_person(store: Store, who: str, role: Role, city_slugs: list[str] | None = None) -> str:
-    """Take a member or coach off the roster; for a coach with cities named, only those cities."""
+def remove_person(
+    store: Store, who: str, role: Role, now: datetime, city_slugs: list[str] | None = None
+) -> str:
+    """Take a member or coach off the roster; for a coach with cities named, only those cities.
+
+    Off the roster, their sessions on the coaches' page end and their unopened sign-in links stop
+    working, in the same transaction: each request finding no such person is not enough, since the
+    same identity added again (a stolen laptop, the coach removed, then re-added) would find the old
+    cookie working again for the rest of its hours. Taken off some cities only, a coach stays signed
+    in: every request reads their cities afresh."""
     who = identity(who)
     person = store.person(who)
     if person is None:
@@ -515,7 +524,9 @@ def remove_person(store: Store, who: str, role: Role, city_slugs: list[str] | No
         store.session.flush()
         return f"{who} no longer coaches {', '.join(c.slug for c in cities)}"
     store.remove_person(person)
-    return f"removed {person.role} {who} (what they posted stays)"
+    ended = dashboard.revoke(store, who, now)
+    signed_out = f"; {ended} session{'s' if ended != 1 else ''} on the coaches' page ended" if ended else ""
+    return f"removed {person.role} {who} (what they posted stays{signed_out})"
 
 
 def unbind(store: Store, conversation: str) -> City:

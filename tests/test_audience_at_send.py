@@ -91,7 +91,7 @@ def test_member_moved_to_another_city_is_not_sent_the_old_citys_queued_reminder(
     tick(world, ALPHA_REMINDER_DUE, slack, console)
     assert console.received == []
     with world.store() as store:
-        admin.remove_person(store, "console:a1", Role.member)
+        admin.remove_person(store, "console:a1", Role.member, world.clock.now())
         admin.add_member(store, "console:a1", "beta", world.clock.now(), "Ann, now of Beta")
     console.failing = None
     tick(world, LATER, slack, console)
@@ -108,7 +108,7 @@ def test_coach_taken_off_a_city_is_not_sent_its_queued_blocker_notice(world: Tes
     assert "Blocker #" in world.say("console:a1", "blocker: ALPHA-SECRET-PROCUREMENT-ISSUE")
     tick(world, world.clock.now(), console)
     with world.store() as store:
-        admin.remove_person(store, "console:coach-ab", Role.coach, ["alpha"])
+        admin.remove_person(store, "console:coach-ab", Role.coach, world.clock.now(), ["alpha"])
     console.failing = None
     tick(world, LATER, console)
     assert any(_shows(r, "ALPHA-SECRET") for r in _to(console, "console:coach-a"))  # still Alpha's coach
@@ -124,7 +124,7 @@ def test_coach_taken_off_a_city_is_not_sent_a_queued_digest_showing_it(world: Te
     console.failing = DeliveryError("console unreachable")
     tick(world, datetime(2026, 11, 30, 14, 0, tzinfo=UTC), console)
     with world.store() as store:
-        admin.remove_person(store, "console:coach-ab", Role.coach, ["alpha"])
+        admin.remove_person(store, "console:coach-ab", Role.coach, world.clock.now(), ["alpha"])
     console.failing = None
     tick(world, datetime(2026, 11, 30, 14, 5, tzinfo=UTC), console)
     assert [r.title for r in _to(console, "console:coach-a")].count("Weekly digest") == 1
@@ -192,7 +192,7 @@ def test_a_held_back_reply_is_not_sent_to_a_coach_taken_off_its_city_since(
     slack = _reply_waits_for_a_retry(world, said(SLACK_COACH, "/cda status", world.clock.now()))
     if taken_off:
         with world.store() as store:
-            admin.remove_person(store, SLACK_COACH, Role.coach, ["alpha"])
+            admin.remove_person(store, SLACK_COACH, Role.coach, world.clock.now(), ["alpha"])
     tick(world, world.clock.now() + timedelta(minutes=1), slack)
     told = [r for r in _to(slack, SLACK_COACH) if _shows(r, "ALPHA", "Alpha")]
     if taken_off:

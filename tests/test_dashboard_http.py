@@ -389,7 +389,7 @@ def test_a_coach_without_cities_is_told_so(world: TestBot) -> None:
     with world.store() as store:
         admin.add_city(store, "delta", "Delta", "UTC", world.clock.now())
         admin.add_coach(store, "console:coach-d", ["delta"], world.clock.now())
-        admin.remove_person(store, "console:coach-d", Role.coach, ["delta"])
+        admin.remove_person(store, "console:coach-d", Role.coach, world.clock.now(), ["delta"])
     assert "You don't coach any city yet" in world.say("console:coach-d", "/cda dashboard")
 
 
@@ -427,19 +427,50 @@ async def test_a_coach_taken_off_the_roster_is_refused_at_the_next_request(site:
     async with site.signed_in("console:coach-ab") as client:
         assert (await client.get("/dashboard")).status_code == 200
         with site.bot.store() as store:
-            admin.remove_person(store, "console:coach-ab", Role.coach)
+            admin.remove_person(store, "console:coach-ab", Role.coach, site.bot.clock.now())
         for path in ("/dashboard", "/dashboard/city/alpha", "/dashboard/city/alpha/export.csv"):
             response = await client.get(path)
             assert response.status_code == 403 and "ALPHA" not in response.text, path
 
 
-async def test_a_coach_taken_off_one_city_no_longer_sees_it(site: Site) -> None:
+def _cli(site: Site, *args: str) -> str:
+    url = site.bot.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(cli, [*args, "--db", url])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+async def test_a_coach_removed_and_added_again_is_not_signed_in_by_what_they_had_before(site: Site) -> None:
+    """A stolen laptop: the coach is removed, then added again within the session's 8 hours. The old
+    cookie, and a link given before the removal, must not sign anyone in as them."""
+    async with site.signed_in("console:coach-ab") as stolen, site.signed_in("console:coach-a") as other:
+        unopened = link_for(site.bot, "console:coach-ab")
+        removed = _cli(site, "coach", "remove", "console:coach-ab")
+        assert "1 session on the coaches' page ended" in removed
+        _cli(site, "coach", "add", "console:coach-ab", "--city", "alpha", "--city", "beta")
+        assert (await stolen.get("/dashboard")).status_code == 403
+        assert (await stolen.get("/dashboard/city/alpha")).status_code == 403
+        assert (await other.get("/dashboard")).status_code == 200  # someone else's session stays
+    async with site.client() as client:
+        assert (await sign_in(client, unopened)).status_code == 403
+    async with site.signed_in("console:coach-ab") as again:  # a link asked for afresh works
+        assert cities_on((await again.get("/dashboard")).text) == ["alpha", "beta"]
+
+
+async def test_a_coach_taken_off_one_city_stays_signed_in_and_no_longer_sees_it(site: Site) -> None:
+    beta = open_blocker_id(site.bot, "beta")
     async with site.signed_in("console:coach-ab") as client:
-        with site.bot.store() as store:
-            admin.remove_person(store, "console:coach-ab", Role.coach, ["beta"])
+        page = await client.get("/dashboard/city/beta")
+        assert page.status_code == 200
+        assert "no longer coaches beta" in _cli(site, "coach", "remove", "console:coach-ab", "--city", "beta")
         assert cities_on((await client.get("/dashboard")).text) == ["alpha"]
         assert (await client.get("/dashboard/city/beta")).status_code == 404
         assert (await client.get("/dashboard/city/beta/export.csv")).status_code == 404
+        resolve = await client.post(
+            "/dashboard/city/beta/resolve", data={"csrf": csrf_of(page.text), "blocker": str(beta)}
+        )
+        assert resolve.status_code == 404
+    assert blocker_status(site.bot, beta) == "open"
 
 
 async def test_an_archived_city_leaves_the_portfolio_but_still_opens_by_name(site: Site) -> None:

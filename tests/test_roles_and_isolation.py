@@ -254,5 +254,5 @@ def test_coach_asking_in_a_bound_channel_about_another_city_gets_it_privately(wo
 def test_a_coach_without_cities_asking_about_sessions_is_told_so(world: TestBot, text: str) -> None:
     with world.store() as store:
         admin.add_coach(store, "console:coach-d", ["gamma"], world.clock.now())
-        admin.remove_person(store, "console:coach-d", Role.coach, ["gamma"])
+        admin.remove_person(store, "console:coach-d", Role.coach, world.clock.now(), ["gamma"])
     assert world.say("console:coach-d", text).startswith("You don't coach any city yet")

@@ -248,7 +248,7 @@ def member_add(
 @member_app.command("remove")
 def member_remove(identity: str, db: Db = None) -> None:
     """Take a member off the roster (their updates and blockers stay)."""
-    admin_write(db, lambda store: admin.remove_person(store, identity, Role.member))
+    admin_write(db, lambda store: admin.remove_person(store, identity, Role.member, SystemClock().now()))
 
 
 @member_app.command("list")
@@ -330,7 +330,7 @@ def coach_remove(
     db: Db = None,
 ) -> None:
     """Take a coach off some cities, or off the roster."""
-    admin_write(db, lambda store: admin.remove_person(store, identity, Role.coach, city))
+    admin_write(db, lambda store: admin.remove_person(store, identity, Role.coach, SystemClock().now(), city))
 
 
 @admin_app.command("add")
