@@ -496,14 +496,47 @@ async def test_an_archived_city_leaves_the_portfolio_but_still_opens_by_name(sit
         assert (await client.get("/dashboard/city/gamma/export.csv")).status_code == 404
 
 
+def _text(page: httpx.Response) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html.unescape(page.text)))
+
+
 async def test_a_coach_whose_every_city_was_archived_is_told_so_not_that_they_coach_none(site: Site) -> None:
     async with site.signed_in("console:coach-ab") as client:
         with site.bot.store() as store:
             for slug in ("alpha", "beta"):
                 admin.archive_city(store, slug, site.bot.clock.now())
         page = html.unescape((await client.get("/dashboard")).text)
-    assert cities_on(page) == [] and "You don't coach any city yet" not in page
-    assert "Every city you coach has left the program. Name one to see it: <code>/cda status " in page
+        assert cities_on(page) == [] and "You don't coach any city yet" not in page
+        assert "Every city you coach has left the program. Name one to see it: <code>/cda status " in page
+        # Each still opens by name: the page links to them.
+        links = re.findall(r'<a href="(/dashboard/city/[^"]+)">', page)
+        assert links == ["/dashboard/city/alpha", "/dashboard/city/beta"]
+        assert "ALPHA-UPDATE-TEXT" in (await client.get(links[0])).text
+
+
+async def test_a_coach_whose_every_city_was_archived_still_gets_a_link_and_signs_in(site: Site) -> None:
+    """`/cda dashboard` refused them as `/cda quiet` does, though the page opens an archived city by
+    name and tells them why their list is empty."""
+    with site.bot.store() as store:
+        for slug in ("alpha", "beta"):
+            admin.archive_city(store, slug, site.bot.clock.now())
+    link = link_for(site.bot, "console:coach-ab")
+    async with site.client() as client:
+        assert "Coach AB · coach of 0 cities" in _text(await client.get(link))
+        assert (await sign_in(client, link)).status_code == 303
+        page = _text(await client.get("/dashboard"))
+        assert "Showing 0 of your 0 cities." in page and "Every city you coach has left the program" in page
+        assert (await client.get("/dashboard/city/beta")).status_code == 200
+
+
+async def test_the_confirm_page_counts_the_cities_in_the_program_as_the_portfolio_does(site: Site) -> None:
+    with site.bot.store() as store:
+        admin.archive_city(store, "beta", site.bot.clock.now())
+    link = link_for(site.bot, "console:coach-ab")
+    async with site.client() as client:
+        assert "Coach AB · coach of 1 city" in _text(await client.get(link))
+        assert (await sign_in(client, link)).status_code == 303
+        assert "Showing 1 of your 1 city." in _text(await client.get("/dashboard"))
 
 
 async def test_revoke_from_the_command_line_ends_every_session_of_that_person(site: Site) -> None:

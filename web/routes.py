@@ -32,6 +32,7 @@ from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
 from handlers.common import day_of, session_line
 from handlers.export import csv_text
 from handlers.help import NO_CITY_COACHED, NO_CITY_IN_PROGRAM
+from store import dashboard
 from store.models import BlockerStatus, City, Role
 from store.repo import Store, open_store
 from web import charts, portfolio
@@ -428,17 +429,17 @@ class Pages:
             if isinstance(who, Refused):
                 return self.refused(who)
             all_rows = portfolio.rows(store, who.scope, now, who.language)
-            # No row, yet cities coached: every one was archived. Said as chat says it, with how to see one,
-            # not "you coach no city yet".
-            left = store.city(who.city_ids[0]) if who.city_ids and not all_rows else None
+            # No row, yet cities coached: every one was archived. Said as chat says it, not "you coach no
+            # city yet", with a link to each city's page, which still opens by name.
+            left = dashboard.cities(store, who.scope, archived=True) if who.city_ids and not all_rows else []
         return self.render_portfolio(who, all_rows, Filters.parse(params), now, left)
 
     def render_portfolio(
-        self, who: Viewer, all_rows: list[Row], filters: Filters, now: datetime, left: City | None = None
+        self, who: Viewer, all_rows: list[Row], filters: Filters, now: datetime, left: list[City]
     ) -> Response:
         t = translator(who.language)
         _ = t.gettext
-        empty = _(NO_CITY_IN_PROGRAM).format(city=left.slug) if left is not None else _(NO_CITY_COACHED)
+        empty = _(NO_CITY_IN_PROGRAM).format(city=left[0].slug) if left else _(NO_CITY_COACHED)
         shown = portfolio.chosen(all_rows, filters)
         columns = {
             "name": _("City"),
@@ -466,6 +467,7 @@ class Pages:
             f=formats,
             now_text=t.instant(now, "UTC"),
             empty=empty,
+            left=left,
         )
 
     # -- a city ---------------------------------------------------------------------------------------

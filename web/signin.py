@@ -232,7 +232,7 @@ class Pending:
     role: str
     language: str
     every_city: bool
-    cities: int
+    cities: int  # those in the program, when not every city
 
     @property
     def display(self) -> str:
@@ -249,7 +249,9 @@ def pending(store: Store, token: str, now: datetime, config: WebConfig) -> Pendi
     if person is None or person.role not in ALLOWED_ROLES:
         return Refused(Refusal.not_allowed, link.language)
     every_city, city_ids = dashboard.coached(store, person)
-    return Pending(person.identity, person.name, person.role, link.language, every_city, len(city_ids))
+    # Counted as the portfolio counts "your cities": an archived city has left the program.
+    cities = 0 if every_city else len(dashboard.cities(store, city_ids))
+    return Pending(person.identity, person.name, person.role, link.language, every_city, cities)
 
 
 def redeem(store: Store, token: str, now: datetime, config: WebConfig) -> Opened | Refused:

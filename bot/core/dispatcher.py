@@ -43,8 +43,9 @@ class Spec:
     handler: Handler
     roles: frozenset[SpeakerRole]
     # own: the member's city · named: `[city] [all] [days]` checked against what the speaker may see ·
-    # accessible: every city the speaker may see · context: the city of the conversation or speaker,
-    # if there is one · none: the handler needs no city
+    # accessible: every city the speaker may see that is in the program · coached: every city the
+    # speaker may see, archived ones too · context: the city of the conversation or speaker, if there
+    # is one · none: the handler needs no city
     scope: str
     # Changes who someone is (a person added, stopped or started): what a batch read of its speakers
     # before such a message may no longer hold for the messages after it (`dispatch_all`).
@@ -66,7 +67,9 @@ COMMANDS: dict[str, Spec] = {
     "quiet": Spec(status.quiet, COACHES, "accessible"),
     "digest": Spec(status.digest, COACHES, "accessible"),
     "export": Spec(export.export, COACHES, "accessible"),
-    "dashboard": Spec(dashboard.dashboard_link, COACHES, "accessible"),
+    # The page opens an archived city by name, and tells a coach whose every city left the program so:
+    # the link is refused only to a coach of no city at all.
+    "dashboard": Spec(dashboard.dashboard_link, COACHES, "coached"),
     "help": Spec(help.help_reply, ANYONE, "none"),
     "join": Spec(join.join, ANYONE, "none", changes_speaker=True),
     "stop": Spec(stop.stop, SEERS, "none", changes_speaker=True),
@@ -223,13 +226,13 @@ def question_scope(
     return named
 
 
-def accessible_scope(t: Translator, store: Store, speaker: Speaker) -> list[City]:
+def accessible_scope(t: Translator, store: Store, speaker: Speaker, archived: bool = False) -> list[City]:
     everything = views.cities(store, speaker.accessible_ids)
-    cities = in_program(everything)
-    if not cities and everything:
-        raise Refusal(t.gettext(help.NO_CITY_IN_PROGRAM).format(city=everything[0].slug))
-    if not cities:
+    if not everything:
         raise Refusal(t.gettext(help.NO_CITY_COACHED))
+    cities = everything if archived else in_program(everything)
+    if not cities:
+        raise Refusal(t.gettext(help.NO_CITY_IN_PROGRAM).format(city=everything[0].slug))
     return cities
 
 
@@ -378,6 +381,8 @@ def _request(
         # Export reads its own argument (`updates` or `blockers`).
         request.days = _listing(t, command).days if command.name in TAKES else None
         request.cities = accessible_scope(t, store, speaker)
+    elif spec.scope == "coached":
+        request.cities = accessible_scope(t, store, speaker, archived=True)
     elif spec.scope == "context":
         request.cities = question_scope(t, store, speaker, command.args, channel_city)
     return request
