@@ -305,6 +305,32 @@ async def test_a_chat_apps_link_preview_does_not_spend_the_link(site: Site) -> N
         assert (await sign_in(client, link)).status_code == 303
 
 
+@pytest.mark.parametrize("language", ["en", "es", "pt"])
+async def test_a_link_preview_speaks_the_language_of_the_person_the_link_is_for(
+    site: Site, language: str
+) -> None:
+    """The link knows whose it is, and so their language: a chat app unfurling it, or the browser's
+    HEAD, is told to open it in a browser as that person would be, and the link stays unspent."""
+    with site.bot.store() as store:
+        admin.add_city(store, "delta", "Delta", "America/Sao_Paulo", site.bot.clock.now(), language=language)
+        admin.bind(store, "slack:T0001:C0DELTA", "delta", site.bot.clock.now())
+    reply = site.bot.say("console:coach-all", "/cda dashboard", conversation="slack:T0001:C0DELTA")
+    link = re.search(r"http://testserver/dashboard/signin/\S+", reply)
+    assert link is not None, reply
+    t = translator(language)
+    async with site.client() as client:
+        for agent in ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "WhatsApp/2.23.20.0"):
+            preview = await client.get(link.group(0), headers={"user-agent": agent})
+            assert preview.status_code == 200 and f'<html lang="{language}">' in preview.text
+            assert t.gettext(routes.PREVIEW) in html.unescape(preview.text)
+        head = await client.head(link.group(0))
+        assert head.status_code == 200 and head.headers["content-length"] == preview.headers["content-length"]
+        # A token this bot did not sign names no one: its preview is in English.
+        forged = await client.get("/dashboard/signin/x.y", headers={"user-agent": "WhatsApp/2.23.20.0"})
+        assert forged.status_code == 200 and '<html lang="en">' in forged.text
+        assert (await sign_in(client, link.group(0))).status_code == 303
+
+
 async def test_a_link_opened_while_the_database_fails_is_not_written_to_the_log(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:

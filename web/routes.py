@@ -54,6 +54,7 @@ from web.signin import (
     csrf_matches,
     from_own_page,
     is_link_preview,
+    link_language,
     new_browser_value,
     pending,
     redeem,
@@ -303,15 +304,22 @@ class Pages:
     async def signin(self, request: Request) -> Response:
         """Opening a link: a page naming whom it signs in, with the button that does; nothing is spent
         (see web/signin.py for why, and how the button's POST is bound to this page)."""
-        if request.method == "HEAD" or is_link_preview(request.headers.get("user-agent")):
-            t = translator("en")
-            return self.message(t, None, t.gettext("Sign in"), t.gettext(PREVIEW), 200)
         token = request.path_params["token"]
+        if request.method == "HEAD" or is_link_preview(request.headers.get("user-agent")):
+            return await asyncio.to_thread(self._preview, token)
         # The browser's value is kept while it lasts, so two links open in two tabs both still work.
         browser = request.cookies.get(BROWSER_COOKIE) or ""
         if not browser or len(browser) > MAX_TOKEN:
             browser = new_browser_value()
         return await asyncio.to_thread(self._confirm_page, token, request.cookies.get(COOKIE), browser)
+
+    def _preview(self, token: str) -> Response:
+        """What a chat app's preview (or a HEAD) is shown: to open the link in a browser, in the language
+        of the person it is for, whom the preview is shown to."""
+        with open_store(self.engine) as store:
+            language = link_language(store, token, self.clock.now(), self.config)
+        t = translator(language)
+        return self.message(t, None, t.gettext("Sign in"), t.gettext(PREVIEW), 200)
 
     def _confirm_page(self, token: str, session: str | None, browser: str) -> Response:
         now = self.clock.now()

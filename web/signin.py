@@ -223,6 +223,12 @@ def _live_link(store: Store, token: str, now: datetime, config: WebConfig) -> Da
     return link
 
 
+def link_language(store: Store, token: str, now: datetime, config: WebConfig) -> str:
+    """The language of the person a link was made for, whether or not it still works (English for a
+    link not made here): what a preview of it is shown in. Spends nothing."""
+    return _live_link(store, token, now, config).language
+
+
 @dataclass(frozen=True)
 class Pending:
     """A live link not opened yet, and whom it would sign in: what the confirm page names."""
