@@ -5,16 +5,19 @@ client to a local mock of the Web API."""
 import json
 import logging
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import func, select
 
+from bot import admin
 from bot.core.clock import FixedClock
+from bot.runtime.delivery import UNSEEN
 from bot.runtime.serve import build_server
 from bot.runtime.settings import Settings
-from store.models import InboxMessage, Update
+from store.models import InboxMessage, OutboxMessage, OutboxStatus, Update
 from tests.conftest import NOW
 from tests.platform_run import slow_writes
 from tests.slack_fixtures import CHANNEL, MEMBER, Running, mock, running, slack_world  # noqa: F401
@@ -324,3 +327,22 @@ def test_a_file_is_said_to_be_unread_never_an_empty_message_nor_silently_dropped
     assert sorted(t.startswith("Text only for now") for t in in_thread) == [False, True]
     assert any("recorded for Alpha" in t for t in in_thread)
     assert [u.text for u in _updates(running)] == ["the bus stop map"]
+
+
+def test_a_reply_slack_held_back_is_not_posted_once_its_channel_is_another_citys(running: Running) -> None:
+    """Alpha's member asks for Alpha's status in Alpha's channel; Slack keeps answering 429 (past the
+    SDK's own two retries), and before the bot's retry an admin binds the channel to Beta (it changed
+    hands). Alpha's status is not posted there."""
+    running.mock.rate_limit["chat.postMessage"] = 3
+    running.event(event_body(_message("cda status", ts="1700000000.000300"), "EvHELD"))
+    refused = running.mock.wait_for("chat.postMessage", 3)
+    assert all("Alpha" in call.params["text"] for call in refused)  # what Slack refused
+    with running.bot.store() as store:
+        admin.bind(store, f"slack:{TEAM}:{CHANNEL}", "beta", running.bot.clock.now())
+    running.bot.clock.set(running.bot.clock.now() + timedelta(seconds=5))  # past Retry-After: 1
+    time.sleep(1.5)
+    running.settle()
+    assert running.mock.named("chat.postMessage") == refused
+    with running.bot.store() as store:
+        [row] = [r for r in store.session.exec(select(OutboxMessage)) if r.recipient.endswith(CHANNEL)]
+    assert (row.status, row.last_error) == (OutboxStatus.dropped, UNSEEN)
