@@ -249,16 +249,15 @@ def end_session(store: Store, session_id: int, now: datetime) -> None:
 
 
 def revoke(store: Store, identity: str, now: datetime) -> int:
-    """End every session of `identity` and spend its unused links; how many sessions were open."""
+    """End every session of `identity` and forget its unused links; how many sessions were open. A link
+    forgotten is refused as not valid: marked used, it was said to be "used already", by nobody."""
     ended = store.session.execute(
         update(DashboardSession)
         .where(DashboardSession.identity == identity, col(DashboardSession.revoked_at).is_(None))
         .values(revoked_at=now)
     )
     store.session.execute(
-        update(DashboardLink)
-        .where(DashboardLink.identity == identity, col(DashboardLink.used_at).is_(None))
-        .values(used_at=now)
+        delete(DashboardLink).where(DashboardLink.identity == identity, col(DashboardLink.used_at).is_(None))
     )
     return int(ended.rowcount)  # type: ignore[attr-defined]
 
