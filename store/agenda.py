@@ -20,6 +20,7 @@ from sqlalchemy import (
     Engine,
     Integer,
     String,
+    and_,
     any_,
     bindparam,
     cast,
@@ -422,14 +423,19 @@ def _in_batches(
 def drop_expired(
     engine: Engine, now: datetime, reason: str, batch: int = 500, turn: Turn = nullcontext
 ) -> list[str]:
-    """Mark pending rows whose `expires_at` has passed as dropped, whatever their platform (one with no
-    running adapter is never claimed, so no deliverer would drop it), in batches; their keys."""
+    """Mark rows still to go whose `expires_at` has passed as dropped, whatever their platform (one with
+    no running adapter is never claimed, so no deliverer would drop it), in batches; their keys. Still to
+    go: pending, or `sending` under a lease that ran out (its deliverer died, and its platform's adapter
+    may run in no process now: `next_attempt_at` is the lease's end)."""
     table = OutboxMessage.__table__  # type: ignore[attr-defined]
-    pending = table.c.status == OutboxStatus.pending
-    expired = select(table.c.id).where(pending, table.c.expires_at <= now).order_by(table.c.id)
+    waiting = or_(
+        table.c.status == OutboxStatus.pending,
+        and_(table.c.status == OutboxStatus.sending, table.c.next_attempt_at <= now),
+    )
+    expired = select(table.c.id).where(waiting, table.c.expires_at <= now).order_by(table.c.id)
 
     def drop(store: Store, chunk: list[int]) -> list[str]:
-        marked = update(table).where(table.c.id.in_(chunk), pending)
+        marked = update(table).where(table.c.id.in_(chunk), waiting)
         changed = marked.values(status=OutboxStatus.dropped, last_error=reason).returning(table.c.key)
         return list(store.session.execute(changed).scalars())
 

@@ -13,7 +13,7 @@ from bot.runtime.ratelimit import RateLimiter
 from scheduler.planner import LONGEST_WAIT
 from scheduler.runner import PassRunner
 from store import agenda
-from store.models import OutboxMessage
+from store.models import OutboxMessage, OutboxStatus
 from tests.conftest import TestBot
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -156,3 +156,33 @@ def test_an_expired_backlog_is_dropped_in_batches(testbot: TestBot) -> None:
     )
     with testbot.store() as store:
         assert {row.status for row in store.session.exec(select(OutboxMessage))} == {"dropped"}
+
+
+def test_an_expired_row_left_sending_by_a_dead_deliverer_is_dropped_and_one_under_lease_is_not(
+    testbot: TestBot,
+) -> None:
+    """A deliverer claimed two Teams rows and died; Teams is then taken out of the configuration, so no
+    deliverer claims them again. Past their lease and their expiry they are dropped, as pending ones
+    are, rather than stay `sending` for ever; a row whose lease still runs is its deliverer's."""
+    home(testbot)
+    now = utc("2026-11-30T12:00")
+    with testbot.store() as store:
+        for key, lease_ends in (("lapsed", now - timedelta(hours=1)), ("held", now + timedelta(seconds=30))):
+            store.enqueue(
+                OutboxMessage(
+                    key=key,
+                    recipient="teams:T1:U1",
+                    kind="nudge",
+                    payload={"text": "x"},
+                    status=OutboxStatus.sending,
+                    attempts=1,
+                    due_at=now - timedelta(days=2),
+                    next_attempt_at=lease_ends,
+                    expires_at=now - timedelta(days=1),
+                    created_at=now - timedelta(days=2),
+                )
+            )
+    assert agenda.drop_expired(testbot.engine, now, "expired") == ["lapsed"]
+    with testbot.store() as store:
+        rows = {row.key: row.status for row in store.session.exec(select(OutboxMessage))}
+    assert rows == {"lapsed": OutboxStatus.dropped, "held": OutboxStatus.sending}
