@@ -493,10 +493,14 @@ def restore_city(store: Store, slug: str) -> City:
     return city
 
 
+def _a(role: str) -> str:
+    return f"an {role}" if role == Role.admin else f"a {role}"
+
+
 def remove_person(
     store: Store, who: str, role: Role, now: datetime, city_slugs: list[str] | None = None
 ) -> str:
-    """Take a member or coach off the roster; for a coach with cities named, only those cities.
+    """Take a member, coach or admin off the roster; for a coach with cities named, only those cities.
 
     Off the roster, their sessions on the coaches' page end and their unopened sign-in links stop
     working, in the same transaction: each request finding no such person is not enough, since the
@@ -508,7 +512,7 @@ def remove_person(
     if person is None:
         raise AdminError(f"{who} is not on the roster")
     if person.role != role:
-        raise AdminError(f"{who} is a {person.role}, not a {role.value}")
+        raise AdminError(f"{who} is {_a(person.role)}, not {_a(role)}")
     if city_slugs:
         if person.all_cities:
             raise AdminError(

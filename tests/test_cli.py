@@ -526,6 +526,17 @@ def test_removing_people_bindings_and_sessions(seeded: str, engine: Engine) -> N
     assert run(seeded, "coach", "remove", "slack:T0001:U0C0ACH")[0] == 0
 
 
+def test_an_admin_leaving_is_taken_off_the_roster(seeded: str, engine: Engine) -> None:
+    """Staff change: an admin added once could never be removed, and kept seeing every city in chat."""
+    assert run(seeded, "admin", "add", "slack:T0001:U0ADMIN", "--name", "Ops")[0] == 0
+    assert run(seeded, "say", "--as", "slack:T0001:U0ADMIN", "/cda status bogota")[1].startswith("Status")
+    code, out, _ = run(seeded, "admin", "remove", "slack:T0001:U0ADMIN")
+    assert (code, out) == (0, "removed admin slack:T0001:U0ADMIN (what they posted stays)\n")
+    listed = json.loads(run(seeded, "coach", "list", "--json")[1])
+    assert "slack:T0001:U0ADMIN" not in [person["identity"] for person in listed]
+    assert not run(seeded, "say", "--as", "slack:T0001:U0ADMIN", "/cda status bogota")[1].startswith("Status")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -533,6 +544,7 @@ def test_removing_people_bindings_and_sessions(seeded: str, engine: Engine) -> N
         (["coach", "remove", "whatsapp:+573001112233"], "is a member, not a coach"),
         (["member", "remove", "slack:T0001:U0C0ACH"], "is a coach, not a member"),
         (["coach", "remove", "slack:T0001:U0C0ACH", "--city", "atlantis"], "unknown city 'atlantis'"),
+        (["admin", "remove", "slack:T0001:U0C0ACH"], "is a coach, not an admin"),
         (["unbind", "slack:T0001:C0999"], "is not bound to any city"),
         (["session", "remove", "99", "--city", "bogota"], "bogota has no session #99"),
     ],

@@ -347,6 +347,12 @@ def admin_add(
     admin_write(db, action)
 
 
+@admin_app.command("remove")
+def admin_remove(identity: str, db: Db = None) -> None:
+    """Take an admin off the roster (what they posted stays; their coaches'-page sessions end)."""
+    admin_write(db, lambda store: admin.remove_person(store, identity, Role.admin, SystemClock().now()))
+
+
 def bind(
     conversation: Annotated[str, typer.Argument(help="e.g. slack:T0001:C0001")],
     city: Annotated[str, typer.Option("--city")],
