@@ -11,11 +11,14 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlmodel import select
 
 from adapters.teams import auth
+from store.models import Update
 from tests.teams_harness import (
     APP_ID,
     ISSUER,
+    MEMBER_AAD,
     Signer,
     Teams,
     local_teams,
@@ -257,3 +260,33 @@ def test_without_an_app_id_the_emulators_activity_without_a_tenant_is_answered(l
     assert local_teams.post(body, token=None).status_code == 200
     [post] = local_teams.connector.wait_for(1)
     assert post.conversation == "emulator-conversation"
+
+
+def test_an_activity_from_another_bot_framework_channel_is_refused(
+    teams: Teams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Bot Framework signs for every channel of the Azure Bot with the same keys: Web Chat and Direct
+    # Line (on by default) let whoever holds their secret choose `from.id` and `channelData`, so such an
+    # activity could name any Teams person in any tenant. Only Teams' own channel speaks for Teams people.
+    assert teams.openid is not None
+    # The key as the real JWKS publishes it, endorsed for many channels (under a new id: fetched again).
+    monkeypatch.setattr(auth, "UNKNOWN_KID_GAP", 0.0)
+    teams.openid.endorsements = ["msteams", "webchat", "directline"]
+    teams.signer.kid = "many-channels"
+    for channel in ("webchat", "directline"):
+        body = message(
+            teams.service_url,
+            "update: not really Tess",
+            activity_id=f"spoof-{channel}",
+            conversation=f"{channel}-conversation",
+            conversation_type="personal",
+            mention=False,
+        )
+        body["channelId"] = channel
+        body["from"] = {"id": MEMBER_AAD, "name": "Tess Teams"}  # a Direct Line client picks this
+        body["conversation"] = {"id": f"{channel}-conversation"}
+        response = teams.post(body)
+        assert response.status_code == 403, response.text
+    _nothing_stored(teams)
+    with teams.bot.store() as store:
+        assert store.session.exec(select(Update).where(Update.text == "not really Tess")).all() == []

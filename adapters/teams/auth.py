@@ -4,9 +4,10 @@ With an app id, every request carries a bearer token the Bot Framework signed: i
 against the keys the OpenID metadata publishes, then its issuer (the metadata's), its audience (our app
 id), its expiry (5 minutes' leeway), and — once the body is read — that its `serviceurl` claim is the
 activity's `serviceUrl` and that the signing key is endorsed for the activity's channel. Anything else
-is 401. The keys are fetched with async HTTP, cached, and refreshed in the background; a key id never
-seen before makes one early refresh (the Bot Framework rolls its keys), at most every few minutes. A
-token that passed is not checked again while it lasts and the key that signed it is still published.
+is 401; an activity of another channel than Teams' (Web Chat, Direct Line) is 403. The keys are fetched
+with async HTTP, cached, and refreshed in the background; a key id never seen before makes one early
+refresh (the Bot Framework rolls its keys), at most every few minutes. A token that passed is not
+checked again while it lasts and the key that signed it is still published.
 
 Without an app id there is nothing to check a token against: only the Agents Playground or the Emulator
 on this machine may talk to the bot (a loopback client, naming a loopback serviceUrl)."""
@@ -47,6 +48,7 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
+TEAMS_CHANNEL = "msteams"
 UNAUTHORIZED = "missing, malformed or invalid Bot Framework token"
 
 
@@ -277,12 +279,17 @@ class TokenGate:
 
     @staticmethod
     def check_activity(verified: Verified, service_url: str | None, channel_id: str | None) -> None:
-        """The token must be for this activity: its service URL, and a key endorsed for its channel."""
+        """The token must be for this activity: its service URL, and a key endorsed for its channel,
+        which must be Teams'. The Bot Framework signs every channel of the Azure Bot with the same keys,
+        and on some (Web Chat and Direct Line, on by default) the client picks `from` and `channelData`:
+        such an activity could name any Teams person in any tenant."""
         claimed = verified.claims.get("serviceurl")
         if not isinstance(claimed, str) or not service_url or _same_url(claimed) != _same_url(service_url):
             raise Refused("token is not for this serviceUrl")
         if verified.endorsements is not None and (channel_id or "") not in verified.endorsements:
             raise Refused("token's key is not endorsed for this channel")
+        if channel_id != TEAMS_CHANNEL:
+            raise Refused("only Microsoft Teams activities are accepted", status=403)
 
 
 def _same_url(url: str) -> str:
