@@ -1,6 +1,7 @@
 """Twilio's webhook forms: read as received (every field, every value, in case Twilio adds some), then
 turned into an inbound message or a delivery status."""
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,10 @@ from bot.core.messages import InboundMessage
 PLATFORM = "whatsapp"
 MAX_MEDIA = 10  # WhatsApp sends at most one; Twilio's form numbers them MediaUrl0…
 WINDOW_OPENED = "last_inbound_at"
+# A message's SID (SM…, MM… with media): its exact shape matters, as it is what drops a message sent
+# twice. Twilio signs the form's names and values run together, so a signed form can be split again,
+# its MessageSid cut short (the rest in a made-up name) under the same signature: a cut SID is no SID.
+_MESSAGE_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
 # The number as Twilio wrote it, when that is not the stored form (bot/core/identity.py): WhatsApp knows
 # some Mexican, Argentine and Brazilian mobiles only by their other form, so answers go to this one.
 ADDRESS = "address"
@@ -107,8 +112,8 @@ def sender_of(form: Form) -> tuple[str, str] | None:
 def incoming(form: Form) -> Incoming | None:
     """The message in an inbound webhook; None for what is no WhatsApp message to answer."""
     sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
-    if not sid or len(sid) > 200:
-        raise PayloadError("MessageSid missing")
+    if not _MESSAGE_SID.fullmatch(sid):
+        raise PayloadError("MessageSid missing or not a Twilio message SID")
     found = sender_of(form)
     if found is None:
         return None
