@@ -154,3 +154,22 @@ def test_every_reply_counts_in_the_citys_language(world: TestBot, language: str)
         channel = {"conversation": "slack:T0001:C0003"} if sender == "console:coach-g" else {}
         reply = world.say(sender, text, **channel)
         assert expected.format(n=n, long=long) in reply, (text[:40], reply[:300])
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("es", "`/cda updates [ciudad] [días]` no admite 'foo'."),
+        ("pt", "`/cda updates [cidade] [dias]` não aceita 'foo'."),
+    ],
+)
+def test_a_command_refusing_extra_words_names_its_arguments_in_the_citys_language(
+    world: TestBot, language: str, expected: str
+) -> None:
+    # As the help names them: `[city] [days]` in English read as a leftover in a Spanish answer.
+    with world.store() as store:
+        gamma = store.city_by_slug("gamma")
+        assert gamma is not None
+        gamma.language = language
+        store.session.add(gamma)
+    assert world.say("console:g1", "/cda updates gamma 3 foo").startswith(expected)

@@ -160,12 +160,13 @@ TAKES: dict[str, frozenset[str]] = {
     "quiet": frozenset({"days"}),
     "digest": frozenset(),
 }
+# Translated where shown: the words in brackets read as the help names them (`[ciudad] [días]`).
 USAGE = {
-    "blockers": "/cda blockers [city] [all]",
-    "updates": "/cda updates [city] [days]",
-    "status": "/cda status [city]",
-    "next": "/cda next [city]",
-    "quiet": "/cda quiet [days]",
+    "blockers": N_("/cda blockers [city] [all]"),
+    "updates": N_("/cda updates [city] [days]"),
+    "status": N_("/cda status [city]"),
+    "next": N_("/cda next [city]"),
+    "quiet": N_("/cda quiet [days]"),
     "digest": "/cda digest",
 }
 # "-5", "0", "2.5", "1,000": meant as a number, whether or not it is a good one.

@@ -396,4 +396,6 @@ def _listing(t: Translator, command: Command) -> ListingArgs:
 
 
 def _argument_text(t: Translator, error: ArgumentError) -> str:
-    return t.gettext(error.message).format(**error.values)
+    # The usage is ours to translate; the other values are what the person typed, shown as typed.
+    values = {name: t.gettext(v) if name == "usage" else v for name, v in error.values.items()}
+    return t.gettext(error.message).format(**values)
