@@ -665,7 +665,8 @@ def _nudge(
             "No update from {city} in {count} days. What moved this week? Reply `update: …`",
             quiet_days,
         ).format(city=city.name, count=t.number(quiet_days))
-        return json.dumps({**run.plain, "text": text})
+        # Its language picks the WhatsApp template it goes in outside the 24-hour window.
+        return json.dumps({**run.plain, "text": text, "language": t.language})
 
     keys = [(f"{r}|nudge|{occurrence}", r) for r in targets]
     return [_Message("nudge", city.id, now, keys, build, until)], next_stretch

@@ -84,6 +84,21 @@ def test_a_reminder_30_hours_after_the_last_message_goes_as_the_template_in_the_
     assert "\n" not in variables["2"] and "{soon}" not in variables["2"]
 
 
+def test_a_nudge_outside_the_window_goes_as_the_template_in_the_citys_language(
+    with_templates: WhatsApp,
+) -> None:
+    # Gamma's last update was Sat 28 Nov: seven quiet days later, its nudge is due on the next working
+    # day at 10:00 in Bogotá. A member who has not written for a week is outside the window.
+    monday_10 = datetime.fromisoformat("2026-12-07T15:00:00+00:00")
+    _plan_and_send(with_templates, monday_10)
+    [row] = [r for r in with_templates.outbox() if r.recipient == GAMMA_NUMBER and r.kind == "nudge"]
+    assert row.status == "sent"
+    template = with_templates.twilio.to(GAMMA_NUMBER)[-1]
+    # Not the English template ("Message from cda-bot … Reply here …") around a Spanish nudge.
+    assert template.form["ContentSid"] == ES_TEMPLATE
+    assert json.loads(template.form["ContentVariables"])["1"].startswith("Sin avances de Gamma")
+
+
 def test_inside_the_window_a_reminder_is_free_text(with_templates: WhatsApp) -> None:
     _write_at(with_templates, GAMMA_REMINDER_DUE - timedelta(hours=3), GAMMA_NUMBER, "update: avance")
     _plan_and_send(with_templates, GAMMA_REMINDER_DUE)
