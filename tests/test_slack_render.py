@@ -26,8 +26,17 @@ def test_long_lists_stay_within_block_kit_limits() -> None:
     assert blocks[0]["type"] == "header" and len(blocks[0]["text"]["text"]) <= 150
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section" and "text" in b)
     assert blocks[-1]["type"] == "actions"
-    assert "more" in blocks[-2]["text"]["text"]
+    assert blocks[-2]["text"]["text"].startswith("… (+")
     assert len(fallback_text(reply)) <= 4000
+
+
+def test_what_a_long_list_leaves_out_is_counted_in_no_language() -> None:
+    # A Spanish list too long for Block Kit: the note on what is left out is read by Spanish and
+    # Portuguese teams too, so it is a count, as Teams and WhatsApp write it, not English words.
+    items = [f"#{n} " + "x" * 2500 for n in range(120)]  # one section each
+    blocks = render_blocks(Reply(text="", title="Estado — 120 ciudades", items=items, language="es"))
+    assert len(blocks) == 50  # the header, 48 items and the note: 72 lines left out
+    assert blocks[-1]["text"]["text"] == "… (+72)"
 
 
 def test_fields_are_split_ten_a_section_and_user_text_is_escaped() -> None:

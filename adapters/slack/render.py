@@ -96,7 +96,10 @@ def render_blocks(reply: Reply) -> list[dict[str, Any]]:
         )
     room = MAX_BLOCKS - len(head) - len(tail)
     if len(body) > room:
-        body = [*body[: room - 1], _section(f"…and more: {len(body) - room + 1} more sections not shown")]
+        # The lines left out, counted as Teams and WhatsApp count them: a note in words would be in
+        # English whatever language the reply speaks.
+        left_out = sum(section["text"]["text"].count("\n") + 1 for section in body[room - 1 :])
+        body = [*body[: room - 1], _section(f"… (+{left_out})")]
     return [*head, *body, *tail]
 
 
