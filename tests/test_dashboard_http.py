@@ -441,7 +441,7 @@ async def test_the_csv_of_another_city_is_not_found_and_ones_own_is_formula_safe
     assert other.status_code == 404 and "BETA" not in other.text
     assert own.status_code == 200 and own.headers["content-type"].startswith("text/csv")
     assert "attachment" in own.headers["content-disposition"]
-    lines = own.text.splitlines()
+    lines = own.content.decode("utf-8-sig").splitlines()
     assert lines[0] == "section,kind,number,local_time,time_zone,text,who"
     assert any(line.startswith("open blocker,blocker,") and "ALPHA-BLOCKER-TEXT" in line for line in lines)
     assert any(line.startswith("next session,session,") for line in lines)
@@ -497,6 +497,17 @@ async def test_a_coach_taken_off_one_city_stays_signed_in_and_no_longer_sees_it(
         )
         assert resolve.status_code == 404
     assert blocker_status(site.bot, beta) == "open"
+
+
+async def test_the_csv_keeps_its_accents_in_a_spreadsheet(site: Site) -> None:
+    # Excel reads a CSV without a byte-order mark in the machine's legacy code page: "reunión" and
+    # "São" showed as "reuniÃ³n" and "SÃ£o" to the coaches of Spanish and Portuguese cities.
+    site.bot.say("console:g1", "update: reunión con Movilidad en São Paulo")
+    async with site.signed_in("console:coach-all") as client:
+        csv = await client.get("/dashboard/city/gamma/export.csv")
+    assert csv.status_code == 200 and csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert csv.content.startswith(b"\xef\xbb\xbf")
+    assert "reunión con Movilidad en São Paulo" in csv.content.decode("utf-8-sig")
 
 
 async def test_an_archived_city_leaves_the_portfolio_but_still_opens_by_name(site: Site) -> None:

@@ -506,7 +506,9 @@ class Pages:
         if csv:
             filename = f"cda-{city.slug}-{now:%Y%m%d}.csv"
             return Response(
-                city_csv(view),
+                # The byte-order mark tells Excel the file is UTF-8; without it Excel reads the legacy
+                # code page, and "São" and "reunión" show as "SÃ£o" and "reuniÃ³n".
+                "\ufeff" + city_csv(view),
                 media_type="text/csv; charset=utf-8",
                 headers={
                     "Content-Disposition": f'attachment; filename="{filename}"',
