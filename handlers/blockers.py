@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from bot.core.i18n import Translator, translator
 from bot.core.messages import BLOCKER_LOGGED, BLOCKER_RESOLVED, Button, Reply
 from bot.core.request import Request, Speaker
-from handlers.common import city_names, day_of, says_nothing
+from handlers.common import city_names, day_of, opened_by, says_nothing
 from store import views
 from store.models import Blocker, BlockerStatus, City, OutboxMessage
 from store.repo import Store
@@ -145,20 +145,10 @@ def list_blockers(req: Request, store: Store) -> Reply:
     for b in blockers:
         city = by_id[b.city_id]
         where = f"{city.name} · " if several else ""
-        age = max((req.now - b.opened_at).days, 0)
         if b.status == BlockerStatus.open:
             state = _("open")
         else:
             state = _("resolved {date}").format(date=day_of(req.t, b.resolved_at, city))  # type: ignore[arg-type]
-        said = (
-            _("opened {date} (today) by {who}")  # not "(0 days)"
-            if age == 0
-            else req.t.ngettext(
-                "opened {date} ({count} day) by {who}", "opened {date} ({count} days) by {who}", age
-            )
-        )
-        opened = said.format(
-            date=day_of(req.t, b.opened_at, city), count=req.t.number(age), who=b.name or b.author
-        )
+        opened = opened_by(req.t, b.opened_at, city, req.now, b.name or b.author)
         items.append(f"#{b.id} {where}{state} · {opened}: {b.text}")
     return Reply(text=f"{title}\n" + "\n".join(items), title=title, items=items)

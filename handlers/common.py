@@ -50,6 +50,18 @@ def day_of(t: Translator, instant: datetime, city: Zoned) -> str:
     return t.date(instant.astimezone(ZoneInfo(city.zone)).date())
 
 
+def opened_by(t: Translator, opened_at: datetime, city: Zoned, now: datetime, who: str) -> str:
+    """`opened Sat 28 Nov 2026 (3 days) by Gil`; a blocker opened within the day reads "(today)", not
+    "(0 days)". Chat's blocker list and the coaches' page say it alike."""
+    age = max((now - opened_at).days, 0)
+    said = (
+        t.gettext("opened {date} (today) by {who}")
+        if age == 0
+        else t.ngettext("opened {date} ({count} day) by {who}", "opened {date} ({count} days) by {who}", age)
+    )
+    return said.format(date=day_of(t, opened_at, city), count=t.number(age), who=who)
+
+
 def session_line(t: Translator, occurrence: Occurrence, city: Zoned, now: datetime) -> str:
     """`Weekly coaching: Tue 1 Dec 2026, 10:00–11:00 CST (in 3 days)`."""
     local = occurrence.local_start(city.zone)

@@ -499,6 +499,21 @@ async def test_a_coach_taken_off_one_city_stays_signed_in_and_no_longer_sees_it(
     assert blocker_status(site.bot, beta) == "open"
 
 
+async def test_a_blocker_opened_today_reads_today_on_the_city_page_as_in_chat(site: Site) -> None:
+    # Gamma's blocker was opened this morning: the page said "(hace 0 días)", where chat says "(hoy)".
+    with site.bot.store() as store:
+        admin.bind(store, "slack:T0001:C0GAMMA", "gamma", site.bot.clock.now())
+    text = site.bot.say("console:coach-all", "/cda dashboard", conversation="slack:T0001:C0GAMMA")
+    link = re.search(r"http://testserver/dashboard/signin/\S+", text)
+    assert link is not None, text
+    async with site.client() as client:
+        assert (await sign_in(client, link.group(0))).status_code == 303
+        page = html.unescape((await client.get("/dashboard/city/gamma")).text)
+    chat = site.bot.say("console:g1", "/cda blockers")
+    assert "abierto el sáb 28 nov 2026 (hoy) por Gil Gamma" in chat
+    assert "abierto el sáb 28 nov 2026 (hoy) por Gil Gamma" in page and "hace 0 días" not in page
+
+
 async def test_the_csv_keeps_its_accents_in_a_spreadsheet(site: Site) -> None:
     # Excel reads a CSV without a byte-order mark in the machine's legacy code page: "reunión" and
     # "São" showed as "reuniÃ³n" and "SÃ£o" to the coaches of Spanish and Portuguese cities.

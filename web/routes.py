@@ -29,7 +29,7 @@ from bot.core.messages import clean_text
 from bot.core.request import Speaker, SpeakerRole
 from bot.runtime.http_input import BodyError, read_body
 from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
-from handlers.common import day_of, session_line
+from handlers.common import day_of, opened_by, session_line
 from handlers.export import csv_text
 from handlers.help import NO_CITY_COACHED, NO_CITY_IN_PROGRAM
 from store import dashboard
@@ -145,6 +145,9 @@ class Formats:
 
     def day(self, instant: datetime, city: City) -> str:
         return day_of(self.t, instant, city)
+
+    def opened(self, instant: datetime, city: City, who: str) -> str:
+        return opened_by(self.t, instant, city, self.now, who)
 
     def time(self, instant: datetime, city: City) -> str:
         return f"{instant.astimezone(portfolio.zone(city.zone)):%H:%M}"
