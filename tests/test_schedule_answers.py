@@ -421,6 +421,12 @@ CASES = [
             "Ciclo de aprendizaje 3: Escala y lanzamiento empieza: febrero de 2027",
         ],
     ),
+    # "What's next?" said as each language says it: no "next" in Spanish or Portuguese.
+    ("console:chi", SAT, "what's next?", ["Riverton — Next session", "Tue 1 Dec 2026"]),
+    ("console:bog", SAT, "¿qué sigue?", ["Villa Esperanza — Próxima sesión", "jue 3 dic 2026"]),
+    ("console:bog", SAT, "¿qué viene ahora?", ["Villa Esperanza — Próxima sesión", "jue 3 dic 2026"]),
+    ("console:sao", SAT, "o que vem a seguir?", ["São Jerônimo — Próxima sessão", "qua. 9 dez. 2026"]),
+    ("console:sao", SAT, "e o que vem agora?", ["São Jerônimo — Próxima sessão", "qua. 9 dez. 2026"]),
     ("console:scl", SAT, "¿cuál es la última sesión?", ["Valle Alto", "mar 29 jun 2027"]),
     ("console:sao", SAT, "quando termina o programa?", ["março de 2027", "em 4 meses"]),
     ("console:sao", SAT, "quando termina o ciclo dois?", ["(somente para a trilha de implementação)"]),

@@ -127,6 +127,8 @@ HOW_LONG = (
     r"\b(?:days|weeks) (?:until|left|till|to)\b",
     r"\bfaltan?\b|\bfaltam\b",
 )
+# The everyday "what's next?" as Spanish and Portuguese speakers ask it, where no "next" is said.
+WHATS_NEXT = (r"\bque (?:sigue|viene)\b", r"\bque vem\b", r"\bvem a seguir\b")
 CURRENT_PHASE = (
     r"\b(?:phase|fase|stage|etapa)\b",
     r"\bwhere are we\b",
@@ -344,7 +346,7 @@ def understand(text: str, today: date, strict: bool = False) -> Question | None:
     if any(re.search(p, norm) for p in CURRENT_PHASE):
         return Question("current_phase")
     # "How long until…?" with nothing else named asks about the next session.
-    if words & (SESSION | NEXT) or any(re.search(p, norm) for p in HOW_LONG):
+    if words & (SESSION | NEXT) or any(re.search(p, norm) for p in (*HOW_LONG, *WHATS_NEXT)):
         return Question("next_session")
     return None
 
