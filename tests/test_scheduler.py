@@ -420,6 +420,21 @@ def test_blockers_open_14_days_are_flagged_to_coaches_once(world: TestBot) -> No
     assert len(stale_notices(inbox)) == 6  # Alpha's to 3 coaches, Beta's to 2, Gamma's to 1: once each
 
 
+def test_a_blocker_flagged_after_one_day_says_one_day(world: TestBot) -> None:
+    blocker = alpha_blocker_without_nudges(world)
+    with world.store() as store:
+        alpha = store.city_by_slug("alpha")
+        assert alpha is not None
+        alpha.stale_blocker_days = 1
+        store.session.add(alpha)
+    inbox = Inbox(world.clock)
+    tick(world, blocker.opened_at + timedelta(days=1, minutes=1), inbox)
+    [notice] = [m for _at, r, m in inbox.received if r == "console:coach-a" and "open for" in m.text]
+    # It said "has been open for 1 days".
+    assert notice.text == f"Blocker #{blocker.id} in Alpha has been open for 1 day: ALPHA-BLOCKER-TEXT"
+    assert notice.title == f"Blocker #{blocker.id} open for 1 day — Alpha"
+
+
 def test_each_city_sets_when_an_open_blocker_is_flagged(world: TestBot) -> None:
     with world.store() as store:
         for city in store.cities():
