@@ -78,6 +78,10 @@ def test_the_suggestion_comes_in_the_speakers_language(world: TestBot) -> None:
         ("console:g1", "/cda actualizacion probamos", "¿Quisiste decir `/cda update`?"),
         ("console:g1", "/cda estado", "¿Quisiste decir `/cda status`?"),
         ("console:g1", "/cda bloqueos", "¿Quisiste decir `/cda blockers`?"),
+        # Said alone, `parar` stops messages; after `/cda` it was "No te entendí", with no hint.
+        ("console:g1", "/cda parar", "¿Quisiste decir `/cda stop`?"),
+        ("console:g1", "/cda baja", "¿Quisiste decir `/cda stop`?"),
+        ("console:g1", "/cda iniciar", "¿Quisiste decir `/cda start`?"),
         ("console:a1", "atualização: testamos o formulário", "Did you mean `update:`?"),
         ("console:a1", "/cda painel", "Did you mean `/cda dashboard`?"),
     ],

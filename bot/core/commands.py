@@ -48,6 +48,8 @@ _LOCAL_NAMES = {
     **dict.fromkeys(("exportar",), "export"),
     **dict.fromkeys(("panel", "tablero", "painel"), "dashboard"),
     **dict.fromkeys(("ayuda", "ajuda"), "help"),
+    **dict.fromkeys(STOP_WORDS - {"stop"}, "stop"),
+    **dict.fromkeys(START_WORDS - {"start"}, "start"),
 }
 _SHORT_LIKE = re.compile(r"^([^\W\d_]+)\s*[:：]", re.IGNORECASE)
 PREFIX = re.compile(r"^/?cda(?:\s+|$)", re.IGNORECASE)
