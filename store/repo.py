@@ -1,5 +1,6 @@
 """Queries. A `Store` is one unit of work: everything done through it commits together or not at all."""
 
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
+from bot.core.i18n import unaccented
 from store.models import (
     REPLY_KIND,
     REPLY_WAITING,
@@ -78,11 +80,20 @@ class Store:
     def find_city(self, ref: str) -> City | None:
         """A city by slug or by name, ignoring case, as a detached row: read it, never change it (a
         command naming a city asks this for each run of its words, so it is read without the ORM)."""
-        ref = ref.strip().lower()
+        # Composed, as names are stored: "ã" may come as "a" and a combining tilde (macOS, some keyboards).
+        ref = unicodedata.normalize("NFC", ref.strip()).lower()
         connection = self.session.connection()
         for statement in (_CITY_BY_SLUG, _CITY_BY_NAME):
             row = connection.execute(statement, {"ref": ref}).mappings().first()
             if row is not None:
+                return City.model_construct(**row)
+        # Accents and case aside, as people type a name on a phone or an English keyboard ("sao
+        # jeronimo", "ÁVILA"): compared here, since SQLite's lower() folds ASCII letters only. Only
+        # names as long as `ref` are read: dropping an accent keeps a name's length.
+        wanted = unaccented(ref)
+        for city_id, slug, name in connection.execute(_CITY_NAMES, {"length": len(ref)}):
+            if wanted in (unaccented(slug), unaccented(name)):
+                row = connection.execute(_CITY_BY_ID, {"id": city_id}).mappings().one()
                 return City.model_construct(**row)
         return None
 
@@ -777,6 +788,17 @@ _BOUND_CITY = (
 )
 _CITY_BY_SLUG = core_select(*_CITIES.c).where(_CITIES.c.slug == bindparam("ref"))
 _CITY_BY_NAME = core_select(*_CITIES.c).where(func.lower(_CITIES.c.name) == bindparam("ref")).limit(1)
+_CITY_NAMES = (
+    core_select(_CITIES.c.id, _CITIES.c.slug, _CITIES.c.name)
+    .where(
+        or_(
+            func.length(_CITIES.c.name) == bindparam("length"),
+            func.length(_CITIES.c.slug) == bindparam("length"),
+        )
+    )
+    .order_by(_CITIES.c.name, _CITIES.c.id)
+)
+_CITY_BY_ID = core_select(*_CITIES.c).where(_CITIES.c.id == bindparam("id"))
 _UPDATE_IDS = "SELECT nextval(pg_get_serial_sequence('updates', 'id')) FROM generate_series(1, %s)"
 _WRITE_UPDATES = (
     "INSERT INTO updates (id, city_id, author, text, platform, created_at) VALUES (%s, %s, %s, %s, %s, %s)"

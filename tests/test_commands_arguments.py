@@ -4,6 +4,7 @@ does not take are named back. Nothing is shown or run on arguments that cannot b
 import pytest
 from typer.testing import CliRunner
 
+from bot import admin
 from bot.cli import app
 from bot.core.commands import ArgumentError, parse_listing
 from tests.conftest import TestBot
@@ -84,3 +85,28 @@ def test_as_without_an_identity_in_the_chat_says_what_it_needs(db_url: str) -> N
     assert result.exit_code == 0
     assert "didn't catch" not in result.stdout
     assert result.stdout.count("identity") >= 2, result.stdout  # once for each `/as`, in some words
+
+
+@pytest.mark.parametrize(
+    ("who", "text", "answer"),
+    [
+        # Typed without its accents, on a phone or an English keyboard: it was "not one of your cities".
+        ("console:coach-all", "/cda status sao jeronimo", "Status — São Jerônimo"),
+        ("console:coach-all", "/cda updates Sao Jeronimo 30", "São Jerônimo"),
+        # Upper case: SQLite's lower() leaves "Á" as it is, so this failed there alone.
+        ("console:coach-all", "/cda status ÁVILA", "Status — Ávila"),
+        ("console:coach-all", "/cda status avila", "Status — Ávila"),
+        ("console:coach-all", "/cda status Sa\u0303o Jero\u0302nimo", "Status — São Jerônimo"),  # decomposed
+        # A member naming their own city without accents was told they see only their own city.
+        ("console:sj1", "/cda status sao jeronimo", "Situação — São Jerônimo"),
+    ],
+)
+def test_a_city_is_named_whatever_its_accents_and_case(
+    world: TestBot, who: str, text: str, answer: str
+) -> None:
+    with world.store() as store:
+        now = world.clock.now()
+        admin.add_city(store, "sao-jeronimo", "São Jerônimo", "America/Sao_Paulo", now, "BR", None, "pt")
+        admin.add_city(store, "avila-es", "Ávila", "Europe/Madrid", now, "ES", None, "es")
+        admin.add_member(store, "console:sj1", "sao-jeronimo", now, "Sá")
+    assert answer in world.say(who, text)

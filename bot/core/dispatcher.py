@@ -19,7 +19,7 @@ from bot.core.commands import (
     parse,
     parse_listing,
 )
-from bot.core.i18n import N_, Translator, translator
+from bot.core.i18n import N_, Translator, translator, unaccented
 from bot.core.identity import platform_of
 from bot.core.messages import MAX_TEXT, InboundMessage, Outgoing, Reply
 from bot.core.request import Request, Speaker, SpeakerRole
@@ -169,9 +169,8 @@ def named_scope(
         assert own is not None
         if ref is None:
             return [own]
-        city, extra = leading_city(
-            ref, lambda name: own if name.lower() in (own.slug, own.name.lower()) else None
-        )
+        names = {unaccented(own.slug), unaccented(own.name)}  # as store.find_city compares them
+        city, extra = leading_city(ref, lambda name: own if unaccented(name) in names else None)
         # Anything but the member's own city gets the same answer, whether or not such a city exists.
         if city is None:
             raise own_city_only(t, own)
