@@ -560,7 +560,8 @@ def test_rows_for_a_platform_without_an_adapter_expire_like_any_other(testbot: T
         ),
         (
             ["--reminders", "none", "--nudge-after", "0", "--stale-after", "0"],
-            "reminders off, nudge after 0 days",
+            "reminders off, nudges off, working days mon,tue,wed,thu,fri, quiet 20:00–8:00, blockers never "
+            "flagged",
         ),
     ],
 )

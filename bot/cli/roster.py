@@ -98,12 +98,21 @@ def city_set(
         late = admin.late_nudges(found)
         if late:
             warnings.append(late)
-        return (
-            f"{found.slug}: reminders {admin.describe_offsets(found.reminder_offsets)}, "
-            f"nudge after {found.nudge_after_days} days at {found.nudge_hour}:00, working days "
-            f"{admin.describe_days(found.working_days)}, "
-            f"quiet {admin.describe_quiet(found.quiet_start, found.quiet_end)}, "
+        # 0 days turns each off: "nudge after 0 days" read as nudging at once.
+        nudges = (
+            f"nudge after {found.nudge_after_days} days at {found.nudge_hour}:00"
+            if found.nudge_after_days > 0
+            else "nudges off"
+        )
+        stale = (
             f"blockers flagged after {found.stale_blocker_days} days"
+            if found.stale_blocker_days > 0
+            else "blockers never flagged"
+        )
+        return (
+            f"{found.slug}: reminders {admin.describe_offsets(found.reminder_offsets)}, {nudges}, "
+            f"working days {admin.describe_days(found.working_days)}, "
+            f"quiet {admin.describe_quiet(found.quiet_start, found.quiet_end)}, {stale}"
         )
 
     admin_write(db, action)
