@@ -8,7 +8,8 @@ privately to the person who asked, with a short line in the conversation saying 
 An unprompted message (a reminder, a nudge, a digest, a coach's notice) is addressed when it is planned
 and may wait in the outbox (a platform down, a retry): `may_be_told` asks the rule again when it is
 sent, since a channel may have been bound to another city meanwhile, a member moved or a coach taken
-off a city. So does a reply held back by retries (`REPLY_FRESH` in bot/runtime/delivery.py)."""
+off a city. So does a reply held back by retries (`may_still_answer`; `REPLY_FRESH` in
+bot/runtime/delivery.py)."""
 
 from collections.abc import Callable, Iterable
 
@@ -35,6 +36,16 @@ def may_be_told(recipient: Whereabouts, cities: Iterable[int]) -> bool:
     person and as a conversation): a bound conversation sees its own city only, a person what their
     role lets them, any other conversation no city's data."""
     return set(cities) <= _seen_by(recipient)
+
+
+def may_still_answer(recipient: Whereabouts, cities: Iterable[int]) -> bool:
+    """Whether a reply about `cities`, held back since it was addressed, may still go to `recipient`:
+    `may_be_told`, but for a conversation that is neither bound to a city nor a person on the roster,
+    which is a direct message's own (only the asker is in it), or a channel since unbound, whose asker
+    nothing stored names: those keep their reply, as `address` gave it."""
+    if recipient.person is None and recipient.channel_city is None:
+        return True
+    return may_be_told(recipient, cities)
 
 
 def _seen_by(recipient: Whereabouts) -> set[int]:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bot.calendar.sessions import between
-from bot.core.audience import may_be_told
+from bot.core.audience import may_be_told, may_still_answer
 from bot.core.clock import Clock
 from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND, Claiming
@@ -673,14 +673,8 @@ class Deliverer:
             return store.reference(recipient)
 
     def _still_sees(self, recipient: str, cities: set[int]) -> bool:
-        """Whether a held-back reply may still go to `recipient`. A conversation that is neither bound to
-        a city nor a person on the roster is a direct message's own (only the asker is in it), or a
-        channel since unbound, whose asker is not known here: those keep their reply."""
         with open_store(reader(self.engine)) as store:
-            found = views.whereabouts(store, recipient, recipient)
-        if found.person is None and found.channel_city is None:
-            return True
-        return may_be_told(found, cities)
+            return may_still_answer(views.whereabouts(store, recipient, recipient), cities)
 
     def _reachable(
         self, recipient: str, cities: set[int], reminds: tuple[int, datetime] | None = None
