@@ -78,24 +78,22 @@ class Store:
         return self.session.exec(select(City).where(City.slug == slug.lower())).first()
 
     def find_city(self, ref: str) -> City | None:
-        """A city by slug or by name, ignoring case, as a detached row: read it, never change it (a
-        command naming a city asks this for each run of its words, so it is read without the ORM)."""
+        """A city by slug, or by slug or name whatever the case and accents ("sao jeronimo", "ÁVILA"), as
+        a detached row: read it, never change it (a command naming a city asks this for each run of its
+        words, so it is read without the ORM)."""
         # Composed, as names are stored: "ã" may come as "a" and a combining tilde (macOS, some keyboards).
         ref = unicodedata.normalize("NFC", ref.strip()).lower()
         connection = self.session.connection()
-        for statement in (_CITY_BY_SLUG, _CITY_BY_NAME):
-            row = connection.execute(statement, {"ref": ref}).mappings().first()
-            if row is not None:
-                return City.model_construct(**row)
-        # Accents and case aside, as people type a name on a phone or an English keyboard ("sao
-        # jeronimo", "ÁVILA"): compared here, since SQLite's lower() folds ASCII letters only. Only
-        # names as long as `ref` are read: dropping an accent keeps a name's length.
-        wanted = unaccented(ref)
-        for city_id, slug, name in connection.execute(_CITY_NAMES, {"length": len(ref)}):
-            if wanted in (unaccented(slug), unaccented(name)):
-                row = connection.execute(_CITY_BY_ID, {"id": city_id}).mappings().one()
-                return City.model_construct(**row)
-        return None
+        row = connection.execute(_CITY_BY_SLUG, {"ref": ref}).mappings().first()
+        if row is None:
+            # Compared here, as SQLite's lower() folds ASCII letters only; only names as long as `ref`
+            # are read, since case and accents aside a name keeps its length.
+            wanted = unaccented(ref)
+            found = connection.execute(_CITIES_AS_LONG, {"length": len(ref)}).mappings().all()
+            alike = [r for r in found if wanted in (unaccented(r["slug"]), unaccented(r["name"]))]
+            # The name as typed goes first, should two differ by accents alone.
+            row = next((r for r in alike if r["name"].lower() == ref), alike[0] if alike else None)
+        return City.model_construct(**row) if row is not None else None
 
     def cities(self, ids: Sequence[int] | None = None) -> list[City]:
         query = select(City).order_by(City.name)
@@ -787,9 +785,8 @@ _BOUND_CITY = (
     .where(_BINDINGS.c.conversation == bindparam("conversation"))
 )
 _CITY_BY_SLUG = core_select(*_CITIES.c).where(_CITIES.c.slug == bindparam("ref"))
-_CITY_BY_NAME = core_select(*_CITIES.c).where(func.lower(_CITIES.c.name) == bindparam("ref")).limit(1)
-_CITY_NAMES = (
-    core_select(_CITIES.c.id, _CITIES.c.slug, _CITIES.c.name)
+_CITIES_AS_LONG = (
+    core_select(*_CITIES.c)
     .where(
         or_(
             func.length(_CITIES.c.name) == bindparam("length"),
@@ -798,7 +795,6 @@ _CITY_NAMES = (
     )
     .order_by(_CITIES.c.name, _CITIES.c.id)
 )
-_CITY_BY_ID = core_select(*_CITIES.c).where(_CITIES.c.id == bindparam("id"))
 _UPDATE_IDS = "SELECT nextval(pg_get_serial_sequence('updates', 'id')) FROM generate_series(1, %s)"
 _WRITE_UPDATES = (
     "INSERT INTO updates (id, city_id, author, text, platform, created_at) VALUES (%s, %s, %s, %s, %s, %s)"

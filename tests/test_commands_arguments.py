@@ -99,6 +99,9 @@ def test_as_without_an_identity_in_the_chat_says_what_it_needs(db_url: str) -> N
         ("console:coach-all", "/cda status Sa\u0303o Jero\u0302nimo", "Status — São Jerônimo"),  # decomposed
         # A member naming their own city without accents was told they see only their own city.
         ("console:sj1", "/cda status sao jeronimo", "Situação — São Jerônimo"),
+        # Two names apart by accents alone: the one typed is the one shown.
+        ("console:coach-all", "/cda status san jeronimo", "Status — San Jeronimo"),
+        ("console:coach-all", "/cda status san jerónimo", "Status — San Jerónimo"),
     ],
 )
 def test_a_city_is_named_whatever_its_accents_and_case(
@@ -108,5 +111,7 @@ def test_a_city_is_named_whatever_its_accents_and_case(
         now = world.clock.now()
         admin.add_city(store, "sao-jeronimo", "São Jerônimo", "America/Sao_Paulo", now, "BR", None, "pt")
         admin.add_city(store, "avila-es", "Ávila", "Europe/Madrid", now, "ES", None, "es")
+        admin.add_city(store, "san-jeronimo-a", "San Jerónimo", "America/Bogota", now, "CO", None, "es")
+        admin.add_city(store, "san-jeronimo-b", "San Jeronimo", "America/Bogota", now, "CO", None, "en")
         admin.add_member(store, "console:sj1", "sao-jeronimo", now, "Sá")
     assert answer in world.say(who, text)
