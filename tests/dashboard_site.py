@@ -36,9 +36,9 @@ def public_base(monkeypatch: pytest.MonkeyPatch) -> str:
     return BASE
 
 
-def link_for(bot: TestBot, who: str) -> str:
-    """`/cda dashboard` as `who` says it in a DM: the link in the reply."""
-    text = bot.say(who, "/cda dashboard")
+def link_for(bot: TestBot, who: str, conversation: str | None = None) -> str:
+    """`/cda dashboard` as `who` says it in a DM (or in `conversation`): the link in the reply."""
+    text = bot.say(who, "/cda dashboard", conversation=conversation)  # type: ignore[arg-type]
     found = LINK.search(text)
     assert found is not None, text
     return found.group(0)

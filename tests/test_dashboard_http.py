@@ -314,21 +314,19 @@ async def test_a_link_preview_speaks_the_language_of_the_person_the_link_is_for(
     with site.bot.store() as store:
         admin.add_city(store, "delta", "Delta", "America/Sao_Paulo", site.bot.clock.now(), language=language)
         admin.bind(store, "slack:T0001:C0DELTA", "delta", site.bot.clock.now())
-    reply = site.bot.say("console:coach-all", "/cda dashboard", conversation="slack:T0001:C0DELTA")
-    link = re.search(r"http://testserver/dashboard/signin/\S+", reply)
-    assert link is not None, reply
+    link = link_for(site.bot, "console:coach-all", "slack:T0001:C0DELTA")
     t = translator(language)
     async with site.client() as client:
         for agent in ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "WhatsApp/2.23.20.0"):
-            preview = await client.get(link.group(0), headers={"user-agent": agent})
+            preview = await client.get(link, headers={"user-agent": agent})
             assert preview.status_code == 200 and f'<html lang="{language}">' in preview.text
             assert t.gettext(routes.PREVIEW) in html.unescape(preview.text)
-        head = await client.head(link.group(0))
+        head = await client.head(link)
         assert head.status_code == 200 and head.headers["content-length"] == preview.headers["content-length"]
         # A token this bot did not sign names no one: its preview is in English.
         forged = await client.get("/dashboard/signin/x.y", headers={"user-agent": "WhatsApp/2.23.20.0"})
         assert forged.status_code == 200 and '<html lang="en">' in forged.text
-        assert (await sign_in(client, link.group(0))).status_code == 303
+        assert (await sign_in(client, link)).status_code == 303
 
 
 async def test_a_link_opened_while_the_database_fails_is_not_written_to_the_log(
@@ -499,15 +497,18 @@ async def test_a_coach_taken_off_one_city_stays_signed_in_and_no_longer_sees_it(
     assert blocker_status(site.bot, beta) == "open"
 
 
-async def test_a_blocker_opened_today_reads_today_on_the_city_page_as_in_chat(site: Site) -> None:
-    # Gamma's blocker was opened this morning: the page said "(hace 0 días)", where chat says "(hoy)".
+def _link_in_gammas_channel(site: Site) -> str:
+    """The coach of all cities asks for their link in Gamma's channel: the page then speaks Spanish."""
     with site.bot.store() as store:
         admin.bind(store, "slack:T0001:C0GAMMA", "gamma", site.bot.clock.now())
-    text = site.bot.say("console:coach-all", "/cda dashboard", conversation="slack:T0001:C0GAMMA")
-    link = re.search(r"http://testserver/dashboard/signin/\S+", text)
-    assert link is not None, text
+    return link_for(site.bot, "console:coach-all", "slack:T0001:C0GAMMA")
+
+
+async def test_a_blocker_opened_today_reads_today_on_the_city_page_as_in_chat(site: Site) -> None:
+    # Gamma's blocker was opened this morning: the page said "(hace 0 días)", where chat says "(hoy)".
+    link = _link_in_gammas_channel(site)
     async with site.client() as client:
-        assert (await sign_in(client, link.group(0))).status_code == 303
+        assert (await sign_in(client, link)).status_code == 303
         page = html.unescape((await client.get("/dashboard/city/gamma")).text)
     chat = site.bot.say("console:g1", "/cda blockers")
     assert "abierto el sáb 28 nov 2026 (hoy) por Gil Gamma" in chat
@@ -864,18 +865,14 @@ async def test_the_pages_load_nothing_from_elsewhere_and_run_no_script(site: Sit
 
 async def test_the_page_speaks_the_language_the_coach_was_answered_in(site: Site) -> None:
     es = translator("es").gettext
-    with site.bot.store() as store:
-        admin.bind(store, "slack:T0001:C0GAMMA", "gamma", site.bot.clock.now())
-    text = site.bot.say("console:coach-all", "/cda dashboard", conversation="slack:T0001:C0GAMMA")
-    link = re.search(r"http://testserver/dashboard/signin/\S+", text)
-    assert link is not None, text
+    link = _link_in_gammas_channel(site)
     async with site.client() as client:
-        confirm = await client.get(link.group(0))
+        confirm = await client.get(link)
         assert (
             '<html lang="es">' in confirm.text
             and es("Sign in as {name}").format(name="Coach All") in confirm.text
         )
-        assert (await sign_in(client, link.group(0))).status_code == 303
+        assert (await sign_in(client, link)).status_code == 303
         page = (await client.get("/dashboard")).text
     assert '<html lang="es">' in page
     assert f">{es('Phase')}<" in page and f">{es('Last update')}<" in page
