@@ -91,6 +91,7 @@ class Call:
     params: dict[str, Any]
     headers: dict[str, str]
     at: float
+    body: bytes = b""
 
 
 @dataclass
@@ -152,7 +153,7 @@ class MockSlack:
                     params[key] = json.loads(params[key])
         params.update(dict(request.query_params))
         with self.lock:
-            self.calls.append(Call(method, params, dict(request.headers), time.monotonic()))
+            self.calls.append(Call(method, params, dict(request.headers), time.monotonic(), raw))
         return params
 
     async def _api(self, request: Request) -> Response:

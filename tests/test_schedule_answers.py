@@ -227,6 +227,11 @@ CASES = [
         ],
     ),
     ("console:chi", SAT, "what happens in march 2027?", ["In March 2027:", "Demo day", "Tue 30 Mar 2027"]),
+    # A month named from today: this one, the next, the last.
+    ("console:chi", SAT, "what's on this month?", ["In November 2026:", "Tue 24 Nov 2026"]),
+    ("console:chi", SAT, "sessions next month?", ["In December 2026:", "Tue 1 Dec 2026", "Tue 29 Dec 2026"]),
+    ("console:chi", SAT, "what happened last month?", ["In October 2026:", "Tue 27 Oct 2026"]),
+    ("console:chi", SAT, "when is the next session this month?", ["Next session", "Tue 1 Dec 2026"]),
     ("console:chi", SAT, "whats on in february?", ["Learning Loop 3: Scale and Launch begins"]),
     (
         "console:chi",
@@ -326,6 +331,7 @@ CASES = [
         ["En enero de 2027:", "Encuentro en Baltimore", "jue 7 ene 2027"],
     ),
     ("console:bog", SAT, "¿hay sesión el jueves?", ["Sesiones el jue 3 dic 2026"]),
+    ("console:bog", SAT, "¿qué hay el mes que viene?", ["En diciembre de 2026:", "jue 3 dic 2026"]),
     ("console:bog", SAT, "sesiones el 10 de diciembre", ["Sesiones el jue 10 dic 2026"]),
     ("console:bog", SAT, "¿cuándo es la visita?", ["Visita a la ciudad (dos días): fue entre"]),
     ("console:bog", SAT, "cuando empieza el ciclo 3", ["empieza: febrero de 2027"]),
@@ -361,6 +367,7 @@ CASES = [
         ["Não há sessões de coaching nessa semana", "A próxima:", "qua. 9 dez. 2026"],
     ),
     ("console:sao", SAT, "tem sessão amanhã?", ["Não há sessão de coaching em dom. 29 nov. 2026"]),
+    ("console:sao", SAT, "o que tem no próximo mês?", ["Em dezembro de 2026:", "qua. 9 dez. 2026"]),
     (
         "console:sao",
         SAT,
@@ -610,6 +617,7 @@ ABOUT_THE_CITY = [
     "sessions on 2026-12-08?",
     "what happens in january?",
     "what happens in june 2027?",
+    "what's on this month?",
     "what phase are we in?",
     "when is the last session?",
     "when was our last session?",

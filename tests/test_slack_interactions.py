@@ -103,7 +103,9 @@ def test_small_export_is_shown_inline_and_a_large_one_is_uploaded(running: Runni
     [opened] = running.mock.named("conversations.open")
     assert opened.params["users"] == "UCOACH1"
     [upload] = running.mock.named("upload")
-    assert upload.params is not None
+    # Marked as UTF-8 for spreadsheets, like the coaches' page's CSV; the rows as shown inline.
+    assert upload.body.startswith("\ufeffid,city,created_at,author,platform,text\r\n".encode())
+    assert "number 39" in upload.body.decode("utf-8-sig")
 
 
 def test_a_blocker_notice_reaches_the_slack_coach_and_its_button_resolves_it(running: Running) -> None:

@@ -120,6 +120,16 @@ SESSION = frozenset(
 )
 NEXT = frozenset(["next", "upcoming", "proxima", "proximo", "proximas", "proximos", "siguiente", "seguinte"])
 WEEK = frozenset(["week", "semana"])
+MONTH = frozenset(["month", "mes"])
+# A month named by where it stands from today: "this month", "el mes que viene", "mês passado".
+NEXT_MONTH = (
+    r"\b(?:next|coming|upcoming|proximo|siguiente|seguinte) (?:month|mes)\b"
+    r"|\bmes (?:que viene|siguiente|que vem|seguinte)\b"
+)
+LAST_MONTH = r"\b(?:last|previous|past) month\b|\bmes (?:pasado|passado|passada|anterior)\b"
+THIS_MONTH = r"\b(?:this|current|este|neste|esse|nesse) (?:month|mes)\b|\bmes (?:actual|atual|corriente)\b"
+# "the next session this month?" asks for one session, not for the month.
+NEXT_SESSION = r"\b(?:next|proxima|proximo|siguiente) (?:" + "|".join(sorted(SESSION)) + r")\b"
 HOW_LONG = (
     r"\bhow (?:long|many (?:days|weeks|months))\b",
     r"\bcuan(?:to|tos|tas) (?:falta|faltan|queda|quedan|dias|semanas|meses)\b",
@@ -180,7 +190,12 @@ for number, names in enumerate(
         WEEKDAYS[name] = number
 
 TIME_WORDS = (
-    NEXT | WEEK | set(MONTHS) | set(WEEKDAYS) | {"today", "tomorrow", "hoy", "manana", "hoje", "amanha"}
+    NEXT
+    | WEEK
+    | MONTH
+    | set(MONTHS)
+    | set(WEEKDAYS)
+    | {"today", "tomorrow", "hoy", "manana", "hoje", "amanha"}
 )
 VOCABULARY = sorted(
     {
@@ -336,7 +351,7 @@ def understand(text: str, today: date, strict: bool = False) -> Question | None:
     day = _day(norm, today)
     if day is not None:
         return Question("day", day=day)
-    month = _month(norm, today)
+    month = _month(norm, today) or _month_from_today(norm, today)
     if month is not None:
         return Question("month", month=month)
     if words & WEEK:
@@ -412,6 +427,19 @@ def _month(norm: str, today: date) -> date | None:
         if not year_match and month < today.month - 1:  # "in January" asked in November is next January
             year += 1
         return date(year, month, 1)
+    return None
+
+
+def _month_from_today(norm: str, today: date) -> date | None:
+    if re.search(NEXT_SESSION, norm):
+        return None
+    first = today.replace(day=1)
+    if re.search(NEXT_MONTH, norm):
+        return (first + timedelta(days=31)).replace(day=1)
+    if re.search(LAST_MONTH, norm):
+        return (first - timedelta(days=1)).replace(day=1)
+    if re.search(THIS_MONTH, norm):
+        return first
     return None
 
 
