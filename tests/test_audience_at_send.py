@@ -162,22 +162,24 @@ def _replies_dropped_as_unseen(bot: TestBot) -> list[str]:
     return [r.recipient for r in rows if r.status == OutboxStatus.dropped and r.last_error == UNSEEN]
 
 
-@pytest.mark.parametrize("rebound", [True, False], ids=["rebound", "still-alpha"])
+@pytest.mark.parametrize("change", ["rebound", "unbound", "still-alpha"])
 def test_a_held_back_reply_is_not_posted_in_a_channel_bound_to_another_city_since(
-    world: TestBot, rebound: bool
+    world: TestBot, change: str
 ) -> None:
     """Alpha's member asks for Alpha's status in Alpha's channel; Slack fails the reply, and before the
-    retry an admin binds the channel to Beta. Beta's channel is not sent Alpha's status; a channel
-    still Alpha's is."""
+    retry an admin binds the channel to Beta, or unbinds it (it was the wrong channel). Neither Beta's
+    channel nor one that sees no city is sent Alpha's status; a channel still Alpha's is."""
     asked = said(SLACK_MEMBER, "/cda status", world.clock.now(), conversation=ALPHA_CHANNEL)
     slack = _reply_waits_for_a_retry(world, asked)
-    if rebound:
-        with world.store() as store:
+    with world.store() as store:
+        if change == "rebound":
             admin.bind(store, ALPHA_CHANNEL, "beta", world.clock.now())
+        elif change == "unbound":
+            admin.unbind(store, ALPHA_CHANNEL)
     tick(world, world.clock.now() + timedelta(minutes=1), slack)
     told = [r for r in _to(slack, ALPHA_CHANNEL) if _shows(r, "ALPHA", "Alpha")]
-    if rebound:
-        assert told == [], f"Beta's channel was sent Alpha's status: {told[0].text!r}"
+    if change != "still-alpha":
+        assert told == [], f"a channel no longer Alpha's was sent Alpha's status: {told[0].text!r}"
         assert _replies_dropped_as_unseen(world) == [ALPHA_CHANNEL]
     else:
         assert told and _replies_dropped_as_unseen(world) == []
@@ -202,9 +204,13 @@ def test_a_held_back_reply_is_not_sent_to_a_coach_taken_off_its_city_since(
         assert told and _replies_dropped_as_unseen(world) == []
 
 
-def test_a_held_back_reply_in_a_direct_messages_own_conversation_is_still_sent(world: TestBot) -> None:
+@pytest.mark.parametrize("moved", [False, True], ids=["still-alpha", "moved-to-beta"])
+def test_a_held_back_reply_in_a_direct_messages_own_conversation_is_sent_while_the_asker_sees_it(
+    world: TestBot, moved: bool
+) -> None:
     """A Slack DM is a conversation of its own (D…), neither a channel bound to a city nor a person: only
-    the asker is in it, and their answer goes there after a retry."""
+    the asker is in it, and their answer goes there after a retry, if they may still see it: not once
+    an admin has moved them to Beta."""
     asked = InboundMessage(
         platform="slack",
         message_id="dm-1",
@@ -215,6 +221,40 @@ def test_a_held_back_reply_in_a_direct_messages_own_conversation_is_still_sent(w
         direct=True,
     )
     slack = _reply_waits_for_a_retry(world, asked)
+    if moved:
+        with world.store() as store:
+            admin.remove_person(store, SLACK_MEMBER, Role.member, world.clock.now())
+            admin.add_member(store, SLACK_MEMBER, "beta", world.clock.now(), "Ana, now of Beta")
+    tick(world, world.clock.now() + timedelta(minutes=1), slack)
+    told = [r for r in _to(slack, "slack:T0001:D0001") if _shows(r, "ALPHA", "Alpha")]
+    if moved:
+        assert told == [], f"Beta's member was sent Alpha's status in their DM: {told[0].text!r}"
+        assert _replies_dropped_as_unseen(world) == ["slack:T0001:D0001"]
+    else:
+        assert told and _replies_dropped_as_unseen(world) == []
+
+
+def test_a_held_back_reply_written_before_replies_said_who_sees_them_is_judged_by_its_recipient(
+    world: TestBot,
+) -> None:
+    """A reply queued by the release before this one names no viewer: its recipient is asked, and a DM's
+    own conversation, which names neither a person nor a city, keeps it (nothing says who asked)."""
+    asked = InboundMessage(
+        platform="slack",
+        message_id="dm-old",
+        conversation="slack:T0001:D0001",
+        sender=SLACK_MEMBER,
+        text="/cda status",
+        received_at=world.clock.now(),
+        direct=True,
+    )
+    slack = _reply_waits_for_a_retry(world, asked)
+    with world.store() as store:
+        [row] = store.session.exec(
+            select(OutboxMessage).where(OutboxMessage.recipient == "slack:T0001:D0001")
+        )
+        assert row.payload["seen_by"] == [SLACK_MEMBER, "slack:T0001:D0001"]
+        row.payload = {k: v for k, v in row.payload.items() if k != "seen_by"}
+        store.session.add(row)
     tick(world, world.clock.now() + timedelta(minutes=1), slack)
     assert any(_shows(r, "ALPHA", "Alpha") for r in _to(slack, "slack:T0001:D0001"))
-    assert _replies_dropped_as_unseen(world) == []

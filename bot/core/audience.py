@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 from bot.core.i18n import N_, Translator
 from bot.core.messages import InboundMessage, Outgoing, Reply
+from bot.core.request import Speaker
 from store.models import City, Role
 from store.views import Whereabouts
 
@@ -35,20 +36,24 @@ def may_be_told(recipient: Whereabouts, cities: Iterable[int]) -> bool:
     """Whether a message about `cities` may go to a recipient now (`recipient`: their whereabouts as a
     person and as a conversation): a bound conversation sees its own city only, a person what their
     role lets them, any other conversation no city's data."""
-    return set(cities) <= _seen_by(recipient)
+    return set(cities) <= _sight(recipient)
 
 
-def may_still_answer(recipient: Whereabouts, cities: Iterable[int]) -> bool:
-    """Whether a reply about `cities`, held back since it was addressed, may still go to `recipient`:
-    `may_be_told`, but for a conversation that is neither bound to a city nor a person on the roster,
-    which is a direct message's own (only the asker is in it), or a channel since unbound, whose asker
-    nothing stored names: those keep their reply, as `address` gave it."""
-    if recipient.person is None and recipient.channel_city is None:
-        return True
-    return may_be_told(recipient, cities)
+def may_still_answer(seen: Whereabouts, cities: Iterable[int], asker: Speaker | None = None) -> bool:
+    """Whether a reply about `cities`, held back since it was addressed, may still go: `asker`, for an
+    answer only they see (their DM's too), as they are now where they asked (`speaker_of`), must still
+    see all of them; otherwise `seen`, the whereabouts of the conversation others see it in, must, so a
+    channel since bound to another city or unbound is not told."""
+    if asker is not None:
+        return set(cities) <= set(asker.accessible_ids)
+    return may_be_told(seen, cities)
 
 
-def _seen_by(recipient: Whereabouts) -> set[int]:
+def _seen_by(reply: Reply, who: str, where: str | None) -> Reply:
+    return reply.model_copy(update={"seen_by": (who, where)}) if reply.about else reply
+
+
+def _sight(recipient: Whereabouts) -> set[int]:
     if recipient.channel_city is not None:
         return visible_cities(recipient.channel_city)
     person = recipient.person
@@ -69,20 +74,26 @@ def address(
     """`reaches_privately`: whether the sender can still be written to directly, asked only when an
     answer would go there (a removed app cannot be: the answer is not sent, and the conversation is
     told why rather than that it was)."""
+    # Where the sender asked, as `views.whereabouts` takes it (None: to the bot directly).
+    asked = (message.sender, None if message.conversation == message.sender else message.conversation)
     if not message.seen_by_others:
         # Only the sender saw the message (a DM, a slash command): the answer is theirs alone, given
         # where they asked (a DM's own conversation; for a slash command, privately in its channel).
         to = message.conversation if message.direct else message.sender
-        return [Outgoing(recipient=to, reply=reply, context=message.reply_context) for reply in replies]
+        return [
+            Outgoing(recipient=to, reply=_seen_by(reply, *asked), context=message.reply_context)
+            for reply in replies
+        ]
     visible = visible_cities(channel_city)
     outgoing: list[Outgoing] = []
     for reply in replies:
         if not reply.personal and set(reply.about) <= visible:
+            shown = _seen_by(reply, message.conversation, message.conversation)
             outgoing.append(
-                Outgoing(recipient=message.conversation, reply=reply, context=message.reply_context)
+                Outgoing(recipient=message.conversation, reply=shown, context=message.reply_context)
             )
         else:
-            outgoing.append(Outgoing(recipient=message.sender, reply=reply))
+            outgoing.append(Outgoing(recipient=message.sender, reply=_seen_by(reply, *asked)))
     diverted = [o.reply for o in outgoing if o.recipient == message.sender]
     if diverted and not reaches_privately():
         outgoing = [o for o in outgoing if o.recipient != message.sender]

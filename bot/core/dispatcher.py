@@ -105,18 +105,23 @@ def resolve_speaker(
     """`found`: the message's whereabouts when they were read already (for a batch, in one statement)."""
     if found is None:
         found = views.whereabouts(store, *asked(msg))
+    return speaker_of(found, msg.sender), found.channel_city
+
+
+def speaker_of(found: views.Whereabouts, sender: str) -> Speaker:
+    """Who `sender` is where they speak (`found`: their whereabouts there), and what they may see."""
     person, city, channel_city = found.person, found.city, found.channel_city
     if person is not None:
         role = SpeakerRole(person.role)
         if role == MEMBER:
             ids = [city.id] if city and city.id is not None else []
-            return Speaker(msg.sender, role, person.name, city, ids), channel_city
-        return Speaker(msg.sender, role, person.name, None, found.accessible or []), channel_city
+            return Speaker(sender, role, person.name, city, ids)
+        return Speaker(sender, role, person.name, None, found.accessible or [])
     # Anyone speaking in a bound channel counts as a member of its city, except on WhatsApp,
     # where a number must be on the roster before anything it sends is stored.
-    if channel_city is not None and channel_city.id is not None and platform_of(msg.sender) != "whatsapp":
-        return Speaker(msg.sender, MEMBER, None, channel_city, [channel_city.id]), channel_city
-    return Speaker(msg.sender, GUEST), channel_city
+    if channel_city is not None and channel_city.id is not None and platform_of(sender) != "whatsapp":
+        return Speaker(sender, MEMBER, None, channel_city, [channel_city.id])
+    return Speaker(sender, GUEST)
 
 
 def language_of(speaker: Speaker, channel_city: City | None) -> str:

@@ -138,6 +138,12 @@ class Reply(BaseModel):
         default=False,
         description="for the sender alone wherever they asked (a sign-in link), never in a conversation",
     )
+    seen_by: tuple[str, str | None] | None = Field(
+        default=None,
+        description="whose sight of `about` decides whether the reply, held back, may still go, as "
+        "(who, where) for `views.whereabouts`: the asker where they asked, for an answer only they see "
+        "(their DM's too); the conversation itself, twice, where others see it",
+    )
 
     def rendered(self, now: datetime) -> "Reply":
         """The reply as it reads at `now`: "starts in 52 minutes" is true when it is sent, not planned."""

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from bot.calendar.sessions import between
 from bot.core.audience import may_be_told, may_still_answer
 from bot.core.clock import Clock
+from bot.core.dispatcher import speaker_of
 from bot.core.identity import platform_of
 from bot.core.inbox import REPLY_KIND, Claiming
 from bot.core.messages import RECORDED, Adapter, DeliveryError, Reply
@@ -433,7 +434,7 @@ class Deliverer:
         else:
             cities = _about(row)
             held_back = row.attempts > 1 or now - row.created_at > REPLY_FRESH
-            if cities and held_back and not await asyncio.to_thread(self._still_sees, row.recipient, cities):
+            if cities and held_back and not await asyncio.to_thread(self._still_sees, row, cities):
                 log.info("not sent", extra={"outbox_id": row.id, "kind": row.kind, "reason": UNSEEN})
                 await self._record(row, OutboxStatus.dropped, now, UNSEEN, None)
                 report.dropped.append(row.id)
@@ -672,9 +673,17 @@ class Deliverer:
         with open_store(reader(self.engine)) as store:
             return store.reference(recipient)
 
-    def _still_sees(self, recipient: str, cities: set[int]) -> bool:
+    def _still_sees(self, row: OutboxMessage, cities: set[int]) -> bool:
+        seen_by = (row.payload or {}).get("seen_by")
         with open_store(reader(self.engine)) as store:
-            return may_still_answer(views.whereabouts(store, recipient, recipient), cities)
+            if not seen_by:
+                # Queued before replies said who sees them: a DM's own conversation, neither a person
+                # nor a bound channel, keeps its reply, as it did then.
+                found = views.whereabouts(store, row.recipient, row.recipient)
+                return (found.person is None and found.channel_city is None) or may_be_told(found, cities)
+            who, where = seen_by
+            found = views.whereabouts(store, who, where)
+            return may_still_answer(found, cities, speaker_of(found, who) if who != where else None)
 
     def _reachable(
         self, recipient: str, cities: set[int], reminds: tuple[int, datetime] | None = None
