@@ -74,14 +74,12 @@ def address(
     """`reaches_privately`: whether the sender can still be written to directly, asked only when an
     answer would go there (a removed app cannot be: the answer is not sent, and the conversation is
     told why rather than that it was)."""
-    # Where the sender asked, as `views.whereabouts` takes it (None: to the bot directly).
-    asked = (message.sender, None if message.conversation == message.sender else message.conversation)
     if not message.seen_by_others:
         # Only the sender saw the message (a DM, a slash command): the answer is theirs alone, given
         # where they asked (a DM's own conversation; for a slash command, privately in its channel).
         to = message.conversation if message.direct else message.sender
         return [
-            Outgoing(recipient=to, reply=_seen_by(reply, *asked), context=message.reply_context)
+            Outgoing(recipient=to, reply=_seen_by(reply, *message.asked), context=message.reply_context)
             for reply in replies
         ]
     visible = visible_cities(channel_city)
@@ -93,7 +91,7 @@ def address(
                 Outgoing(recipient=message.conversation, reply=shown, context=message.reply_context)
             )
         else:
-            outgoing.append(Outgoing(recipient=message.sender, reply=_seen_by(reply, *asked)))
+            outgoing.append(Outgoing(recipient=message.sender, reply=_seen_by(reply, *message.asked)))
     diverted = [o.reply for o in outgoing if o.recipient == message.sender]
     if diverted and not reaches_privately():
         outgoing = [o for o in outgoing if o.recipient != message.sender]

@@ -94,17 +94,12 @@ class Refusal(Exception):
     """A clear no, sent back as the reply; nothing the speaker may not see is in it."""
 
 
-def asked(msg: InboundMessage) -> tuple[str, str | None]:
-    """Who speaks, and in which conversation (None: directly to the bot), as `views.whereabouts` asks."""
-    return msg.sender, None if msg.conversation == msg.sender else msg.conversation
-
-
 def resolve_speaker(
     store: Store, msg: InboundMessage, found: views.Whereabouts | None = None
 ) -> tuple[Speaker, City | None]:
     """`found`: the message's whereabouts when they were read already (for a batch, in one statement)."""
     if found is None:
-        found = views.whereabouts(store, *asked(msg))
+        found = views.whereabouts(store, *msg.asked)
     return speaker_of(found, msg.sender), found.channel_city
 
 
@@ -280,7 +275,7 @@ def dispatch_all(store: Store, messages: list[InboundMessage], now: datetime) ->
     changing = (n for n, spec in enumerate(specs) if spec is not None and spec.changes_speaker)
     fresh = next(changing, len(messages) - 1) + 1  # read together: up to the first such message
     found: list[views.Whereabouts | None] = [
-        *views.whereabouts_of(store, [asked(m) for m in messages[:fresh]]),
+        *views.whereabouts_of(store, [m.asked for m in messages[:fresh]]),
         *[None] * (len(messages) - fresh),
     ]
     answers: list[list[Outgoing]] = []

@@ -95,6 +95,12 @@ class InboundMessage(BaseModel):
     def seen_by_others(self) -> bool:
         return not (self.direct or self.private)
 
+    @property
+    def asked(self) -> tuple[str, str | None]:
+        """Who speaks, and in which conversation (None: directly to the bot), as `views.whereabouts`
+        asks."""
+        return self.sender, None if self.conversation == self.sender else self.conversation
+
 
 class ReplyField(BaseModel):
     label: str
