@@ -176,6 +176,23 @@ def test_a_signed_form_split_again_with_its_message_sid_cut_short_is_no_new_mess
     assert len(whatsapp.twilio.sent) == 1
 
 
+def test_a_message_to_another_number_of_the_account_is_neither_stored_nor_answered(
+    whatsapp: WhatsApp,
+) -> None:
+    """The account's staging number shares this webhook: what a member writes to it is signed with the
+    same token, yet is not written to this bot's number. It is not recorded for Alpha, nor answered from
+    the number they did not write to; the same member writing to the bot's own number is."""
+    elsewhere = inbound(ALPHA_NUMBER, "update: TO-THE-STAGING-NUMBER", To="whatsapp:+15005550006")
+    response = whatsapp.post(elsewhere)
+    assert response.status_code == 200 and response.text.endswith("<Response></Response>")
+    assert whatsapp.post(inbound(ALPHA_NUMBER, "update: to the bot")).status_code == 200
+    [sent] = whatsapp.twilio.wait_for(1)
+    whatsapp.settle()
+    assert "recorded for Alpha" in sent.body
+    assert [u.text for u in _updates(whatsapp)] == ["to the bot"]
+    assert whatsapp.inbox_count() == 1
+
+
 def test_an_unknown_number_is_told_how_to_join_and_nothing_it_sent_is_stored(whatsapp: WhatsApp) -> None:
     assert whatsapp.post(inbound(STRANGER, "update: SECRET-FROM-A-STRANGER")).status_code == 200
     [sent] = whatsapp.twilio.wait_for(1)

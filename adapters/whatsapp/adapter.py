@@ -303,6 +303,13 @@ class WhatsAppAdapter:
             return refusal(400, str(error))
         if message is None:
             return twiml()  # an SMS to the same number, say: not ours to answer
+        to = found.get("To", "").strip()
+        if to and to != self.config.sender:
+            # Signed by this account, for another of its numbers whose webhook names this server (a
+            # staging number sharing the URL, say): not a message to this bot, whose answer would come
+            # from another number than the one written to.
+            log.warning("whatsapp message to another number ignored", extra={"to": to})
+            return twiml()
         try:
             # Whether the number may talk, and what to say to a photo, is the core's to decide.
             await self.hub.accept(message.inbound(self.hub.clock.now()))
