@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from bot.calendar.sessions import Occurrence, session_title
 from bot.core.clock import Clock
 from bot.core.i18n import N_, Translator, translator, zone_abbreviation
-from bot.core.messages import clean_text
+from bot.core.messages import CSV_MARK, clean_text
 from bot.core.request import Speaker, SpeakerRole
 from bot.runtime.http_input import BodyError, read_body
 from handlers.blockers import MAX_ID_DIGITS, resolve_numbered
@@ -509,9 +509,7 @@ class Pages:
         if csv:
             filename = f"cda-{city.slug}-{now:%Y%m%d}.csv"
             return Response(
-                # The byte-order mark tells Excel the file is UTF-8; without it Excel reads the legacy
-                # code page, and "São" and "reunión" show as "SÃ£o" and "reuniÃ³n".
-                "\ufeff" + city_csv(view),
+                CSV_MARK + city_csv(view),
                 media_type="text/csv; charset=utf-8",
                 headers={
                     "Content-Disposition": f'attachment; filename="{filename}"',

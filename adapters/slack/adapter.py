@@ -62,7 +62,6 @@ BOT_SCOPES = [
 SLASH_COMMAND = COMMAND  # the gate refuses any other
 EVENTS_ROUTE = "/slack/events"
 UPDATE_REACTION = "white_check_mark"
-CSV_MARK = "\ufeff"
 # A Slack payload names no language, and without the database the city's is not known: all three.
 NOT_STORED = not_saved()
 STILL_SAVING = still_saving()
@@ -444,15 +443,10 @@ class SlackAdapter:
         attachment: Attachment,
         comment: str | None,
     ) -> None:
-        content = attachment.content
-        if attachment.media_type == "text/csv":
-            # A byte-order mark, as the coaches' page gives its CSV: without it Excel reads UTF-8 as
-            # its local code page, and "São Paulo" opens as "SÃ£o Paulo".
-            content = CSV_MARK + content
         await client.files_upload_v2(
             channel=channel,
             thread_ts=thread_ts,
-            content=content,
+            content=attachment.as_file(),
             filename=attachment.filename,
             title=attachment.filename,
             initial_comment=comment,

@@ -114,10 +114,19 @@ class Button(BaseModel):
     command: str = Field(description="the same action as text, for platforms without buttons")
 
 
+# Tells a spreadsheet a downloaded CSV is UTF-8: without it Excel reads its local code page, and "São"
+# and "reunión" open as "SÃ£o" and "reuniÃ³n". Shown inline in a chat, a CSV goes without it.
+CSV_MARK = "\ufeff"
+
+
 class Attachment(BaseModel):
     filename: str
     media_type: str
     content: str
+
+    def as_file(self) -> str:
+        """The content as a file to download."""
+        return CSV_MARK + self.content if self.media_type == "text/csv" else self.content
 
 
 class Reply(BaseModel):
