@@ -232,29 +232,3 @@ def test_a_held_back_reply_in_a_direct_messages_own_conversation_is_sent_while_t
         assert _replies_dropped_as_unseen(world) == ["slack:T0001:D0001"]
     else:
         assert told and _replies_dropped_as_unseen(world) == []
-
-
-def test_a_held_back_reply_written_before_replies_said_who_sees_them_is_judged_by_its_recipient(
-    world: TestBot,
-) -> None:
-    """A reply queued by the release before this one names no viewer: its recipient is asked, and a DM's
-    own conversation, which names neither a person nor a city, keeps it (nothing says who asked)."""
-    asked = InboundMessage(
-        platform="slack",
-        message_id="dm-old",
-        conversation="slack:T0001:D0001",
-        sender=SLACK_MEMBER,
-        text="/cda status",
-        received_at=world.clock.now(),
-        direct=True,
-    )
-    slack = _reply_waits_for_a_retry(world, asked)
-    with world.store() as store:
-        [row] = store.session.exec(
-            select(OutboxMessage).where(OutboxMessage.recipient == "slack:T0001:D0001")
-        )
-        assert row.payload["seen_by"] == [SLACK_MEMBER, "slack:T0001:D0001"]
-        row.payload = {k: v for k, v in row.payload.items() if k != "seen_by"}
-        store.session.add(row)
-    tick(world, world.clock.now() + timedelta(minutes=1), slack)
-    assert any(_shows(r, "ALPHA", "Alpha") for r in _to(slack, "slack:T0001:D0001"))

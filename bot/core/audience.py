@@ -40,17 +40,17 @@ def may_be_told(recipient: Whereabouts, cities: Iterable[int]) -> bool:
 
 
 def may_still_answer(seen: Whereabouts, cities: Iterable[int], asker: Speaker | None = None) -> bool:
-    """Whether a reply about `cities`, held back since it was addressed, may still go: `asker`, for an
-    answer only they see (their DM's too), as they are now where they asked (`speaker_of`), must still
-    see all of them; otherwise `seen`, the whereabouts of the conversation others see it in, must, so a
-    channel since bound to another city or unbound is not told."""
+    """Whether a reply about `cities`, held back since it was addressed, may still go: `asker`
+    (`Reply.asker` as they are now where they asked, `speaker_of`), for an answer only they see, must
+    still see all of them; otherwise `seen`, the whereabouts of the conversation others see it in,
+    must, so a channel since bound to another city or unbound is not told."""
     if asker is not None:
         return set(cities) <= set(asker.accessible_ids)
     return may_be_told(seen, cities)
 
 
-def _seen_by(reply: Reply, who: str, where: str | None) -> Reply:
-    return reply.model_copy(update={"seen_by": (who, where)}) if reply.about else reply
+def _for_asker(reply: Reply, message: InboundMessage) -> Reply:
+    return reply.model_copy(update={"asker": message.asked}) if reply.about else reply
 
 
 def _sight(recipient: Whereabouts) -> set[int]:
@@ -79,19 +79,18 @@ def address(
         # where they asked (a DM's own conversation; for a slash command, privately in its channel).
         to = message.conversation if message.direct else message.sender
         return [
-            Outgoing(recipient=to, reply=_seen_by(reply, *message.asked), context=message.reply_context)
+            Outgoing(recipient=to, reply=_for_asker(reply, message), context=message.reply_context)
             for reply in replies
         ]
     visible = visible_cities(channel_city)
     outgoing: list[Outgoing] = []
     for reply in replies:
         if not reply.personal and set(reply.about) <= visible:
-            shown = _seen_by(reply, message.conversation, message.conversation)
             outgoing.append(
-                Outgoing(recipient=message.conversation, reply=shown, context=message.reply_context)
+                Outgoing(recipient=message.conversation, reply=reply, context=message.reply_context)
             )
         else:
-            outgoing.append(Outgoing(recipient=message.sender, reply=_seen_by(reply, *message.asked)))
+            outgoing.append(Outgoing(recipient=message.sender, reply=_for_asker(reply, message)))
     diverted = [o.reply for o in outgoing if o.recipient == message.sender]
     if diverted and not reaches_privately():
         outgoing = [o for o in outgoing if o.recipient != message.sender]

@@ -153,11 +153,11 @@ class Reply(BaseModel):
         default=False,
         description="for the sender alone wherever they asked (a sign-in link), never in a conversation",
     )
-    seen_by: tuple[str, str | None] | None = Field(
+    asker: tuple[str, str | None] | None = Field(
         default=None,
-        description="whose sight of `about` decides whether the reply, held back, may still go, as "
-        "(who, where) for `views.whereabouts`: the asker where they asked, for an answer only they see "
-        "(their DM's too); the conversation itself, twice, where others see it",
+        description="for an answer only its asker sees (their DM's too): who asked, and where, as "
+        "`views.whereabouts` takes them; whether it may still go, held back, is theirs to see. None: "
+        "the recipient, a conversation others see, decides",
     )
 
     def rendered(self, now: datetime) -> "Reply":

@@ -674,16 +674,11 @@ class Deliverer:
             return store.reference(recipient)
 
     def _still_sees(self, row: OutboxMessage, cities: set[int]) -> bool:
-        seen_by = (row.payload or {}).get("seen_by")
+        asker = (row.payload or {}).get("asker")
+        who, where = asker if asker else (row.recipient, row.recipient)
         with open_store(reader(self.engine)) as store:
-            if not seen_by:
-                # Queued before replies said who sees them: a DM's own conversation, neither a person
-                # nor a bound channel, keeps its reply, as it did then.
-                found = views.whereabouts(store, row.recipient, row.recipient)
-                return (found.person is None and found.channel_city is None) or may_be_told(found, cities)
-            who, where = seen_by
             found = views.whereabouts(store, who, where)
-            return may_still_answer(found, cities, speaker_of(found, who) if who != where else None)
+        return may_still_answer(found, cities, speaker_of(found, who) if asker else None)
 
     def _reachable(
         self, recipient: str, cities: set[int], reminds: tuple[int, datetime] | None = None
