@@ -61,6 +61,29 @@ def test_healthz_and_readyz(engine: object) -> None:
         }
 
 
+def test_a_trailing_slash_leads_to_the_page_on_the_host_the_browser_used(engine: object) -> None:
+    """The redirect names no host: one from the Host header would send a browser to whatever the
+    request claimed (and to http:// behind a proxy that ended TLS)."""
+    hub = Hub(engine, FixedClock(NOW))  # type: ignore[arg-type]
+    with (
+        serving(build_app(hub, [])) as url,
+        httpx.Client(base_url=url, headers={"Host": "elsewhere.example"}) as client,
+    ):
+        moved = client.get("/healthz/?probe=1")
+        assert (moved.status_code, moved.headers["location"]) == (307, "/healthz?probe=1")
+        assert client.get(moved.headers["location"]).json() == {"status": "ok"}
+        # Not for a write, a path no route has, another site's address, or an encoded slash.
+        for method, path in [
+            ("POST", "/healthz/"),
+            ("GET", "/nowhere/"),
+            ("GET", "//elsewhere.example/"),
+            ("GET", "/healthz%2F"),
+        ]:
+            answered = client.request(method, path)
+            assert answered.status_code in (404, 405), (method, path)
+            assert "location" not in answered.headers, (method, path)
+
+
 def test_readyz_says_unavailable_when_the_database_is_not_there(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}")
     hub = Hub(engine, FixedClock(NOW))

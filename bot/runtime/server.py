@@ -15,8 +15,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, Route
 
 from bot.core.messages import Reply
 from bot.runtime.delivery import FAILING
@@ -128,8 +128,10 @@ def build_app(
                 return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
-    async def http_error(_: Request, error: Exception) -> Response:
+    async def http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
+        if error.status_code == 404 and (known := _without_slash(routes, request)) is not None:
+            return RedirectResponse(known, status_code=307)
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
     async def server_error(request: Request, error: Exception) -> Response:
@@ -160,12 +162,36 @@ def build_app(
         for path in getattr(adapter, "intake_paths", ())
     }
     middleware.append(Middleware(Shedding, paths=intake, full=lambda: hub.full, refusals=refusals))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=middleware,
     )
+    # Starlette's own redirect is to an absolute address built from the Host header, which whoever
+    # sends the request chooses, and says http:// behind a proxy that ended TLS: `_without_slash`.
+    app.router.redirect_slashes = False
+    return app
+
+
+def _without_slash(routes: Sequence[BaseRoute], request: Request) -> str | None:
+    """For a page asked for with a trailing slash (`/dashboard/`), where it is, as a path with no host:
+    the browser keeps the scheme and host it used. Only for reads of a route that answers them; a
+    platform posting to a wrong address is told 404, which its settings page shows the deployer."""
+    path = request.url.path
+    if request.method not in ("GET", "HEAD") or not path.endswith("/") or not path.rstrip("/"):
+        return None
+    scope = {**request.scope, "path": path.rstrip("/")}
+    if not any(route.matches(scope)[0] is Match.FULL for route in routes):
+        return None
+    # As it was sent (percent-encoded), since a header holds no other; every route starts `/` and a
+    # letter, so this is never `//host` or `/\host`, which a browser would take for another site.
+    sent = request.scope.get("raw_path", path.encode()).decode("latin-1")
+    if not sent.endswith("/"):
+        return None  # an encoded slash (`%2F`): the same address again would be a loop
+    sent = sent.rstrip("/")
+    query = request.url.query
+    return sent + (f"?{query}" if query else "")
 
 
 async def _stop(part: Service) -> None:
