@@ -139,3 +139,13 @@ def test_exit_or_quit_leaves_the_chat_as_in_a_shell(demo_db: Engine, leave: str)
     assert result.exit_code == 0, result.output
     assert updates(demo_db) == ["before leaving"]
     assert "didn't catch that" not in result.output
+
+
+def test_an_empty_line_is_not_a_message(demo_db: Engine) -> None:
+    url = demo_db.url.render_as_string(hide_password=False)
+    said = "\n   \nupdate: after two empty lines\n"
+    result = CliRunner().invoke(app, ["chat", "--as", "console:ana", "--db", url], input=said)
+    assert result.exit_code == 0, result.output
+    assert "empty message" not in result.output
+    assert result.output.count("bot ") == 1, result.output  # the update's reply alone
+    assert updates(demo_db) == ["after two empty lines"]

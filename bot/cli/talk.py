@@ -116,6 +116,8 @@ def chat_loop(engine: Engine, identity: str) -> None:
             continue
         text = "\n".join(lines)
         words = text.split(maxsplit=1)
+        if not words:
+            continue  # Enter on an empty line asks for the prompt again, as in a shell
         # `exit` and `quit` too, as in a shell or Python's prompt: nobody says that to the bot.
         if text.strip().lower() in ("/quit", "/exit", "exit", "quit"):
             return
