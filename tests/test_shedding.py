@@ -3,6 +3,7 @@ body is read; other routes and methods pass, and the refusal never reaches the h
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -99,3 +100,30 @@ async def test_a_path_with_its_own_refusal_is_answered_with_it_past_either_bound
         release.set()
         assert (await waiting).status_code == 200
         assert handled == ["m2"]
+
+
+async def test_a_request_whose_body_is_still_coming_takes_no_place_in_flight() -> None:
+    """Stalled bodies, which anyone can send (the signature is checked once the body is in), never fill
+    the bound: the platform's message beside them is taken. Once in, such a body counts."""
+    full, release, handled = [False], asyncio.Event(), []
+    rest = asyncio.Event()
+    release.set()
+
+    async def stalled(n: int) -> AsyncIterator[bytes]:
+        yield f"s{n}-".encode()
+        await rest.wait()
+        yield b"end"
+
+    async with _client(_app(full, 2, release, handled)) as client:
+        slow = [asyncio.create_task(client.post("/in", content=stalled(n))) for n in range(3)]
+        await asyncio.sleep(0.1)  # all three through the door, their bodies half there
+        assert (await client.post("/in", content=b"m1")).status_code == 200
+        assert handled == ["m1"]
+        release.clear()
+        rest.set()
+        while len(handled) < 4:
+            await asyncio.sleep(0.01)
+        assert (await client.post("/in", content=b"m2")).status_code == 503  # three in flight now
+        release.set()
+        assert [r.status_code for r in await asyncio.gather(*slow)] == [200, 200, 200]
+        assert sorted(handled) == ["m1", "s0-end", "s1-end", "s2-end"]

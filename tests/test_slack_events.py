@@ -4,6 +4,7 @@ client to a local mock of the Web API."""
 
 import json
 import logging
+import socket
 import time
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from bot.core.clock import FixedClock
 from bot.runtime.delivery import UNSEEN
 from bot.runtime.serve import build_server
 from bot.runtime.settings import Settings
+from bot.runtime.shedding import MAX_IN_FLIGHT
 from store.models import InboxMessage, OutboxMessage, OutboxStatus, Update
 from tests.conftest import NOW
 from tests.platform_run import slow_writes
@@ -58,6 +60,31 @@ def test_url_verification_challenge_is_answered(running: Running) -> None:
     )
     assert response.status_code == 200
     assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in response.text
+
+
+def test_stalled_unsigned_bodies_do_not_crowd_out_slack(running: Running) -> None:
+    """More half-sent requests than the requests-in-flight bound (anyone can send them: the signature
+    is checked once the body is in) leave Slack's message accepted, not refused with 503."""
+    host, port = running.url.removeprefix("http://").split(":")
+    # Headers that look signed (a fresh timestamp, a signature of the right form), which cannot be
+    # refused before the body they sign is in.
+    looks_signed = f"X-Slack-Request-Timestamp: {int(time.time())}\r\nX-Slack-Signature: v0={'0' * 64}\r\n"
+    head = b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += looks_signed.encode()
+    stalled = []
+    try:
+        for _ in range(MAX_IN_FLIGHT + 20):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(head + b"Content-Length: 1000\r\n\r\n{")
+            stalled.append(sock)
+        time.sleep(0.5)  # each through the door, waiting for the rest of its body
+        response = running.event(event_body(_message("update: past the stalled ones"), "EvStall"))
+        assert response.status_code == 200
+        running.settle()
+        assert [u.text for u in _updates(running)] == ["past the stalled ones"]
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def test_channel_message_records_an_update_and_replies_in_its_thread(running: Running) -> None:

@@ -4,7 +4,10 @@ flood of retries cannot take the time the messages already accepted need to be h
 waits to be refused after the platform's deadline.
 
 Capacity is two bounds: the messages accepted and not yet handled (the intake's backlog), and the
-requests in flight, which bounds how long one can wait behind the others (Slack's deadline is 3 s).
+requests in flight, which bounds how long one can wait behind the others (Slack's deadline is 3 s). A
+request is in flight from when its body is in: one whose sender is still sending costs nothing meanwhile,
+and if it counted, anyone could fill the bound with a few hundred stalled bodies (unsigned: the signature
+is checked once the body is read) and have every platform's message refused until they time out.
 
 A platform that would not send the message again after a 503 has its own refusal instead (WhatsApp:
 TwiML telling the sender nothing was saved), so a refused message is never lost without a word."""
@@ -13,7 +16,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.runtime.intake import RETRY_AFTER_SECONDS
 from bot.runtime.logs import Tally
@@ -52,8 +55,18 @@ class Shedding:
             self._refusals.count(path=scope["path"], in_flight=self.in_flight)
             await self.refusals.get(scope["path"], REFUSAL)(scope, receive, send)
             return
-        self.in_flight += 1
+        counted = False
+
+        async def counting() -> Message:
+            nonlocal counted
+            message = await receive()
+            if not counted and not (message["type"] == "http.request" and message.get("more_body")):
+                counted = True
+                self.in_flight += 1
+            return message
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, counting, send)
         finally:
-            self.in_flight -= 1
+            if counted:
+                self.in_flight -= 1
