@@ -504,15 +504,18 @@ def _link_in_gammas_channel(site: Site) -> str:
     return link_for(site.bot, "console:coach-all", "slack:T0001:C0GAMMA")
 
 
-async def test_a_blocker_opened_today_reads_today_on_the_city_page_as_in_chat(site: Site) -> None:
+async def test_a_blocker_opened_today_reads_so_on_the_city_page_and_portfolio_as_in_chat(site: Site) -> None:
     # Gamma's blocker was opened this morning: the page said "(hace 0 días)", where chat says "(hoy)".
     link = _link_in_gammas_channel(site)
     async with site.client() as client:
         assert (await sign_in(client, link)).status_code == 303
         page = html.unescape((await client.get("/dashboard/city/gamma")).text)
+        portfolio = html.unescape((await client.get("/dashboard")).text)
     chat = site.bot.say("console:g1", "/cda blockers")
     assert "abierto el sáb 28 nov 2026 (hoy) por Gil Gamma" in chat
     assert "abierto el sáb 28 nov 2026 (hoy) por Gil Gamma" in page and "hace 0 días" not in page
+    # The portfolio's open-blockers column said "el más antiguo: 0 días", as if there were none.
+    assert "el más antiguo: menos de un día" in portfolio and "0 días" not in portfolio
 
 
 async def test_the_csv_keeps_its_accents_in_a_spreadsheet(site: Site) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import cache, lru_cache
 from itertools import groupby
 from pathlib import Path
@@ -143,6 +143,13 @@ class Formats:
         days = max((self.now - instant).days, 0) if instant else 0
         return self.t.ngettext("{count} day", "{count} days", days).format(count=self.number(days))
 
+    def oldest(self, opened: datetime | None) -> str:
+        """How long the oldest open blocker has waited: "0 days" would read as none at all."""
+        _ = self.t.gettext
+        if opened is None or self.now - opened < timedelta(days=1):
+            return _("oldest under a day")
+        return _("oldest {age}").format(age=self.age(opened))
+
     def day(self, instant: datetime, city: City) -> str:
         return day_of(self.t, instant, city)
 
@@ -175,7 +182,7 @@ class Formats:
             updates=updates.format(count=self.number(row.updates_7d)),
             last_update=self.ago(row.last_update, row.city) if row.last_update else _("none yet"),
             blockers=self.number(row.open_blockers),
-            oldest=_("oldest {age}").format(age=self.age(row.oldest_blocker)) if row.open_blockers else "",
+            oldest=self.oldest(row.oldest_blocker) if row.open_blockers else "",
             next_session=self.session(nxt, row.city) if nxt else _("none scheduled"),
         )
 
