@@ -390,3 +390,74 @@ def test_serve_takes_every_waiting_connection_as_soon_as_its_loop_is_free() -> N
         server.should_exit = True
         thread.join(10)
         listening.close()
+
+
+def _closed_within(conn: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closed `conn` (what it sent before is read past), or None."""
+    started = time.monotonic()
+    conn.settimeout(seconds)
+    try:
+        while conn.recv(65_536):
+            pass
+    except TimeoutError:
+        return None
+    return time.monotonic() - started
+
+
+def test_a_connection_that_does_not_finish_its_headers_in_time_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Silent or trickling, before a first request or between requests: closed at the deadline, where
+    uvicorn alone kept it for good. Headers sent in time, a request is answered however long after."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from bot.runtime.header_deadline import HeadersInTime
+    from bot.runtime.serve import uvicorn_config
+
+    monkeypatch.setattr(HeadersInTime, "header_seconds", 0.5)
+
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse((await request.body()).decode())
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn_config(Starlette(routes=[Route("/", echo, methods=["POST"])]), "", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    address = listening.getsockname()
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        silent = socket.create_connection(address)
+        assert _closed_within(silent, 5) is not None
+        trickling = socket.create_connection(address)
+        started = time.monotonic()
+        with pytest.raises(OSError):  # the server closed it: a broken pipe or a reset
+            for byte in request[:40]:  # a byte every 0.1 s: never quiet, never done
+                trickling.sendall(bytes([byte]))
+                time.sleep(0.1)
+        assert time.monotonic() - started < 3
+        # Headers in time, then a pause past the deadline before the body: answered.
+        patient = socket.create_connection(address)
+        patient.sendall(request[:-2])
+        time.sleep(1)
+        patient.sendall(request[-2:])
+        patient.settimeout(5)
+        answer = b""
+        while not answer.endswith(b"\r\n\r\nhi"):
+            answer += patient.recv(65_536) or pytest.fail(f"closed after {answer!r}")
+        assert answer.startswith(b"HTTP/1.1 200")
+        # The next request on the same connection has a deadline of its own.
+        patient.sendall(request[:10])
+        assert _closed_within(patient, 5) is not None
+        for conn in (silent, trickling, patient):
+            conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listening.close()

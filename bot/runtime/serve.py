@@ -22,6 +22,7 @@ from bot.runtime import heap, logs
 from bot.runtime.delivery import Deliverer
 from bot.runtime.delivery_process import DeliveryProcess
 from bot.runtime.delivery_process import command as delivery_command
+from bot.runtime.header_deadline import HeadersInTime
 from bot.runtime.hub import DelivererType, Hub
 from bot.runtime.server import PlatformAdapter, build_app
 from bot.runtime.settings import Settings
@@ -143,6 +144,7 @@ def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
         # of 3,525 new connections waited over a second to be accepted; none with asyncio's, which
         # accepts every waiting connection at once). Throughput was the same within the runs' spread.
         loop="asyncio",
+        http=HeadersInTime,
     )
 
 
