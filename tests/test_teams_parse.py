@@ -75,12 +75,18 @@ def test_no_tenant_at_all_is_refused_unless_local() -> None:
     assert parsed is not None and parsed.sender.startswith("teams:local:")
 
 
-def test_chatter_without_a_mention_is_not_addressed_and_the_bots_own_messages_are_ignored() -> None:
+def test_chatter_without_a_mention_is_not_addressed_and_bots_messages_are_ignored() -> None:
     parsed = _parse(message(SERVICE, "lunch?", mention=False))
     assert parsed is not None and not parsed.addressed
     own = message(SERVICE, "update: echo")
     own["from"] = dict(BOT)
     assert _parse(own) is None
+    # Another bot in the channel, mentioning this one: not a member of the channel's city.
+    other = message(SERVICE, "update: posted by a workflow bot")
+    other["from"] = {"id": "28:99999999-8888-4777-8666-555555555555", "name": "Workflows"}
+    assert _parse(other) is None
+    other["from"] = {"id": "29:1a2b3c", "name": "Relay", "role": "bot"}
+    assert _parse(other) is None
 
 
 def test_a_personal_chat_is_direct_and_private() -> None:

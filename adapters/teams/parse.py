@@ -113,8 +113,14 @@ def person_id(activity: Activity) -> str:
 
 
 def _from_bot(activity: Activity) -> bool:
+    """This bot or another (Teams names bots `28:<app id>`, people `29:…`): as on Slack, what a bot
+    says is never taken for a member of the channel's city speaking."""
     sender, bot = activity.from_property, activity.recipient
-    return bool(sender and bot and sender.id and sender.id == bot.id)
+    if sender is None:
+        return False
+    if sender.role == "bot" or (sender.id or "").startswith("28:"):
+        return True
+    return bool(bot and sender.id and sender.id == bot.id)
 
 
 def _reference_of(activity: Activity) -> ConversationReference:
