@@ -6,8 +6,9 @@ waits to be refused after the platform's deadline.
 Capacity is two bounds: the messages accepted and not yet handled (the intake's backlog), and the
 requests in flight, which bounds how long one can wait behind the others (Slack's deadline is 3 s). A
 request is in flight from when its body is in: one whose sender is still sending costs nothing meanwhile,
-and if it counted, anyone could fill the bound with a few hundred stalled bodies (unsigned: the signature
-is checked once the body is read) and have every platform's message refused until they time out.
+and if it counted, anyone could fill the bound with a few hundred stalled bodies (Slack's and Twilio's
+signatures are over the body, so they are checked once it is in) and have every platform's message
+refused until those time out.
 
 A platform that would not send the message again after a 503 has its own refusal instead (WhatsApp:
 TwiML telling the sender nothing was saved), so a refused message is never lost without a word."""
